@@ -34,6 +34,10 @@ N_PLUS_ONE: Final = "perf.n_plus_one"  # perf_n_plus_one_total
 LOOP_LAG: Final = "perf.asyncio.loop.lag"  # perf_asyncio_loop_lag_seconds
 OPERATION_DURATION: Final = "perf.operation.duration"  # perf_operation_duration_seconds
 OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
+# --- Budgets (exported as gauges when OTEL_PERF_BUDGETS is set, so rules and dashboards
+# compare against the same numbers the budgets file holds) ------------------------------
+BUDGET_DURATION: Final = "perf.budget.duration"  # perf_budget_duration_seconds{http_route,http_request_method,perf_budget_quantile}
+BUDGET_ERROR_RATE: Final = "perf.budget.error_rate"  # perf_budget_error_rate{http_route,http_request_method}
 # --- Runtime ----------------------------------------------------------------------------
 PROCESS_CPU_TIME: Final = "process.cpu.time"  # process_cpu_time_seconds_total{type}
 PROCESS_CPU_UTILIZATION: Final = "process.cpu.utilization"  # process_cpu_utilization_ratio
@@ -61,6 +65,7 @@ A_DB_QUERY_TEXT: Final = "db.query.text"
 A_DB_POOL_NAME: Final = "db.client.connection.pool.name"
 A_DB_CONN_STATE: Final = "db.client.connection.state"
 A_SIGNAL: Final = "signal"
+A_BUDGET_QUANTILE: Final = "perf.budget.quantile"  # "p50" | "p95" | "p99"
 A_OPERATION: Final = "perf.operation.name"
 A_PERF_SLOW: Final = "perf.slow"
 A_PERF_QUERY_COUNT: Final = "perf.db.query_count"
