@@ -118,6 +118,15 @@ def test_otel_environment_is_clean_in_tests() -> None:
     assert not [k for k in os.environ if k.startswith("OTEL_")]
 
 
+def test_missing_backend_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no such backend"):
+        support.skip_or_fail("no such backend")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"no such backend.*CI=true"):
+        support.skip_or_fail("no such backend")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Receiver: decoding what the real exporters send
 # ---------------------------------------------------------------------------------------------------
@@ -465,6 +474,32 @@ def test_wait_http_reports_an_early_exit_with_output(app_process: AppFactory) ->
     app = app_process([sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"])
     with pytest.raises(AssertionError, match=r"(?s)exited before.*exited with 3.*bad config"):
         app.wait_http(f"http://127.0.0.1:{closed_port()}/", timeout=10)
+
+
+_EXPORTING_CHILD = textwrap.dedent(
+    """
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider()  # endpoint, protocol and batch delay all come from the environment
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.get_tracer("child").start_span("from-child").end()
+    provider.shutdown()
+    print("exported", flush=True)
+    """
+)
+
+
+def test_child_process_exports_to_the_receiver_via_exporter_env(
+    otlp_receiver: OTLPReceiver, app_process: AppFactory
+) -> None:
+    env = otlp_receiver.exporter_env() | {"OTEL_SERVICE_NAME": "child-service"}
+    app = app_process([sys.executable, "-c", _EXPORTING_CHILD], env)
+    [span] = otlp_receiver.wait_for_spans(name="from-child", timeout=20)
+    assert span.resource["service.name"] == "child-service"
+    assert app.wait_exit(timeout=20) == 0, app.describe()
+    assert "exported" in app.stdout()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ Every request is counted per path whatever the mode (:meth:`OTLPReceiver.request
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import http.server
@@ -584,8 +585,9 @@ def closed_port() -> int:
 _held_sockets: list[socket.socket] = []
 
 
+@atexit.register
 def release_closed_ports() -> None:
-    """Close the sockets that reserve :func:`closed_port` ports (called at session end)."""
+    """Close the sockets that reserve :func:`closed_port` ports (runs at interpreter exit)."""
     while _held_sockets:
         _held_sockets.pop().close()
 

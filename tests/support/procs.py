@@ -19,7 +19,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -82,7 +81,8 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
             return err.code, err.read()
 
 
-_live: weakref.WeakSet[AppProcess] = weakref.WeakSet()
+# Strong references on purpose: a started process must be stopped even if the test dropped it.
+_live: set[AppProcess] = set()
 
 
 @atexit.register

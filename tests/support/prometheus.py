@@ -79,8 +79,8 @@ class PrometheusServer:
         return doc["data"]
 
     def query(self, promql: str, at: float | None = None) -> list[Any]:
-        """Instant query; returns ``data.result`` (a list of ``{"metric": {...}, "value": [ts, "v"]}``
-        for vectors)."""
+        """Instant query; returns ``data.result``: for a vector a list of
+        ``{"metric": {...}, "value": [ts, "v"]}``, for a scalar ``[ts, "v"]``."""
         params = {"query": promql}
         if at is not None:
             params["time"] = str(at)
