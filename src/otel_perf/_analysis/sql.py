@@ -1,0 +1,119 @@
+"""SQL normalization: literals out, shape in.
+
+Every statement that leaves the process (span attribute, log record, finding, stats
+endpoint, metric label) goes through :func:`normalize` first: string, numeric, hex and
+dollar-quoted literals become ``?``, bind placeholders of every DB-API paramstyle become
+``?``, ``IN (...)`` lists and multi-row ``VALUES`` collapse to one element, comments go,
+whitespace folds.  The same query shape thus always normalizes to the same text, which is
+what N+1 detection groups by.
+
+:func:`classify` extracts ``db.operation.name`` (SELECT, INSERT, ...) and
+``db.collection.name`` (the first table the statement names).  Both are cached: a
+SQLAlchemy app sends the same few hundred statement strings over and over.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+_DOLLAR_QUOTED = re.compile(r"\$([A-Za-z_]\w*)?\$.*?\$\1\$", re.S)
+_STRINGS = re.compile(r"(?:[EeXxBbNn])?'(?:[^']|'')*'")
+_UNTERMINATED_STRING = re.compile(r"'[^']*$")
+_PLACEHOLDERS = re.compile(r"%\(\w+\)s|%s|(?<![:\w]):\w+|\$\d+|\?")
+_NUMBERS = re.compile(r"(?<![\w.\"`])[-+]?(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)(?![\w\"`])")
+_IN_LIST = re.compile(r"\bIN\s*\(\s*\?(?:\s*,\s*\?)*\s*\)", re.I)
+_VALUES_ROWS = re.compile(r"(\(\s*\?(?:\s*,\s*\?)*\s*\))(?:\s*,\s*\(\s*\?(?:\s*,\s*\?)*\s*\))+")
+_SPACES = re.compile(r"\s+")
+_IDENT = r"(?:\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][\w$]*))?"
+_TABLE_AFTER = {
+    "SELECT": re.compile(r"\bFROM\s+(" + _IDENT + ")", re.I),
+    "DELETE": re.compile(r"\bFROM\s+(" + _IDENT + ")", re.I),
+    "INSERT": re.compile(r"\bINTO\s+(" + _IDENT + ")", re.I),
+    "REPLACE": re.compile(r"\bINTO\s+(" + _IDENT + ")", re.I),
+    "UPDATE": re.compile(r"^\s*UPDATE\s+(?:OR\s+\w+\s+)?(" + _IDENT + ")", re.I),
+    "MERGE": re.compile(r"\bINTO\s+(" + _IDENT + ")", re.I),
+}
+_MAIN_VERB = re.compile(r"\)\s*(SELECT|INSERT|UPDATE|DELETE|MERGE)\b", re.I)
+_SUBQUERY_FROM = re.compile(r"^\(")
+#: Statements longer than this are cut before normalizing (and marked), so a pathological
+#: multi-megabyte statement costs bounded time and memory.
+MAX_STATEMENT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A normalized statement with its operation and table."""
+
+    text: str
+    operation: str
+    collection: str
+
+
+def normalize(statement: str) -> str:
+    """Return ``statement`` with every literal replaced by ``?`` (never the values)."""
+    sql = statement if len(statement) <= MAX_STATEMENT else statement[:MAX_STATEMENT]
+    sql = _COMMENTS.sub(" ", sql)
+    sql = _DOLLAR_QUOTED.sub("?", sql)
+    sql = _STRINGS.sub("?", sql)
+    # A statement cut mid-string (or malformed) must not leak the string's tail.
+    sql = _UNTERMINATED_STRING.sub("?", sql)
+    sql = _PLACEHOLDERS.sub("?", sql)
+    sql = _NUMBERS.sub("?", sql)
+    sql = _IN_LIST.sub("IN (?)", sql)
+    sql = _VALUES_ROWS.sub(r"\1", sql)
+    sql = _SPACES.sub(" ", sql).strip()
+    if len(statement) > MAX_STATEMENT:
+        sql += " ..."
+    return sql
+
+
+def _strip_quotes(name: str) -> str:
+    parts = [p.strip().strip('"`[]') for p in name.split(".")]
+    return ".".join(p for p in parts if p)
+
+
+def classify(normalized: str) -> tuple[str, str]:
+    """(operation, collection) of a normalized statement; empty strings when unknown."""
+    head = normalized.lstrip("( ")
+    verb = head.split(" ", 1)[0].upper() if head else ""
+    if verb == "WITH":
+        match = _MAIN_VERB.search(normalized)
+        verb = match.group(1).upper() if match else "WITH"
+        body = normalized[match.start() + 1 :] if match else normalized
+    else:
+        body = normalized
+    pattern = _TABLE_AFTER.get(verb)
+    table = ""
+    if pattern is not None:
+        match = pattern.search(body)
+        if match:
+            table = _strip_quotes(match.group(1))
+    if not verb.isalpha():
+        verb = ""
+    return verb, table
+
+
+class ShapeCache:
+    """Bounded cache statement -> :class:`Shape` (cleared whole when full: cheap and bounded)."""
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self.max_entries = max_entries
+        self._cache: dict[str, Shape] = {}
+        self.evictions = 0
+
+    def shape(self, statement: str) -> Shape:
+        shape = self._cache.get(statement)
+        if shape is not None:
+            return shape
+        text = normalize(statement)
+        operation, collection = classify(text)
+        shape = Shape(text, operation, collection)
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+            self.evictions += 1
+        # Only cache statements without inline literals' variety: keying on the raw text is
+        # what makes hits cheap; a flood of distinct literal-laden statements just cycles.
+        self._cache[statement] = shape
+        return shape

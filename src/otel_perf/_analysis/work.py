@@ -1,0 +1,74 @@
+"""The unit of work being measured: one HTTP request, or one ``measure()`` block.
+
+A :class:`Work` lives in a context variable for as long as its request or block runs, so
+the SQLAlchemy listener (even in a threadpool worker: Starlette copies the context) adds
+its queries to the right unit.  It is deliberately a plain slotted object: the hot path
+touches it a few times per request.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry.trace import Span
+
+
+class Work:
+    """Per-unit counters that the findings are computed from at the end."""
+
+    __slots__ = (
+        "db_time",
+        "kind",
+        "max_statements",
+        "method",
+        "name",
+        "query_count",
+        "scope",
+        "span",
+        "span_id",
+        "statements",
+        "statements_dropped",
+        "trace_id",
+    )
+
+    def __init__(self, kind: str, name: str, span: Span, max_statements: int) -> None:
+        self.kind = kind  # "request" | "operation"
+        self.name = name  # route template or operation name, filled at the end for requests
+        self.method = ""
+        self.span = span
+        ctx = span.get_span_context()
+        self.trace_id: int = ctx.trace_id
+        # Only sampled spans make useful exemplars/links; unsampled still carry a trace id.
+        self.span_id: int = ctx.span_id if ctx.trace_flags.sampled else 0
+        self.query_count = 0
+        self.db_time = 0.0
+        self.statements: dict[str, int] = {}
+        self.statements_dropped = 0
+        self.max_statements = max_statements
+        self.scope: Any = None
+
+    def add_query(self, statement: str, seconds: float) -> None:
+        self.query_count += 1
+        self.db_time += seconds
+        statements = self.statements
+        n = statements.get(statement)
+        if n is not None:
+            statements[statement] = n + 1
+        elif len(statements) < self.max_statements:
+            statements[statement] = 1
+        else:
+            self.statements_dropped += 1
+
+    def repeated(self, threshold: int) -> list[tuple[str, int]]:
+        """Statements run at least ``threshold`` times in this unit (N+1 candidates)."""
+        if self.query_count < threshold:
+            return []
+        return [(s, n) for s, n in self.statements.items() if n >= threshold]
+
+    @property
+    def trace_id_hex(self) -> str:
+        return f"{self.trace_id:032x}" if self.trace_id else ""
+
+
+current_work: ContextVar[Work | None] = ContextVar("otel_perf_work", default=None)

@@ -1,0 +1,50 @@
+"""Runs at interpreter start in every process the launcher starts (it is on PYTHONPATH).
+
+This folder holds nothing else, so no module of ours can shadow one of the user's.  After
+bootstrapping it hands over to any ``sitecustomize`` the user's environment had, which
+ours would otherwise hide.
+"""
+
+import importlib.util
+import os
+import sys
+
+
+def _bootstrap() -> None:
+    try:
+        from otel_perf._config import ConfigError
+        from otel_perf._setup.install import bootstrap
+    except ImportError as exc:  # the package is not importable from this interpreter
+        sys.stderr.write(f"otel-perf: instrumentation unavailable in {sys.executable}: {exc}\n")
+        return
+    try:
+        bootstrap()
+    except ConfigError as exc:
+        sys.stderr.write(f"otel-perf: refusing to start (OTEL_PERF_STRICT=true): {exc}\n")
+        raise SystemExit(2) from None
+    except Exception as exc:
+        if os.environ.get("OTEL_PERF__RAISE_ERRORS") == "1":
+            raise
+        sys.stderr.write(f"otel-perf: telemetry disabled, bootstrap failed: {type(exc).__name__}: {exc}\n")
+
+
+def _chain_user_sitecustomize() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    saved = sys.path[:]
+    ours = sys.modules.pop("sitecustomize", None)
+    try:
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+        spec = importlib.util.find_spec("sitecustomize")
+        if spec is not None and spec.loader is not None and spec.origin != __file__:
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.stderr.write(f"otel-perf: the environment's own sitecustomize failed: {exc}\n")
+    finally:
+        sys.path[:] = saved
+        if ours is not None:
+            sys.modules["sitecustomize"] = ours
+
+
+_bootstrap()
+_chain_user_sitecustomize()

@@ -1,0 +1,65 @@
+"""``otel-perf-instrument [flags] COMMAND [ARGS...]``: run any command with telemetry.
+
+Like ``opentelemetry-instrument``, it puts a folder holding only our ``sitecustomize``
+first on ``PYTHONPATH`` and ``exec``s the command, so every Python process the command
+starts (uvicorn workers and reloaders, gunicorn workers, ``python app.py``) bootstraps
+itself at interpreter start.  Flags become environment variables of the child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+
+from otel_perf._cli.flags import add_setting_flags, apply_flags, env_help
+from otel_perf._config import load
+
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bootstrap")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="otel-perf-instrument",
+        description="Run COMMAND with OpenTelemetry traces, RED metrics, correlated logs and "
+        "performance findings. Example: otel-perf-instrument uvicorn app.main:app --port 8000",
+        epilog=env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_setting_flags(p)
+    p.add_argument("command", help="the program to run (uvicorn, gunicorn, fastapi, python, ...)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
+    return p
+
+
+def child_environment(args: argparse.Namespace, base: dict[str, str]) -> dict[str, str]:
+    env = dict(base)
+    apply_flags(args, env)
+    path = env.get("PYTHONPATH", "")
+    parts = [p for p in path.split(os.pathsep) if p and p != BOOTSTRAP_DIR]
+    env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *parts])
+    env.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    env = child_environment(args, dict(os.environ))
+    config = load(env)
+    if config.strict and config.problems:
+        for problem in config.problems:
+            sys.stderr.write(f"otel-perf-instrument: {problem.message()}\n")
+        sys.stderr.write("otel-perf-instrument: refusing to start because OTEL_PERF_STRICT=true.\n")
+        raise SystemExit(2)
+    executable = shutil.which(args.command, path=env.get("PATH"))
+    if executable is None:
+        sys.stderr.write(f"otel-perf-instrument: command not found: {args.command!r} (is it installed in this "
+                         "environment and on PATH?)\n")
+        raise SystemExit(127)
+    os.execve(executable, [args.command, *args.args], env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""Configuration: every setting declared once, resolved in one place.
+
+Precedence is flag > environment > default.  The launcher turns its flags into
+environment variables for the child process and records which ones came from flags in
+``OTEL_PERF__FLAG_SOURCES`` (a private variable), so the child can report the source of
+every value.  An empty variable counts as unset.
+
+A malformed value never stops the host app: :func:`load` records one problem per bad
+variable (name, bad value, value used instead), the bootstrap logs each once, and
+``OTEL_PERF_STRICT=true`` turns them into a :class:`ConfigError` at startup.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["bool", "int", "float", "str", "enum", "list", "path", "url"]
+Source = Literal["default", "env", "flag"]
+
+#: Values longer than this are rejected outright: no setting needs more, and a hostile
+#: multi-megabyte variable must not be copied around.
+MAX_VALUE_LENGTH = 8192
+FLAG_SOURCES_ENV = "OTEL_PERF__FLAG_SOURCES"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration variable: its name, type, default and one-line doc."""
+
+    env: str
+    kind: Kind
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    secret: bool = False
+    #: Standard OpenTelemetry variables are read by the SDK too; we validate and report them.
+    standard: bool = False
+    #: Launcher flag name; derived from the variable name when empty.
+    flag: str = ""
+
+    @property
+    def flag_name(self) -> str:
+        if self.flag:
+            return self.flag
+        stem = self.env.removeprefix("OTEL_PERF_").removeprefix("OTEL_")
+        return "--" + stem.lower().replace("_", "-")
+
+
+def _s(env: str, kind: Kind, default: Any, doc: str, **kw: Any) -> Setting:
+    return Setting(env, kind, default, doc, **kw)
+
+
+#: The table.  The README's env-var table is generated from it (``otel-perf config --markdown``)
+#: and a test checks that the README matches.
+SETTINGS: tuple[Setting, ...] = (
+    # --- ours: behaviour --------------------------------------------------------------
+    _s("OTEL_PERF_STRICT", "bool", False, "Fail at startup on any malformed setting instead of warning."),
+    _s("OTEL_PERF_LOG_FORMAT", "enum", "json",
+       "Log output of the app: `json` (one object per line with trace_id/span_id), `text` "
+       "(plain lines with trace ids), or `off` (leave logging config alone; records still get "
+       "trace_id/span_id attributes).", choices=("json", "text", "off")),
+    _s("OTEL_PERF_ASGI_SUBSPANS", "bool", False,
+       "Also create the ASGI `http send`/`http receive` sub-spans (off: one SERVER span per request)."),
+    _s("OTEL_PERF_TRACERESPONSE", "bool", True,
+       "Add a W3C `traceresponse` header (`00-<trace-id>-<span-id>-<flags>`) to every response."),
+    _s("OTEL_PERF_SERVER_TIMING", "bool", False,
+       "Add a `Server-Timing` header (total, db time, query count) for browser devtools."),
+    _s("OTEL_PERF_CAPTURE_SQL", "bool", True,
+       "Put the normalized SQL (literals replaced by `?`) on DB spans as `db.query.text`."),
+    _s("OTEL_PERF_SYSTEM_METRICS", "bool", True, "Export process CPU, memory, threads and GC metrics."),
+    # --- ours: insight ----------------------------------------------------------------
+    _s("OTEL_PERF_SLOW_REQUEST_MS", "float", 1000.0, "A request at least this long is slow.", minimum=0),
+    _s("OTEL_PERF_SLOW_QUERY_MS", "float", 100.0, "A SQL statement at least this long is slow.", minimum=0),
+    _s("OTEL_PERF_N_PLUS_ONE_THRESHOLD", "int", 5,
+       "Same normalized statement this many times in one request is an N+1 finding.", minimum=2,
+       maximum=100000),
+    _s("OTEL_PERF_LOOP_MONITOR", "bool", True, "Measure asyncio event-loop lag."),
+    _s("OTEL_PERF_LOOP_BLOCK_MS", "float", 100.0,
+       "Event-loop lag at least this long is reported with the request that blocked the loop.", minimum=1),
+    _s("OTEL_PERF_BUDGETS", "path", "",
+       "Performance budgets file (YAML); adds budget bucket bounds, budget gauges and budget checks."),
+    # --- ours: seeing it without a backend ---------------------------------------------
+    _s("OTEL_PERF_STATS_PATH", "str", "",
+       "Serve the JSON stats endpoint at this path (e.g. `/_perf`); needs OTEL_PERF_STATS_TOKEN."),
+    _s("OTEL_PERF_STATS_TOKEN", "str", "",
+       "Bearer token the stats endpoint requires; the endpoint is off while this is empty.", secret=True),
+    _s("OTEL_PERF_REPORT", "bool", False, "Print a per-endpoint table and findings at process exit."),
+    # --- ours: limits and safety -------------------------------------------------------
+    _s("OTEL_PERF_MAX_ROUTES", "int", 1000,
+       "Most distinct series per metric; more collapse into one overflow series (counted).",
+       minimum=10, maximum=1_000_000),
+    _s("OTEL_PERF_MAX_STATEMENTS", "int", 256,
+       "Most distinct SQL statements tracked per request for N+1 detection.", minimum=8, maximum=100000),
+    _s("OTEL_PERF_SQL_CACHE_SIZE", "int", 2048, "Normalized-SQL cache entries.", minimum=16,
+       maximum=1_000_000),
+    _s("OTEL_PERF_SENSITIVE_HEADERS", "list", (),
+       "Extra header names never captured (Authorization, Cookie, Set-Cookie, Proxy-Authorization, "
+       "X-Api-Key are always excluded)."),
+    _s("OTEL_PERF_REDACT_QUERY_PARAMS", "list",
+       ("token", "access_token", "api_key", "apikey", "key", "password", "secret", "signature", "sig",
+        "auth", "code", "session"),
+       "URL query parameters whose values are replaced by `REDACTED` in exported URLs."),
+    _s("OTEL_PERF_WARN_INTERVAL", "float", 60.0,
+       "Seconds between repeated warnings of one kind (export failures, repeated findings).", minimum=0.1),
+    _s("OTEL_PERF_SHUTDOWN_TIMEOUT", "float", 3.0,
+       "Seconds the process waits at exit to flush telemetry, even if the backend black-holes.",
+       minimum=0, maximum=300),
+    _s("OTEL_PERF_QUEUE_SIZE", "int", 2048,
+       "Most spans (and log records) waiting for export; more are dropped and counted.", minimum=16,
+       maximum=1_000_000),
+    # --- standard OpenTelemetry variables we read and validate -----------------------
+    _s("OTEL_SDK_DISABLED", "bool", False, "Disable all telemetry (the app runs untouched).", standard=True),
+    _s("OTEL_SERVICE_NAME", "str", "", "Service name (`service.name`); defaults to the command's name.",
+       standard=True),
+    _s("OTEL_RESOURCE_ATTRIBUTES", "str", "", "Extra resource attributes `k=v,k2=v2`.", standard=True),
+    _s("OTEL_EXPORTER_OTLP_ENDPOINT", "url", "http://localhost:4318",
+       "OTLP endpoint (per-signal `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` are honoured too).",
+       standard=True, flag="--endpoint"),
+    _s("OTEL_EXPORTER_OTLP_PROTOCOL", "enum", "http/protobuf", "OTLP protocol.",
+       choices=("http/protobuf", "grpc"), standard=True),
+    _s("OTEL_TRACES_EXPORTER", "list", ("otlp",), "`otlp`, `console` or `none`.", standard=True),
+    _s("OTEL_METRICS_EXPORTER", "list", ("otlp",),
+       "`otlp`, `prometheus` (serves OpenMetrics with exemplars), `console` or `none`.", standard=True),
+    _s("OTEL_LOGS_EXPORTER", "list", ("otlp",), "`otlp`, `console` or `none`.", standard=True),
+    _s("OTEL_TRACES_SAMPLER", "enum", "parentbased_always_on", "Head sampler.",
+       choices=("always_on", "always_off", "traceidratio", "parentbased_always_on",
+                "parentbased_always_off", "parentbased_traceidratio"), standard=True),
+    _s("OTEL_TRACES_SAMPLER_ARG", "float", 1.0, "Sampler ratio for the `*traceidratio` samplers.",
+       minimum=0, maximum=1, standard=True),
+    _s("OTEL_METRIC_EXPORT_INTERVAL", "int", 60000, "Milliseconds between metric exports.", minimum=100,
+       maximum=86_400_000, standard=True),
+    _s("OTEL_EXPORTER_PROMETHEUS_HOST", "str", "127.0.0.1",
+       "Address the Prometheus endpoint binds (with OTEL_METRICS_EXPORTER=prometheus).", standard=True),
+    _s("OTEL_EXPORTER_PROMETHEUS_PORT", "int", 9464, "Port of the Prometheus endpoint.", minimum=0,
+       maximum=65535, standard=True),
+    _s("OTEL_PYTHON_EXCLUDED_URLS", "list", (),
+       "Comma-separated URL regexes to leave untraced and unmeasured.", standard=True),
+    _s("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "list", (),
+       "Instrumentations to skip: `fastapi` (or `asgi`), `sqlalchemy`, `httpx`, `logging`, "
+       "`system_metrics`, `asyncio`.", standard=True),
+)
+
+BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+class ConfigError(ValueError):
+    """A malformed setting under ``OTEL_PERF_STRICT=true``."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One malformed variable: what was given and what is used instead."""
+
+    env: str
+    given: str
+    used: Any
+    reason: str
+
+    def message(self) -> str:
+        shown = self.given if len(self.given) <= 80 else self.given[:77] + "..."
+        return (
+            f"{self.env}={shown!r} is invalid ({self.reason}); using {_show(self.used)} instead. "
+            f"Fix or unset {self.env}."
+        )
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return repr(",".join(value))
+    return repr(value)
+
+
+@dataclass
+class Config:
+    """The effective configuration: one attribute per setting, plus where each came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, Source]
+    problems: list[Problem] = field(default_factory=list)
+
+    def __getitem__(self, env: str) -> Any:
+        return self.values[env]
+
+    # Typed accessors for the settings the hot path reads, resolved once at startup.
+    @property
+    def strict(self) -> bool:
+        return bool(self.values["OTEL_PERF_STRICT"])
+
+    def flag(self, env: str) -> bool:
+        return bool(self.values[env])
+
+    def number(self, env: str) -> float:
+        return float(self.values[env])
+
+    def text(self, env: str) -> str:
+        return str(self.values[env])
+
+    def items(self, env: str) -> tuple[str, ...]:
+        value = self.values[env]
+        assert isinstance(value, tuple)
+        return value
+
+    def raise_if_strict(self) -> None:
+        if self.strict and self.problems:
+            raise ConfigError("; ".join(p.message() for p in self.problems))
+
+
+def _parse(setting: Setting, raw: str) -> tuple[Any, str | None]:
+    """Parse ``raw`` for ``setting``; return (value, None) or (default, reason)."""
+    if len(raw) > MAX_VALUE_LENGTH:
+        return setting.default, f"longer than {MAX_VALUE_LENGTH} characters"
+    if "\x00" in raw:
+        return setting.default, "contains a NUL byte"
+    text = raw.strip()
+    kind = setting.kind
+    if kind == "bool":
+        low = text.lower()
+        if low in _TRUE:
+            return True, None
+        if low in _FALSE:
+            return False, None
+        return setting.default, "expected true or false"
+    if kind in ("int", "float"):
+        try:
+            number: float = int(text) if kind == "int" else float(text)
+        except ValueError:
+            return setting.default, f"expected {'an integer' if kind == 'int' else 'a number'}"
+        if isinstance(number, float) and not math.isfinite(number):
+            return setting.default, "expected a finite number"
+        if setting.minimum is not None and number < setting.minimum:
+            return setting.default, f"below the minimum {setting.minimum:g}"
+        if setting.maximum is not None and number > setting.maximum:
+            return setting.default, f"above the maximum {setting.maximum:g}"
+        return number, None
+    if kind == "enum":
+        low = text.lower()
+        if low in setting.choices:
+            return low, None
+        return setting.default, "expected one of " + ", ".join(setting.choices)
+    if kind == "list":
+        items = tuple(part.strip() for part in text.split(",") if part.strip())
+        if any(not item.isprintable() for item in items):
+            return setting.default, "contains control characters"
+        return items, None
+    if kind == "url":
+        if not (text.startswith("http://") or text.startswith("https://")) or any(
+            c.isspace() for c in text
+        ):
+            return setting.default, "expected an http:// or https:// URL"
+        return text, None
+    if not text.isprintable():
+        return setting.default, "contains control characters"
+    return text, None
+
+
+def _flag_sources(env: Mapping[str, str]) -> set[str]:
+    return {name for name in env.get(FLAG_SOURCES_ENV, "").split(",") if name}
+
+
+def load(env: Mapping[str, str] | None = None, settings: Iterable[Setting] = SETTINGS) -> Config:
+    """Resolve every setting from ``env`` (default: ``os.environ``).  Never raises."""
+    environ = os.environ if env is None else env
+    from_flags = _flag_sources(environ)
+    values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+    problems: list[Problem] = []
+    for setting in settings:
+        raw = environ.get(setting.env, "")
+        if raw.strip() == "":
+            values[setting.env] = setting.default
+            sources[setting.env] = "default"
+            continue
+        value, reason = _parse(setting, raw)
+        values[setting.env] = value
+        sources[setting.env] = "flag" if setting.env in from_flags else "env"
+        if reason is not None:
+            problems.append(Problem(setting.env, raw, value, reason))
+            sources[setting.env] = "default"
+    _cross_checks(values, problems)
+    return Config(values, sources, problems)
+
+
+def _cross_checks(values: dict[str, Any], problems: list[Problem]) -> None:
+    path = values["OTEL_PERF_STATS_PATH"]
+    if path and (not path.startswith("/") or len(path) < 2 or "?" in path):
+        problems.append(Problem("OTEL_PERF_STATS_PATH", path, "", "expected a path like /_perf"))
+        values["OTEL_PERF_STATS_PATH"] = ""
+
+
+def markdown_table(settings: Iterable[Setting] = SETTINGS) -> str:
+    """The README's env-var table, generated from :data:`SETTINGS`."""
+    rows = ["| Variable | Flag | Type | Default | What it does |", "|---|---|---|---|---|"]
+    for s in settings:
+        default = _show(s.default) if s.default not in ("", ()) else "(unset)"
+        kind = s.kind if s.kind != "enum" else " \\| ".join(s.choices)
+        rows.append(f"| `{s.env}` | `{s.flag_name}` | {kind} | `{default}` | {s.doc} |")
+    return "\n".join(rows)
+
+
+def describe(config: Config, redact: Callable[[Setting, Any], str] | None = None) -> list[tuple[str, str, str]]:
+    """(variable, shown value, source) for every setting; secrets are masked."""
+    out = []
+    for s in SETTINGS:
+        value = config.values[s.env]
+        shown = "***" if s.secret and value else (redact(s, value) if redact else _show(value))
+        out.append((s.env, shown, config.sources[s.env]))
+    return out

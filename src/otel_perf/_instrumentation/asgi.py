@@ -1,0 +1,252 @@
+"""The server side: one lean ASGI middleware per app.
+
+Per request it creates one SERVER span (through the SDK tracer, so samplers, processors
+and propagators are standard), attaches it as the current context, opens a :class:`Work`
+for the insight counters, adds ``traceresponse`` (and optionally ``Server-Timing``)
+headers, and at the end records RED metrics keyed by the route *template* and evaluates
+the findings.  Requests to excluded URLs pass straight through; the stats endpoint is
+answered here before the app sees the request.
+
+Why not the contrib ``OpenTelemetryMiddleware``: it creates three spans per request,
+collects a dozen attributes and records SDK histograms on every call, which costs the
+app 75-85% of its throughput on a trivial endpoint (see FIELD-NOTES and ``bench/``).
+This middleware keeps the same span shape and semantic conventions at a fraction of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from time import perf_counter
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_perf import _names as n
+from otel_perf._analysis import insight
+from otel_perf._analysis.work import Work, current_work
+from otel_perf._setup import guard
+from otel_perf._setup.runtime import Runtime
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"})
+_PROPAGATION_HEADERS = (b"traceparent", b"tracestate", b"baggage")
+MAX_PATH_ATTR = 2048
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (``/items/{item_id}``), including any mount prefix."""
+    route = scope.get("route")
+    if route is None:
+        return ""
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(path, str):
+        return ""
+    root = scope.get("root_path", "")
+    app_root = scope.get("app_root_path", root)
+    if root and isinstance(root, str) and isinstance(app_root, str) and len(root) > len(app_root):
+        path = root[len(app_root):] + path
+    return path
+
+
+class _HeaderGetter:
+    """Propagator getter over ASGI's list of (bytes, bytes) headers."""
+
+    def get(self, carrier: list[tuple[bytes, bytes]], key: str) -> list[str] | None:
+        k = key.lower().encode("latin-1")
+        values = [v.decode("latin-1") for hk, v in carrier if hk == k]
+        return values or None
+
+    def keys(self, carrier: list[tuple[bytes, bytes]]) -> list[str]:
+        return [k.decode("latin-1") for k, _ in carrier]
+
+
+_GETTER = _HeaderGetter()
+
+
+def _redact_query(query: str, names: frozenset[str]) -> str:
+    parts = []
+    for part in query.split("&"):
+        name, sep, _ = part.partition("=")
+        parts.append(f"{name}=REDACTED" if sep and name.lower() in names else part)
+    return "&".join(parts)
+
+
+class PerfMiddleware:
+    """ASGI middleware wrapping an app (installed outermost by the framework patch)."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime, stats: Any = None) -> None:
+        self.app = app
+        self.rt = runtime
+        self.stats = stats
+        cfg = runtime.config
+        self.stats_path = cfg.text("OTEL_PERF_STATS_PATH") if cfg.text("OTEL_PERF_STATS_TOKEN") else ""
+        patterns = cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
+        self.excluded = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+        self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
+        self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
+        self.loop_monitor: Any = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if self.stats_path and (path == self.stats_path or path.startswith(self.stats_path + "/")):
+            await self.stats.handle(scope, receive, send)
+            return
+        if self.excluded is not None and self.excluded.search(path):
+            await self.app(scope, receive, send)
+            return
+        try:
+            prepared = self._start(scope)
+        except Exception as exc:
+            guard.internal_error("asgi.start", exc)
+            await self.app(scope, receive, send)
+            return
+        await self._run(scope, receive, send, *prepared)
+
+    def _start(self, scope: Scope) -> tuple[Work, object, object, float]:
+        rt = self.rt
+        if self.loop_monitor is not None:
+            self.loop_monitor.ensure_started()
+        method = scope.get("method", "GET")
+        if method not in _KNOWN_METHODS:
+            method = "_OTHER"
+        parent = None
+        headers = scope.get("headers") or ()
+        for key, _ in headers:
+            if key in _PROPAGATION_HEADERS:
+                parent = propagate.extract(headers, getter=_GETTER)  # type: ignore[arg-type]
+                break
+        span = rt.tracer.start_span(method, parent, SpanKind.SERVER)
+        if span.is_recording():
+            path = scope.get("path", "")
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("url.path", path[:MAX_PATH_ATTR])
+            span.set_attribute("url.scheme", scope.get("scheme", "http"))
+            query = scope.get("query_string", b"")
+            if query:
+                q = query.decode("latin-1")[:MAX_PATH_ATTR]
+                span.set_attribute("url.query", _redact_query(q, self.redact))
+            version = scope.get("http_version")
+            if version:
+                span.set_attribute("network.protocol.version", version)
+        work = Work("request", "", span, rt.max_statements)
+        work.method = method
+        work.scope = scope
+        ctx_token = context.attach(trace.set_span_in_context(span, parent))
+        work_token = current_work.set(work)
+        active = rt.active
+        active[method] = active.get(method, 0) + 1
+        if self.loop_monitor is not None:
+            self.loop_monitor.request_started(work)
+        return work, ctx_token, work_token, perf_counter()
+
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send,
+        work: Work, ctx_token: object, work_token: object, start: float,
+    ) -> None:
+        rt = self.rt
+        status = 0
+        span = work.span
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                try:
+                    self._response_headers(message, work, start)
+                except Exception as exc:
+                    guard.internal_error("asgi.headers", exc)
+            await send(message)
+
+        error_type = ""
+        try:
+            if self.subspans and span.is_recording():
+                await self.app(scope, self._traced_receive(receive), self._traced_send(send_wrapper))
+            else:
+                await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            error_type = type(exc).__qualname__
+            if status == 0:
+                status = 500
+            if span.is_recording():
+                span.set_attribute("exception.type", error_type)
+            raise
+        finally:
+            seconds = perf_counter() - start
+            try:
+                self._finish(scope, work, status, error_type, seconds)
+            except Exception as exc:
+                guard.internal_error("asgi.finish", exc)
+            finally:
+                current_work.reset(work_token)  # type: ignore[arg-type]
+                context.detach(ctx_token)  # type: ignore[arg-type]
+                active = rt.active
+                active[work.method] = active.get(work.method, 1) - 1
+                if self.loop_monitor is not None:
+                    self.loop_monitor.request_finished(work)
+
+    def _response_headers(self, message: Message, work: Work, start: float) -> None:
+        rt = self.rt
+        if not (rt.traceresponse or rt.server_timing):
+            return
+        headers = list(message.get("headers") or ())
+        if rt.traceresponse and work.trace_id:
+            ctx = work.span.get_span_context()
+            value = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+            headers.append((b"traceresponse", value.encode()))
+        if rt.server_timing:
+            total = (perf_counter() - start) * 1000.0
+            value = f'total;dur={total:.1f}, db;dur={work.db_time * 1000.0:.1f};desc="{work.query_count} queries"'
+            headers.append((b"server-timing", value.encode()))
+        message["headers"] = headers
+
+    def _finish(self, scope: Scope, work: Work, status: int, error_type: str, seconds: float) -> None:
+        route = route_template(scope)
+        if len(route) > MAX_PATH_ATTR:
+            route = route[:MAX_PATH_ATTR]
+        work.name = route
+        method = work.method
+        if not error_type and status >= 500:
+            error_type = str(status)
+        span = work.span
+        if span.is_recording():
+            if route:
+                span.update_name(f"{method} {route}")
+                span.set_attribute(n.A_ROUTE, route)
+            if status:
+                span.set_attribute(n.A_STATUS, status)
+            if error_type:
+                span.set_attribute(n.A_ERROR_TYPE, error_type)
+                span.set_status(Status(StatusCode.ERROR))
+        insight.finish_request(self.rt, work, route, method, status, seconds, error_type)
+        span.end()
+
+    def _traced_receive(self, receive: Receive) -> Receive:
+        tracer = self.rt.tracer
+
+        async def wrapped() -> Message:
+            with tracer.start_as_current_span("http receive", kind=SpanKind.INTERNAL) as span:
+                message = await receive()
+                span.set_attribute("asgi.event.type", message.get("type", ""))
+                return message
+
+        return wrapped
+
+    def _traced_send(self, send: Send) -> Send:
+        tracer = self.rt.tracer
+
+        async def wrapped(message: Message) -> None:
+            with tracer.start_as_current_span("http send", kind=SpanKind.INTERNAL) as span:
+                span.set_attribute("asgi.event.type", message.get("type", ""))
+                await send(message)
+
+        return wrapped

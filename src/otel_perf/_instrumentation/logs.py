@@ -1,0 +1,123 @@
+"""Trace-correlated logs.
+
+Every ``logging.LogRecord`` created while a span is current gets ``trace_id`` and
+``span_id`` attributes (hex; empty outside a request) through a wrapped record factory,
+so any formatter can use ``%(trace_id)s``.  ``OTEL_PERF_LOG_FORMAT=json`` (the default:
+what log pipelines such as Loki, Elasticsearch and Cloud Logging ingest) installs a root
+handler writing one JSON object per line; ``text`` a plain line with the ids; ``off``
+leaves logging configuration alone.  The handler goes on the root logger at startup,
+before the app runs; an app that later calls ``logging.basicConfig()`` keeps it (basicConfig
+is then a no-op), one that calls ``dictConfig`` replaces it (records still carry the ids).
+An unconfigured root logger (level WARNING) is lowered to INFO so the app's INFO records
+reach the pipeline.  With ``OTEL_LOGS_EXPORTER=otlp`` records are also sent over OTLP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from datetime import datetime, timezone
+from typing import Any
+
+from opentelemetry import trace
+
+_MARK = "_otel_perf_handler"
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {
+    "message", "asctime", "trace_id", "span_id", "otelTraceID", "otelSpanID", "taskName",
+}
+_state: dict[str, Any] = {}
+
+
+def install_record_factory(service_name: str) -> None:
+    """Give every new record ``trace_id``, ``span_id`` and ``service_name`` attributes."""
+    if "factory" in _state:
+        return
+    previous = logging.getLogRecordFactory()
+    get_span = trace.get_current_span
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        ctx = get_span().get_span_context()
+        if ctx.trace_id:
+            record.trace_id = f"{ctx.trace_id:032x}"
+            record.span_id = f"{ctx.span_id:016x}"
+        else:
+            record.trace_id = ""
+            record.span_id = ""
+        record.service_name = service_name
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _state["factory"] = previous
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: timestamp, level, logger, message, ids, service, extras, exception."""
+
+    def __init__(self, service_name: str) -> None:
+        super().__init__()
+        self.service_name = service_name
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "trace_id": getattr(record, "trace_id", ""),
+            "span_id": getattr(record, "span_id", ""),
+            "service.name": getattr(record, "service_name", self.service_name),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key != "service_name" and not key.startswith("_"):
+                out[key] = value if isinstance(value, (str, int, float, bool)) or value is None else repr(value)
+        if record.exc_info:
+            exc_type = record.exc_info[0]
+            out["exception"] = {
+                "type": exc_type.__name__ if exc_type else "",
+                "message": str(record.exc_info[1]),
+                "stacktrace": "".join(traceback.format_exception(*record.exc_info)),
+            }
+        return json.dumps(out, default=repr, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
+        )
+
+
+def install_handlers(fmt: str, service_name: str, otlp_handler: logging.Handler | None) -> None:
+    """Apply ``OTEL_PERF_LOG_FORMAT`` and add the OTLP handler, idempotently."""
+    root = logging.getLogger()
+    if fmt in ("json", "text"):
+        formatter: logging.Formatter = JsonFormatter(service_name) if fmt == "json" else TextFormatter()
+        ours = [h for h in root.handlers if getattr(h, _MARK, False)]
+        if not ours:
+            handler = logging.StreamHandler(sys.stderr)
+            setattr(handler, _MARK, True)
+            handler.setFormatter(formatter)
+            root.addHandler(handler)
+            if root.level == logging.WARNING:  # the untouched default: let the app's INFO through
+                root.setLevel(logging.INFO)
+            _state["stream"] = handler
+    # Our own findings and warnings must be visible even if the app never configured logging.
+    logging.getLogger("otel_perf").setLevel(logging.INFO)
+    if otlp_handler is not None and not any(getattr(h, "_otel_perf_otlp", False) for h in root.handlers):
+        otlp_handler._otel_perf_otlp = True  # type: ignore[attr-defined]
+        root.addHandler(otlp_handler)
+        _state["otlp"] = otlp_handler
+
+
+def uninstall() -> None:
+    root = logging.getLogger()
+    for key in ("stream", "otlp"):
+        handler = _state.pop(key, None)
+        if handler is not None:
+            root.removeHandler(handler)
+    previous = _state.pop("factory", None)
+    if previous is not None:
+        logging.setLogRecordFactory(previous)

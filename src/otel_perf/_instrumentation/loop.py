@@ -1,0 +1,126 @@
+"""asyncio event-loop lag, and which request blocked the loop.
+
+A coroutine on the app's loop sleeps a fixed tick and records how late it woke
+(``perf.asyncio.loop.lag``): the time a ready callback waited.  A watchdog thread checks
+the coroutine's heartbeat; when the loop has not come round for ``OTEL_PERF_LOOP_BLOCK_MS``
+it looks up the task running on the loop at that moment, maps it to the in-flight request
+(the middleware registers each request's task), and remembers it.  When the loop comes
+back, one WARNING names the route and trace id of the request that blocked it: the
+classic "sync call inside an async endpoint" bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+
+from otel_perf._analysis.findings import LoopBlock, recommend_loop_block
+from otel_perf._analysis.work import Work
+from otel_perf._setup import guard
+from otel_perf._setup.runtime import Runtime
+
+logger = logging.getLogger("otel_perf")
+TICK = 0.05
+
+
+class LoopMonitor:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.block_s = runtime.config.number("OTEL_PERF_LOOP_BLOCK_MS") / 1000.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heartbeat = time.monotonic()
+        self._requests: dict[int, Work] = {}
+        self._blocker: Work | None = None
+        self._stop = threading.Event()
+        self._pid = 0
+
+    # --- called by the middleware (event-loop thread) -------------------------------
+    def ensure_started(self) -> None:
+        if self._loop is not None and self._pid == _pid():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._loop = loop
+        self._pid = _pid()
+        self._heartbeat = time.monotonic()
+        loop.create_task(self._tick(), name="otel-perf-loop-monitor")
+        threading.Thread(target=self._watch, name="otel-perf-loop-watchdog", daemon=True).start()
+
+    def request_started(self, work: Work) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._requests[id(task)] = work
+
+    def request_finished(self, work: Work) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._requests.pop(id(task), None)
+
+    # --- the loop side -------------------------------------------------------------
+    async def _tick(self) -> None:
+        hist = self.rt.inst.loop_lag
+        while not self._stop.is_set():
+            start = time.monotonic()
+            self._heartbeat = start
+            await asyncio.sleep(TICK)
+            lag = max(0.0, time.monotonic() - start - TICK)
+            try:
+                hist.record(lag, ())
+                if lag >= self.block_s:
+                    self._report(lag)
+            except Exception as exc:
+                guard.internal_error("loop.tick", exc)
+
+    def _report(self, lag: float) -> None:
+        work, self._blocker = self._blocker, None
+        route = work.name or _route(work) if work is not None else ""
+        method = work.method if work is not None else ""
+        trace_id = work.trace_id_hex if work is not None else ""
+        advice = recommend_loop_block(f"{method} {route}".strip())
+        self.rt.findings.loop_blocks.append(LoopBlock(round(lag * 1000, 3), route, method, trace_id, time.time(), advice))
+        if self.rt.warn_limiter.allow(("loop-block", method, route)):
+            logger.warning(
+                "event loop blocked for %.0f ms (threshold %.0f ms) by %s trace_id=%s",
+                lag * 1000, self.block_s * 1000, f"{method} {route}".strip() or "code outside a request", trace_id,
+                extra={"perf.finding": "event_loop_blocked", "http.route": route, "perf.lag_ms": round(lag * 1000, 3),
+                       "perf.blocking_trace_id": trace_id, "perf.recommendation": advice},
+            )
+
+    # --- the watchdog thread -------------------------------------------------------
+    def _watch(self) -> None:
+        interval = max(0.01, self.block_s / 4)
+        while not self._stop.wait(interval):
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                return
+            if time.monotonic() - self._heartbeat < TICK + self.block_s or self._blocker is not None:
+                continue
+            try:
+                task = asyncio.current_task(loop)
+            except RuntimeError:
+                continue
+            if task is not None:
+                self._blocker = self._requests.get(id(task))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _route(work: Work) -> str:
+    from otel_perf._instrumentation.asgi import route_template
+
+    return route_template(work.scope) if isinstance(work.scope, dict) else ""
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def instrument(runtime: Runtime) -> LoopMonitor:
+    return LoopMonitor(runtime)
+

@@ -1,0 +1,215 @@
+"""SQLAlchemy: a CLIENT span, a duration metric and insight counters per statement.
+
+We listen to SQLAlchemy's own engine events at class level (``Engine`` for every engine,
+sync or the one inside an ``AsyncEngine``; works on SQLAlchemy 2.0 and 2.1 and for
+engines created before we loaded).  The contrib SQLAlchemy instrumentation declares
+``sqlalchemy < 2.1`` and then instruments nothing on what pip installs today, and records
+no ``db.client.operation.duration``; this listener does both.
+
+Per statement: time it, normalize it (cached), add it to the current :class:`Work`,
+record ``db.client.operation.duration`` by operation and table, flag it slow, and, when
+the enclosing span is sampled, emit a child span with explicit start/end times (no
+context attach needed: a statement has no children).  Pool usage is read at collection
+time, so it costs the hot path nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from time import perf_counter
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_perf import _names as n
+from otel_perf._analysis import insight
+from otel_perf._analysis.work import current_work
+from otel_perf._metrics.instruments import Key
+from otel_perf._setup import guard
+from otel_perf._setup.runtime import Runtime
+
+logger = logging.getLogger("otel_perf")
+_T0 = "_otel_perf_t0"
+_SYSTEMS = {"mssql": "microsoft.sql_server", "oracle": "oracle.db", "postgresql": "postgresql"}
+_state: dict[str, Any] = {}
+
+
+class _EngineInfo:
+    __slots__ = ("attributes", "system")
+
+    def __init__(self, engine: Any) -> None:
+        dialect = engine.dialect.name
+        self.system = _SYSTEMS.get(dialect, dialect)
+        url = engine.url
+        attrs: dict[str, Any] = {n.A_DB_SYSTEM: self.system}
+        if url.database:
+            attrs["db.namespace"] = str(url.database)[-256:]
+        if url.host:
+            attrs["server.address"] = url.host
+            if url.port:
+                attrs["server.port"] = int(url.port)
+        self.attributes = attrs
+
+
+class SQLAlchemyListener:
+    """The event handlers, bound to one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._engines: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
+        self.pools: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+    def info(self, engine: Any) -> _EngineInfo:
+        info = self._engines.get(engine)
+        if info is None:
+            info = self._engines[engine] = _EngineInfo(engine)
+            self.pools[engine.pool] = _pool_name(engine)
+        return info
+
+    def before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if context is not None:
+            setattr(context, _T0, perf_counter())
+
+    def after(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        end = perf_counter()
+        try:
+            t0 = getattr(context, _T0, None)
+            if t0 is None:
+                return
+            self._record(conn, statement, end - t0, "", executemany)
+        except Exception as exc:
+            guard.internal_error("sqlalchemy.after_cursor_execute", exc)
+
+    def error(self, ctx: Any) -> None:
+        try:
+            context = ctx.execution_context
+            t0 = getattr(context, _T0, None) if context is not None else None
+            if t0 is None or not ctx.statement:
+                return
+            original = ctx.original_exception
+            error_type = type(original).__qualname__ if original is not None else "Error"
+            self._record(ctx.connection, ctx.statement, perf_counter() - t0, error_type, False)
+        except Exception as exc:
+            guard.internal_error("sqlalchemy.handle_error", exc)
+
+    def _record(self, conn: Any, statement: str, seconds: float, error_type: str, executemany: bool) -> None:
+        rt = self.rt
+        shape = rt.shapes.shape(statement)
+        info = self.info(conn.engine)
+        work = current_work.get()
+        if work is not None:
+            work.add_query(shape.text, seconds)
+        parent = trace.get_current_span()
+        pctx = parent.get_span_context()
+        sampled = pctx.trace_flags.sampled and parent.is_recording()
+        rt.inst.db_duration.record(
+            seconds, (info.system, shape.operation, shape.collection, error_type),
+            pctx.trace_id if sampled else 0, pctx.span_id if sampled else 0,
+        )
+        slow = seconds >= rt.slow_query_s
+        if sampled:
+            self._span(shape, info, seconds, error_type, slow, executemany)
+        if slow:
+            trace_id = f"{pctx.trace_id:032x}" if pctx.trace_id else ""
+            insight.slow_query(rt, work, shape, seconds, trace_id)
+
+    def _span(self, shape: Any, info: _EngineInfo, seconds: float, error_type: str, slow: bool,
+              executemany: bool) -> None:
+        end_ns = time.time_ns()
+        attrs = dict(info.attributes)
+        if shape.operation:
+            attrs[n.A_DB_OPERATION] = shape.operation
+        if shape.collection:
+            attrs[n.A_DB_COLLECTION] = shape.collection
+        if self.rt.capture_sql:
+            attrs[n.A_DB_QUERY_TEXT] = shape.text
+        if executemany:
+            attrs["db.operation.batch.size"] = 2  # semconv: present (>= 2) for batches; exact size unknown
+        if slow:
+            attrs[n.A_PERF_SLOW] = True
+        if error_type:
+            attrs[n.A_ERROR_TYPE] = error_type
+        name = f"{shape.operation} {shape.collection}".strip() or info.system
+        span = self.rt.tracer.start_span(
+            name, kind=SpanKind.CLIENT, attributes=attrs, start_time=end_ns - int(seconds * 1e9)
+        )
+        if error_type:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end(end_time=end_ns)
+
+    def connect(self, conn: Any) -> None:
+        try:
+            self.info(conn.engine)
+        except Exception as exc:
+            guard.internal_error("sqlalchemy.engine_connect", exc)
+
+    def pool_points(self) -> list[tuple[float, Key]]:
+        out: list[tuple[float, Key]] = []
+        for pool, name in list(self.pools.items()):
+            checkedout = getattr(pool, "checkedout", None)
+            checkedin = getattr(pool, "checkedin", None)
+            if checkedout is None or checkedin is None:
+                continue
+            out.append((float(checkedout()), (name, "used")))
+            out.append((float(checkedin()), (name, "idle")))
+        return out
+
+    def pool_max(self) -> list[tuple[float, Key]]:
+        out: list[tuple[float, Key]] = []
+        for pool, name in list(self.pools.items()):
+            size = getattr(pool, "size", None)
+            overflow = getattr(pool, "_max_overflow", None)
+            if size is None or overflow is None or overflow < 0:
+                continue
+            out.append((float(size() + overflow), (name,)))
+        return out
+
+
+def _pool_name(engine: Any) -> str:
+    url = engine.url
+    where = f"{url.host}:{url.port}" if url.host else ""
+    return f"{engine.dialect.name}://{where}/{url.database or ''}"[:200]
+
+
+def instrument(runtime: Runtime) -> SQLAlchemyListener:
+    """Attach the listeners once SQLAlchemy is imported; register the pool gauges now."""
+    from otel_perf._instrumentation.hooks import when_imported
+
+    listener = SQLAlchemyListener(runtime)
+    runtime.registry.gauge(
+        n.DB_CONN_COUNT, "{connection}", "Connections in the pool by state.",
+        (n.A_DB_POOL_NAME, n.A_DB_CONN_STATE), listener.pool_points,
+    )
+    runtime.registry.gauge(
+        n.DB_CONN_MAX, "{connection}", "Most connections the pool allows.", (n.A_DB_POOL_NAME,),
+        listener.pool_max,
+    )
+
+    def attach(_module: Any) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "before_cursor_execute", listener.before)
+        event.listen(Engine, "after_cursor_execute", listener.after)
+        event.listen(Engine, "handle_error", listener.error)
+        event.listen(Engine, "engine_connect", listener.connect)
+        _state["listener"] = listener
+
+    when_imported("sqlalchemy", attach)
+    return listener
+
+
+def uninstrument() -> None:
+    listener = _state.pop("listener", None)
+    if listener is None:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    event.remove(Engine, "before_cursor_execute", listener.before)
+    event.remove(Engine, "after_cursor_execute", listener.after)
+    event.remove(Engine, "handle_error", listener.error)
+    event.remove(Engine, "engine_connect", listener.connect)

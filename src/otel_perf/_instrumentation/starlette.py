@@ -1,0 +1,97 @@
+"""Putting :class:`PerfMiddleware` into every Starlette/FastAPI app, with no code change.
+
+``Starlette.build_middleware_stack`` is wrapped so the built stack (which includes
+Starlette's ``ServerErrorMiddleware``, so unhandled exceptions are seen as 500s) is
+wrapped once more by our middleware.  FastAPI releases that ship their own OpenTelemetry
+support (``fastapi.telemetry``) would add three more spans per request; we switch that off
+for every app we instrument so there are never duplicate spans.
+Idempotent and reversible: :func:`uninstrument` restores the originals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from otel_perf._instrumentation.asgi import PerfMiddleware
+from otel_perf._setup.runtime import Runtime
+
+logger = logging.getLogger("otel_perf")
+_MARK = "_otel_perf_original"
+_state: dict[str, Any] = {}
+
+
+def instrument(runtime: Runtime, stats: Any = None, loop_monitor: Any = None) -> None:
+    """Patch Starlette and FastAPI when (or if) the app imports them."""
+    from otel_perf._instrumentation.hooks import when_imported
+
+    when_imported("starlette.applications", lambda m: _patch_stack(m.Starlette, runtime, stats, loop_monitor))
+
+    def fastapi_loaded(module: Any) -> None:
+        _patch_fastapi_init(module.FastAPI)
+        # FastAPI releases that override build_middleware_stack need their own patch.
+        if "build_middleware_stack" in vars(module.FastAPI):
+            _patch_stack(module.FastAPI, runtime, stats, loop_monitor)
+
+    when_imported("fastapi.applications", fastapi_loaded)
+
+
+def _patch_fastapi_init(cls: Any) -> None:
+    if getattr(cls.__init__, _MARK, None) is not None:
+        return
+    original = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        _disable_fastapi_native_telemetry(self)
+
+    setattr(__init__, _MARK, original)
+    cls.__init__ = __init__
+    _state["fastapi"] = (cls, original)
+
+
+def _patch_stack(cls: Any, runtime: Runtime, stats: Any, loop_monitor: Any) -> None:
+    if getattr(vars(cls).get("build_middleware_stack"), _MARK, None) is not None:
+        return
+    original = cls.build_middleware_stack
+
+    def build_middleware_stack(self: Any) -> Any:
+        stack = original(self)
+        if isinstance(stack, PerfMiddleware):  # a subclass's stack built through ours already
+            return stack
+        _disable_fastapi_native_telemetry(self)
+        middleware = PerfMiddleware(stack, runtime, stats)
+        middleware.loop_monitor = loop_monitor
+        return middleware
+
+    setattr(build_middleware_stack, _MARK, original)
+    cls.build_middleware_stack = build_middleware_stack
+    _state.setdefault("stacks", []).append((cls, original))
+
+
+def _disable_fastapi_native_telemetry(app: Any) -> None:
+    config = getattr(app, "_telemetry", None)
+    native = getattr(app, "_native_telemetry", None)
+    if not isinstance(config, dict) or native is None:
+        return
+    changed = False
+    for signal in ("tracing", "metrics", "logs"):
+        if config.get(signal):
+            config[signal] = False
+            changed = True
+    if changed:
+        try:
+            from fastapi.telemetry._asgi import NativeTelemetry
+
+            app._native_telemetry = NativeTelemetry(config)
+        except Exception:  # an unknown FastAPI layout: the config flags are off already
+            logger.debug("could not rebuild FastAPI native telemetry", exc_info=True)
+
+
+def uninstrument() -> None:
+    for cls, original in _state.pop("stacks", []):
+        cls.build_middleware_stack = original
+    entry = _state.pop("fastapi", None)
+    if entry is not None:
+        cls, original = entry
+        cls.__init__ = original

@@ -1,0 +1,32 @@
+"""OpenTelemetry entry points, the way vendor distributions register themselves.
+
+``opentelemetry-instrument`` (and anything else that calls the auto-instrumentation
+``initialize()``) loads the ``opentelemetry_distro`` and ``opentelemetry_configurator``
+entry points: ours set the defaults we rely on and run our bootstrap, so a team already
+launching with ``opentelemetry-instrument`` gets the same pipeline and insight.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.sdk._configuration import _BaseConfigurator
+
+
+class OtelPerfDistro(BaseDistro):  # type: ignore[misc]
+    """Sets defaults before instrumentors load."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        # Stable HTTP/DB semantic conventions for the contrib instrumentations we use.
+        os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
+
+
+class OtelPerfConfigurator(_BaseConfigurator):  # type: ignore[misc]
+    """Builds the SDK pipeline and installs our instrumentation."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        from otel_perf._setup.install import bootstrap
+
+        bootstrap()

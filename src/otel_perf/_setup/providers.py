@@ -1,0 +1,447 @@
+"""The SDK pipeline: resource, sampler, span/metric/log exporters, self-telemetry, shutdown.
+
+Exporters are the standard ones chosen by ``OTEL_{TRACES,METRICS,LOGS}_EXPORTER`` and
+configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables (the SDK reads those).  Each
+is wrapped so what it exported, failed and dropped is counted (self-telemetry metrics
+``perf.telemetry.*``), queues are bounded by ``OTEL_PERF_QUEUE_SIZE``, repeated exporter
+warnings are rate-limited, and process exit waits at most ``OTEL_PERF_SHUTDOWN_TIMEOUT``
+seconds even when the backend never answers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry import trace as trace_api
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import sampling as sdk_sampling
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from otel_perf import _names as n
+from otel_perf._config import Config
+from otel_perf._metrics.bridge import MergingExporter
+from otel_perf._metrics.instruments import Counter, Registry
+
+logger = logging.getLogger("otel_perf")
+SIGNALS = ("traces", "metrics", "logs")
+
+
+class Health:
+    """Self-telemetry: exported / dropped / failed items and queue sizes per signal."""
+
+    def __init__(self, registry: Registry, warn_interval: float) -> None:
+        sig = (n.A_SIGNAL,)
+        self.exported: Counter = registry.counter(n.TELEMETRY_EXPORTED, "{item}", "Telemetry items exported.", sig)
+        self.dropped: Counter = registry.counter(
+            n.TELEMETRY_DROPPED, "{item}", "Telemetry items dropped (queue full or export failed).", sig
+        )
+        self.failures: Counter = registry.counter(
+            n.TELEMETRY_EXPORT_FAILURES, "{export}", "Export calls that failed.", sig
+        )
+        self.queues: dict[str, Callable[[], int]] = {}
+        self.capacity: dict[str, int] = {}
+        registry.gauge(n.TELEMETRY_QUEUE_SIZE, "{item}", "Items waiting for export.", sig, self._queue_points)
+        registry.gauge(
+            n.TELEMETRY_QUEUE_CAPACITY, "{item}", "Most items the export queue holds.", sig,
+            lambda: [(float(v), (k,)) for k, v in self.capacity.items()],
+        )
+        self.warn_interval = warn_interval
+        self._last_warning: dict[str, float] = {}
+        self.last_error: dict[str, str] = {}
+
+    def _queue_points(self) -> list[tuple[float, tuple[object, ...]]]:
+        out = []
+        for signal, size in self.queues.items():
+            try:
+                out.append((float(size()), (signal,)))
+            except Exception:  # a processor without the queue we expect
+                continue
+        return out
+
+    def failed(self, signal: str, items: int, reason: str) -> None:
+        self.failures.add(1, (signal,))
+        self.dropped.add(items, (signal,))
+        self.last_error[signal] = reason[:300]
+        now = time.monotonic()
+        if now - self._last_warning.get(signal, -1e9) >= self.warn_interval:
+            self._last_warning[signal] = now
+            logger.warning(
+                "otel-perf: exporting %s failed (%s); %d item(s) dropped. Check OTEL_EXPORTER_OTLP_ENDPOINT "
+                "and the collector. Further failures are counted in perf.telemetry.export.failures and "
+                "reported at most every %.0f s.", signal, reason[:300], items, self.warn_interval,
+            )
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        exported, dropped, failures = self.exported.values(), self.dropped.values(), self.failures.values()
+        queues = dict(self._queue_points())
+        out: dict[str, dict[str, float]] = {}
+        for signal in SIGNALS:
+            key = (signal,)
+            out[signal] = {
+                "exported": exported.get(key, 0),
+                "dropped": dropped.get(key, 0),
+                "export_failures": failures.get(key, 0),
+                "queue_size": queues.get(key, 0),
+                "queue_capacity": self.capacity.get(signal, 0),
+            }
+        return out
+
+
+class CountingSpanExporter(SpanExporter):
+    def __init__(self, inner: SpanExporter, health: Health) -> None:
+        self.inner = inner
+        self.health = health
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception as exc:
+            self.health.failed("traces", len(spans), f"{type(exc).__name__}: {exc}")
+            return SpanExportResult.FAILURE
+        if result == SpanExportResult.SUCCESS:
+            self.health.exported.add(len(spans), ("traces",))
+        else:
+            self.health.failed("traces", len(spans), "the exporter reported failure")
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class DropCountingProcessor(SpanProcessor):
+    """Wraps the batch processor; counts spans the full queue pushes out."""
+
+    def __init__(self, inner: BatchSpanProcessor, health: Health, capacity: int) -> None:
+        self.inner = inner
+        self.health = health
+        self.capacity = capacity
+        queue = getattr(getattr(inner, "_batch_processor", None), "_queue", None)
+        self._queue: Any = queue
+        health.capacity["traces"] = capacity
+        if queue is not None:
+            health.queues["traces"] = lambda: len(self._queue)
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        if queue is not None and len(queue) >= self.capacity:
+            self.health.dropped.add(1, ("traces",))
+        self.inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class CountingMergingExporter(MergingExporter):
+    def __init__(self, inner: MetricExporter, registry: Registry, resource: Resource, health: Health) -> None:
+        super().__init__(inner, registry, resource)
+        self.health = health
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        try:
+            result = super().export(metrics_data, timeout_millis, **kwargs)
+        except Exception as exc:
+            self.health.failed("metrics", 1, f"{type(exc).__name__}: {exc}")
+            return MetricExportResult.FAILURE
+        if result == MetricExportResult.SUCCESS:
+            self.health.exported.add(1, ("metrics",))
+        else:
+            self.health.failed("metrics", 1, "the exporter reported failure")
+        return result
+
+
+class _RateLimitFilter(logging.Filter):
+    """Let one record per (logger, message template) through per interval."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:200])
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.interval:
+            return False
+        if len(self._last) > 500:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+def rate_limit_sdk_logs(interval: float) -> None:
+    """Exporters log every failed batch; keep one line per interval per message."""
+    filt = _RateLimitFilter(interval)
+    names = [name for name in logging.Logger.manager.loggerDict if name.startswith("opentelemetry.")]
+    for name in [*names, "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                 "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+                 "opentelemetry.exporter.otlp.proto.http._log_exporter",
+                 "opentelemetry.exporter.otlp.proto.grpc.exporter",
+                 "opentelemetry.sdk._shared_internal", "opentelemetry.sdk.metrics._internal.export"]:
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _RateLimitFilter) for f in lg.filters):
+            lg.addFilter(filt)
+
+
+def build_resource(config: Config) -> Resource:
+    from otel_perf import __version__
+
+    attrs: dict[str, Any] = {
+        "service.instance.id": str(uuid.uuid4()),
+        "telemetry.distro.name": "otel-perf-instrument",
+        "telemetry.distro.version": __version__,
+        "process.pid": os.getpid(),
+    }
+    if not config.text("OTEL_SERVICE_NAME"):
+        attrs["service.name"] = os.path.basename(sys.argv[0] or "python") or "python"
+    resource = Resource.create(attrs)
+    # Resource.create lets OTEL_SERVICE_NAME win; a malformed OTEL_RESOURCE_ATTRIBUTES is
+    # ignored by the SDK with its own warning.
+    return resource
+
+
+def build_sampler(config: Config) -> sdk_sampling.Sampler:
+    name = config.text("OTEL_TRACES_SAMPLER")
+    ratio = config.number("OTEL_TRACES_SAMPLER_ARG")
+    if name == "always_on":
+        return sdk_sampling.ALWAYS_ON
+    if name == "always_off":
+        return sdk_sampling.ALWAYS_OFF
+    if name == "traceidratio":
+        return sdk_sampling.TraceIdRatioBased(ratio)
+    if name == "parentbased_always_off":
+        return sdk_sampling.ParentBased(sdk_sampling.ALWAYS_OFF)
+    if name == "parentbased_traceidratio":
+        return sdk_sampling.ParentBased(sdk_sampling.TraceIdRatioBased(ratio))
+    return sdk_sampling.ParentBased(sdk_sampling.ALWAYS_ON)
+
+
+def _otlp_protocol(config: Config, signal: str) -> str:
+    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "").strip().lower()
+    return specific if specific in ("grpc", "http/protobuf") else config.text("OTEL_EXPORTER_OTLP_PROTOCOL")
+
+
+def _span_exporter(name: str, config: Config) -> SpanExporter | None:
+    if name == "otlp":
+        if _otlp_protocol(config, "traces") == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpan
+
+            return GrpcSpan()
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    if name == "console":
+        return ConsoleSpanExporter()
+    return None
+
+
+def _metric_exporter(name: str, config: Config) -> MetricExporter | None:
+    if name == "otlp":
+        if _otlp_protocol(config, "metrics") == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetric
+
+            return GrpcMetric()
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter()
+    if name == "console":
+        return ConsoleMetricExporter()
+    return None
+
+
+def _log_exporter(name: str, config: Config) -> Any:
+    if name == "otlp":
+        if _otlp_protocol(config, "logs") == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLog
+
+            return GrpcLog()
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter()
+    if name == "console":
+        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+
+        return ConsoleLogRecordExporter()
+    return None
+
+
+class _CountingLogExporter:
+    def __init__(self, inner: Any, health: Health) -> None:
+        self.inner = inner
+        self.health = health
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+        try:
+            result = self.inner.export(batch)
+        except Exception as exc:
+            self.health.failed("logs", len(batch), f"{type(exc).__name__}: {exc}")
+            return LogRecordExportResult.FAILURE
+        if result == LogRecordExportResult.SUCCESS:
+            self.health.exported.add(len(batch), ("logs",))
+        else:
+            self.health.failed("logs", len(batch), "the exporter reported failure")
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+
+@dataclass
+class Pipeline:
+    """The providers we built, for shutdown and tests."""
+
+    resource: Resource
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    logger_provider: Any = None
+    log_handler: logging.Handler | None = None
+    readers: list[MetricReader] = field(default_factory=list)
+    shutdown_hooks: list[Callable[[], None]] = field(default_factory=list)
+    _done: bool = False
+
+    def shutdown(self, timeout: float) -> None:
+        """Flush and stop everything within ``timeout`` seconds, whatever the backend does."""
+        if self._done:
+            return
+        self._done = True
+
+        def run() -> None:
+            for hook in self.shutdown_hooks:
+                try:
+                    hook()
+                except Exception:
+                    logger.debug("shutdown hook failed", exc_info=True)
+            for stop in (self.tracer_provider.shutdown, self.meter_provider.shutdown,
+                         getattr(self.logger_provider, "shutdown", None)):
+                if stop is None:
+                    continue
+                try:
+                    stop()
+                except Exception:
+                    logger.debug("provider shutdown failed", exc_info=True)
+
+        worker = threading.Thread(target=run, name="otel-perf-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            logger.warning(
+                "otel-perf: telemetry flush did not finish within OTEL_PERF_SHUTDOWN_TIMEOUT=%.1fs; "
+                "exiting anyway (unsent telemetry is dropped).", timeout,
+            )
+
+
+def build(config: Config, registry: Registry, health: Health) -> Pipeline:
+    """Create and register the global providers."""
+    resource = build_resource(config)
+    queue_size = int(config.number("OTEL_PERF_QUEUE_SIZE"))
+    tracer_provider = TracerProvider(resource=resource, sampler=build_sampler(config), shutdown_on_exit=False)
+    for name in config.items("OTEL_TRACES_EXPORTER"):
+        exporter = _span_exporter(name, config)
+        if exporter is None:
+            continue
+        batch = BatchSpanProcessor(CountingSpanExporter(exporter, health), max_queue_size=queue_size,
+                                   max_export_batch_size=min(512, queue_size))
+        tracer_provider.add_span_processor(DropCountingProcessor(batch, health, queue_size))
+    readers: list[MetricReader] = []
+    interval = config.number("OTEL_METRIC_EXPORT_INTERVAL")
+    for name in config.items("OTEL_METRICS_EXPORTER"):
+        if name == "prometheus":
+            from otel_perf._export.prometheus import PrometheusMetricReader
+
+            readers.append(PrometheusMetricReader(
+                registry, resource, config.text("OTEL_EXPORTER_PROMETHEUS_HOST"),
+                int(config.number("OTEL_EXPORTER_PROMETHEUS_PORT")),
+            ))
+            continue
+        m_exporter = _metric_exporter(name, config)
+        if m_exporter is not None:
+            readers.append(PeriodicExportingMetricReader(
+                CountingMergingExporter(m_exporter, registry, resource, health),
+                export_interval_millis=interval,
+            ))
+    health.capacity["metrics"] = 1
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    trace_api.set_tracer_provider(tracer_provider)
+    metrics_api.set_meter_provider(meter_provider)
+    pipeline = Pipeline(resource, tracer_provider, meter_provider, readers=readers)
+    log_names = [x for x in config.items("OTEL_LOGS_EXPORTER") if x != "none"]
+    if log_names:
+        _build_logs(config, pipeline, health, log_names, queue_size)
+    return pipeline
+
+
+def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[str], queue_size: int) -> None:
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    try:
+        from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    except ImportError:  # older contrib: the SDK's (deprecated) handler
+        from opentelemetry.sdk._logs import LoggingHandler  # type: ignore[no-redef,attr-defined]
+
+    provider = LoggerProvider(resource=pipeline.resource, shutdown_on_exit=False)
+    for name in names:
+        exporter = _log_exporter(name, config)
+        if exporter is None:
+            continue
+        processor = BatchLogRecordProcessor(_CountingLogExporter(exporter, health), max_queue_size=queue_size,
+                                            max_export_batch_size=min(512, queue_size))
+        queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
+        if queue is not None:
+            health.queues["logs"] = lambda q=queue: len(q)
+        health.capacity["logs"] = queue_size
+        provider.add_log_record_processor(processor)
+    set_logger_provider(provider)
+    pipeline.logger_provider = provider
+    pipeline.log_handler = LoggingHandler(level=logging.NOTSET, logger_provider=provider)
+
+
+def register_exit(pipeline: Pipeline, timeout: float, before: Callable[[], None] | None = None) -> None:
+    def at_exit() -> None:
+        if before is not None:
+            try:
+                before()
+            except Exception:
+                logger.debug("exit report failed", exc_info=True)
+        pipeline.shutdown(timeout)
+
+    atexit.register(at_exit)

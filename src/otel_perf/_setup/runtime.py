@@ -1,0 +1,158 @@
+"""The process-wide runtime: configuration, tracer, fast instruments and insight state.
+
+Built once by the bootstrap (:mod:`otel_perf._setup.install`) and read by every
+instrumentation.  Everything the hot path needs is resolved here at startup into plain
+attributes, so per-request code does no configuration lookups.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+
+from otel_perf import _names as n
+from otel_perf._analysis.findings import FindingStore, RateLimiter
+from otel_perf._analysis.sql import ShapeCache
+from otel_perf._config import Config
+from otel_perf._metrics.instruments import COUNT_BOUNDS, DURATION_BOUNDS, Counter, Gauge, Histogram, Key, Registry
+
+if TYPE_CHECKING:
+    from otel_perf._analysis.budgets import Budgets
+
+logger = logging.getLogger("otel_perf")
+
+
+@dataclass
+class Instruments:
+    """Every fast instrument, by role."""
+
+    server_duration: Histogram
+    client_duration: Histogram
+    db_duration: Histogram
+    queries_per_request: Histogram
+    slow_requests: Counter
+    slow_queries: Counter
+    n_plus_one: Counter
+    throttled: Counter
+    ratelimit_remaining: Gauge
+    ratelimit_limit: Gauge
+    ratelimit_reset: Gauge
+    loop_lag: Histogram
+    operation_duration: Histogram
+    operation_errors: Counter
+
+
+@dataclass
+class Runtime:
+    """What the instrumentations share."""
+
+    config: Config
+    tracer: trace.Tracer
+    registry: Registry
+    inst: Instruments
+    resource: Resource
+    budgets: Budgets | None = None
+    findings: FindingStore = field(default_factory=FindingStore)
+    shapes: ShapeCache = field(default_factory=ShapeCache)
+    started: float = field(default_factory=time.time)
+    #: method -> in-flight requests (event-loop thread only; read by a gauge callback)
+    active: dict[str, int] = field(default_factory=dict)
+    warn_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(60.0))
+    #: Exporter/queue self-telemetry, filled by the providers.
+    health: Any = None
+
+    # Hot-path settings resolved once.
+    slow_request_s: float = 1.0
+    slow_query_s: float = 0.1
+    n_plus_one_threshold: int = 5
+    max_statements: int = 256
+    traceresponse: bool = True
+    server_timing: bool = False
+    capture_sql: bool = True
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.slow_request_s = c.number("OTEL_PERF_SLOW_REQUEST_MS") / 1000.0
+        self.slow_query_s = c.number("OTEL_PERF_SLOW_QUERY_MS") / 1000.0
+        self.n_plus_one_threshold = int(c.number("OTEL_PERF_N_PLUS_ONE_THRESHOLD"))
+        self.max_statements = int(c.number("OTEL_PERF_MAX_STATEMENTS"))
+        self.traceresponse = c.flag("OTEL_PERF_TRACERESPONSE")
+        self.server_timing = c.flag("OTEL_PERF_SERVER_TIMING")
+        self.capture_sql = c.flag("OTEL_PERF_CAPTURE_SQL")
+        self.shapes = ShapeCache(int(c.number("OTEL_PERF_SQL_CACHE_SIZE")))
+        self.warn_limiter = RateLimiter(c.number("OTEL_PERF_WARN_INTERVAL"))
+
+    def active_points(self) -> Iterable[tuple[float, Key]]:
+        return [(float(v), (m,)) for m, v in self.active.items()]
+
+
+def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -> Instruments:
+    route = (n.A_ROUTE, n.A_METHOD)
+    server_bounds = sorted(set(DURATION_BOUNDS) | set(budget_bounds))
+    return Instruments(
+        server_duration=registry.histogram(
+            n.HTTP_SERVER_DURATION, "s", "Duration of HTTP server requests.",
+            (n.A_ROUTE, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE), server_bounds,
+        ),
+        client_duration=registry.histogram(
+            n.HTTP_CLIENT_DURATION, "s", "Duration of outgoing HTTP requests.",
+            (n.A_SERVER_ADDRESS, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE),
+        ),
+        db_duration=registry.histogram(
+            n.DB_DURATION, "s", "Duration of database client operations.",
+            (n.A_DB_SYSTEM, n.A_DB_OPERATION, n.A_DB_COLLECTION, n.A_ERROR_TYPE),
+        ),
+        queries_per_request=registry.histogram(
+            n.QUERIES_PER_REQUEST, "{query}", "SQL statements executed per HTTP request.", route,
+            COUNT_BOUNDS,
+        ),
+        slow_requests=registry.counter(n.SLOW_REQUESTS, "{request}", "Requests at or over the slow threshold.", route),
+        slow_queries=registry.counter(
+            n.SLOW_QUERIES, "{query}", "SQL statements at or over the slow threshold.",
+            (n.A_DB_OPERATION, n.A_DB_COLLECTION),
+        ),
+        n_plus_one=registry.counter(n.N_PLUS_ONE, "{finding}", "Requests with an N+1 query pattern.", route),
+        throttled=registry.counter(
+            n.HTTP_CLIENT_THROTTLED, "{response}", "Outgoing requests answered 429.", (n.A_SERVER_ADDRESS,)
+        ),
+        ratelimit_remaining=registry.gauge(
+            n.RATELIMIT_REMAINING, "{request}", "Rate-limit requests remaining, from the last response.",
+            (n.A_SERVER_ADDRESS,),
+        ),
+        ratelimit_limit=registry.gauge(
+            n.RATELIMIT_LIMIT, "{request}", "Rate-limit quota, from the last response.", (n.A_SERVER_ADDRESS,)
+        ),
+        ratelimit_reset=registry.gauge(
+            n.RATELIMIT_RESET, "s", "Seconds until the rate-limit window resets, from the last response.",
+            (n.A_SERVER_ADDRESS,),
+        ),
+        loop_lag=registry.histogram(
+            n.LOOP_LAG, "s", "Delay before a ready asyncio callback runs.", (),
+            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        ),
+        operation_duration=registry.histogram(
+            n.OPERATION_DURATION, "s", "Duration of measured operations.", (n.A_OPERATION, n.A_ERROR_TYPE)
+        ),
+        operation_errors=registry.counter(
+            n.OPERATION_ERRORS, "{error}", "Measured operations that raised.", (n.A_OPERATION, n.A_ERROR_TYPE)
+        ),
+    )
+
+
+#: The runtime of this process, once the bootstrap has run.
+_RUNTIME: Runtime | None = None
+
+
+def get() -> Runtime | None:
+    return _RUNTIME
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _RUNTIME
+    _RUNTIME = runtime
