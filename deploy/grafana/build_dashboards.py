@@ -422,6 +422,29 @@ def service() -> Board:
             )
         ],
     )
+    b.timeseries(
+        "Custom operations p95",
+        "95th percentile of code blocks timed with perf.operation, by operation name.",
+        "s",
+        [
+            _target(
+                _q(0.95, "perf_operation_duration_seconds", 'job="$job"', "perf_operation_name"),
+                "{{perf_operation_name}}",
+                exemplar=True,
+            )
+        ],
+    )
+    b.timeseries(
+        "Custom operation errors",
+        "Failures of code blocks timed with perf.operation, per second.",
+        "cps",
+        [
+            _target(
+                f'sum by (perf_operation_name) (rate(perf_operation_errors_total{{job="$job"}}{RATE}))',
+                "{{perf_operation_name}}",
+            )
+        ],
+    )
     b.service_map("Service map", "Calls between services, from Tempo's service-graph metrics.")
     b.traces(
         "Slow and failed traces",
