@@ -19,7 +19,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from otel_perf import _names as n
 from otel_perf._config import Config, load
 from otel_perf._metrics.instruments import Registry
-from otel_perf._setup import guard, providers, runtime
+from otel_perf._setup import fork, guard, providers, runtime
 from otel_perf._setup.runtime import Runtime, build_instruments
 
 logger = logging.getLogger("otel_perf")
@@ -138,6 +138,7 @@ def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
     if budgets is not None:
         _budget_gauges(rt, registry)
     runtime.set_runtime(rt)
+    fork.register()
     _install_instrumentations(rt, config, disabled, pipeline)
     _end_startup_logging(startup_handler)
     providers.rate_limit_sdk_logs(config.number("OTEL_PERF_WARN_INTERVAL"))

@@ -1,0 +1,160 @@
+"""``otel-perf demo``: the bundled demo app under the launcher, a bounded burst of
+requests, and what was captured: no backend needed.
+
+Starts a loopback OTLP sink, runs ``otel-perf-instrument python -m uvicorn
+otel_perf._demo.app:app`` against it, drives a fixed set of requests (an N+1 list and its
+eager twin, a slow query, a slow request, a blocking call, a rate-limited upstream, an
+error), prints the performance report from the stats endpoint, stops the app (which
+flushes its telemetry) and prints the spans, trace ids, metrics and logs that arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+NAME = "demo"
+HELP = "Run the bundled demo app instrumented, drive requests, and show what was captured."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=int, default=3, help="how many times to run the request mix (1-50)")
+    parser.add_argument("--database-url", default="", help="SQLAlchemy URL for the demo (default: SQLite)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(client: Any, url: str, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the demo app exited with code {proc.returncode} before it was ready")
+        try:
+            if client.get(url).status_code == 200:
+                return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"the demo app did not answer {url} in time")
+
+
+def _drive(client: Any, base: str, rounds: int, deadline: float) -> tuple[int, str]:
+    sent = 0
+    example = ""
+    mix: list[tuple[str, str, int]] = [
+        ("GET", "/hello", 5),
+        ("GET", "/api/v1/appointments?limit=10", 3),
+        ("GET", "/api/v1/appointments/eager?limit=10", 3),
+        ("GET", "/api/v1/appointments/{id}", 10),
+        ("POST", "/api/v1/appointments", 2),
+        ("GET", "/api/v1/forecast", 12),
+        ("GET", "/api/v1/reports/busiest-days", 1),
+    ]
+    once = [("GET", "/api/v1/slow?ms=1100"), ("GET", "/api/v1/blocking?ms=250"), ("GET", "/api/v1/boom")]
+    for r in range(rounds):
+        for method, path, times in mix:
+            for i in range(times):
+                if time.monotonic() > deadline:
+                    return sent, example
+                url = base + path.replace("{id}", str(1 + (i + r) % 30))
+                if method == "POST":
+                    response = client.post(url, json={"patient_id": 1 + i % 5, "reason": "demo"})
+                else:
+                    response = client.get(url)
+                sent += 1
+                if not example and path.startswith("/api/v1/appointments?"):
+                    example = response.headers.get("traceresponse", "")
+    for method, path in once:
+        # The 500 makes uvicorn drop the keep-alive connection: ask on a fresh one.
+        client.request(method, base + path, headers={"Connection": "close"})
+        sent += 1
+    return sent, example
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import httpx
+    except ImportError:
+        print("otel-perf demo needs the demo extra: pip install 'otel-perf-instrument[demo]'", file=sys.stderr)
+        return 2
+    from otel_perf._demo.sink import Sink
+    from otel_perf._export.report import render
+
+    rounds = max(1, min(args.rounds, 50))
+    sink = Sink().start()
+    port = _free_port()
+    token = secrets.token_urlsafe(16)
+    workdir = tempfile.mkdtemp(prefix="otel-perf-demo-")
+    log_path = os.path.join(workdir, "app.log")
+    env = dict(os.environ)
+    env.update({
+        "OTEL_SERVICE_NAME": "otel-perf-demo",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_BLRP_SCHEDULE_DELAY": "200",
+        "OTEL_PERF_STATS_PATH": "/_perf",
+        "OTEL_PERF_STATS_TOKEN": token,
+        "DEMO_UPSTREAM_LIMIT": "20",
+    })
+    if args.database_url:
+        env["DEMO_DATABASE_URL"] = args.database_url
+    cmd = [sys.executable, "-m", "otel_perf._cli.launcher", sys.executable, "-m", "uvicorn",
+           "otel_perf._demo.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    print(f"$ otel-perf-instrument uvicorn otel_perf._demo.app:app --port {port}   (app log: {log_path})")
+    deadline = time.monotonic() + args.timeout
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(timeout=15.0) as client:
+            _wait_ready(client, base + "/hello", proc, deadline)
+            sent, example = _drive(client, base, rounds, deadline)
+            stats = client.get(base + "/_perf", headers={"Authorization": f"Bearer {token}"}).json()
+        print(f"sent {sent} requests\n")
+        print(render(stats))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    time.sleep(0.3)
+    sink.stop()
+    _print_captured(sink.tally, example)
+    return 0 if sink.tally.spans else 1
+
+
+def _print_captured(tally: Any, example: str) -> None:
+    print("Captured over OTLP (no backend needed):")
+    server = sorted(((name, n) for (name, kind), n in tally.spans.items() if kind == "SERVER"), key=lambda x: x[0])
+    other = sorted(((f"{name} ({kind})", n) for (name, kind), n in tally.spans.items() if kind != "SERVER"),
+                   key=lambda x: -x[1])
+    total = sum(tally.spans.values())
+    print(f"  spans: {total}")
+    for name, count in server:
+        ids = ", ".join(tally.server_traces.get(name, [])[:1])
+        print(f"    {count:4d}  {name:<48} e.g. trace {ids}")
+    for name, count in other[:8]:
+        print(f"    {count:4d}  {name}")
+    print(f"  metrics: {len(tally.metric_names)} names")
+    for name in sorted(tally.metric_names):
+        print(f"    {name}")
+    print(f"  logs: {tally.logs} records, {tally.logs_with_trace} with a trace id")
+    for line in tally.log_examples:
+        print(f"    {line}")
+    if example:
+        print(f"\nEvery response carries its trace: traceresponse: {example}")
