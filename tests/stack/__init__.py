@@ -46,9 +46,7 @@ def require_module(name: str, pip_name: str) -> ModuleType:
 
 def run(args: list[str], cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a checker; the result carries stdout+stderr for assertion messages."""
-    return subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def load_yaml(path: Path) -> Any:
@@ -64,7 +62,8 @@ def load_yaml_all(path: Path) -> list[Any]:
 def load_script(path: Path) -> ModuleType:
     """Import a stand-alone script (a generator under deploy/) as a module."""
     spec = importlib.util.spec_from_file_location(f"_stack_{path.stem}", path)
-    assert spec is not None and spec.loader is not None, path
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

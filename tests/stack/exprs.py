@@ -92,7 +92,10 @@ def dashboard_promql() -> list[tuple[str, str]]:
         for panel in iter_panels(board):
             for target in panel.get("targets", []):
                 if _target_uid(panel, target) == PROMETHEUS_UID and target.get("expr"):
-                    where = f"dashboard {path.name} ({board['uid']}): panel {panel['title']!r} target {target['refId']}"
+                    where = (
+                        f"dashboard {path.name} ({board['uid']}): "
+                        f"panel {panel['title']!r} target {target['refId']}"
+                    )
                     out.append((where, target["expr"]))
     return out
 

@@ -104,7 +104,8 @@ def test_every_pipeline_component_is_defined(config: dict[str, Any]) -> None:
     connectors = set(config.get("connectors") or {})
     for name, pipeline in pipelines(config).items():
         assert ctype(name) in {"traces", "metrics", "logs"}, name
-        assert pipeline.get("receivers") and pipeline.get("exporters"), name
+        assert pipeline.get("receivers"), name
+        assert pipeline.get("exporters"), name
         for receiver in pipeline["receivers"]:
             assert receiver in (config.get("receivers") or {}) or receiver in connectors, (name, receiver)
         for processor in pipeline.get("processors", []):
@@ -131,7 +132,8 @@ def test_connectors_sit_on_both_sides(config: dict[str, Any]) -> None:
     for connector in config.get("connectors") or {}:
         exported_from = {p for p, spec in pipelines(config).items() if connector in spec["exporters"]}
         received_in = {p for p, spec in pipelines(config).items() if connector in spec["receivers"]}
-        assert exported_from and received_in, f"{connector} must be an exporter and a receiver"
+        assert exported_from, f"{connector} must be an exporter of some pipeline"
+        assert received_in, f"{connector} must be a receiver of some pipeline"
         source, target = CONNECTOR_SIGNALS[ctype(connector)]
         assert all(ctype(p) == source for p in exported_from), (connector, exported_from)
         assert all(ctype(p) == target for p in received_in), (connector, received_in)
@@ -152,7 +154,8 @@ def test_extensions_are_defined_and_enabled(config: dict[str, Any]) -> None:
 def test_memory_limiter_comes_first(config: dict[str, Any]) -> None:
     for name, pipeline in pipelines(config).items():
         processors = pipeline.get("processors", [])
-        assert processors and ctype(processors[0]) == "memory_limiter", name
+        assert processors, name
+        assert ctype(processors[0]) == "memory_limiter", name
 
 
 def test_batch_comes_last(config: dict[str, Any]) -> None:
@@ -208,7 +211,8 @@ def test_push_exporters_queue_on_disk_and_retry(config: dict[str, Any]) -> None:
         assert queue.get("enabled") is True, exporter_id
         assert queue.get("storage") in storages, f"{exporter_id}: sending_queue must use file_storage"
         retry = exporter.get("retry_on_failure", {})
-        assert retry.get("enabled") is True and retry.get("max_elapsed_time") == 0, exporter_id
+        assert retry.get("enabled") is True, exporter_id
+        assert retry.get("max_elapsed_time") == 0, f"{exporter_id}: retries must not give up"
 
 
 ENV_REF = re.compile(r"\$\{([^}]*)\}")
@@ -274,7 +278,8 @@ def test_gateway_overlay_load_balances_by_trace_id_over_tls_with_token() -> None
     assert set(lb["resolver"]) == {"dns"}
     otlp = lb["protocol"]["otlp"]
     assert "endpoint" not in otlp, "the load balancer fills the endpoint per backend"
-    assert otlp["tls"].get("ca_file") and not otlp["tls"].get("insecure")
+    assert otlp["tls"].get("ca_file")
+    assert not otlp["tls"].get("insecure")
     authenticator = otlp["auth"]["authenticator"]
     assert ctype(authenticator) == "bearertokenauth"
     assert authenticator in config["service"]["extensions"]
@@ -283,7 +288,8 @@ def test_gateway_overlay_load_balances_by_trace_id_over_tls_with_token() -> None
 def test_gateway_requires_tls_and_bearer_token() -> None:
     config = load("gateway")
     grpc = config["receivers"]["otlp"]["protocols"]["grpc"]
-    assert grpc["tls"]["cert_file"] and grpc["tls"]["key_file"]
+    assert grpc["tls"]["cert_file"]
+    assert grpc["tls"]["key_file"]
     assert ctype(grpc["auth"]["authenticator"]) == "bearertokenauth"
     assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc"}, "no unauthenticated listener"
 

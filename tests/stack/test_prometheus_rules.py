@@ -133,8 +133,10 @@ def test_issue_alerts_exist_with_severity_and_text() -> None:
     for name, rule in alerts.items():
         labels = rule.get("labels")
         annotations = rule.get("annotations")
-        assert isinstance(labels, dict) and labels.get("severity") in {"warning", "critical"}, name
-        assert isinstance(annotations, dict) and {"summary", "description"} <= set(annotations), name
+        assert isinstance(labels, dict), name
+        assert labels.get("severity") in {"warning", "critical"}, name
+        assert isinstance(annotations, dict), name
+        assert {"summary", "description"} <= set(annotations), name
     assert alerts["PerfP95OverBudget"]["for"] == "5m"
     assert alerts["PerfHighErrorRate"]["for"] == "2m"
 
@@ -144,7 +146,8 @@ def test_thresholds_follow_the_issue() -> None:
     assert "> 0.01" in str(alerts["PerfHighErrorRate"]["expr"])
     assert "> 0.8" in str(alerts["PerfMemoryHigh"]["expr"])
     degradation = " ".join(str(alerts["PerfLatencyDegradation"]["expr"]).split())
-    assert "1.5 *" in degradation and "[1h] offset 1d" in degradation
+    assert "1.5 *" in degradation
+    assert "[1h] offset 1d" in degradation
 
 
 def test_budget_alerts_compare_with_budget_gauges() -> None:
