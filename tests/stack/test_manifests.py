@@ -132,7 +132,7 @@ def test_perf_budgets_example_has_the_agreed_shape() -> None:
 # --- kubernetes ---------------------------------------------------------------------------
 def test_kubernetes_manifests_validate_against_kubernetes_schemas() -> None:
     require_module("kubernetes_validate", "kubernetes-validate")
-    from kubernetes_validate import utils as kv
+    from kubernetes_validate import utils as kv  # type: ignore[import-untyped]
 
     version = kv.latest_version()
     errors = []
