@@ -109,3 +109,20 @@ def prometheus_factory() -> Iterator[PrometheusFactory]:
     yield start
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlalchemy_20_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A folder holding SQLAlchemy 2.0.x, to put first on a child's PYTHONPATH (pip installs 2.1 otherwise)."""
+    import subprocess
+    import sys
+
+    target = tmp_path_factory.mktemp("sqlalchemy20")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "--target", str(target), "sqlalchemy>=2.0,<2.1", "greenlet"],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        skip_or_fail(f"could not install SQLAlchemy 2.0 for the version matrix: {result.stderr[-500:]}")
+    return str(target)

@@ -1,0 +1,221 @@
+"""Sample service for the end-to-end tests: plain FastAPI + SQLAlchemy + httpx, no telemetry code.
+
+Run under ``otel-perf-instrument``.  Environment: ``APP_DATABASE_URL`` (sync URL),
+``APP_ASYNC_DATABASE_URL`` (async URL, optional), ``APP_PEER_URL`` (another instance to call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Response
+from sqlalchemy import ForeignKey, String, create_engine, insert, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, joinedload, mapped_column, relationship, selectinload
+
+import otel_perf
+
+log = logging.getLogger("service")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    note: Mapped[str] = mapped_column(String(200))
+    customer: Mapped[Customer] = relationship(lazy="select")
+
+
+engine = create_engine(os.environ["APP_DATABASE_URL"])
+Base.metadata.drop_all(engine)
+Base.metadata.create_all(engine)
+with Session(engine) as _s:
+    _s.add_all(Customer(id=i, name=f"customer {i}") for i in range(1, 11))
+    _s.flush()
+    _s.add_all(Order(id=i, customer_id=1 + i % 10, note=f"order {i}") for i in range(1, 21))
+    _s.commit()
+
+async_engine: Any = None
+if os.environ.get("APP_ASYNC_DATABASE_URL"):
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async_engine = create_async_engine(os.environ["APP_ASYNC_DATABASE_URL"])
+
+app = FastAPI()
+PEER = os.environ.get("APP_PEER_URL", "")
+QUOTA = {"left": 3}
+
+
+@app.get("/hello")
+async def hello() -> dict[str, str]:
+    return {"hello": "world"}
+
+
+@app.get("/items/{item_id}")
+def get_item(item_id: int) -> dict[str, Any]:
+    log.info("fetching item %s", item_id)
+    with Session(engine) as s:
+        order = s.get(Order, item_id)
+        return {"id": item_id, "note": order.note if order else None}
+
+
+@app.get("/async-items/{item_id}")
+async def get_item_async(item_id: int) -> dict[str, Any]:
+    async with async_engine.connect() as conn:
+        row = (await conn.execute(select(Order.note).where(Order.id == item_id))).first()
+        return {"id": item_id, "note": row[0] if row else None}
+
+
+@app.get("/orders/n-plus-one")
+def orders_n_plus_one() -> list[str]:
+    with Session(engine) as s:
+        return [o.customer.name for o in s.scalars(select(Order).order_by(Order.id).limit(8))]
+
+
+@app.get("/orders/eager")
+def orders_eager() -> list[str]:
+    with Session(engine) as s:
+        rows = s.scalars(select(Order).options(selectinload(Order.customer)).order_by(Order.id).limit(8))
+        return [o.customer.name for o in rows]
+
+
+@app.get("/orders/joined")
+def orders_joined() -> list[str]:
+    with Session(engine) as s:
+        rows = s.scalars(select(Order).options(joinedload(Order.customer)).order_by(Order.id).limit(8)).unique()
+        return [o.customer.name for o in rows]
+
+
+@app.get("/orders/in-list")
+def orders_in_list() -> int:
+    with Session(engine) as s:
+        return len(s.scalars(select(Order).where(Order.id.in_(list(range(1, 15))))).all())
+
+
+@app.post("/orders/bulk")
+def orders_bulk() -> int:
+    with engine.begin() as conn:
+        conn.execute(insert(Customer), [{"name": f"bulk {i}"} for i in range(10)])
+    return 10
+
+
+@app.get("/orders/different")
+def orders_different() -> int:
+    with engine.connect() as conn:
+        for table in ("customers", "orders", "customers c", "orders o", "customers cc", "orders oo"):
+            conn.execute(text(f"SELECT count(*) FROM {table}"))
+    return 6
+
+
+@app.get("/secret-search")
+def secret_search(q: str = "") -> int:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT count(*) FROM customers WHERE name = 'hunter2-secret-literal'"))
+        return len(q)
+
+
+@app.get("/slow")
+async def slow(ms: float = 300) -> dict[str, float]:
+    await asyncio.sleep(ms / 1000)
+    return {"ms": ms}
+
+
+@app.get("/slow-query")
+def slow_query() -> int:
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_sleep(0.25)"))
+        else:
+            conn.execute(text(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1500000) "
+                "SELECT count(*) FROM c"
+            ))
+    return 1
+
+
+@app.get("/blocking")
+async def blocking() -> dict[str, str]:
+    time.sleep(0.3)
+    return {"blocked": "yes"}
+
+
+@app.get("/boom")
+async def boom() -> None:
+    raise RuntimeError("boom")
+
+
+@app.get("/log")
+def write_log() -> dict[str, str]:
+    log.warning("inside the request")
+    return {"logged": otel_perf.current_trace_id()}
+
+
+@app.get("/call-peer")
+def call_peer(style: str = "client") -> dict[str, Any]:
+    url = f"{PEER}/items/3"
+    if style == "module":
+        status = httpx.get(url).status_code
+    else:
+        with httpx.Client() as client:
+            status = client.get(url).status_code
+    return {"peer_status": status}
+
+
+@app.get("/call-peer-async")
+async def call_peer_async() -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{PEER}/items/4")
+    return {"peer_status": response.status_code}
+
+
+@app.get("/upstream/quota")
+async def upstream_quota() -> Response:
+    QUOTA["left"] -= 1
+    left = max(QUOTA["left"], 0)
+    headers = {"X-RateLimit-Limit": "3", "X-RateLimit-Remaining": str(left), "X-RateLimit-Reset": "30"}
+    if QUOTA["left"] < 0:
+        return Response("slow down", status_code=429, headers={**headers, "Retry-After": "30"})
+    return Response("ok", headers=headers)
+
+
+@app.get("/call-upstream")
+async def call_upstream() -> dict[str, int]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{PEER}/upstream/quota")
+    return {"status": response.status_code}
+
+
+@app.get("/job")
+def job() -> dict[str, str]:
+    run_job()
+    return {"ok": "yes"}
+
+
+@otel_perf.measure("jobs.report")
+def run_job() -> None:
+    with Session(engine) as s:
+        for i in range(1, 7):
+            s.execute(select(Customer.name).where(Customer.id == i)).all()
+
+
+@app.get("/measured-failure")
+async def measured_failure() -> dict[str, str]:
+    try:
+        async with otel_perf.measure("tasks.create"):
+            raise ValueError("nope")
+    except ValueError:
+        return {"failed": "yes"}

@@ -1,0 +1,200 @@
+"""Issue 2 acceptance: the launcher wires traces, metrics and logs into a real app.
+
+A real OTLP/HTTP receiver decodes what the exporters send; the sample service runs as a
+subprocess under ``otel-perf-instrument uvicorn``; requests go over real sockets.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.launch import Service, sqlite_urls, start_service
+from support.otlp_receiver import OTLPReceiver, Span
+from support.procs import AppProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_urls(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    if request.param == "sqlite":
+        return sqlite_urls(tmp_path)
+    pg = request.getfixturevalue("postgres_server")
+    name = f"db_{abs(hash(request.node.name)) % 10**8}"
+    url = pg.create_database(name)
+    return url, url
+
+
+@pytest.fixture
+def service(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], db_urls: tuple[str, str]
+) -> Iterator[Service]:
+    sync_url, async_url = db_urls
+    yield start_service(app_process, otlp_receiver, sync_url, async_db_url=async_url)
+
+
+def test_server_span_has_route_template_and_semconv_attributes(service: Service, otlp_receiver: OTLPReceiver) -> None:
+    r = httpx.get(service.base + "/items/7?token=abc&page=2")
+    assert r.status_code == 200
+    spans = otlp_receiver.wait_for_spans(name="GET /items/{item_id}", kind="SERVER")
+    span = spans[0]
+    assert span.attributes["http.route"] == "/items/{item_id}"
+    assert span.attributes["http.request.method"] == "GET"
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["url.path"] == "/items/7"
+    assert span.attributes["url.query"] == "token=REDACTED&page=2"
+    assert span.attributes["perf.db.query_count"] == 1
+    assert span.resource["service.name"] == "service"
+    assert span.resource["telemetry.distro.name"] == "otel-perf-instrument"
+
+
+def test_sql_child_spans_sync_and_async(service: Service, otlp_receiver: OTLPReceiver) -> None:
+    httpx.get(service.base + "/items/2")
+    httpx.get(service.base + "/async-items/3")
+    for route in ("/items/{item_id}", "/async-items/{item_id}"):
+        server = otlp_receiver.wait_for_spans(name=f"GET {route}", kind="SERVER")[0]
+        children = otlp_receiver.wait_for(
+            lambda s=server: [c for c in otlp_receiver.spans(kind="CLIENT") if c.parent_span_id == s.span_id],
+            what=f"SQL spans under {route}",
+        )
+        sql = children[0]
+        assert sql.name == "SELECT orders"
+        assert sql.trace_id == server.trace_id
+        assert sql.attributes["db.operation.name"] == "SELECT"
+        assert sql.attributes["db.collection.name"] == "orders"
+        assert sql.attributes["db.system.name"] in ("sqlite", "postgresql")
+        assert "?" in sql.attributes["db.query.text"] or "%" not in sql.attributes["db.query.text"]
+
+
+def test_one_server_span_per_request_no_duplicates(service: Service, otlp_receiver: OTLPReceiver) -> None:
+    httpx.get(service.base + "/hello")
+    otlp_receiver.wait_for_spans(name="GET /hello", kind="SERVER")
+    httpx.get(service.base + "/items/1")  # a later request flushes anything still pending
+    otlp_receiver.wait_for_spans(name="GET /items/{item_id}", kind="SERVER")
+    hello = [s for s in otlp_receiver.spans() if s.trace_id == otlp_receiver.spans(name="GET /hello")[0].trace_id]
+    # No ASGI send/receive sub-spans and no FastAPI-native dependency/endpoint spans.
+    assert [s.name for s in hello] == ["GET /hello"]
+
+
+def test_traceresponse_header_matches_exported_span(service: Service, otlp_receiver: OTLPReceiver) -> None:
+    r = httpx.get(service.base + "/hello")
+    version, trace_id, span_id, flags = r.headers["traceresponse"].split("-")
+    assert (version, flags[-1]) == ("00", "1") or (version, int(flags, 16) & 1) == ("00", 1)
+    span = otlp_receiver.wait_for(lambda: otlp_receiver.spans(trace_id=trace_id), what=f"span of trace {trace_id}")[0]
+    assert (span.name, span.kind, span.span_id) == ("GET /hello", "SERVER", span_id)
+
+
+def test_http_metrics_use_route_templates(service: Service, otlp_receiver: OTLPReceiver) -> None:
+    for i in range(3):
+        httpx.get(f"{service.base}/items/{i + 1}")
+    httpx.get(service.base + "/no/such/path/123")
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.histogram_count("http.server.request.duration", {"http.route": "/items/{item_id}"}) >= 3,
+        what="3 requests counted under /items/{item_id}",
+    )
+    routes = {p.attributes.get("http.route") for p in otlp_receiver.metric_points("http.server.request.duration")}
+    assert "/items/{item_id}" in routes
+    assert not any(r and "/items/1" in r for r in routes)
+    assert not any(r and "/no/such" in r for r in routes)  # unmatched paths collapse to one series
+    point = otlp_receiver.latest_points("http.server.request.duration", {"http.route": "/items/{item_id}"})[0]
+    assert point.unit == "s"
+    assert point.attributes["http.response.status_code"] == 200
+    assert otlp_receiver.wait_for_metric("http.server.active_requests")
+
+
+def test_db_operation_duration_and_pool_metrics(service: Service, otlp_receiver: OTLPReceiver) -> None:
+    httpx.get(service.base + "/items/5")
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.histogram_count(
+            "db.client.operation.duration", {"db.operation.name": "SELECT", "db.collection.name": "orders"}
+        ) >= 1,
+        what="db.client.operation.duration for SELECT orders",
+    )
+    pool = otlp_receiver.wait_for_metric("db.client.connection.count")
+    assert {p.attributes["db.client.connection.state"] for p in pool} >= {"idle", "used"}
+    for name in ("process.cpu.time", "process.memory.usage", "cpython.gc.collections"):
+        assert otlp_receiver.wait_for_metric(name)
+
+
+def test_logs_carry_trace_ids(service: Service, otlp_receiver: OTLPReceiver) -> None:
+    r = httpx.get(service.base + "/log")
+    trace_id = r.json()["logged"]
+    records = otlp_receiver.wait_for_logs("inside the request")
+    assert records[0].trace_id == trace_id
+    assert records[0].severity_number == 13  # WARN
+    # The same record on stderr, as one JSON object per line (the default OTEL_PERF_LOG_FORMAT=json).
+    otlp_receiver.wait_for(lambda: f'"trace_id": "{trace_id}"' in service.proc.output(), what="JSON log line")
+
+
+def test_client_span_joins_the_peer_service_trace(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    url, async_url = sqlite_urls(tmp_path)
+    peer = start_service(app_process, otlp_receiver, url, async_db_url=async_url, name="peer")
+    front = start_service(app_process, otlp_receiver, url, peer=peer.base, name="front")
+    for path in ("/call-peer?style=client", "/call-peer?style=module", "/call-peer-async"):
+        assert httpx.get(front.base + path).json()["peer_status"] == 200
+
+    def servers_of(name: str) -> list[Span]:
+        spans = [s for s in otlp_receiver.spans(kind="SERVER") if s.resource["service.name"] == name]
+        return spans if len(spans) >= 3 else []
+
+    clients = otlp_receiver.wait_for(
+        lambda: [s for s in otlp_receiver.spans(kind="CLIENT")
+                 if s.resource["service.name"] == "front" and "http.request.method" in s.attributes][2:] and [
+            s for s in otlp_receiver.spans(kind="CLIENT")
+            if s.resource["service.name"] == "front" and "http.request.method" in s.attributes],
+        what="three httpx CLIENT spans",
+    )
+    for client in clients:
+        peer_span = otlp_receiver.wait_for(
+            lambda c=client: next((p for p in servers_of("peer") if p.parent_span_id == c.span_id), None),
+            what=f"peer server span under client span {client.span_id}",
+        )
+        assert peer_span.trace_id == client.trace_id
+        front_span = otlp_receiver.wait_for(
+            lambda c=client: next((f for f in servers_of("front") if f.span_id == c.parent_span_id), None),
+            what=f"front server span above client span {client.span_id}",
+        )
+        assert front_span.trace_id == client.trace_id
+    assert otlp_receiver.histogram_count("http.client.request.duration", {"server.address": "127.0.0.1"}) >= 3
+
+
+def test_asgi_subspans_can_be_turned_on(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    url, _ = sqlite_urls(tmp_path)
+    svc = start_service(app_process, otlp_receiver, url, env={"OTEL_PERF_ASGI_SUBSPANS": "true"})
+    httpx.get(svc.base + "/hello")
+    server = otlp_receiver.wait_for_spans(name="GET /hello", kind="SERVER")[0]
+    subs = otlp_receiver.wait_for(
+        lambda: [s for s in otlp_receiver.spans() if s.parent_span_id == server.span_id and s.name == "http send"],
+        what="http send sub-spans",
+    )
+    assert subs
+
+
+def test_sqlalchemy_2_0_is_instrumented_too(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path,
+    sqlalchemy_20_path: str,
+) -> None:
+    url, _ = sqlite_urls(tmp_path)
+    svc = start_service(app_process, otlp_receiver, url, python_path=sqlalchemy_20_path)
+    r = httpx.get(svc.base + "/items/1")
+    assert r.status_code == 200
+    version = subprocess.run(
+        [sys.executable, "-c", "import sqlalchemy; print(sqlalchemy.__version__)"],
+        env={"PYTHONPATH": sqlalchemy_20_path}, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert version.startswith("2.0."), version
+    server = otlp_receiver.wait_for_spans(name="GET /items/{item_id}", kind="SERVER")[0]
+    assert otlp_receiver.wait_for(
+        lambda: [c for c in otlp_receiver.spans(kind="CLIENT") if c.parent_span_id == server.span_id],
+        what="SQL span with SQLAlchemy 2.0",
+    )
