@@ -129,6 +129,15 @@ def test_perf_budgets_example_has_the_agreed_shape() -> None:
         assert 0 <= route["error_rate"] < 1, key
 
 
+def test_perf_budgets_example_loads_with_the_project_parser() -> None:
+    from otel_perf._analysis.budgets import load_budgets
+
+    budgets = load_budgets(str(DEPLOY_DIR / "perf-budgets.yaml"))
+    detail = budgets.lookup("GET", "/api/v1/appointments/{appointment_id}")
+    assert detail is not None
+    assert detail.p95_ms == 80
+
+
 # --- kubernetes ---------------------------------------------------------------------------
 def test_kubernetes_manifests_validate_against_kubernetes_schemas() -> None:
     require_module("kubernetes_validate", "kubernetes-validate")
