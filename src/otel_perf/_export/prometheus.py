@@ -199,21 +199,48 @@ def _timestamp(time_ns: int) -> str:
     return f"{time_ns // 1_000_000_000}.{time_ns % 1_000_000_000:09d}"
 
 
-def _labels(attributes: Mapping[str, Any] | None, scope_labels: Sequence[tuple[str, str]]) -> str:
-    """The inside of ``{...}``: sanitized names, escaped values, empty values left out."""
-    pairs: dict[str, str] = dict(scope_labels)
+_LABELS_CACHE: dict[tuple[Any, ...], str] = {}
+_LABELS_CACHE_MAX = 50_000
+
+
+def _labels(attributes: Mapping[str, Any] | None, scope_labels: tuple[tuple[str, str], ...]) -> str:
+    """The inside of ``{...}`` for a point, cached: the same series renders alike every scrape."""
+    try:
+        # The value types are part of the key: True == 1 but renders "true", not "1".
+        key = (
+            (scope_labels, *attributes.items(), *map(type, attributes.values()))
+            if attributes
+            else (scope_labels,)
+        )
+        text = _LABELS_CACHE.get(key)
+    except TypeError:  # an unhashable (list) attribute value
+        return _render_labels(attributes, scope_labels)
+    if text is None:
+        if len(_LABELS_CACHE) >= _LABELS_CACHE_MAX:
+            _LABELS_CACHE.clear()
+        text = _LABELS_CACHE[key] = _render_labels(attributes, scope_labels)
+    return text
+
+
+def _render_labels(attributes: Mapping[str, Any] | None, scope_labels: Sequence[tuple[str, str]]) -> str:
+    """Sanitized names, escaped values, empty values left out; sorted by attribute key."""
+    names = [k for k, _ in scope_labels]
+    values = [v for _, v in scope_labels]
     if attributes:
         for key in sorted(attributes):
             raw = attributes[key]
-            if raw is None:
-                continue
-            value = _label_value(raw)
-            if value == "":
+            value = raw if type(raw) is str else _label_value(raw) if raw is not None else ""
+            if not value:
                 continue
             name = label_name(key)
-            # Keys that sanitize alike ("a.b", "a_b") share a label, values joined as the Collector does.
-            pairs[name] = f"{pairs[name]};{value}" if name in pairs else value
-    return ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in pairs.items())
+            if name in names:
+                # Keys that sanitize alike ("a.b", "a_b") share a label, values joined as the Collector does.
+                index = names.index(name)
+                values[index] = f"{values[index]};{value}"
+                continue
+            names.append(name)
+            values.append(value)
+    return ",".join([f'{n}="{_escape_label_value(v)}"' for n, v in zip(names, values, strict=True)])
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -285,7 +312,7 @@ class _Renderer:
             return None
         return fam
 
-    def add(self, metric: Metric, scope_labels: Sequence[tuple[str, str]]) -> None:
+    def add(self, metric: Metric, scope_labels: tuple[tuple[str, str], ...]) -> None:
         data = metric.data
         if isinstance(data, Histogram):
             fam = self.family(metric, HISTOGRAM)
@@ -319,7 +346,7 @@ class _Renderer:
             fam.lines.append(line)
 
     def _histogram_point(
-        self, fam: _Family, point: HistogramDataPoint, scope_labels: Sequence[tuple[str, str]]
+        self, fam: _Family, point: HistogramDataPoint, scope_labels: tuple[tuple[str, str], ...]
     ) -> None:
         labels = _labels(point.attributes, scope_labels)
         if not fam.first(labels):
@@ -377,11 +404,12 @@ def render(metrics_data: MetricsData | None, openmetrics: bool) -> str:
         for key, value in rm.resource.attributes.items():
             target_info.setdefault(key, value)
         for sm in rm.scope_metrics:
-            scope_labels: list[tuple[str, str]] = []
+            scope: list[tuple[str, str]] = []
             if sm.scope.name:
-                scope_labels.append(("otel_scope_name", sm.scope.name))
+                scope.append(("otel_scope_name", sm.scope.name))
             if sm.scope.version:
-                scope_labels.append(("otel_scope_version", sm.scope.version))
+                scope.append(("otel_scope_version", sm.scope.version))
+            scope_labels = tuple(scope)
             for metric in sm.metrics:
                 renderer.add(metric, scope_labels)
     for problem in renderer.skipped:
