@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -436,7 +437,19 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
 
 
 def register_exit(pipeline: Pipeline, timeout: float, before: Callable[[], None] | None = None) -> None:
+    """Flush (and print the report) once at exit, including exit by SIGTERM.
+
+    uvicorn and others re-raise SIGTERM after their graceful shutdown with the handler that
+    was installed before them; with the default handler the process dies without running
+    ``atexit``, losing the last batch of telemetry.  So when nothing handles SIGTERM yet we
+    install a handler that flushes within the timeout and then dies by SIGTERM as before.
+    """
+    done = threading.Event()
+
     def at_exit() -> None:
+        if done.is_set():
+            return
+        done.set()
         if before is not None:
             try:
                 before()
@@ -445,3 +458,14 @@ def register_exit(pipeline: Pipeline, timeout: float, before: Callable[[], None]
         pipeline.shutdown(timeout)
 
     atexit.register(at_exit)
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        at_exit()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: atexit still covers normal exits
+        pass
