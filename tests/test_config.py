@@ -1,0 +1,123 @@
+"""Configuration: declared once, validated, one warning per bad variable, strict mode, README table."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from otel_perf._config import BY_ENV, SETTINGS, ConfigError, load, markdown_table
+from support.launch import BIN, Service, launcher, sqlite_urls, start_service
+from support.procs import AppProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_when_unset_or_empty() -> None:
+    config = load({"OTEL_PERF_SLOW_QUERY_MS": "", "OTEL_PERF_REPORT": "   "})
+    assert config["OTEL_PERF_SLOW_QUERY_MS"] == 100.0
+    assert config["OTEL_PERF_REPORT"] is False
+    assert config.sources["OTEL_PERF_SLOW_QUERY_MS"] == "default"
+    assert not config.problems
+
+
+def test_valid_values_are_parsed_and_sourced() -> None:
+    config = load({"OTEL_PERF_SLOW_QUERY_MS": "25.5", "OTEL_PERF_REPORT": "YES", "OTEL_TRACES_EXPORTER": "otlp, console",
+                   "OTEL_PERF__FLAG_SOURCES": "OTEL_PERF_REPORT"})
+    assert config["OTEL_PERF_SLOW_QUERY_MS"] == 25.5
+    assert config["OTEL_PERF_REPORT"] is True
+    assert config["OTEL_TRACES_EXPORTER"] == ("otlp", "console")
+    assert config.sources["OTEL_PERF_SLOW_QUERY_MS"] == "env"
+    assert config.sources["OTEL_PERF_REPORT"] == "flag"
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "reason"),
+    [
+        ("OTEL_PERF_SLOW_QUERY_MS", "fast", "expected a number"),
+        ("OTEL_PERF_SLOW_QUERY_MS", "-5", "below the minimum"),
+        ("OTEL_PERF_N_PLUS_ONE_THRESHOLD", "1.5", "expected an integer"),
+        ("OTEL_PERF_REPORT", "maybe", "expected true or false"),
+        ("OTEL_PERF_LOG_FORMAT", "xml", "expected one of json, text, off"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "expected an http"),
+        ("OTEL_TRACES_SAMPLER_ARG", "2", "above the maximum"),
+        ("OTEL_PERF_SLOW_REQUEST_MS", "nan", "finite"),
+        ("OTEL_PERF_STATS_PATH", "perf", "expected a path"),
+    ],
+)
+def test_bad_value_gives_one_clear_problem(env: str, value: str, reason: str) -> None:
+    config = load({env: value})
+    assert len(config.problems) == 1
+    message = config.problems[0].message()
+    assert env in message and repr(value) in message and reason in message
+    assert f"using {BY_ENV[env].default!r}" in message or "using ''" in message
+    assert config[env] == BY_ENV[env].default
+
+
+def test_strict_mode_raises_naming_every_bad_variable() -> None:
+    config = load({"OTEL_PERF_STRICT": "true", "OTEL_PERF_SLOW_QUERY_MS": "x", "OTEL_PERF_REPORT": "y"})
+    with pytest.raises(ConfigError, match="OTEL_PERF_SLOW_QUERY_MS.*OTEL_PERF_REPORT"):
+        config.raise_if_strict()
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert markdown_table() in readme, "README env-var table is stale: paste `otel-perf config --markdown`"
+    used = set(re.findall(r"OTEL_PERF_[A-Z0-9_]+", "".join(p.read_text() for p in (ROOT / "src").rglob("*.py"))))
+    private = {v for v in used if v.startswith("OTEL_PERF__")}
+    assert used - private <= {s.env for s in SETTINGS}, "an OTEL_PERF_* variable is used but not declared"
+
+
+def test_every_flag_has_an_env_twin_in_help() -> None:
+    out = subprocess.run([launcher(), "--help"], capture_output=True, text=True, check=True).stdout
+    for setting in SETTINGS:
+        assert setting.flag_name in out and setting.env in out
+
+
+def test_config_command_shows_sources_and_endpoint_check(otlp_receiver) -> None:  # type: ignore[no-untyped-def]
+    out = subprocess.run(
+        [str(BIN / "otel-perf"), "config", "--slow-query-ms", "42"],
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint, "OTEL_PERF_REPORT": "true",
+             "OTEL_PERF_STATS_TOKEN": "secret-value", "PATH": str(BIN)},
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert re.search(r"OTEL_PERF_SLOW_QUERY_MS\s+flag\s+42", out)
+    assert re.search(r"OTEL_PERF_REPORT\s+env\s+True", out)
+    assert re.search(r"OTEL_PERF_N_PLUS_ONE_THRESHOLD\s+default\s+5", out)
+    assert "secret-value" not in out
+    assert "answers: POST /v1/traces -> HTTP 200" in out
+    down = subprocess.run([str(BIN / "otel-perf"), "config", "--endpoint", "http://127.0.0.1:9"],
+                          capture_output=True, text=True, check=True, env={"PATH": str(BIN)}).stdout
+    assert "does not answer" in down
+
+
+@pytest.mark.slow
+def test_bad_values_warn_once_and_the_app_serves(
+    app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    url, _ = sqlite_urls(tmp_path)
+    svc: Service = start_service(app_process, None, url, env={
+        "OTEL_PERF_SLOW_QUERY_MS": "fast", "OTEL_PERF_N_PLUS_ONE_THRESHOLD": "-3", "OTEL_PERF__RAISE_ERRORS": "0",
+    })
+    assert httpx.get(svc.base + "/items/1").status_code == 200
+    svc.proc.stop()
+    out = svc.proc.output()
+    assert out.count("OTEL_PERF_SLOW_QUERY_MS='fast' is invalid (expected a number); using 100.0 instead") == 1
+    assert out.count("OTEL_PERF_N_PLUS_ONE_THRESHOLD='-3' is invalid") == 1
+
+
+@pytest.mark.slow
+def test_strict_mode_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [launcher(), sys.executable, "-c", "print('app ran')"],
+        env={"OTEL_PERF_STRICT": "true", "OTEL_PERF_SLOW_QUERY_MS": "fast", "PATH": str(BIN)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "OTEL_PERF_SLOW_QUERY_MS='fast' is invalid" in result.stderr
+    assert "app ran" not in result.stdout
