@@ -27,8 +27,14 @@ def test_defaults_when_unset_or_empty() -> None:
 
 
 def test_valid_values_are_parsed_and_sourced() -> None:
-    config = load({"OTEL_PERF_SLOW_QUERY_MS": "25.5", "OTEL_PERF_REPORT": "YES", "OTEL_TRACES_EXPORTER": "otlp, console",
-                   "OTEL_PERF__FLAG_SOURCES": "OTEL_PERF_REPORT"})
+    config = load(
+        {
+            "OTEL_PERF_SLOW_QUERY_MS": "25.5",
+            "OTEL_PERF_REPORT": "YES",
+            "OTEL_TRACES_EXPORTER": "otlp, console",
+            "OTEL_PERF__FLAG_SOURCES": "OTEL_PERF_REPORT",
+        }
+    )
     assert config["OTEL_PERF_SLOW_QUERY_MS"] == 25.5
     assert config["OTEL_PERF_REPORT"] is True
     assert config["OTEL_TRACES_EXPORTER"] == ("otlp", "console")
@@ -61,14 +67,16 @@ def test_bad_value_gives_one_clear_problem(env: str, value: str, reason: str) ->
 
 def test_strict_mode_raises_naming_every_bad_variable() -> None:
     config = load({"OTEL_PERF_STRICT": "true", "OTEL_PERF_SLOW_QUERY_MS": "x", "OTEL_PERF_REPORT": "y"})
-    with pytest.raises(ConfigError, match="OTEL_PERF_SLOW_QUERY_MS.*OTEL_PERF_REPORT"):
+    with pytest.raises(ConfigError, match=r"OTEL_PERF_SLOW_QUERY_MS.*OTEL_PERF_REPORT"):
         config.raise_if_strict()
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     assert markdown_table() in readme, "README env-var table is stale: paste `otel-perf config --markdown`"
-    used = set(re.findall(r"OTEL_PERF_[A-Z0-9_]+", "".join(p.read_text() for p in (ROOT / "src").rglob("*.py"))))
+    used = set(
+        re.findall(r"OTEL_PERF_[A-Z0-9_]+", "".join(p.read_text() for p in (ROOT / "src").rglob("*.py")))
+    )
     private = {v for v in used if v.startswith("OTEL_PERF__")}
     assert used - private <= {s.env for s in SETTINGS}, "an OTEL_PERF_* variable is used but not declared"
 
@@ -82,17 +90,28 @@ def test_every_flag_has_an_env_twin_in_help() -> None:
 def test_config_command_shows_sources_and_endpoint_check(otlp_receiver) -> None:  # type: ignore[no-untyped-def]
     out = subprocess.run(
         [str(BIN / "otel-perf"), "config", "--slow-query-ms", "42"],
-        env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint, "OTEL_PERF_REPORT": "true",
-             "OTEL_PERF_STATS_TOKEN": "secret-value", "PATH": str(BIN)},
-        capture_output=True, text=True, check=True,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_PERF_REPORT": "true",
+            "OTEL_PERF_STATS_TOKEN": "secret-value",
+            "PATH": str(BIN),
+        },
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert re.search(r"OTEL_PERF_SLOW_QUERY_MS\s+flag\s+42", out)
     assert re.search(r"OTEL_PERF_REPORT\s+env\s+True", out)
     assert re.search(r"OTEL_PERF_N_PLUS_ONE_THRESHOLD\s+default\s+5", out)
     assert "secret-value" not in out
     assert "answers: POST /v1/traces -> HTTP 200" in out
-    down = subprocess.run([str(BIN / "otel-perf"), "config", "--endpoint", "http://127.0.0.1:9"],
-                          capture_output=True, text=True, check=True, env={"PATH": str(BIN)}).stdout
+    down = subprocess.run(
+        [str(BIN / "otel-perf"), "config", "--endpoint", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": str(BIN)},
+    ).stdout
     assert "does not answer" in down
 
 
@@ -101,13 +120,22 @@ def test_bad_values_warn_once_and_the_app_serves(
     app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:
     url, _ = sqlite_urls(tmp_path)
-    svc: Service = start_service(app_process, None, url, env={
-        "OTEL_PERF_SLOW_QUERY_MS": "fast", "OTEL_PERF_N_PLUS_ONE_THRESHOLD": "-3", "OTEL_PERF__RAISE_ERRORS": "0",
-    })
+    svc: Service = start_service(
+        app_process,
+        None,
+        url,
+        env={
+            "OTEL_PERF_SLOW_QUERY_MS": "fast",
+            "OTEL_PERF_N_PLUS_ONE_THRESHOLD": "-3",
+            "OTEL_PERF__RAISE_ERRORS": "0",
+        },
+    )
     assert httpx.get(svc.base + "/items/1").status_code == 200
     svc.proc.stop()
     out = svc.proc.output()
-    assert out.count("OTEL_PERF_SLOW_QUERY_MS='fast' is invalid (expected a number); using 100.0 instead") == 1
+    assert (
+        out.count("OTEL_PERF_SLOW_QUERY_MS='fast' is invalid (expected a number); using 100.0 instead") == 1
+    )
     assert out.count("OTEL_PERF_N_PLUS_ONE_THRESHOLD='-3' is invalid") == 1
 
 
@@ -116,7 +144,10 @@ def test_strict_mode_refuses_to_start(tmp_path: Path) -> None:
     result = subprocess.run(
         [launcher(), sys.executable, "-c", "print('app ran')"],
         env={"OTEL_PERF_STRICT": "true", "OTEL_PERF_SLOW_QUERY_MS": "fast", "PATH": str(BIN)},
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "OTEL_PERF_SLOW_QUERY_MS='fast' is invalid" in result.stderr

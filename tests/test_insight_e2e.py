@@ -29,11 +29,12 @@ INSIGHT_ENV = {
 }
 
 
-def _start(app_process: Callable[..., AppProcess], receiver: OTLPReceiver, tmp_path: Path, **env: str) -> Service:
+def _start(
+    app_process: Callable[..., AppProcess], receiver: OTLPReceiver, tmp_path: Path, **env: str
+) -> Service:
     url, async_url = sqlite_urls(tmp_path)
     # The service calls itself as the rate-limited upstream.
-    svc = start_service(app_process, receiver, url, async_db_url=async_url, env={**INSIGHT_ENV, **env})
-    return svc
+    return start_service(app_process, receiver, url, async_db_url=async_url, env={**INSIGHT_ENV, **env})
 
 
 @pytest.fixture
@@ -47,11 +48,15 @@ def _stats(svc: Service) -> dict:  # type: ignore[type-arg]
     return r.json()  # type: ignore[no-any-return]
 
 
-def test_n_plus_one_is_reported_as_event_counter_log_and_stat(service: Service, otlp_receiver: OTLPReceiver) -> None:
+def test_n_plus_one_is_reported_as_event_counter_log_and_stat(
+    service: Service, otlp_receiver: OTLPReceiver
+) -> None:
     r = httpx.get(service.base + "/orders/n-plus-one")
     trace_id = r.headers["traceresponse"].split("-")[1]
-    server = otlp_receiver.wait_for(lambda: [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "SERVER"],
-                                    what="N+1 server span")[0]
+    server = otlp_receiver.wait_for(
+        lambda: [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "SERVER"],
+        what="N+1 server span",
+    )[0]
     event = next(e for e in server.events if e.name == "perf.n_plus_one")
     assert event.attributes["perf.db.repeat_count"] >= 5
     statement = event.attributes["perf.db.statement"]
@@ -100,18 +105,23 @@ def test_slow_request_and_slow_query(service: Service, otlp_receiver: OTLPReceiv
     assert span.attributes["perf.slow"] is True
     log = otlp_receiver.wait_for_logs("slow request GET /slow ")[0]
     assert log.trace_id == slow_trace
-    otlp_receiver.wait_for(lambda: otlp_receiver.sum_value("perf.slow_requests", {"http.route": "/slow"}) >= 1,
-                           what="perf.slow_requests")
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.sum_value("perf.slow_requests", {"http.route": "/slow"}) >= 1,
+        what="perf.slow_requests",
+    )
 
     db = otlp_receiver.wait_for(
-        lambda: [s for s in otlp_receiver.spans(trace_id=query_trace) if s.kind == "CLIENT"], what="slow SQL span"
+        lambda: [s for s in otlp_receiver.spans(trace_id=query_trace) if s.kind == "CLIENT"],
+        what="slow SQL span",
     )[0]
     assert db.attributes["perf.slow"] is True
     qlog = otlp_receiver.wait_for_logs("slow query")[0]
     assert qlog.trace_id == query_trace
     assert "1500000" not in qlog.body and "?" in qlog.body  # literals replaced, never the values
-    otlp_receiver.wait_for(lambda: otlp_receiver.sum_value("perf.slow_queries", {"db.operation.name": "SELECT"}) >= 1,
-                           what="perf.slow_queries")
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.sum_value("perf.slow_queries", {"db.operation.name": "SELECT"}) >= 1,
+        what="perf.slow_queries",
+    )
     findings = _stats(service)["findings"]
     assert next(x for x in findings["slow_requests"] if x["route"] == "/slow")["trace_id"] == slow_trace
     assert findings["slow_queries"][0]["trace_id"] == query_trace
@@ -124,7 +134,9 @@ def test_blocking_call_in_async_endpoint_is_named(service: Service, otlp_receive
     log = otlp_receiver.wait_for_logs("event loop blocked")[0]
     assert "GET /blocking" in log.body
     assert log.attributes["perf.blocking_trace_id"] == trace_id
-    otlp_receiver.wait_for(lambda: otlp_receiver.histogram_count("perf.asyncio.loop.lag") > 0, what="loop lag")
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.histogram_count("perf.asyncio.loop.lag") > 0, what="loop lag"
+    )
     assert _stats(service)["findings"]["event_loop_blocks"][0]["trace_id"] == trace_id
 
 
@@ -140,28 +152,40 @@ def test_outgoing_rate_limit_headroom_and_429s(
         lambda: otlp_receiver.sum_value("perf.http.client.throttled", {"server.address": "127.0.0.1"}) >= 2,
         what="two throttled responses",
     )
-    remaining = otlp_receiver.latest_points("perf.http.client.ratelimit.remaining", {"server.address": "127.0.0.1"})
+    remaining = otlp_receiver.latest_points(
+        "perf.http.client.ratelimit.remaining", {"server.address": "127.0.0.1"}
+    )
     limit = otlp_receiver.latest_points("perf.http.client.ratelimit.limit", {"server.address": "127.0.0.1"})
     assert remaining[0].value == 0 and limit[0].value == 3
     otlp_receiver.wait_for(
-        lambda: otlp_receiver.histogram_count("http.client.request.duration", {"server.address": "127.0.0.1"}) >= 5,
+        lambda: (
+            otlp_receiver.histogram_count("http.client.request.duration", {"server.address": "127.0.0.1"})
+            >= 5
+        ),
         what="client durations",
     )
     outgoing = _stats(svc)["outgoing"][0]
     assert outgoing["throttled"] == 2 and outgoing["ratelimit"]["limit"] == 3
 
 
-def test_measure_counts_runs_errors_and_finds_n_plus_one(service: Service, otlp_receiver: OTLPReceiver) -> None:
+def test_measure_counts_runs_errors_and_finds_n_plus_one(
+    service: Service, otlp_receiver: OTLPReceiver
+) -> None:
     httpx.get(service.base + "/job")
     httpx.get(service.base + "/measured-failure")
     span = otlp_receiver.wait_for_spans(name="jobs.report")[0]
     assert span.attributes["perf.operation.name"] == "jobs.report"
     otlp_receiver.wait_for(
-        lambda: otlp_receiver.histogram_count("perf.operation.duration", {"perf.operation.name": "jobs.report"}) == 1,
+        lambda: (
+            otlp_receiver.histogram_count("perf.operation.duration", {"perf.operation.name": "jobs.report"})
+            == 1
+        ),
         what="one jobs.report run",
     )
     otlp_receiver.wait_for(
-        lambda: otlp_receiver.sum_value("perf.operation.errors", {"perf.operation.name": "tasks.create"}) == 1,
+        lambda: (
+            otlp_receiver.sum_value("perf.operation.errors", {"perf.operation.name": "tasks.create"}) == 1
+        ),
         what="one tasks.create error",
     )
     failed = otlp_receiver.wait_for_spans(name="tasks.create")[0]
@@ -174,11 +198,18 @@ def test_measure_outside_a_request_is_its_own_unit(
     from support.launch import APPS, launcher
 
     url, _ = sqlite_urls(tmp_path)
-    env = {**otlp_receiver.exporter_env(), "APP_DATABASE_URL": url, "OTEL_PERF__RAISE_ERRORS": "1",
-           "PYTHONPATH": str(APPS), "OTEL_SERVICE_NAME": "worker"}
+    env = {
+        **otlp_receiver.exporter_env(),
+        "APP_DATABASE_URL": url,
+        "OTEL_PERF__RAISE_ERRORS": "1",
+        "PYTHONPATH": str(APPS),
+        "OTEL_SERVICE_NAME": "worker",
+    }
     import sys
 
-    proc = app_process([launcher(), sys.executable, "-c", "import service; service.run_job()"], env, name="worker")
+    proc = app_process(
+        [launcher(), sys.executable, "-c", "import service; service.run_job()"], env, name="worker"
+    )
     assert proc.wait_exit(30) == 0
     span = otlp_receiver.wait_for_spans(name="jobs.report")[0]
     assert any(e.name == "perf.n_plus_one" for e in span.events)
@@ -196,7 +227,10 @@ def test_everything_reported_with_sampling_off(
     for i in range(4):
         httpx.get(f"{svc.base}/items/{i + 1}")
     otlp_receiver.wait_for(
-        lambda: otlp_receiver.histogram_count("http.server.request.duration", {"http.route": "/items/{item_id}"}) == 4,
+        lambda: (
+            otlp_receiver.histogram_count("http.server.request.duration", {"http.route": "/items/{item_id}"})
+            == 4
+        ),
         what="all 4 item requests counted",
     )
     for name in ("perf.n_plus_one", "perf.slow_requests", "perf.slow_queries"):
@@ -230,7 +264,9 @@ def test_server_timing_header(service: Service) -> None:
     assert timing.startswith("total;dur=") and 'desc="1 queries"' in timing
 
 
-def test_exit_report(otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path) -> None:
+def test_exit_report(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
     svc = _start(app_process, None, tmp_path, OTEL_PERF_REPORT="true")  # type: ignore[arg-type]
     httpx.get(svc.base + "/orders/n-plus-one")
     httpx.get(svc.base + "/items/1")

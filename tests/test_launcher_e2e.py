@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -34,12 +34,14 @@ def db_urls(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
 @pytest.fixture
 def service(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], db_urls: tuple[str, str]
-) -> Iterator[Service]:
+) -> Service:
     sync_url, async_url = db_urls
-    yield start_service(app_process, otlp_receiver, sync_url, async_db_url=async_url)
+    return start_service(app_process, otlp_receiver, sync_url, async_db_url=async_url)
 
 
-def test_server_span_has_route_template_and_semconv_attributes(service: Service, otlp_receiver: OTLPReceiver) -> None:
+def test_server_span_has_route_template_and_semconv_attributes(
+    service: Service, otlp_receiver: OTLPReceiver
+) -> None:
     r = httpx.get(service.base + "/items/7?token=abc&page=2")
     assert r.status_code == 200
     spans = otlp_receiver.wait_for_spans(name="GET /items/{item_id}", kind="SERVER")
@@ -77,7 +79,9 @@ def test_one_server_span_per_request_no_duplicates(service: Service, otlp_receiv
     otlp_receiver.wait_for_spans(name="GET /hello", kind="SERVER")
     httpx.get(service.base + "/items/1")  # a later request flushes anything still pending
     otlp_receiver.wait_for_spans(name="GET /items/{item_id}", kind="SERVER")
-    hello = [s for s in otlp_receiver.spans() if s.trace_id == otlp_receiver.spans(name="GET /hello")[0].trace_id]
+    hello = [
+        s for s in otlp_receiver.spans() if s.trace_id == otlp_receiver.spans(name="GET /hello")[0].trace_id
+    ]
     # No ASGI send/receive sub-spans and no FastAPI-native dependency/endpoint spans.
     assert [s.name for s in hello] == ["GET /hello"]
 
@@ -86,7 +90,9 @@ def test_traceresponse_header_matches_exported_span(service: Service, otlp_recei
     r = httpx.get(service.base + "/hello")
     version, trace_id, span_id, flags = r.headers["traceresponse"].split("-")
     assert (version, flags[-1]) == ("00", "1") or (version, int(flags, 16) & 1) == ("00", 1)
-    span = otlp_receiver.wait_for(lambda: otlp_receiver.spans(trace_id=trace_id), what=f"span of trace {trace_id}")[0]
+    span = otlp_receiver.wait_for(
+        lambda: otlp_receiver.spans(trace_id=trace_id), what=f"span of trace {trace_id}"
+    )[0]
     assert (span.name, span.kind, span.span_id) == ("GET /hello", "SERVER", span_id)
 
 
@@ -95,10 +101,15 @@ def test_http_metrics_use_route_templates(service: Service, otlp_receiver: OTLPR
         httpx.get(f"{service.base}/items/{i + 1}")
     httpx.get(service.base + "/no/such/path/123")
     otlp_receiver.wait_for(
-        lambda: otlp_receiver.histogram_count("http.server.request.duration", {"http.route": "/items/{item_id}"}) >= 3,
+        lambda: (
+            otlp_receiver.histogram_count("http.server.request.duration", {"http.route": "/items/{item_id}"})
+            >= 3
+        ),
         what="3 requests counted under /items/{item_id}",
     )
-    routes = {p.attributes.get("http.route") for p in otlp_receiver.metric_points("http.server.request.duration")}
+    routes = {
+        p.attributes.get("http.route") for p in otlp_receiver.metric_points("http.server.request.duration")
+    }
     assert "/items/{item_id}" in routes
     assert not any(r and "/items/1" in r for r in routes)
     assert not any(r and "/no/such" in r for r in routes)  # unmatched paths collapse to one series
@@ -111,9 +122,13 @@ def test_http_metrics_use_route_templates(service: Service, otlp_receiver: OTLPR
 def test_db_operation_duration_and_pool_metrics(service: Service, otlp_receiver: OTLPReceiver) -> None:
     httpx.get(service.base + "/items/5")
     otlp_receiver.wait_for(
-        lambda: otlp_receiver.histogram_count(
-            "db.client.operation.duration", {"db.operation.name": "SELECT", "db.collection.name": "orders"}
-        ) >= 1,
+        lambda: (
+            otlp_receiver.histogram_count(
+                "db.client.operation.duration",
+                {"db.operation.name": "SELECT", "db.collection.name": "orders"},
+            )
+            >= 1
+        ),
         what="db.client.operation.duration for SELECT orders",
     )
     pool = otlp_receiver.wait_for_metric("db.client.connection.count")
@@ -146,10 +161,18 @@ def test_client_span_joins_the_peer_service_trace(
         return spans if len(spans) >= 3 else []
 
     clients = otlp_receiver.wait_for(
-        lambda: [s for s in otlp_receiver.spans(kind="CLIENT")
-                 if s.resource["service.name"] == "front" and "http.request.method" in s.attributes][2:] and [
-            s for s in otlp_receiver.spans(kind="CLIENT")
-            if s.resource["service.name"] == "front" and "http.request.method" in s.attributes],
+        lambda: (
+            [
+                s
+                for s in otlp_receiver.spans(kind="CLIENT")
+                if s.resource["service.name"] == "front" and "http.request.method" in s.attributes
+            ][2:]
+            and [
+                s
+                for s in otlp_receiver.spans(kind="CLIENT")
+                if s.resource["service.name"] == "front" and "http.request.method" in s.attributes
+            ]
+        ),
         what="three httpx CLIENT spans",
     )
     for client in clients:
@@ -174,14 +197,18 @@ def test_asgi_subspans_can_be_turned_on(
     httpx.get(svc.base + "/hello")
     server = otlp_receiver.wait_for_spans(name="GET /hello", kind="SERVER")[0]
     subs = otlp_receiver.wait_for(
-        lambda: [s for s in otlp_receiver.spans() if s.parent_span_id == server.span_id and s.name == "http send"],
+        lambda: [
+            s for s in otlp_receiver.spans() if s.parent_span_id == server.span_id and s.name == "http send"
+        ],
         what="http send sub-spans",
     )
     assert subs
 
 
 def test_sqlalchemy_2_0_is_instrumented_too(
-    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path,
+    otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
+    tmp_path: Path,
     sqlalchemy_20_path: str,
 ) -> None:
     url, _ = sqlite_urls(tmp_path)
@@ -190,7 +217,10 @@ def test_sqlalchemy_2_0_is_instrumented_too(
     assert r.status_code == 200
     version = subprocess.run(
         [sys.executable, "-c", "import sqlalchemy; print(sqlalchemy.__version__)"],
-        env={"PYTHONPATH": sqlalchemy_20_path}, capture_output=True, text=True, check=True,
+        env={"PYTHONPATH": sqlalchemy_20_path},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert version.startswith("2.0."), version
     server = otlp_receiver.wait_for_spans(name="GET /items/{item_id}", kind="SERVER")[0]

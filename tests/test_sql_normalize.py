@@ -12,8 +12,10 @@ from otel_perf._analysis.sql import ShapeCache, classify, normalize
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
-        ("SELECT * FROM users WHERE email = 'a@b.c' AND id = 42",
-         "SELECT * FROM users WHERE email = ? AND id = ?"),
+        (
+            "SELECT * FROM users WHERE email = 'a@b.c' AND id = 42",
+            "SELECT * FROM users WHERE email = ? AND id = ?",
+        ),
         ("select * from t where id in (1, 2, 3)", "select * from t where id IN (?)"),
         ("SELECT a FROM t WHERE id IN (?, ?, ?)", "SELECT a FROM t WHERE id IN (?)"),
         ("INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')", "INSERT INTO t (a, b) VALUES (?, ?)"),
@@ -49,8 +51,10 @@ SECRET = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789", min_
 
 @given(secret=SECRET, number=st.integers(min_value=10_000, max_value=10**12))
 def test_no_literal_survives(secret: str, number: int) -> None:
-    sql = (f"INSERT INTO t (a, b) VALUES ('{secret}', {number}); "
-           f"SELECT * FROM t WHERE a = 'x{secret}' OR b = {number} OR c = E'{secret}'")
+    sql = (
+        f"INSERT INTO t (a, b) VALUES ('{secret}', {number}); "
+        f"SELECT * FROM t WHERE a = 'x{secret}' OR b = {number} OR c = E'{secret}'"
+    )
     out = normalize(sql)
     assert secret not in out and str(number) not in out
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 
@@ -70,20 +70,31 @@ def _headers(d: dict[str, str]):  # type: ignore[no-untyped-def]
 
 def test_ratelimit_x_headers_epoch_and_delta() -> None:
     now = 1_800_000_000.0
-    rl = ratelimit.parse(_headers({"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4990",
-                                   "X-RateLimit-Reset": str(int(now) + 30)}), now)
+    rl = ratelimit.parse(
+        _headers(
+            {
+                "X-RateLimit-Limit": "5000",
+                "X-RateLimit-Remaining": "4990",
+                "X-RateLimit-Reset": str(int(now) + 30),
+            }
+        ),
+        now,
+    )
     assert (rl.limit, rl.remaining, rl.reset_seconds) == (5000, 4990, 30)
 
 
 def test_ratelimit_ietf_structured_and_retry_after() -> None:
-    rl = ratelimit.parse(_headers({"RateLimit": '"default";r=50;t=30', "RateLimit-Policy": '"default";q=100;w=60'}))
+    rl = ratelimit.parse(
+        _headers({"RateLimit": '"default";r=50;t=30', "RateLimit-Policy": '"default";q=100;w=60'})
+    )
     assert (rl.limit, rl.remaining, rl.reset_seconds) == (100, 50, 30)
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     date = format_datetime(now + timedelta(seconds=120), usegmt=True)
     rl2 = ratelimit.parse(_headers({"Retry-After": date}), now.timestamp())
     assert rl2.reset_seconds == pytest.approx(120, abs=1)
-    assert ratelimit.parse(_headers({"RateLimit-Limit": "10", "RateLimit-Remaining": "0", "RateLimit-Reset": "7"})) \
-        == ratelimit.RateLimit(10, 0, 7)
+    assert ratelimit.parse(
+        _headers({"RateLimit-Limit": "10", "RateLimit-Remaining": "0", "RateLimit-Reset": "7"})
+    ) == ratelimit.RateLimit(10, 0, 7)
 
 
 @pytest.mark.parametrize("bad", ["", "abc", "-1", "inf", "nan", "1e999", "9" * 600, "\x00"])

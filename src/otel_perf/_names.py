@@ -36,7 +36,8 @@ OPERATION_DURATION: Final = "perf.operation.duration"  # perf_operation_duration
 OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
 # --- Budgets (exported as gauges when OTEL_PERF_BUDGETS is set, so rules and dashboards
 # compare against the same numbers the budgets file holds) ------------------------------
-BUDGET_DURATION: Final = "perf.budget.duration"  # perf_budget_duration_seconds{http_route,http_request_method,perf_budget_quantile}
+# labels: http_route, http_request_method, perf_budget_quantile
+BUDGET_DURATION: Final = "perf.budget.duration"  # perf_budget_duration_seconds
 BUDGET_ERROR_RATE: Final = "perf.budget.error_rate"  # perf_budget_error_rate{http_route,http_request_method}
 # --- Runtime ----------------------------------------------------------------------------
 PROCESS_CPU_TIME: Final = "process.cpu.time"  # process_cpu_time_seconds_total{type}
@@ -48,7 +49,7 @@ GC_COLLECTIONS: Final = "cpython.gc.collections"  # cpython_gc_collections_total
 # --- Self-telemetry ---------------------------------------------------------------------
 TELEMETRY_EXPORTED: Final = "perf.telemetry.exported"  # perf_telemetry_exported_total{signal}
 TELEMETRY_DROPPED: Final = "perf.telemetry.dropped"  # perf_telemetry_dropped_total{signal}
-TELEMETRY_EXPORT_FAILURES: Final = "perf.telemetry.export.failures"  # perf_telemetry_export_failures_total{signal}
+TELEMETRY_EXPORT_FAILURES: Final = "perf.telemetry.export.failures"  # perf_telemetry_export_failures_total
 TELEMETRY_QUEUE_SIZE: Final = "perf.telemetry.queue.size"  # perf_telemetry_queue_size{signal}
 TELEMETRY_QUEUE_CAPACITY: Final = "perf.telemetry.queue.capacity"  # perf_telemetry_queue_capacity{signal}
 

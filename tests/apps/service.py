@@ -15,7 +15,15 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Response
 from sqlalchemy import ForeignKey, String, create_engine, insert, select, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, joinedload, mapped_column, relationship, selectinload
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    joinedload,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 import otel_perf
 
@@ -96,7 +104,9 @@ def orders_eager() -> list[str]:
 @app.get("/orders/joined")
 def orders_joined() -> list[str]:
     with Session(engine) as s:
-        rows = s.scalars(select(Order).options(joinedload(Order.customer)).order_by(Order.id).limit(8)).unique()
+        rows = s.scalars(
+            select(Order).options(joinedload(Order.customer)).order_by(Order.id).limit(8)
+        ).unique()
         return [o.customer.name for o in rows]
 
 
@@ -140,10 +150,12 @@ def slow_query() -> int:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_sleep(0.25)"))
         else:
-            conn.execute(text(
-                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1500000) "
-                "SELECT count(*) FROM c"
-            ))
+            conn.execute(
+                text(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1500000) "
+                    "SELECT count(*) FROM c"
+                )
+            )
     return 1
 
 

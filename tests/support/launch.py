@@ -60,7 +60,11 @@ def start_service(
     if receiver is not None:
         full |= receiver.exporter_env()
     else:
-        full |= {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+        full |= {
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
     full |= dict(env or {})
     args = server or (str(BIN / "uvicorn"), "service:app", "--host", "127.0.0.1", "--port", str(port))
     proc = app_process([launcher(), *args], full, name=name)

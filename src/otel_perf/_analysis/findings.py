@@ -84,11 +84,20 @@ def recommend_slow_query(operation: str, collection: str, statement: str) -> str
     table = collection or "the table"
     if operation == "SELECT":
         where = " on the column(s) in its WHERE clause" if " WHERE " in statement.upper() else ""
-        return f"Slow SELECT on {table}: check for an index{where} (EXPLAIN the query) and select fewer columns or rows."
+        return (
+            f"Slow SELECT on {table}: check for an index{where} (EXPLAIN the query) "
+            "and select fewer columns or rows."
+        )
     if operation in ("UPDATE", "DELETE"):
-        return f"Slow {operation} on {table}: make sure its WHERE clause uses an index and the rows are not locked."
+        return (
+            f"Slow {operation} on {table}: make sure its WHERE clause uses an index "
+            "and the rows are not locked."
+        )
     if operation == "INSERT":
-        return f"Slow INSERT into {table}: batch rows (executemany / bulk insert) and check triggers and indexes."
+        return (
+            f"Slow INSERT into {table}: batch rows (executemany / bulk insert) "
+            "and check triggers and indexes."
+        )
     return "Slow statement: EXPLAIN it and check indexes and locks."
 
 
@@ -155,7 +164,9 @@ class FindingStore:
                 if len(self.n_plus_one) >= MAX_N_PLUS_ONE:
                     self.n_plus_one_dropped += 1
                     return advice
-                self.n_plus_one[key] = NPlusOne(route, method, statement, count, 1, trace_id, now, now, advice)
+                self.n_plus_one[key] = NPlusOne(
+                    route, method, statement, count, 1, trace_id, now, now, advice
+                )
                 return advice
             found.occurrences += 1
             found.last_seen = now

@@ -9,6 +9,7 @@ APIs, Twitter...), the IETF draft fields in both their older form (``RateLimit-L
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ def _number(value: str | None) -> float | None:
         number = float(head)
     except ValueError:
         return None
-    return number if number >= 0 and number == number and number != float("inf") else None
+    return number if number >= 0 and math.isfinite(number) else None
 
 
 def _reset(value: float | None, now: float) -> float | None:

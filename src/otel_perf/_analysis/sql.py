@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
-_DOLLAR_QUOTED = re.compile(r"\$([A-Za-z_]\w*)?\$.*?\$\1\$", re.S)
+_DOLLAR_QUOTED = re.compile(r"\$([A-Za-z_]\w*|)\$.*?\$\1\$", re.S)
 _STRINGS = re.compile(r"(?:[EeXxBbNn])?'(?:[^']|'')*'")
 _UNTERMINATED_STRING = re.compile(r"'[^']*$")
 _PLACEHOLDERS = re.compile(r"%\(\w+\)s|%s|(?<![:\w]):\w+|\$\d+|\?")
@@ -26,7 +26,8 @@ _NUMBERS = re.compile(r"(?<![\w.\"`])[-+]?(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][
 _IN_LIST = re.compile(r"\bIN\s*\(\s*\?(?:\s*,\s*\?)*\s*\)", re.I)
 _VALUES_ROWS = re.compile(r"(\(\s*\?(?:\s*,\s*\?)*\s*\))(?:\s*,\s*\(\s*\?(?:\s*,\s*\?)*\s*\))+")
 _SPACES = re.compile(r"\s+")
-_IDENT = r"(?:\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][\w$]*))?"
+_NAME = r"(?:\"[^\"]+\"|`[^`]+`|\[[^\]]+\]|[A-Za-z_][\w$]*)"
+_IDENT = _NAME + r"(?:\s*\.\s*" + _NAME + ")?"
 _TABLE_AFTER = {
     "SELECT": re.compile(r"\bFROM\s+(" + _IDENT + ")", re.I),
     "DELETE": re.compile(r"\bFROM\s+(" + _IDENT + ")", re.I),

@@ -44,8 +44,7 @@ def percentile(bounds: Sequence[float], counts: Sequence[int], q: float, lo: flo
             upper = bounds[i] if i < len(bounds) else hi
             lower = max(lower, lo) if math.isfinite(lo) else lower
             upper = min(upper, hi) if math.isfinite(hi) else upper
-            if upper < lower:
-                upper = lower
+            upper = max(upper, lower)
             fraction = (rank - seen) / count
             return lower + (upper - lower) * fraction
         seen += count
@@ -89,8 +88,13 @@ class Baseline:
     @classmethod
     def capture(cls, rt: Runtime) -> Baseline:
         b = cls()
-        for h in (rt.inst.server_duration, rt.inst.queries_per_request, rt.inst.db_duration,
-                  rt.inst.client_duration, rt.inst.loop_lag):
+        for h in (
+            rt.inst.server_duration,
+            rt.inst.queries_per_request,
+            rt.inst.db_duration,
+            rt.inst.client_duration,
+            rt.inst.loop_lag,
+        ):
             b.histograms[h.name] = {s.key: s for s in h.series()}
         for c in (rt.inst.slow_requests, rt.inst.n_plus_one, rt.inst.throttled, rt.inst.slow_queries):
             b.counters[c.name] = c.values()
@@ -124,8 +128,13 @@ def summary(rt: Runtime, base: Baseline | None = None) -> dict[str, Any]:
 
     durations = _group(inst.server_duration, base, lambda k: (k[0], k[1]) if len(k) > 1 else ("", ""))
     errors = _group(
-        inst.server_duration, base,
-        lambda k: (k[0], k[1], bool(k[3]) or (isinstance(k[2], int) and k[2] >= 500)) if len(k) > 3 else ("", "", False),
+        inst.server_duration,
+        base,
+        lambda k: (
+            (k[0], k[1], bool(k[3]) or (isinstance(k[2], int) and k[2] >= 500))
+            if len(k) > 3
+            else ("", "", False)
+        ),
     )
     queries = _group(inst.queries_per_request, base, lambda k: (k[0], k[1]) if len(k) > 1 else ("", ""))
     slow = _counter(inst.slow_requests, base)
@@ -161,7 +170,10 @@ def summary(rt: Runtime, base: Baseline | None = None) -> dict[str, Any]:
     db_ops = _group(inst.db_duration, base, lambda k: (k[0], k[1], k[2]) if len(k) > 2 else ("", "", ""))
     database = [
         {
-            "system": system, "operation": op or "(other)", "collection": table, "count": m.count,
+            "system": system,
+            "operation": op or "(other)",
+            "collection": table,
+            "count": m.count,
             "mean_ms": round(m.sum / m.count * 1000.0, 3),
             "p95_ms": m.quantile_ms(inst.db_duration.bounds, 0.95),
             "total_ms": round(m.sum * 1000.0, 3),
@@ -228,12 +240,18 @@ def _outgoing(rt: Runtime, base: Baseline | None) -> list[dict[str, Any]]:
     inst = rt.inst
     per_host = _group(inst.client_duration, base, lambda k: k[0] if k else "")
     errors = _group(
-        inst.client_duration, base,
-        lambda k: (k[0], bool(k[3]) or (isinstance(k[2], int) and k[2] >= 500)) if len(k) > 3 else ("", False),
+        inst.client_duration,
+        base,
+        lambda k: (
+            (k[0], bool(k[3]) or (isinstance(k[2], int) and k[2] >= 500)) if len(k) > 3 else ("", False)
+        ),
     )
     throttled = _counter(inst.throttled, base)
-    remaining, limit, reset = (inst.ratelimit_remaining.values(), inst.ratelimit_limit.values(),
-                               inst.ratelimit_reset.values())
+    remaining, limit, reset = (
+        inst.ratelimit_remaining.values(),
+        inst.ratelimit_limit.values(),
+        inst.ratelimit_reset.values(),
+    )
     out = []
     for host, m in sorted(per_host.items(), key=lambda kv: -kv[1].count):
         if m.count <= 0:
@@ -291,4 +309,3 @@ def health(
     if degraded:
         return "degraded", degraded
     return "healthy", []
-

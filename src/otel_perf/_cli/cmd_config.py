@@ -67,9 +67,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{var:<{width}}  {source:<7}  {value}")
     for problem in config.problems:
         print(f"warning: {problem.message()}")
-    if not args.no_check and "otlp" in (*config.items("OTEL_TRACES_EXPORTER"), *config.items("OTEL_METRICS_EXPORTER"),
-                                        *config.items("OTEL_LOGS_EXPORTER")):
+    if not args.no_check and "otlp" in (
+        *config.items("OTEL_TRACES_EXPORTER"),
+        *config.items("OTEL_METRICS_EXPORTER"),
+        *config.items("OTEL_LOGS_EXPORTER"),
+    ):
         endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or config.text("OTEL_EXPORTER_OTLP_ENDPOINT")
-        ok, text = check_endpoint(endpoint, config.text("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        _ok, text = check_endpoint(endpoint, config.text("OTEL_EXPORTER_OTLP_PROTOCOL"))
         print(f"\nOTLP endpoint {endpoint} {text}")
     return 1 if (config.strict and config.problems) else 0

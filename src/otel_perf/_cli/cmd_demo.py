@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         import httpx
     except ImportError:
-        print("otel-perf demo needs the demo extra: pip install 'otel-perf-instrument[demo]'", file=sys.stderr)
+        print(
+            "otel-perf demo needs the demo extra: pip install 'otel-perf-instrument[demo]'", file=sys.stderr
+        )
         return 2
     from otel_perf._demo.sink import Sink
     from otel_perf._export.report import render
@@ -98,21 +100,35 @@ def run(args: argparse.Namespace) -> int:
     workdir = tempfile.mkdtemp(prefix="otel-perf-demo-")
     log_path = os.path.join(workdir, "app.log")
     env = dict(os.environ)
-    env.update({
-        "OTEL_SERVICE_NAME": "otel-perf-demo",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_BLRP_SCHEDULE_DELAY": "200",
-        "OTEL_PERF_STATS_PATH": "/_perf",
-        "OTEL_PERF_STATS_TOKEN": token,
-        "DEMO_UPSTREAM_LIMIT": "20",
-    })
+    env.update(
+        {
+            "OTEL_SERVICE_NAME": "otel-perf-demo",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BLRP_SCHEDULE_DELAY": "200",
+            "OTEL_PERF_STATS_PATH": "/_perf",
+            "OTEL_PERF_STATS_TOKEN": token,
+            "DEMO_UPSTREAM_LIMIT": "20",
+        }
+    )
     if args.database_url:
         env["DEMO_DATABASE_URL"] = args.database_url
-    cmd = [sys.executable, "-m", "otel_perf._cli.launcher", sys.executable, "-m", "uvicorn",
-           "otel_perf._demo.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "otel_perf._cli.launcher",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "otel_perf._demo.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
     print(f"$ otel-perf-instrument uvicorn otel_perf._demo.app:app --port {port}   (app log: {log_path})")
     deadline = time.monotonic() + args.timeout
     with open(log_path, "wb") as log:
@@ -140,9 +156,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_captured(tally: Any, example: str) -> None:
     print("Captured over OTLP (no backend needed):")
-    server = sorted(((name, n) for (name, kind), n in tally.spans.items() if kind == "SERVER"), key=lambda x: x[0])
-    other = sorted(((f"{name} ({kind})", n) for (name, kind), n in tally.spans.items() if kind != "SERVER"),
-                   key=lambda x: -x[1])
+    server = sorted(
+        ((name, n) for (name, kind), n in tally.spans.items() if kind == "SERVER"), key=lambda x: x[0]
+    )
+    other = sorted(
+        ((f"{name} ({kind})", n) for (name, kind), n in tally.spans.items() if kind != "SERVER"),
+        key=lambda x: -x[1],
+    )
     total = sum(tally.spans.values())
     print(f"  spans: {total}")
     for name, count in server:

@@ -13,8 +13,12 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         "settings", "Each flag sets the environment variable named after it (flag > env > default)."
     )
     for s in SETTINGS:
-        kw: dict[str, object] = {"dest": s.env, "default": None, "metavar": "VALUE",
-                                 "help": f"{s.doc} [env {s.env}; default {s.default!r}]".replace("%", "%%")}
+        kw: dict[str, object] = {
+            "dest": s.env,
+            "default": None,
+            "metavar": "VALUE",
+            "help": f"{s.doc} [env {s.env}; default {s.default!r}]".replace("%", "%%"),
+        }
         if s.kind == "bool":
             kw.update(nargs="?", const="true", metavar="true|false")
         elif s.kind == "enum":

@@ -87,13 +87,18 @@ def seed(rows: int) -> None:
     with Session(engine) as s:
         if s.scalar(select(func.count()).select_from(Patient)):
             return
-        patients = [Patient(name=f"Patient {i}", email=f"patient{i}@example.org") for i in range(rows // 4 + 1)]
+        patients = [
+            Patient(name=f"Patient {i}", email=f"patient{i}@example.org") for i in range(rows // 4 + 1)
+        ]
         s.add_all(patients)
         s.flush()
         start = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
         s.add_all(
-            Appointment(patient_id=patients[i % len(patients)].id, starts_at=start + timedelta(minutes=30 * i),
-                        reason="checkup" if i % 3 else "follow-up")
+            Appointment(
+                patient_id=patients[i % len(patients)].id,
+                starts_at=start + timedelta(minutes=30 * i),
+                reason="checkup" if i % 3 else "follow-up",
+            )
             for i in range(rows)
         )
         s.commit()
@@ -144,7 +149,10 @@ def list_appointments_eager(limit: int = 10) -> list[dict[str, Any]]:
     """The fix: the same list with the patients loaded in one extra query."""
     with Session(engine) as s:
         rows = s.scalars(
-            select(Appointment).options(selectinload(Appointment.patient)).order_by(Appointment.id).limit(limit)
+            select(Appointment)
+            .options(selectinload(Appointment.patient))
+            .order_by(Appointment.id)
+            .limit(limit)
         ).all()
         return [_as_dict(a) for a in rows]
 
@@ -175,8 +183,11 @@ def slow_report(n: int = 800_000) -> dict[str, int]:
     """A deliberately slow query (a recursive CTE standing in for a missing index)."""
     with Session(engine) as s:
         total = s.scalar(
-            text("WITH RECURSIVE cnt(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM cnt WHERE x < :n) "
-                 "SELECT count(*) FROM cnt"), {"n": max(1, min(n, 5_000_000))}
+            text(
+                "WITH RECURSIVE cnt(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM cnt WHERE x < :n) "
+                "SELECT count(*) FROM cnt"
+            ),
+            {"n": max(1, min(n, 5_000_000))},
         )
         return {"rows": int(total or 0)}
 
@@ -235,10 +246,15 @@ QUOTA = _Quota(int(os.environ.get("DEMO_UPSTREAM_LIMIT", "30")), 60.0)
 @app.get("/upstream/forecast")
 async def upstream_forecast(response: Response, city: str = "Berlin") -> Any:
     ok, remaining, reset = QUOTA.take()
-    headers = {"X-RateLimit-Limit": str(QUOTA.limit), "X-RateLimit-Remaining": str(remaining),
-               "X-RateLimit-Reset": str(int(reset))}
+    headers = {
+        "X-RateLimit-Limit": str(QUOTA.limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(int(reset)),
+    }
     if not ok:
         headers["Retry-After"] = str(int(reset) + 1)
-        return Response('{"error": "rate limited"}', status_code=429, headers=headers, media_type="application/json")
+        return Response(
+            '{"error": "rate limited"}', status_code=429, headers=headers, media_type="application/json"
+        )
     response.headers.update(headers)
     return {"city": city[:50], "temperature_c": 21}

@@ -68,7 +68,10 @@ def _handler(tally: Tally) -> type[BaseHTTPRequestHandler]:
                                 tally.spans[(span.name, kind)] += 1
                                 if kind == "SERVER":
                                     ids = tally.server_traces.setdefault(span.name, [])
-                                    if len(ids) < 3 and sum(map(len, tally.server_traces.values())) < MAX_TRACES:
+                                    if (
+                                        len(ids) < 3
+                                        and sum(map(len, tally.server_traces.values())) < MAX_TRACES
+                                    ):
                                         ids.append(span.trace_id.hex())
             elif path.endswith("/v1/metrics"):
                 req_m = ExportMetricsServiceRequest.FromString(body)
@@ -86,9 +89,8 @@ def _handler(tally: Tally) -> type[BaseHTTPRequestHandler]:
                                 if record.trace_id:
                                     tally.logs_with_trace += 1
                                     if len(tally.log_examples) < 3:
-                                        tally.log_examples.append(
-                                            f"{record.body.string_value[:90]} (trace_id={record.trace_id.hex()})"
-                                        )
+                                        line = str(record.body.string_value)[:90]
+                                        tally.log_examples.append(f"{line} (trace_id={record.trace_id.hex()})")
 
     return Handler
 
@@ -100,7 +102,9 @@ class Sink:
         self.tally = Tally()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.tally))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otel-perf-demo-sink", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="otel-perf-demo-sink", daemon=True
+        )
 
     @property
     def endpoint(self) -> str:

@@ -10,8 +10,12 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False))
     out = [line, "  ".join("-" * w for w in widths)]
     for row in rows:
-        out.append("  ".join(str(c).rjust(w) if i > 0 else str(c).ljust(w)
-                             for i, (c, w) in enumerate(zip(row, widths, strict=False))))
+        out.append(
+            "  ".join(
+                str(c).rjust(w) if i > 0 else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=False))
+            )
+        )
     return out
 
 
@@ -26,15 +30,26 @@ def render(stats: dict[str, Any]) -> str:
     for e in stats["endpoints"]:
         budget = e.get("budget")
         verdict = "" if not budget else ("ok" if budget.get("ok") else "OVER")
-        rows.append([
-            f"{e['method']} {e['route']}", str(e["count"]), f"{e['requests_per_minute']:.1f}",
-            f"{e['error_rate']:.1%}", f"{e['p50_ms']:.1f}", f"{e['p95_ms']:.1f}", f"{e['p99_ms']:.1f}",
-            f"{e['mean_queries']:.1f}", str(e["slow_count"]), verdict,
-        ])
+        rows.append(
+            [
+                f"{e['method']} {e['route']}",
+                str(e["count"]),
+                f"{e['requests_per_minute']:.1f}",
+                f"{e['error_rate']:.1%}",
+                f"{e['p50_ms']:.1f}",
+                f"{e['p95_ms']:.1f}",
+                f"{e['p99_ms']:.1f}",
+                f"{e['mean_queries']:.1f}",
+                str(e["slow_count"]),
+                verdict,
+            ]
+        )
     lines.append("")
     if rows:
-        lines += _table(rows, ["endpoint", "count", "rpm", "errors", "p50 ms", "p95 ms", "p99 ms",
-                               "queries", "slow", "budget"])
+        lines += _table(
+            rows,
+            ["endpoint", "count", "rpm", "errors", "p50 ms", "p95 ms", "p99 ms", "queries", "slow", "budget"],
+        )
     else:
         lines.append("no requests recorded")
     f = stats["findings"]
@@ -52,8 +67,10 @@ def render(stats: dict[str, Any]) -> str:
     if f["slow_requests"]:
         lines += ["", "Slow requests (most recent first):"]
         for x in f["slow_requests"][:10]:
-            lines.append(f"  {x['duration_ms']:.1f} ms {x['method']} {x['route']} ({x['query_count']} queries) "
-                         f"trace {x['trace_id'] or '-'}")
+            lines.append(
+                f"  {x['duration_ms']:.1f} ms {x['method']} {x['route']} ({x['query_count']} queries) "
+                f"trace {x['trace_id'] or '-'}"
+            )
             lines.append(f"    -> {x['recommendation']}")
     if f["event_loop_blocks"]:
         lines += ["", "Event loop blocked:"]
@@ -64,8 +81,13 @@ def render(stats: dict[str, Any]) -> str:
         lines += ["", "Outgoing APIs:"]
         for o in stats["outgoing"]:
             rl = o.get("ratelimit", {})
-            head = f" rate limit {rl.get('remaining', '?'):g}/{rl.get('limit', '?'):g}" if (
-                "remaining" in rl and "limit" in rl) else ""
-            lines.append(f"  {o['host']}: {o['count']} calls, p95 {o['p95_ms']:.1f} ms, "
-                         f"errors {o['error_rate']:.1%}, 429s {o['throttled']}{head}")
+            head = (
+                f" rate limit {rl.get('remaining', '?'):g}/{rl.get('limit', '?'):g}"
+                if ("remaining" in rl and "limit" in rl)
+                else ""
+            )
+            lines.append(
+                f"  {o['host']}: {o['count']} calls, p95 {o['p95_ms']:.1f} ms, "
+                f"errors {o['error_rate']:.1%}, 429s {o['throttled']}{head}"
+            )
     return "\n".join(lines) + "\n"

@@ -37,7 +37,9 @@ class _Recorder:
             host = request.url.host or ""
             method = request.method
             status = response.status_code if response is not None else 0
-            error_type = type(error).__qualname__ if error is not None else (str(status) if status >= 400 else "")
+            error_type = (
+                type(error).__qualname__ if error is not None else (str(status) if status >= 400 else "")
+            )
             inst.client_duration.record(seconds, (host, method, status, error_type))
             if response is None:
                 return
@@ -102,7 +104,9 @@ def instrument(runtime: Runtime) -> None:
             )
             _state["contrib"] = True
         except Exception as exc:  # spans missing, metrics still work
-            logger.warning("otel-perf: httpx spans are off: the contrib httpx instrumentation failed (%s)", exc)
+            logger.warning(
+                "otel-perf: httpx spans are off: the contrib httpx instrumentation failed (%s)", exc
+            )
         _wrap_transports(httpx, recorder)
 
     when_imported("httpx", attach)

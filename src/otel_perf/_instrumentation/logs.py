@@ -25,7 +25,13 @@ from opentelemetry import trace
 
 _MARK = "_otel_perf_handler"
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {
-    "message", "asctime", "trace_id", "span_id", "otelTraceID", "otelSpanID", "taskName",
+    "message",
+    "asctime",
+    "trace_id",
+    "span_id",
+    "otelTraceID",
+    "otelSpanID",
+    "taskName",
 }
 _state: dict[str, Any] = {}
 
@@ -62,7 +68,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "timestamp": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -72,7 +80,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and key != "service_name" and not key.startswith("_"):
-                out[key] = value if isinstance(value, (str, int, float, bool)) or value is None else repr(value)
+                out[key] = (
+                    value if isinstance(value, (str, int, float, bool)) or value is None else repr(value)
+                )
         if record.exc_info:
             exc_type = record.exc_info[0]
             out["exception"] = {

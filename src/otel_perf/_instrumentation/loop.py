@@ -36,6 +36,7 @@ class LoopMonitor:
         self._blocker: Work | None = None
         self._stop = threading.Event()
         self._pid = 0
+        self._task: asyncio.Task[None] | None = None
 
     # --- called by the middleware (event-loop thread) -------------------------------
     def ensure_started(self) -> None:
@@ -48,7 +49,7 @@ class LoopMonitor:
         self._loop = loop
         self._pid = _pid()
         self._heartbeat = time.monotonic()
-        loop.create_task(self._tick(), name="otel-perf-loop-monitor")
+        self._task = loop.create_task(self._tick(), name="otel-perf-loop-monitor")
         threading.Thread(target=self._watch, name="otel-perf-loop-watchdog", daemon=True).start()
 
     def request_started(self, work: Work) -> None:
@@ -82,13 +83,23 @@ class LoopMonitor:
         method = work.method if work is not None else ""
         trace_id = work.trace_id_hex if work is not None else ""
         advice = recommend_loop_block(f"{method} {route}".strip())
-        self.rt.findings.loop_blocks.append(LoopBlock(round(lag * 1000, 3), route, method, trace_id, time.time(), advice))
+        self.rt.findings.loop_blocks.append(
+            LoopBlock(round(lag * 1000, 3), route, method, trace_id, time.time(), advice)
+        )
         if self.rt.warn_limiter.allow(("loop-block", method, route)):
             logger.warning(
                 "event loop blocked for %.0f ms (threshold %.0f ms) by %s trace_id=%s",
-                lag * 1000, self.block_s * 1000, f"{method} {route}".strip() or "code outside a request", trace_id,
-                extra={"perf.finding": "event_loop_blocked", "http.route": route, "perf.lag_ms": round(lag * 1000, 3),
-                       "perf.blocking_trace_id": trace_id, "perf.recommendation": advice},
+                lag * 1000,
+                self.block_s * 1000,
+                f"{method} {route}".strip() or "code outside a request",
+                trace_id,
+                extra={
+                    "perf.finding": "event_loop_blocked",
+                    "http.route": route,
+                    "perf.lag_ms": round(lag * 1000, 3),
+                    "perf.blocking_trace_id": trace_id,
+                    "perf.recommendation": advice,
+                },
             )
 
     # --- the watchdog thread -------------------------------------------------------
@@ -123,4 +134,3 @@ def _pid() -> int:
 
 def instrument(runtime: Runtime) -> LoopMonitor:
     return LoopMonitor(runtime)
-

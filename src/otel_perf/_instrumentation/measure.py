@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable
 from time import perf_counter
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import context, trace
 from opentelemetry.trace import Status, StatusCode
@@ -29,7 +29,7 @@ _R = TypeVar("_R")
 MAX_NAME = 200
 
 
-class measure:  # noqa: N801 - reads as a function at call sites: @measure("x"), with measure("x")
+class measure:
     """Measure a named operation: ``@measure("tasks.create")`` or ``with measure("tasks.create"):``."""
 
     __slots__ = ("_state", "attributes", "name")
@@ -39,10 +39,7 @@ class measure:  # noqa: N801 - reads as a function at call sites: @measure("x"),
         self.attributes = dict(attributes or {})
         self._state: list[tuple[Any, ...]] = []
 
-    @overload
-    def __call__(self, fn: Callable[_P, _R]) -> Callable[_P, _R]: ...
-
-    def __call__(self, fn: Callable[_P, Any]) -> Callable[_P, Any]:
+    def __call__(self, fn: Callable[_P, _R]) -> Callable[_P, _R]:
         name, attributes = self.name, self.attributes
         if inspect.iscoroutinefunction(fn):
 
@@ -51,10 +48,10 @@ class measure:  # noqa: N801 - reads as a function at call sites: @measure("x"),
                 async with measure(name, attributes):
                     return await fn(*args, **kwargs)
 
-            return async_wrapper
+            return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
-        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             with measure(name, attributes):
                 return fn(*args, **kwargs)
 
@@ -96,7 +93,9 @@ class measure:  # noqa: N801 - reads as a function at call sites: @measure("x"),
             key = (self.name, error_type)
             ctx = span.get_span_context()
             sampled = ctx.trace_flags.sampled
-            rt.inst.operation_duration.record(seconds, key, ctx.trace_id if sampled else 0, ctx.span_id if sampled else 0)
+            rt.inst.operation_duration.record(
+                seconds, key, ctx.trace_id if sampled else 0, ctx.span_id if sampled else 0
+            )
             if exc_type is not None:
                 rt.inst.operation_errors.add(1, key)
                 if span.is_recording():

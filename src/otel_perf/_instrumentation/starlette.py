@@ -83,7 +83,7 @@ def _disable_fastapi_native_telemetry(app: Any) -> None:
         try:
             from fastapi.telemetry._asgi import NativeTelemetry
 
-            app._native_telemetry = NativeTelemetry(config)
+            app._native_telemetry = NativeTelemetry(config)  # type: ignore[arg-type]
         except Exception:  # an unknown FastAPI layout: the config flags are off already
             logger.debug("could not rebuild FastAPI native telemetry", exc_info=True)
 

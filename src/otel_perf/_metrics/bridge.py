@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -31,11 +32,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_perf._metrics import instruments as fast
-
-try:  # Exemplar moved between SDK releases; both spell the same fields.
-    from opentelemetry.sdk.metrics.export import Exemplar
-except ImportError:  # pragma: no cover - older SDKs
-    from opentelemetry.sdk.metrics._internal.exemplar import Exemplar  # type: ignore[no-redef]
 
 SCOPE_NAME = "otel_perf"
 
@@ -117,8 +113,8 @@ class MergingExporter(MetricExporter):
 
     def __init__(self, inner: MetricExporter, registry: fast.Registry, resource: Resource) -> None:
         super().__init__(
-            preferred_temporality=dict(inner._preferred_temporality),
-            preferred_aggregation=dict[type, Aggregation](inner._preferred_aggregation),
+            preferred_temporality=dict(inner._preferred_temporality or {}),
+            preferred_aggregation=dict[type, Aggregation](inner._preferred_aggregation or {}),
         )
         self._inner = inner
         self._registry = registry

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 
@@ -23,7 +23,7 @@ class OtelPerfDistro(BaseDistro):  # type: ignore[misc]
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
 
 
-class OtelPerfConfigurator(_BaseConfigurator):  # type: ignore[misc]
+class OtelPerfConfigurator(_BaseConfigurator):
     """Builds the SDK pipeline and installs our instrumentation."""
 
     def _configure(self, **kwargs: Any) -> None:

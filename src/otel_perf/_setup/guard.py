@@ -33,7 +33,9 @@ def internal_error(where: str, exc: BaseException) -> None:
     _reported.add(where)
     logger.warning(
         "otel-perf: internal error in %s (telemetry for it may be incomplete; the app is unaffected). "
-        "Please report this with the traceback.", where, exc_info=exc,
+        "Please report this with the traceback.",
+        where,
+        exc_info=exc,
     )
 
 

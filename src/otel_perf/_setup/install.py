@@ -76,21 +76,27 @@ def _runtime_metrics(disabled: set[str]) -> None:
 
     # Always registered: it also guarantees the SDK reader has data to hand our merging
     # exporter on every collection.
-    meter.create_observable_gauge(n.PROCESS_MEMORY_LIMIT, [memory_limit], "By",
-                                  "Memory the process may use (cgroup limit, else physical RAM).")
+    meter.create_observable_gauge(
+        n.PROCESS_MEMORY_LIMIT,
+        [memory_limit],
+        "By",
+        "Memory the process may use (cgroup limit, else physical RAM).",
+    )
     if "system_metrics" in disabled:
         return
     from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
 
-    SystemMetricsInstrumentor(config={
-        n.PROCESS_CPU_TIME: ["user", "system"],
-        n.PROCESS_CPU_UTILIZATION: None,
-        n.PROCESS_MEMORY: None,
-        "process.memory.virtual": None,
-        n.PROCESS_THREADS: None,
-        n.GC_COLLECTIONS: None,
-        "process.open_file_descriptor.count": None,
-    }).instrument()
+    SystemMetricsInstrumentor(
+        config={
+            n.PROCESS_CPU_TIME: ["user", "system"],
+            n.PROCESS_CPU_UTILIZATION: None,
+            n.PROCESS_MEMORY: None,
+            "process.memory.virtual": None,
+            n.PROCESS_THREADS: None,
+            n.GC_COLLECTIONS: None,
+            "process.open_file_descriptor.count": None,
+        }
+    ).instrument()
 
 
 def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
@@ -128,13 +134,16 @@ def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
     inst = build_instruments(registry, budget_bounds)
     health = providers.Health(registry, config.number("OTEL_PERF_WARN_INTERVAL"))
     pipeline = providers.build(config, registry, health)
-    from otel_perf import __version__
     from opentelemetry import trace
+
+    from otel_perf import __version__
 
     tracer = trace.get_tracer("otel_perf", __version__)
     rt = Runtime(config, tracer, registry, inst, pipeline.resource, budgets=budgets)
     rt.health = health
-    registry.gauge(n.HTTP_SERVER_ACTIVE, "{request}", "HTTP requests in flight.", (n.A_METHOD,), rt.active_points)
+    registry.gauge(
+        n.HTTP_SERVER_ACTIVE, "{request}", "HTTP requests in flight.", (n.A_METHOD,), rt.active_points
+    )
     if budgets is not None:
         _budget_gauges(rt, registry)
     runtime.set_runtime(rt)
@@ -145,6 +154,7 @@ def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
 
     before_exit = None
     if config.flag("OTEL_PERF_REPORT"):
+
         def before_exit() -> None:
             from otel_perf._analysis.stats import summary
             from otel_perf._export.report import render
@@ -168,11 +178,21 @@ def _budget_gauges(rt: Runtime, registry: Registry) -> None:
             if limit is not None:
                 duration_points.append((limit / 1000.0, (route, method, q)))
         if getattr(budget, "error_rate", None) is not None:
-            error_points.append((float(budget.error_rate), (route, method)))
-    registry.gauge(n.BUDGET_DURATION, "s", "Latency budget per route and quantile.",
-                   (n.A_ROUTE, n.A_METHOD, n.A_BUDGET_QUANTILE), lambda: duration_points)
-    registry.gauge(n.BUDGET_ERROR_RATE, "1", "Error-rate budget per route.", (n.A_ROUTE, n.A_METHOD),
-                   lambda: error_points)
+            error_points.append((float(getattr(budget, "error_rate", 0.0)), (route, method)))
+    registry.gauge(
+        n.BUDGET_DURATION,
+        "s",
+        "Latency budget per route and quantile.",
+        (n.A_ROUTE, n.A_METHOD, n.A_BUDGET_QUANTILE),
+        lambda: duration_points,
+    )
+    registry.gauge(
+        n.BUDGET_ERROR_RATE,
+        "1",
+        "Error-rate budget per route.",
+        (n.A_ROUTE, n.A_METHOD),
+        lambda: error_points,
+    )
 
 
 def _install_instrumentations(rt: Runtime, config: Config, disabled: set[str], pipeline: Any) -> None:
@@ -198,11 +218,16 @@ def _install_instrumentations(rt: Runtime, config: Config, disabled: set[str], p
         from otel_perf._export.stats_endpoint import StatsEndpoint
         from otel_perf._instrumentation import loop, starlette
 
-        stats = StatsEndpoint(rt) if config.text("OTEL_PERF_STATS_TOKEN") and config.text("OTEL_PERF_STATS_PATH") \
+        stats = (
+            StatsEndpoint(rt)
+            if config.text("OTEL_PERF_STATS_TOKEN") and config.text("OTEL_PERF_STATS_PATH")
             else None
+        )
         if config.text("OTEL_PERF_STATS_PATH") and not config.text("OTEL_PERF_STATS_TOKEN"):
-            logger.warning("otel-perf: OTEL_PERF_STATS_PATH is set but OTEL_PERF_STATS_TOKEN is empty; "
-                           "the stats endpoint stays off. Set a token to enable it.")
+            logger.warning(
+                "otel-perf: OTEL_PERF_STATS_PATH is set but OTEL_PERF_STATS_TOKEN is empty; "
+                "the stats endpoint stays off. Set a token to enable it."
+            )
         monitor = None
         if config.flag("OTEL_PERF_LOOP_MONITOR") and "asyncio" not in disabled:
             monitor = loop.instrument(rt)
@@ -237,4 +262,6 @@ def _check_sqlalchemy_version() -> None:
         return
     major = int(v.split(".")[0]) if v.split(".")[0].isdigit() else 0
     if major < 2 and not v.startswith("1.4"):
-        logger.warning("otel-perf: SQLAlchemy %s is too old to instrument (need 1.4 or 2.x); no DB telemetry.", v)
+        logger.warning(
+            "otel-perf: SQLAlchemy %s is too old to instrument (need 1.4 or 2.x); no DB telemetry.", v
+        )

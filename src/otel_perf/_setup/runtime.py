@@ -20,7 +20,15 @@ from otel_perf import _names as n
 from otel_perf._analysis.findings import FindingStore, RateLimiter
 from otel_perf._analysis.sql import ShapeCache
 from otel_perf._config import Config
-from otel_perf._metrics.instruments import COUNT_BOUNDS, DURATION_BOUNDS, Counter, Gauge, Histogram, Key, Registry
+from otel_perf._metrics.instruments import (
+    COUNT_BOUNDS,
+    DURATION_BOUNDS,
+    Counter,
+    Gauge,
+    Histogram,
+    Key,
+    Registry,
+)
 
 if TYPE_CHECKING:
     from otel_perf._analysis.budgets import Budgets
@@ -97,24 +105,38 @@ def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -
     server_bounds = sorted(set(DURATION_BOUNDS) | set(budget_bounds))
     return Instruments(
         server_duration=registry.histogram(
-            n.HTTP_SERVER_DURATION, "s", "Duration of HTTP server requests.",
-            (n.A_ROUTE, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE), server_bounds,
+            n.HTTP_SERVER_DURATION,
+            "s",
+            "Duration of HTTP server requests.",
+            (n.A_ROUTE, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE),
+            server_bounds,
         ),
         client_duration=registry.histogram(
-            n.HTTP_CLIENT_DURATION, "s", "Duration of outgoing HTTP requests.",
+            n.HTTP_CLIENT_DURATION,
+            "s",
+            "Duration of outgoing HTTP requests.",
             (n.A_SERVER_ADDRESS, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE),
         ),
         db_duration=registry.histogram(
-            n.DB_DURATION, "s", "Duration of database client operations.",
+            n.DB_DURATION,
+            "s",
+            "Duration of database client operations.",
             (n.A_DB_SYSTEM, n.A_DB_OPERATION, n.A_DB_COLLECTION, n.A_ERROR_TYPE),
         ),
         queries_per_request=registry.histogram(
-            n.QUERIES_PER_REQUEST, "{query}", "SQL statements executed per HTTP request.", route,
+            n.QUERIES_PER_REQUEST,
+            "{query}",
+            "SQL statements executed per HTTP request.",
+            route,
             COUNT_BOUNDS,
         ),
-        slow_requests=registry.counter(n.SLOW_REQUESTS, "{request}", "Requests at or over the slow threshold.", route),
+        slow_requests=registry.counter(
+            n.SLOW_REQUESTS, "{request}", "Requests at or over the slow threshold.", route
+        ),
         slow_queries=registry.counter(
-            n.SLOW_QUERIES, "{query}", "SQL statements at or over the slow threshold.",
+            n.SLOW_QUERIES,
+            "{query}",
+            "SQL statements at or over the slow threshold.",
             (n.A_DB_OPERATION, n.A_DB_COLLECTION),
         ),
         n_plus_one=registry.counter(n.N_PLUS_ONE, "{finding}", "Requests with an N+1 query pattern.", route),
@@ -122,18 +144,25 @@ def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -
             n.HTTP_CLIENT_THROTTLED, "{response}", "Outgoing requests answered 429.", (n.A_SERVER_ADDRESS,)
         ),
         ratelimit_remaining=registry.gauge(
-            n.RATELIMIT_REMAINING, "{request}", "Rate-limit requests remaining, from the last response.",
+            n.RATELIMIT_REMAINING,
+            "{request}",
+            "Rate-limit requests remaining, from the last response.",
             (n.A_SERVER_ADDRESS,),
         ),
         ratelimit_limit=registry.gauge(
             n.RATELIMIT_LIMIT, "{request}", "Rate-limit quota, from the last response.", (n.A_SERVER_ADDRESS,)
         ),
         ratelimit_reset=registry.gauge(
-            n.RATELIMIT_RESET, "s", "Seconds until the rate-limit window resets, from the last response.",
+            n.RATELIMIT_RESET,
+            "s",
+            "Seconds until the rate-limit window resets, from the last response.",
             (n.A_SERVER_ADDRESS,),
         ),
         loop_lag=registry.histogram(
-            n.LOOP_LAG, "s", "Delay before a ready asyncio callback runs.", (),
+            n.LOOP_LAG,
+            "s",
+            "Delay before a ready asyncio callback runs.",
+            (),
             (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         ),
         operation_duration=registry.histogram(
