@@ -535,6 +535,31 @@ def test_unregistered_reader_serves_our_metrics_only(registry: Registry) -> None
         reader.shutdown()
 
 
+def test_scrapes_count_as_metric_exports(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    Health(registry, 60.0)
+    reader = PrometheusMetricReader(registry, RESOURCE, "127.0.0.1", 0)
+    try:
+        for _ in range(3):
+            reader.scrape()
+        text = reader.scrape(PROMETHEUS_ACCEPT)[0]
+        exported = [s for s in _samples(text) if s.name == "perf_telemetry_exported_total"]
+        assert [(s.labels["signal"], s.value) for s in exported] == [("metrics", 3)]
+
+        def broken(*_args: Any) -> str:
+            raise RuntimeError("render failed")
+
+        monkeypatch.setattr("otel_perf._export.prometheus.render", broken)
+        assert _get(reader.url)[0] == 500
+        monkeypatch.undo()
+        text = reader.scrape(PROMETHEUS_ACCEPT)[0]
+        values = {s.name: s.value for s in _samples(text) if s.labels.get("signal") == "metrics"}
+        assert values["perf_telemetry_export_failures_total"] == 1
+        assert values["perf_telemetry_dropped_total"] == 1
+        assert values["perf_telemetry_exported_total"] == 4  # the 4th scrape above; this one counts after
+    finally:
+        reader.shutdown()
+
+
 def test_unknown_path_is_404_and_gzip_is_honoured(reader: PrometheusMetricReader, registry: Registry) -> None:
     counter = registry.counter("perf.slow_requests", "{request}", "Slow.", ("http.route",))
     for i in range(100):

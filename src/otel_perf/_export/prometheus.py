@@ -47,8 +47,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from otel_perf import _names as n
 from otel_perf._metrics.bridge import merge, to_metrics
-from otel_perf._metrics.instruments import Registry
+from otel_perf._metrics.instruments import Counter, Registry
 from otel_perf._setup import guard
 
 logger = logging.getLogger("otel_perf")
@@ -516,10 +517,26 @@ class PrometheusMetricReader(MetricReader):
         return merge(sdk_data, self._resource, to_metrics(self._registry))
 
     def scrape(self, accept: str | None = None) -> tuple[str, str]:
-        """Body and content type for a scrape with this ``Accept`` header."""
+        """Body and content type for a scrape with this ``Accept`` header.
+
+        Each scrape counts as one metrics export in the self-telemetry counters
+        (``perf.telemetry.exported`` / ``.export.failures`` / ``.dropped``, signal ``metrics``),
+        as each push does with the OTLP exporter.
+        """
         openmetrics = wants_openmetrics(accept)
-        body = render(self.metrics_data(), openmetrics)
+        try:
+            body = render(self.metrics_data(), openmetrics)
+        except Exception:
+            self._count(n.TELEMETRY_EXPORT_FAILURES, n.TELEMETRY_DROPPED)
+            raise
+        self._count(n.TELEMETRY_EXPORTED)
         return body, OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
+
+    def _count(self, *names: str) -> None:
+        for name in names:
+            counter = self._registry.get(name)
+            if isinstance(counter, Counter):
+                counter.add(1, ("metrics",))
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Nothing to flush: Prometheus pulls."""
