@@ -367,6 +367,14 @@ def test_attribute_keys_that_sanitize_alike_are_joined() -> None:
     assert sample.labels["a_b"] == "x;y"
 
 
+def test_attributes_named_like_reserved_labels_are_renamed() -> None:
+    text = render(_data(_histogram("h", [1.0], [1, 0], {"le": "x", "__name__": "y"})), True)
+    bucket = next(s for s in _samples(text) if s.name == "h_seconds_bucket")
+    assert bucket.labels["le"] == "1"
+    assert bucket.labels["exported_le"] == "x"
+    assert bucket.labels["exported___name__"] == "y"
+
+
 def test_help_is_escaped() -> None:
     metric = Metric("g", 'line one\nline "two" \\ end', "", Gauge([NumberDataPoint({}, 0, T0, 1)]))
     for openmetrics in (True, False):

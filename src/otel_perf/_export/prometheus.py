@@ -200,6 +200,7 @@ def _timestamp(time_ns: int) -> str:
     return f"{time_ns // 1_000_000_000}.{time_ns % 1_000_000_000:09d}"
 
 
+_RESERVED_LABELS = frozenset({"le", "__name__"})
 _LABELS_CACHE: dict[tuple[Any, ...], str] = {}
 _LABELS_CACHE_MAX = 50_000
 
@@ -234,6 +235,8 @@ def _render_labels(attributes: Mapping[str, Any] | None, scope_labels: Sequence[
             if not value:
                 continue
             name = label_name(key)
+            if name in _RESERVED_LABELS:  # would clash with the bucket bound or the metric name
+                name = "exported_" + name
             if name in names:
                 # Keys that sanitize alike ("a.b", "a_b") share a label, values joined as the Collector does.
                 index = names.index(name)
@@ -453,8 +456,11 @@ def wants_openmetrics(accept: str | None) -> bool:
 class PrometheusMetricReader(MetricReader):
     """A pull ``MetricReader`` that serves our and the SDK's metrics on ``/metrics``.
 
-    ``port`` 0 picks a free port (see :attr:`port`).  A port that cannot be bound is
-    logged and the app runs on without the endpoint (re-raised under our tests).
+    ``port`` 0 picks a free port (see :attr:`port` and :attr:`url`); the address is logged
+    at INFO on logger ``otel_perf`` as "serving Prometheus metrics on http://host:port/metrics".
+    A port that cannot be bound is logged as a warning and the app runs on without the
+    endpoint (re-raised under our tests).  Under a pre-fork server each worker would need its
+    own port: the endpoint serves the process that created it.
     """
 
     def __init__(
