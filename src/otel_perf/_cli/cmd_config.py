@@ -23,8 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting_flags(parser)
 
 
-def check_endpoint(endpoint: str, protocol: str, timeout: float = 2.0) -> tuple[bool, str]:
-    """Does something answer OTLP at ``endpoint``?  (ok, human description)"""
+def check_endpoint(
+    endpoint: str, protocol: str, timeout: float = 2.0, *, signal_url: bool = False
+) -> tuple[bool, str]:
+    """Does something answer OTLP at ``endpoint``?  (ok, human description)
+
+    ``signal_url``: ``endpoint`` is a per-signal URL (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``),
+    used as is; otherwise ``/v1/traces`` is appended, as the exporters do.
+    """
     parts = urlsplit(endpoint)
     host = parts.hostname or "localhost"
     port = parts.port or (4317 if protocol == "grpc" else (443 if parts.scheme == "https" else 4318))
@@ -38,7 +44,7 @@ def check_endpoint(endpoint: str, protocol: str, timeout: float = 2.0) -> tuple[
         return True, f"accepts connections on {host}:{port} ({(time.perf_counter() - start) * 1000:.0f} ms)"
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_cls(host, port, timeout=timeout)
-    path = (parts.path.rstrip("/") or "") + "/v1/traces"
+    path = parts.path or "/" if signal_url else parts.path.rstrip("/") + "/v1/traces"
     try:
         # An empty ExportTraceServiceRequest is a valid, harmless OTLP request.
         conn.request("POST", path, body=b"", headers={"Content-Type": "application/x-protobuf"})
