@@ -490,8 +490,9 @@ class PrometheusMetricReader(MetricReader):
             if guard.raising():
                 raise
             logger.warning(
-                "otel-perf: cannot serve Prometheus metrics on %s:%s (%s); metrics are not exported. "
-                "Set OTEL_EXPORTER_PROMETHEUS_HOST/OTEL_EXPORTER_PROMETHEUS_PORT.",
+                "otel-perf: cannot serve Prometheus metrics on %s:%s (%s); this process's metrics are "
+                "not exported. Set OTEL_EXPORTER_PROMETHEUS_HOST/OTEL_EXPORTER_PROMETHEUS_PORT; with "
+                "several worker processes (uvicorn --workers, gunicorn) use OTEL_METRICS_EXPORTER=otlp.",
                 host,
                 port,
                 exc,
