@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         *config.items("OTEL_METRICS_EXPORTER"),
         *config.items("OTEL_LOGS_EXPORTER"),
     ):
-        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or config.text("OTEL_EXPORTER_OTLP_ENDPOINT")
-        _ok, text = check_endpoint(endpoint, config.text("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        specific = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        endpoint = specific or config.text("OTEL_EXPORTER_OTLP_ENDPOINT")
+        protocol = config.text("OTEL_EXPORTER_OTLP_PROTOCOL")
+        _ok, text = check_endpoint(endpoint, protocol, signal_url=bool(specific))
         print(f"\nOTLP endpoint {endpoint} {text}")
     return 1 if (config.strict and config.problems) else 0
