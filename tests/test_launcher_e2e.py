@@ -228,3 +228,30 @@ def test_sqlalchemy_2_0_is_instrumented_too(
         lambda: [c for c in otlp_receiver.spans(kind="CLIENT") if c.parent_span_id == server.span_id],
         what="SQL span with SQLAlchemy 2.0",
     )
+
+
+def test_standard_switches_excluded_urls_disabled_instrumentations_sdk_disabled(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    url, _ = sqlite_urls(tmp_path)
+    svc = start_service(
+        app_process,
+        otlp_receiver,
+        url,
+        env={
+            "OTEL_PYTHON_EXCLUDED_URLS": "/hello,/health.*",
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "sqlalchemy",
+        },
+    )
+    assert "traceresponse" not in httpx.get(svc.base + "/hello").headers
+    r = httpx.get(svc.base + "/items/1")
+    trace_id = r.headers["traceresponse"].split("-")[1]
+    server = otlp_receiver.wait_for(lambda: otlp_receiver.spans(trace_id=trace_id), what="items span")[0]
+    assert server.attributes["perf.db.query_count"] == 0  # the SQLAlchemy listener is off
+    assert not otlp_receiver.spans(name="GET /hello")
+    assert not [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "CLIENT"]
+
+    off = start_service(app_process, otlp_receiver, url, env={"OTEL_SDK_DISABLED": "true"}, name="off")
+    assert "traceresponse" not in httpx.get(off.base + "/items/1").headers
+    off.proc.stop()
+    assert not [s for s in otlp_receiver.spans() if s.resource.get("service.name") == "off"]
