@@ -255,3 +255,31 @@ def test_standard_switches_excluded_urls_disabled_instrumentations_sdk_disabled(
     assert "traceresponse" not in httpx.get(off.base + "/items/1").headers
     off.proc.stop()
     assert not [s for s in otlp_receiver.spans() if s.resource.get("service.name") == "off"]
+
+
+def test_pool_exhaustion_is_measured(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    import threading
+
+    url, _ = sqlite_urls(tmp_path)
+    svc = start_service(app_process, otlp_receiver, url)
+    holder = threading.Thread(target=lambda: httpx.get(svc.base + "/pool/hold?ms=1200", timeout=10))
+    holder.start()
+    otlp_receiver.wait_for(
+        lambda: any(
+            p.value == 1
+            for p in otlp_receiver.latest_points(
+                "db.client.connection.count", {"db.client.connection.state": "used"}
+            )
+        ),
+        what="the small pool's one connection in use",
+    )
+    assert httpx.get(svc.base + "/pool/use").json() == {"error": "TimeoutError"}
+    holder.join()
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.sum_value("db.client.connection.timeouts") == 1, what="one pool timeout counted"
+    )
+    assert otlp_receiver.wait_for_metric("db.client.connection.pending_requests")
+    maxima = {p.value for p in otlp_receiver.latest_points("db.client.connection.max")}
+    assert 1 in maxima

@@ -345,7 +345,7 @@ def service() -> Board:
         "percentunit",
         [
             _target(f"sum by ({by}) (rate({errors}{RATE})) / sum by ({by}) (rate({count}{RATE}))", legend),
-            _target(f"max by ({by}) (perf_budget_error_rate{{{SRV}}})", "budget " + legend),
+            _target(f"max by ({by}) (perf_budget_error_rate_ratio{{{SRV}}})", "budget " + legend),
         ],
         thresholds=_thresholds((0.01, "red")),
         dashed="^budget .*",

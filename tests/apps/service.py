@@ -231,3 +231,24 @@ async def measured_failure() -> dict[str, str]:
             raise ValueError("nope")
     except ValueError:
         return {"failed": "yes"}
+
+
+small_engine = create_engine(os.environ["APP_DATABASE_URL"], pool_size=1, max_overflow=0, pool_timeout=0.3)
+
+
+@app.get("/pool/hold")
+def pool_hold(ms: float = 800) -> dict[str, str]:
+    with small_engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        time.sleep(ms / 1000)
+    return {"held": "yes"}
+
+
+@app.get("/pool/use")
+def pool_use() -> dict[str, str]:
+    try:
+        with small_engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # sqlalchemy.exc.TimeoutError when the pool is exhausted
+        return {"error": type(exc).__name__}
+    return {"error": ""}

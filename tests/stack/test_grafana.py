@@ -217,7 +217,7 @@ def test_service_dashboard_shows_red_per_route_with_budgets() -> None:
         assert f"histogram_quantile({quantile}," in exprs
     for q in ("p50", "p95", "p99"):
         assert f'perf_budget_quantile="{q}"' in exprs
-    assert "perf_budget_error_rate" in exprs
+    assert "perf_budget_error_rate_ratio" in exprs
     assert 'error_type!=""' in exprs
     latency = [p for p in iter_panels(board) if re.fullmatch(r"p\d\d latency per route", p["title"])]
     assert len(latency) == 3

@@ -56,20 +56,7 @@ MAY_BE_ABSENT: dict[str, str] = {
 }
 
 #: Expressions broken today (substring of "where" -> the bug). Strict xfail: remove when fixed.
-_PENDING = (
-    "db_client_connection_pending_requests is never emitted: _names.DB_CONN_PENDING is declared but "
-    "_instrumentation/sqlalchemy.py registers only db.client.connection.count and .max"
-)
-_ERROR_RATE = (
-    "perf.budget.error_rate is a gauge with unit '1', which the Collector's translation (and this exporter) "
-    "name perf_budget_error_rate_ratio; _names.py, the dashboard and the rule say perf_budget_error_rate"
-)
-KNOWN_BUGS: dict[str, str] = {
-    "panel 'Requests waiting for a connection'": _PENDING,
-    "alert PerfDbPoolExhausted": _PENDING,
-    "panel 'Error ratio per route' target B": _ERROR_RATE,
-    "alert PerfErrorRateOverBudget": _ERROR_RATE,
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _lookup(table: dict[str, str], where: str) -> str | None:

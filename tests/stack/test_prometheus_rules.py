@@ -159,7 +159,7 @@ def test_budget_alerts_compare_with_budget_gauges() -> None:
     # Several instances export the same budget: the one side must be aggregated.
     assert "max by (job, http_route, http_request_method) (perf_budget_duration_seconds" in p95
     errors = " ".join(str(alerts["PerfErrorRateOverBudget"]["expr"]).split())
-    assert "perf_budget_error_rate" in errors
+    assert "perf_budget_error_rate_ratio" in errors
 
 
 def test_expressions_use_known_metric_names() -> None:

@@ -16,6 +16,7 @@ time, so it costs the hot path nothing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import weakref
 from time import perf_counter
@@ -33,6 +34,7 @@ from otel_perf._setup.runtime import Runtime
 
 logger = logging.getLogger("otel_perf")
 _T0 = "_otel_perf_t0"
+_MARK = "_otel_perf_original"
 _SYSTEMS = {"mssql": "microsoft.sql_server", "oracle": "oracle.db", "postgresql": "postgresql"}
 _state: dict[str, Any] = {}
 
@@ -61,6 +63,15 @@ class SQLAlchemyListener:
         self.rt = runtime
         self._engines: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
         self.pools: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        #: pool -> threads inside QueuePool checkout right now (waiting when the pool is exhausted)
+        self.pending: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._pending_lock = threading.Lock()
+        self.timeouts = runtime.registry.counter(
+            n.DB_CONN_TIMEOUTS,
+            "{timeout}",
+            "Connection checkouts that timed out (pool exhausted).",
+            (n.A_DB_POOL_NAME,),
+        )
 
     def info(self, engine: Any) -> _EngineInfo:
         info = self._engines.get(engine)
@@ -69,11 +80,15 @@ class SQLAlchemyListener:
             self.pools[engine.pool] = _pool_name(engine)
         return info
 
-    def before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def before(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         if context is not None:
             setattr(context, _T0, perf_counter())
 
-    def after(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def after(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
         end = perf_counter()
         try:
             t0 = getattr(context, _T0, None)
@@ -106,8 +121,10 @@ class SQLAlchemyListener:
         pctx = parent.get_span_context()
         sampled = pctx.trace_flags.sampled and parent.is_recording()
         rt.inst.db_duration.record(
-            seconds, (info.system, shape.operation, shape.collection, error_type),
-            pctx.trace_id if sampled else 0, pctx.span_id if sampled else 0,
+            seconds,
+            (info.system, shape.operation, shape.collection, error_type),
+            pctx.trace_id if sampled else 0,
+            pctx.span_id if sampled else 0,
         )
         slow = seconds >= rt.slow_query_s
         if sampled:
@@ -116,8 +133,9 @@ class SQLAlchemyListener:
             trace_id = f"{pctx.trace_id:032x}" if pctx.trace_id else ""
             insight.slow_query(rt, work, shape, seconds, trace_id)
 
-    def _span(self, shape: Any, info: _EngineInfo, seconds: float, error_type: str, slow: bool,
-              executemany: bool) -> None:
+    def _span(
+        self, shape: Any, info: _EngineInfo, seconds: float, error_type: str, slow: bool, executemany: bool
+    ) -> None:
         end_ns = time.time_ns()
         attrs = dict(info.attributes)
         if shape.operation:
@@ -157,6 +175,31 @@ class SQLAlchemyListener:
             out.append((float(checkedin()), (name, "idle")))
         return out
 
+    def pending_points(self) -> list[tuple[float, Key]]:
+        with self._pending_lock:
+            waiting = list(self.pending.items())
+        return [(float(count), (self.pools.get(pool, ""),)) for pool, count in waiting if pool in self.pools]
+
+    def checkout(self, original: Any) -> Any:
+        """Wrap ``QueuePool._do_get``: count threads waiting for a connection, and timeouts."""
+        listener = self
+
+        def _do_get(pool: Any) -> Any:
+            with listener._pending_lock:
+                listener.pending[pool] = listener.pending.get(pool, 0) + 1
+            try:
+                return original(pool)
+            except Exception as exc:
+                if type(exc).__name__ == "TimeoutError":  # sqlalchemy.exc.TimeoutError: pool exhausted
+                    listener.timeouts.add(1, (listener.pools.get(pool, ""),))
+                raise
+            finally:
+                with listener._pending_lock:
+                    listener.pending[pool] = listener.pending.get(pool, 1) - 1
+
+        setattr(_do_get, _MARK, original)
+        return _do_get
+
     def pool_max(self) -> list[tuple[float, Key]]:
         out: list[tuple[float, Key]] = []
         for pool, name in list(self.pools.items()):
@@ -180,12 +223,25 @@ def instrument(runtime: Runtime) -> SQLAlchemyListener:
 
     listener = SQLAlchemyListener(runtime)
     runtime.registry.gauge(
-        n.DB_CONN_COUNT, "{connection}", "Connections in the pool by state.",
-        (n.A_DB_POOL_NAME, n.A_DB_CONN_STATE), listener.pool_points,
+        n.DB_CONN_COUNT,
+        "{connection}",
+        "Connections in the pool by state.",
+        (n.A_DB_POOL_NAME, n.A_DB_CONN_STATE),
+        listener.pool_points,
     )
     runtime.registry.gauge(
-        n.DB_CONN_MAX, "{connection}", "Most connections the pool allows.", (n.A_DB_POOL_NAME,),
+        n.DB_CONN_MAX,
+        "{connection}",
+        "Most connections the pool allows.",
+        (n.A_DB_POOL_NAME,),
         listener.pool_max,
+    )
+    runtime.registry.gauge(
+        n.DB_CONN_PENDING,
+        "{request}",
+        "Threads waiting for a pooled connection.",
+        (n.A_DB_POOL_NAME,),
+        listener.pending_points,
     )
 
     def attach(_module: Any) -> None:
@@ -197,6 +253,11 @@ def instrument(runtime: Runtime) -> SQLAlchemyListener:
         event.listen(Engine, "handle_error", listener.error)
         event.listen(Engine, "engine_connect", listener.connect)
         _state["listener"] = listener
+        from sqlalchemy.pool import QueuePool
+
+        if getattr(QueuePool._do_get, _MARK, None) is None:
+            _state["do_get"] = QueuePool._do_get
+            QueuePool._do_get = listener.checkout(QueuePool._do_get)  # type: ignore[method-assign]
 
     when_imported("sqlalchemy", attach)
     return listener
@@ -213,3 +274,8 @@ def uninstrument() -> None:
     event.remove(Engine, "after_cursor_execute", listener.after)
     event.remove(Engine, "handle_error", listener.error)
     event.remove(Engine, "engine_connect", listener.connect)
+    original = _state.pop("do_get", None)
+    if original is not None:
+        from sqlalchemy.pool import QueuePool
+
+        QueuePool._do_get = original  # type: ignore[method-assign]
