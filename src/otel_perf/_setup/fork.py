@@ -1,37 +1,142 @@
-"""Pre-fork servers: every forked worker is its own instance.
+"""Pre-fork servers: every forked worker is its own instance, and nothing deadlocks.
 
 gunicorn (with or without ``--preload``) forks workers from a master that already ran
 our bootstrap.  Without help, every worker would export under the master's
 ``service.instance.id`` with the master's counters, and per-worker streams would collide
 in the backend (lost or doubled counts).  After a fork the child gets a fresh instance id
-and pid (the ``Resource`` object is shared by every provider, tracer and exporter, so it
-is updated in place), empty instruments and findings, and a new start time.  The SDK's
-batch processors and periodic reader restart their own threads after fork.
+and pid, empty instruments and findings, and a new start time.  The SDK's batch
+processors and periodic reader restart their own threads after fork.
+
+One identity per process: SDK 1.39+ providers refresh ``service.instance.id`` after a
+fork on their own (with the SDK's per-pid id, into a *new* ``Resource`` object each),
+while our instruments and exporters hold the ``Resource`` built at startup.  Left alone,
+a worker's spans, logs and SDK metrics would carry one instance id and the master's pid,
+and its HTTP metrics another id.  So we take the SDK's per-pid id, update our shared
+``Resource`` in place (exporters and readers that captured it see the change) and merge
+the same attributes into every provider.
+
+No inherited locks: ``fork()`` copies locks in whatever state the parent's other threads
+held them.  When the master's metric reader thread was collecting or exporting at that
+moment, the worker's copies stay locked forever and the worker never exports metrics
+again (opentelemetry-python#4345, fix pending in #4767; measured here: about one gunicorn
+worker in ten with a 500 ms export interval).  Before a fork we wait (briefly, bounded)
+for a running collection to finish and hold the collection lock across the fork; in the
+child every lock a reader thread of the parent could have held is replaced by a new one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 import uuid
+from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 
 from otel_perf._setup import runtime
 
+logger = logging.getLogger("otel_perf")
 _registered = False
+#: Longest a fork waits for a metric collection in progress (collections take milliseconds).
+BEFORE_FORK_WAIT_S = 1.0
+_held: list[Any] = []
+
+
+def _instance_id() -> str:
+    """The SDK's id for this pid (what its providers put in after a fork), else a new UUID."""
+    try:
+        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector  # SDK 1.39+
+
+        value = ServiceInstanceIdResourceDetector().detect().attributes.get("service.instance.id")
+        if isinstance(value, str) and value:
+            return value
+    except Exception:  # older SDK, or a detector that failed: our own id is as good
+        pass
+    return str(uuid.uuid4())
+
+
+def _pipeline(rt: Any) -> Any:
+    return getattr(rt, "pipeline", None)
+
+
+def _providers(rt: Any) -> list[Any]:
+    pipeline = _pipeline(rt)
+    if pipeline is None:
+        return []
+    return [
+        p
+        for p in (pipeline.tracer_provider, pipeline.meter_provider, pipeline.logger_provider)
+        if p is not None
+    ]
+
+
+def _measurement_consumer(rt: Any) -> Any:
+    pipeline = _pipeline(rt)
+    return getattr(getattr(pipeline, "meter_provider", None), "_measurement_consumer", None)
+
+
+def _before_fork() -> None:
+    """In the parent: let a running collection finish and keep a new one from starting."""
+    try:
+        rt = runtime.get()
+        lock = getattr(_measurement_consumer(rt), "_lock", None) if rt is not None else None
+        if lock is not None and lock.acquire(timeout=BEFORE_FORK_WAIT_S):
+            _held.append(lock)
+    except Exception:  # a fork must never fail because of us
+        logger.debug("before-fork hook failed", exc_info=True)
+
+
+def _after_fork_in_parent() -> None:
+    while _held:
+        _held.pop().release()
 
 
 def _after_fork_in_child() -> None:
+    _held.clear()  # the child gets fresh locks below instead of releasing copies
+    try:
+        _fresh_locks()
+        _reset_identity()
+    except Exception:  # never break the worker; telemetry keeps the master's identity at worst
+        logger.warning("otel-perf: could not give this worker its own service.instance.id", exc_info=True)
+
+
+def _fresh_locks() -> None:
+    """Replace every lock a thread of the parent may have held when it forked."""
+    rt = runtime.get()
+    if rt is None:
+        return
+    for inst in rt.registry.instruments():
+        inst._lock = threading.Lock()
+    rt.findings._lock = threading.Lock()
+    rt.warn_limiter._lock = threading.Lock()
+    consumer = _measurement_consumer(rt)
+    if consumer is not None and hasattr(consumer, "_lock"):
+        consumer._lock = threading.Lock()
+        for storage in getattr(consumer, "_reader_storages", {}).values():
+            if hasattr(storage, "_lock"):
+                storage._lock = threading.RLock()
+    pipeline = _pipeline(rt)
+    for reader in getattr(pipeline, "readers", None) or ():
+        if hasattr(reader, "_export_lock"):  # held by the parent's reader thread during an export
+            reader._export_lock = threading.Lock()
+
+
+def _reset_identity() -> None:
     rt = runtime.get()
     if rt is None:
         return
     attrs = dict(rt.resource.attributes)
-    attrs["service.instance.id"] = str(uuid.uuid4())
+    attrs["service.instance.id"] = _instance_id()
     attrs["process.pid"] = os.getpid()
     # Resource is immutable by API; one shared object makes an in-place update reach every
-    # tracer and exporter that captured it before the fork.
+    # exporter and reader that captured it before the fork.
     rt.resource._attributes = BoundedAttributes(attributes=attrs, immutable=True)  # type: ignore[attr-defined]
+    for provider in _providers(rt):
+        update = getattr(provider, "_update_resource", None)
+        if update is not None:  # SDK providers that replaced their resource after the fork
+            update(rt.resource)
     for inst in rt.registry.instruments():
         inst.clear()
         inst.overflowed = 0
@@ -42,7 +147,15 @@ def _after_fork_in_child() -> None:
 
 
 def register() -> None:
+    """Install the fork hooks (idempotent).
+
+    Call it before the SDK providers and readers are created: ``after_in_child`` hooks run
+    in registration order, and ours must have renewed the locks and the identity before
+    the SDK's hooks restart the reader and processor threads.
+    """
     global _registered
     if not _registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(
+            before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+        )
         _registered = True

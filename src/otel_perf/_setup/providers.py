@@ -371,6 +371,9 @@ class Pipeline:
 
 def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     """Create and register the global providers."""
+    from otel_perf._setup import fork
+
+    fork.register()  # before the SDK objects below register theirs: ours must run first in a child
     resource = build_resource(config)
     queue_size = int(config.number("OTEL_PERF_QUEUE_SIZE"))
     tracer_provider = TracerProvider(resource=resource, sampler=build_sampler(config), shutdown_on_exit=False)

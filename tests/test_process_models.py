@@ -1,0 +1,282 @@
+"""Issue 7: every process model, real servers, real receiver, exact counts.
+
+Each test runs ``tests/apps/workers_app.py`` under ``otel-perf-instrument`` with one of the
+ways Python web apps are served, sends N requests (each on a new connection, so they spread
+over the workers) and checks, per worker process (the pid each response reports):
+
+* it exported its spans, HTTP metrics and logs under its own ``service.instance.id``, with
+  its own ``process.pid``, one id per process and one process per id;
+* the exported counts per worker equal the requests that worker answered, so the totals
+  add up to exactly N (none lost, none doubled), and stay so over later exports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.launch import APPS, BIN, launcher
+from support.otlp_receiver import OTLPReceiver
+from support.procs import AppProcess, free_port, skip_or_fail
+
+pytestmark = pytest.mark.slow
+
+ROUTE = "/items/{item_id}"
+DURATION = "http.server.request.duration"
+N = 40
+
+
+def _start(
+    app_process: Callable[..., AppProcess],
+    receiver: OTLPReceiver,
+    args: Sequence[str],
+    port: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    name: str = "server",
+) -> str:
+    full = {
+        "OTEL_SERVICE_NAME": "workers",
+        "OTEL_PERF__RAISE_ERRORS": "1",
+        "PYTHONPATH": str(APPS),
+        "APP_PORT": str(port),
+        **receiver.exporter_env(),
+        **(env or {}),
+    }
+    proc = app_process([launcher(), *args], full, cwd=cwd, name=name)
+    base = f"http://127.0.0.1:{port}"
+    proc.wait_http(base + "/hello", timeout=60)
+    return base
+
+
+def _send(base: str, n: int) -> Counter[int]:
+    """``n`` requests to /items/{i}, each on its own connection; requests answered per pid."""
+    per_pid: Counter[int] = Counter()
+    for i in range(n):
+        with httpx.Client() as client:
+            r = client.get(f"{base}/items/{i % 3 + 1}")
+        assert r.status_code == 200, r.text
+        per_pid[r.json()["pid"]] += 1
+    return per_pid
+
+
+def _exported_per_instance(receiver: OTLPReceiver) -> dict[str, dict[str, object]]:
+    """instance id -> pids seen and exported spans / histogram count / logs of the test route."""
+    out: dict[str, dict[str, object]] = {}
+
+    def entry(resource: Mapping[str, object]) -> dict[str, object]:
+        e = out.setdefault(
+            str(resource["service.instance.id"]), {"pids": set(), "spans": 0, "count": 0, "logs": 0}
+        )
+        pids = e["pids"]
+        assert isinstance(pids, set)
+        pids.add(resource.get("process.pid"))
+        return e
+
+    for span in receiver.spans(name=f"GET {ROUTE}", kind="SERVER"):
+        e = entry(span.resource)
+        e["spans"] = int(str(e["spans"])) + 1
+    for point in receiver.latest_points(DURATION, {"http.route": ROUTE}):
+        e = entry(point.resource)
+        e["count"] = int(str(e["count"])) + (point.count or 0)
+    for record in receiver.logs("fetching item"):
+        e = entry(record.resource)
+        e["logs"] = int(str(e["logs"])) + 1
+    return out
+
+
+def _check_exact(receiver: OTLPReceiver, per_pid: Counter[int], min_workers: int) -> None:
+    n = sum(per_pid.values())
+
+    def counts() -> tuple[int, int, int]:
+        return (
+            receiver.histogram_count(DURATION, {"http.route": ROUTE}),
+            len(receiver.spans(name=f"GET {ROUTE}", kind="SERVER")),
+            len(receiver.logs("fetching item")),
+        )
+
+    try:
+        receiver.wait_for(lambda: counts() == (n, n, n), timeout=20, what=f"exactly {n} requests")
+    except AssertionError:
+        raise AssertionError(
+            f"(metric count, spans, logs) = {counts()}, expected {n} each; served per pid {dict(per_pid)}; "
+            f"exported per instance {_exported_per_instance(receiver)}"
+        ) from None
+    time.sleep(1.5)  # three more metric exports: cumulative totals must not grow (no doubling)
+    assert receiver.histogram_count(DURATION, {"http.route": ROUTE}) == n
+    assert len(receiver.spans(name=f"GET {ROUTE}", kind="SERVER")) == n
+
+    assert len(per_pid) >= min_workers, f"requests were served by {dict(per_pid)} only"
+    exported = _exported_per_instance(receiver)
+    by_pid: dict[object, list[str]] = {}
+    for instance, e in exported.items():
+        pids = e["pids"]
+        assert isinstance(pids, set)
+        assert len(pids) == 1, f"instance {instance} exported under several pids {pids}"
+        by_pid.setdefault(next(iter(pids)), []).append(instance)
+    for pid, served in per_pid.items():
+        instances = by_pid.get(pid, [])
+        assert len(instances) == 1, f"worker {pid} exported under instance ids {instances}"
+        e = exported[instances[0]]
+        assert (e["spans"], e["count"], e["logs"]) == (served, served, served), (pid, e, dict(per_pid))
+    # Every signal of a worker carries the same identity: its metrics' instance ids are its spans' ones.
+    metric_ids = {p.resource["service.instance.id"] for p in receiver.metric_points("process.cpu.time")}
+    assert {i for ids in by_pid.values() for i in ids} <= metric_ids
+
+
+def test_uvicorn_workers(otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess]) -> None:
+    port = free_port()
+    base = _start(
+        app_process,
+        otlp_receiver,
+        [
+            str(BIN / "uvicorn"),
+            "workers_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "4",
+        ],
+        port,
+    )
+    _check_exact(otlp_receiver, _send(base, N), min_workers=2)
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["fork", "preload"])
+def test_gunicorn_uvicorn_worker(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], preload: bool
+) -> None:
+    port = free_port()
+    args = [
+        str(BIN / "gunicorn"),
+        "-w",
+        "4",
+        "-k",
+        "uvicorn.workers.UvicornWorker",
+        "-b",
+        f"127.0.0.1:{port}",
+        "workers_app:app",
+    ]
+    if preload:
+        args.insert(1, "--preload")
+    base = _start(app_process, otlp_receiver, args, port)
+    _check_exact(otlp_receiver, _send(base, N), min_workers=2)
+
+
+def test_python_app_calling_uvicorn_run(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess]
+) -> None:
+    port = free_port()
+    base = _start(app_process, otlp_receiver, [sys.executable, str(APPS / "workers_app.py")], port)
+    _check_exact(otlp_receiver, _send(base, 10), min_workers=1)
+
+
+@pytest.fixture(scope="module")
+def fastapi_cli_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """fastapi-cli (what ``fastapi run`` needs) in a folder for PYTHONPATH.
+
+    Installed without dependencies on purpose: ``fastapi[standard]`` would pull uvloop and
+    httptools into the shared environment and change what ``uvicorn`` picks for every test.
+    """
+    target = tmp_path_factory.mktemp("fastapi_cli")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(target),
+            "fastapi-cli",
+            "typer",
+            "rich-toolkit",
+            "rich",
+            "shellingham",
+            "markdown-it-py",
+            "mdurl",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        skip_or_fail(f"could not install fastapi-cli for `fastapi run`: {result.stderr[-500:]}")
+    return str(target)
+
+
+def test_fastapi_run_workers(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], fastapi_cli_path: str
+) -> None:
+    port = free_port()
+    base = _start(
+        app_process,
+        otlp_receiver,
+        [
+            str(BIN / "fastapi"),
+            "run",
+            str(APPS / "workers_app.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        port,
+        env={"PYTHONPATH": os.pathsep.join([fastapi_cli_path, str(APPS)])},
+    )
+    _check_exact(otlp_receiver, _send(base, N), min_workers=1)
+
+
+def test_uvicorn_reload_keeps_telemetry_after_a_code_change(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    shutil.copy(APPS / "workers_app.py", tmp_path / "workers_app.py")
+    port = free_port()
+    base = _start(
+        app_process,
+        otlp_receiver,
+        [
+            str(BIN / "uvicorn"),
+            "workers_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload",
+            "--reload-dir",
+            str(tmp_path),
+        ],
+        port,
+        env={"PYTHONPATH": str(tmp_path)},
+        cwd=str(tmp_path),
+    )
+    before = _send(base, 5)
+    source = tmp_path / "workers_app.py"
+    source.write_text(source.read_text().replace('VERSION = "v1"', 'VERSION = "v2"'))
+
+    def reloaded() -> bool:
+        try:
+            return bool(httpx.get(base + "/version", timeout=2).json()["version"] == "v2")
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    otlp_receiver.wait_for(reloaded, timeout=30, what="the reloaded app serving v2")
+    after = _send(base, 7)
+    assert not set(before) & set(after), "the reload did not start a new server process"
+    _check_exact(otlp_receiver, before + after, min_workers=2)
