@@ -132,7 +132,7 @@ def _reset_identity() -> None:
     attrs["process.pid"] = os.getpid()
     # Resource is immutable by API; one shared object makes an in-place update reach every
     # exporter and reader that captured it before the fork.
-    rt.resource._attributes = BoundedAttributes(attributes=attrs, immutable=True)  # type: ignore[attr-defined]
+    rt.resource._attributes = BoundedAttributes(attributes=attrs, immutable=True)
     for provider in _providers(rt):
         update = getattr(provider, "_update_resource", None)
         if update is not None:  # SDK providers that replaced their resource after the fork

@@ -45,8 +45,10 @@ from opentelemetry.sdk.trace.export import (
 
 from otel_perf import _names as n
 from otel_perf._config import Config
+from otel_perf._instrumentation.fastspan import PrimableIdGenerator
 from otel_perf._metrics.bridge import MergingExporter
 from otel_perf._metrics.instruments import Counter, Registry
+from otel_perf._setup import guard
 
 logger = logging.getLogger("otel_perf")
 SIGNALS = ("traces", "metrics", "logs")
@@ -57,7 +59,9 @@ class Health:
 
     def __init__(self, registry: Registry, warn_interval: float) -> None:
         sig = (n.A_SIGNAL,)
-        self.exported: Counter = registry.counter(n.TELEMETRY_EXPORTED, "{item}", "Telemetry items exported.", sig)
+        self.exported: Counter = registry.counter(
+            n.TELEMETRY_EXPORTED, "{item}", "Telemetry items exported.", sig
+        )
         self.dropped: Counter = registry.counter(
             n.TELEMETRY_DROPPED, "{item}", "Telemetry items dropped (queue full or export failed).", sig
         )
@@ -76,10 +80,10 @@ class Health:
         self.last_error: dict[str, str] = {}
 
     def _queue_points(self) -> list[tuple[float, tuple[object, ...]]]:
-        out = []
-        for signal, size in self.queues.items():
+        out: list[tuple[float, tuple[object, ...]]] = []
+        for name, size in self.queues.items():
             try:
-                out.append((float(size()), (signal,)))
+                out.append((float(size()), (name,)))
             except Exception:  # a processor without the queue we expect
                 continue
         return out
@@ -99,16 +103,16 @@ class Health:
 
     def snapshot(self) -> dict[str, dict[str, float]]:
         exported, dropped, failures = self.exported.values(), self.dropped.values(), self.failures.values()
-        queues = dict(self._queue_points())
+        queues = {key: value for value, key in self._queue_points()}
         out: dict[str, dict[str, float]] = {}
-        for signal in SIGNALS:
-            key = (signal,)
-            out[signal] = {
+        for name in SIGNALS:
+            key = (name,)
+            out[name] = {
                 "exported": exported.get(key, 0),
                 "dropped": dropped.get(key, 0),
                 "export_failures": failures.get(key, 0),
                 "queue_size": queues.get(key, 0),
-                "queue_capacity": self.capacity.get(signal, 0),
+                "queue_capacity": self.capacity.get(name, 0),
             }
         return out
 
@@ -160,28 +164,74 @@ class DropCountingProcessor(SpanProcessor):
         self.inner.on_end(span)
 
     def shutdown(self) -> None:
-        self.inner.shutdown()
+        self.inner.shutdown()  # type: ignore[no-untyped-call]
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
 
 
-class CountingMergingExporter(MergingExporter):
-    def __init__(self, inner: MetricExporter, registry: Registry, resource: Resource, health: Health) -> None:
-        super().__init__(inner, registry, resource)
+def _data_points(metrics_data: MetricsData) -> int:
+    return sum(
+        len(getattr(metric.data, "data_points", ()))
+        for rm in metrics_data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    )
+
+
+class _CountingMetricExporter(MetricExporter):
+    """Counts the data points of every export (ours merged in) as exported or dropped.
+
+    A failed export of cumulative series loses no totals (the next export carries them);
+    ``dropped`` still counts its points, so a backend outage is visible in numbers.
+    """
+
+    def __init__(self, inner: MetricExporter, health: Health) -> None:
+        super().__init__(
+            preferred_temporality=dict(inner._preferred_temporality or {}),
+            preferred_aggregation=dict(inner._preferred_aggregation or {}),
+        )
+        self.inner = inner
         self.health = health
 
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        points = _data_points(metrics_data)
         try:
-            result = super().export(metrics_data, timeout_millis, **kwargs)
+            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         except Exception as exc:
-            self.health.failed("metrics", 1, f"{type(exc).__name__}: {exc}")
+            self.health.failed("metrics", points, f"{type(exc).__name__}: {exc}")
             return MetricExportResult.FAILURE
         if result == MetricExportResult.SUCCESS:
-            self.health.exported.add(1, ("metrics",))
+            self.health.exported.add(points, ("metrics",))
         else:
-            self.health.failed("metrics", 1, "the exporter reported failure")
+            self.health.failed("metrics", points, "the exporter reported failure")
         return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class CountingMergingExporter(MergingExporter):
+    """Our instruments merged into every metric export, and every export counted."""
+
+    def __init__(self, inner: MetricExporter, registry: Registry, resource: Resource, health: Health) -> None:
+        super().__init__(_CountingMetricExporter(inner, health), registry, resource)
+        self.health = health
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        try:
+            return super().export(metrics_data, timeout_millis, **kwargs)
+        except Exception as exc:  # merging our points failed: nothing was sent
+            self.health.failures.add(1, ("metrics",))
+            guard.internal_error("metrics.merge", exc)
+            return MetricExportResult.FAILURE
 
 
 class _RateLimitFilter(logging.Filter):
@@ -228,10 +278,9 @@ def build_resource(config: Config) -> Resource:
     }
     if not config.text("OTEL_SERVICE_NAME"):
         attrs["service.name"] = os.path.basename(sys.argv[0] or "python") or "python"
-    resource = Resource.create(attrs)
     # Resource.create lets OTEL_SERVICE_NAME win; a malformed OTEL_RESOURCE_ATTRIBUTES is
     # ignored by the SDK with its own warning.
-    return resource
+    return Resource.create(attrs)
 
 
 def build_sampler(config: Config) -> sdk_sampling.Sampler:
@@ -272,7 +321,9 @@ def _span_exporter(name: str, config: Config) -> SpanExporter | None:
 def _metric_exporter(name: str, config: Config) -> MetricExporter | None:
     if name == "otlp":
         if _otlp_protocol(config, "metrics") == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetric
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                OTLPMetricExporter as GrpcMetric,
+            )
 
             return GrpcMetric()
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -300,6 +351,8 @@ def _log_exporter(name: str, config: Config) -> Any:
 
 
 class _CountingLogExporter:
+    """Counts exported and failed log records (duck-typed: the SDK's exporter ABC moved between releases)."""
+
     def __init__(self, inner: Any, health: Health) -> None:
         self.inner = inner
         self.health = health
@@ -376,7 +429,14 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     fork.register()  # before the SDK objects below register theirs: ours must run first in a child
     resource = build_resource(config)
     queue_size = int(config.number("OTEL_PERF_QUEUE_SIZE"))
-    tracer_provider = TracerProvider(resource=resource, sampler=build_sampler(config), shutdown_on_exit=False)
+    # The primable id generator is the SDK's random one; it lets the ASGI middleware take the
+    # sampler's decision before building a span (see _instrumentation/fastspan.py).
+    tracer_provider = TracerProvider(
+        resource=resource,
+        sampler=build_sampler(config),
+        shutdown_on_exit=False,
+        id_generator=PrimableIdGenerator(),
+    )
     for name in config.items("OTEL_TRACES_EXPORTER"):
         exporter = _span_exporter(name, config)
         if exporter is None:
@@ -412,7 +472,9 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     return pipeline
 
 
-def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[str], queue_size: int) -> None:
+def _build_logs(
+    config: Config, pipeline: Pipeline, health: Health, names: list[str], queue_size: int
+) -> None:
     from opentelemetry._logs import set_logger_provider
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -420,23 +482,50 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
     try:
         from opentelemetry.instrumentation.logging.handler import LoggingHandler
     except ImportError:  # older contrib: the SDK's (deprecated) handler
-        from opentelemetry.sdk._logs import LoggingHandler  # type: ignore[no-redef,attr-defined]
+        from opentelemetry.sdk._logs import LoggingHandler  # type: ignore[assignment]
 
     provider = LoggerProvider(resource=pipeline.resource, shutdown_on_exit=False)
     for name in names:
         exporter = _log_exporter(name, config)
         if exporter is None:
             continue
-        processor = BatchLogRecordProcessor(_CountingLogExporter(exporter, health), max_queue_size=queue_size,
-                                            max_export_batch_size=min(512, queue_size))
-        queue = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
-        if queue is not None:
-            health.queues["logs"] = lambda q=queue: len(q)
-        health.capacity["logs"] = queue_size
-        provider.add_log_record_processor(processor)
+        processor = BatchLogRecordProcessor(
+            _CountingLogExporter(exporter, health),  # type: ignore[arg-type]
+            max_queue_size=queue_size,
+            max_export_batch_size=min(512, queue_size),
+        )
+        provider.add_log_record_processor(_drop_counting_logs(processor, health, queue_size))
     set_logger_provider(provider)
     pipeline.logger_provider = provider
     pipeline.log_handler = LoggingHandler(level=logging.NOTSET, logger_provider=provider)
+
+
+def _drop_counting_logs(processor: Any, health: Health, capacity: int) -> Any:
+    """Wrap a batch log processor so records the full queue pushes out are counted."""
+    from opentelemetry.sdk._logs import LogRecordProcessor
+
+    queue: Any = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
+    health.capacity["logs"] = capacity
+    if queue is None:  # an SDK without the queue we know: failures are still counted
+        return processor
+    health.queues["logs"] = lambda: len(queue)
+
+    class DropCountingLogProcessor(LogRecordProcessor):
+        def on_emit(self, log_record: Any) -> None:
+            if len(queue) >= capacity:
+                health.dropped.add(1, ("logs",))
+            processor.on_emit(log_record)
+
+        def emit(self, log_record: Any) -> None:  # SDKs before on_emit
+            self.on_emit(log_record)
+
+        def shutdown(self) -> None:
+            processor.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return bool(processor.force_flush(timeout_millis))
+
+    return DropCountingLogProcessor()
 
 
 def register_exit(pipeline: Pipeline, timeout: float, before: Callable[[], None] | None = None) -> None:
