@@ -187,19 +187,38 @@ class Budgets:
 
 
 class _Doc:
-    """A YAML document as plain Python values plus the line of every key path."""
+    """A YAML document as plain Python values plus the line of every key path.
 
-    def __init__(self, source: str) -> None:
+    Shared with the load-test scenario parser, which passes its own error class.
+    """
+
+    def __init__(self, source: str, error_cls: type[ValueError] = BudgetError) -> None:
         self.source = source
+        self.error_cls = error_cls
         self.lines: dict[tuple[str, ...], int] = {}
         self._visited = 0
         self._constructor = yaml.constructor.SafeConstructor()
 
-    def error(self, path: tuple[str, ...], message: str) -> BudgetError:
+    def error(self, path: tuple[str, ...], message: str) -> ValueError:
         line = self.lines.get(path)
         where = f"{self.source}:{line}" if line else self.source
         shown = _show_path(path)
-        return BudgetError(f"{where}: {shown + ': ' if shown else ''}{message}")
+        return self.error_cls(f"{where}: {shown + ': ' if shown else ''}{message}")
+
+    def parse(self, text: str, what: str) -> Any:
+        """Compose and build ``text``; syntax errors become ``error_cls`` with the line."""
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = f":{mark.line + 1}" if mark else ""
+            raise self.error_cls(f"{self.source}{line}: not valid YAML: {exc.problem or exc}. Fix the syntax "
+                                 "(quote keys and values that contain ': ' or '#').") from None
+        except yaml.YAMLError as exc:
+            raise self.error_cls(f"{self.source}: not valid YAML: {exc}.") from None
+        if node is None:
+            raise self.error_cls(f"{self.source}: the file is empty; {what}")
+        return self.build(node, ())
 
     def build(self, node: yaml.Node, path: tuple[str, ...]) -> Any:
         self._visited += 1
@@ -232,7 +251,7 @@ class _Doc:
             child = (*path, key)
             if key in out:
                 first = self.lines.get(child)
-                raise BudgetError(
+                raise self.error_cls(
                     f"{self.source}:{key_node.start_mark.line + 1}: {_show_path(child)}: duplicate key "
                     f"(first defined on line {first}); YAML keeps only the last one. Remove one of them."
                 )
@@ -404,18 +423,7 @@ def _load_section(doc: _Doc, raw: Any) -> LoadProfile:
 def parse_budgets(text: str, source: str = "<budgets>") -> Budgets:
     """Parse and validate the YAML ``text`` of a budgets file (``source`` names it in errors)."""
     doc = _Doc(source)
-    try:
-        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise BudgetError(f"{source}{line}: not valid YAML: {exc.problem or exc}. Fix the syntax "
-                          "(quote route keys that contain ': ' or '#').") from None
-    except yaml.YAMLError as exc:
-        raise BudgetError(f"{source}: not valid YAML: {exc}.") from None
-    if root_node is None:
-        raise BudgetError(f"{source}: the file is empty; start with 'version: 1' and a 'routes:' mapping.")
-    root = doc.build(root_node, ())
+    root = doc.parse(text, "start with 'version: 1' and a 'routes:' mapping.")
     if not isinstance(root, dict):
         raise BudgetError(f"{source}: the top level must be a mapping with version, defaults, routes, ...")
     for key in root:
@@ -492,24 +500,29 @@ def parse_budgets(text: str, source: str = "<budgets>") -> Budgets:
     )
 
 
-def load_budgets(path: str | os.PathLike[str]) -> Budgets:
-    """Read and validate the budgets file at ``path``; :class:`BudgetError` says what is wrong."""
+def _read_text(path: str | os.PathLike[str], error_cls: type[ValueError], kind: str,
+               hint: str) -> tuple[str, str]:
+    """(name, UTF-8 text) of a small YAML file; ``error_cls`` says what is wrong with it."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise BudgetError(f"{name}: no such budgets file; check the path (OTEL_PERF_BUDGETS or the "
-                          "command argument).") from None
+        raise error_cls(f"{name}: no such {kind} file; check the path ({hint}).") from None
     except IsADirectoryError:
-        raise BudgetError(f"{name}: is a directory; point at the budgets YAML file inside it.") from None
+        raise error_cls(f"{name}: is a directory; point at the {kind} YAML file inside it.") from None
     except OSError as exc:
-        raise BudgetError(f"{name}: cannot read the budgets file: {exc.strerror or exc}.") from None
+        raise error_cls(f"{name}: cannot read the {kind} file: {exc.strerror or exc}.") from None
     if len(data) > MAX_FILE_BYTES:
-        raise BudgetError(f"{name}: larger than {MAX_FILE_BYTES} bytes; a budgets file is a page of YAML. "
-                          "Is this the right file?")
+        raise error_cls(f"{name}: larger than {MAX_FILE_BYTES} bytes; a {kind} file is a page of YAML. "
+                        "Is this the right file?")
     try:
-        text = data.decode("utf-8")
+        return name, data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BudgetError(f"{name}: not UTF-8 text (byte {exc.start}); save the file as UTF-8.") from None
+        raise error_cls(f"{name}: not UTF-8 text (byte {exc.start}); save the file as UTF-8.") from None
+
+
+def load_budgets(path: str | os.PathLike[str]) -> Budgets:
+    """Read and validate the budgets file at ``path``; :class:`BudgetError` says what is wrong."""
+    name, text = _read_text(path, BudgetError, "budgets", "OTEL_PERF_BUDGETS or the command argument")
     return parse_budgets(text, name)
