@@ -17,10 +17,24 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
-_DOLLAR_QUOTED = re.compile(r"\$([A-Za-z_]\w*|)\$.*?\$\1\$", re.S)
-_STRINGS = re.compile(r"(?:[EeXxBbNn])?'(?:[^']|'')*'")
-_UNTERMINATED_STRING = re.compile(r"'[^']*$")
+#: One left-to-right pass over everything that can hide a literal, so a quote inside a
+#: comment, a comment marker inside a string or an apostrophe inside a quoted identifier
+#: cannot shift what the other rules see.  Unterminated forms run to the end of the text
+#: (a statement cut at MAX_STATEMENT, or malformed), so their tail is never exported.
+_LEXEMES = re.compile(
+    r"""(?=[-/$'"EeXxBbNn])  # cheap first-character filter; the alternatives follow
+      (?:(?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+      |(?P<dollar>(?<![\w$])\$(?P<tag>[A-Za-z_]\w*|)\$.*?(?:\$(?P=tag)\$|\Z))
+      |(?P<estring>(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z))
+      |(?P<string>(?:(?<![\w$])[XxBbNn])?'(?:[^']|'')*(?:'|\Z))
+      |(?P<quoted>"(?:[^"]|"")*(?:"|\Z)))""",
+    re.S | re.X,
+)
+#: A double-quoted token right after one of these is a value (MySQL's default string
+#: quotes, SQLite's fallback), not an identifier: it is replaced too.
+_VALUE_BEFORE = re.compile(
+    r"(?:[=<>!(,]|\b(?:LIKE|ILIKE|IN|VALUES|BETWEEN|AND|OR|NOT|IS|THEN|ELSE|WHEN))\s*$", re.I
+)
 _PLACEHOLDERS = re.compile(r"%\(\w+\)s|%s|(?<![:\w]):\w+|\$\d+|\?")
 _NUMBERS = re.compile(r"(?<![\w.\"`])[-+]?(?:0[xX][0-9a-fA-F]+|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)(?![\w\"`])")
 _IN_LIST = re.compile(r"\bIN\s*\(\s*\?(?:\s*,\s*\?)*\s*\)", re.I)
@@ -52,14 +66,35 @@ class Shape:
     collection: str
 
 
+def _lexeme(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    if kind == "comment":
+        return " "
+    if kind == "quoted" and not _VALUE_BEFORE.search(match.string, max(0, match.start() - 12), match.start()):
+        return match.group()
+    return "?"
+
+
+def _blank_between(sql: str, quote: str) -> str:
+    """Replace everything from the first to the last ``quote`` by one ``?``."""
+    first, last = sql.find(quote), sql.rfind(quote)
+    return sql[:first] + "?" + sql[last + 1 :] if first != last else sql
+
+
 def normalize(statement: str) -> str:
     """Return ``statement`` with every literal replaced by ``?`` (never the values)."""
+    if not isinstance(statement, str):  # a driver handing us bytes: never fail, never leak
+        raw: object = statement
+        statement = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
     sql = statement if len(statement) <= MAX_STATEMENT else statement[:MAX_STATEMENT]
-    sql = _COMMENTS.sub(" ", sql)
-    sql = _DOLLAR_QUOTED.sub("?", sql)
-    sql = _STRINGS.sub("?", sql)
-    # A statement cut mid-string (or malformed) must not leak the string's tail.
-    sql = _UNTERMINATED_STRING.sub("?", sql)
+    # A backslash before a quote is an escape in MySQL and a plain character in standard
+    # SQL: no single reading is safe for both, so the whole quoted region goes.
+    if "\\'" in sql:
+        sql = _blank_between(sql, "'")
+    if '\\"' in sql:
+        sql = _blank_between(sql, '"')
+    if "'" in sql or '"' in sql or "-" in sql or "/" in sql or "$" in sql:
+        sql = _LEXEMES.sub(_lexeme, sql)
     sql = _PLACEHOLDERS.sub("?", sql)
     sql = _NUMBERS.sub("?", sql)
     sql = _IN_LIST.sub("IN (?)", sql)
@@ -67,6 +102,8 @@ def normalize(statement: str) -> str:
     sql = _SPACES.sub(" ", sql).strip()
     if len(statement) > MAX_STATEMENT:
         sql += " ..."
+    if not sql.isascii():  # lone surrogates (undecodable bytes) would make the OTLP encoder drop it
+        sql = sql.encode("utf-8", "replace").decode("utf-8")
     return sql
 
 
