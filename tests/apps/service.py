@@ -252,3 +252,66 @@ def pool_use() -> dict[str, str]:
     except Exception as exc:  # sqlalchemy.exc.TimeoutError when the pool is exhausted
         return {"error": type(exc).__name__}
     return {"error": ""}
+
+
+# --- Data safety (issue 7): secrets in SQL literals, bound values, errors and headers. --------------
+# Every secret carries the marker S3KR1T, which appears in no route, so tests can search for it.
+
+
+@app.post("/secret-insert")
+def secret_insert() -> int:
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO customers (name) VALUES ('insert-S3KR1T-literal')"))
+        conn.execute(text("INSERT INTO customers (name) VALUES (:name)"), {"name": "bound-S3KR1T-value"})
+    return 2
+
+
+@app.get("/secret-repeat")
+def secret_repeat() -> int:
+    with engine.connect() as conn:
+        for i in range(6):
+            conn.execute(text(f"SELECT name FROM customers WHERE name = 'repeat-S3KR1T-{i}' AND id = {7319 + i}"))
+    return 6
+
+
+@app.get("/secret-error")
+def secret_error() -> int:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT * FROM no_such_table WHERE name = 'error-S3KR1T-literal'"))
+    return 0
+
+
+@app.get("/secret-error-logged")
+def secret_error_logged() -> int:
+    # Built apart from the execute() call: a traceback quotes that source line, and a secret
+    # written in source code is code, not data the app handles.
+    statement = text("SELECT * FROM no_such_table WHERE name = :n AND note = 'logged-" + "S3KR1T'")
+    params = {"n": "param-" + "S3KR1T"}
+    try:
+        with engine.connect() as conn:
+            conn.execute(statement, params)
+    except Exception as exc:
+        log.exception("query failed")
+        log.error("query failed again: %s", exc)
+    return 0
+
+
+@app.get("/call-peer-with-secrets")
+def call_peer_with_secrets() -> dict[str, int]:
+    headers = {
+        "Authorization": "Bearer outgoing-auth-S3KR1T",
+        "Cookie": "sid=outgoing-cookie-S3KR1T",
+        "X-Api-Key": "outgoing-apikey-S3KR1T",
+        "Proxy-Authorization": "Basic outgoing-proxy-S3KR1T",
+        "X-Custom-Token": "outgoing-custom-S3KR1T",
+    }
+    with httpx.Client() as client:
+        r = client.get(f"{PEER}/set-cookie?token=outgoing-query-S3KR1T&page=1", headers=headers)
+    return {"peer_status": r.status_code}
+
+
+@app.get("/set-cookie")
+def set_cookie() -> Response:
+    return Response(
+        "ok", headers={"Set-Cookie": "session=response-cookie-S3KR1T", "X-Api-Key": "response-apikey-S3KR1T"}
+    )

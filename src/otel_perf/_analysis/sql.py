@@ -75,10 +75,14 @@ def _lexeme(match: re.Match[str]) -> str:
     return "?"
 
 
-def _blank_between(sql: str, quote: str) -> str:
-    """Replace everything from the first to the last ``quote`` by one ``?``."""
-    first, last = sql.find(quote), sql.rfind(quote)
-    return sql[:first] + "?" + sql[last + 1 :] if first != last else sql
+def _blank_from_first(sql: str, quote: str) -> str:
+    """Replace everything from the first ``quote`` on by one ``?``.
+
+    Used only when a backslash precedes a quote: one reading (standard SQL) ends a string
+    there, the other (MySQL, PostgreSQL ``E''``) does not, so any quote after it may open
+    or close a string and any text after the first quote may be a literal.
+    """
+    return sql[: sql.find(quote)] + "?"
 
 
 def normalize(statement: str) -> str:
@@ -88,11 +92,11 @@ def normalize(statement: str) -> str:
         statement = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
     sql = statement if len(statement) <= MAX_STATEMENT else statement[:MAX_STATEMENT]
     # A backslash before a quote is an escape in MySQL and a plain character in standard
-    # SQL: no single reading is safe for both, so the whole quoted region goes.
+    # SQL: no single reading is safe for both, so everything from the first quote goes.
     if "\\'" in sql:
-        sql = _blank_between(sql, "'")
+        sql = _blank_from_first(sql, "'")
     if '\\"' in sql:
-        sql = _blank_between(sql, '"')
+        sql = _blank_from_first(sql, '"')
     if "'" in sql or '"' in sql or "-" in sql or "/" in sql or "$" in sql:
         sql = _LEXEMES.sub(_lexeme, sql)
     sql = _PLACEHOLDERS.sub("?", sql)

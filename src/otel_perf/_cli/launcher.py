@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,25 @@ from otel_perf._cli.flags import add_setting_flags, apply_flags, env_help
 from otel_perf._config import load
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bootstrap")
+#: Header values never exported, whatever capture settings say.
+SENSITIVE_HEADERS = ("authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key")
+SANITIZE_ENV = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
+
+
+def sanitize_fields(env: dict[str, str]) -> str:
+    """The contrib instrumentations' header-sanitize list: the user's entries, then ours.
+
+    We capture no headers ourselves; the contrib httpx instrumentation does when
+    ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*`` is set, and exports every header it
+    matches except those this list names (their values become ``[REDACTED]``).
+    """
+    extra = load(env).items("OTEL_PERF_SENSITIVE_HEADERS")
+    fields = [f.strip() for f in env.get(SANITIZE_ENV, "").split(",") if f.strip()]
+    for name in (*SENSITIVE_HEADERS, *extra):
+        pattern = re.escape(name.lower())
+        if pattern not in fields:
+            fields.append(pattern)
+    return ",".join(fields)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +61,7 @@ def child_environment(args: argparse.Namespace, base: dict[str, str]) -> dict[st
     parts = [p for p in path.split(os.pathsep) if p and p != BOOTSTRAP_DIR]
     env["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *parts])
     env.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
+    env[SANITIZE_ENV] = sanitize_fields(env)
     return env
 
 

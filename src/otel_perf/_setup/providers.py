@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -494,25 +495,78 @@ def _build_logs(
             max_queue_size=queue_size,
             max_export_batch_size=min(512, queue_size),
         )
-        provider.add_log_record_processor(_drop_counting_logs(processor, health, queue_size))
+        scrubber = LogScrubber(config.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
+        provider.add_log_record_processor(_drop_counting_logs(processor, health, queue_size, scrubber))
     set_logger_provider(provider)
     pipeline.logger_provider = provider
     pipeline.log_handler = LoggingHandler(level=logging.NOTSET, logger_provider=provider)
 
 
-def _drop_counting_logs(processor: Any, health: Health, capacity: int) -> Any:
-    """Wrap a batch log processor so records the full queue pushes out are counted."""
+class LogScrubber:
+    """Takes values out of the text of exported log records (the local log output is untouched).
+
+    Application logs carry what we never export elsewhere: SQLAlchemy errors quote the
+    statement and its parameters (``[SQL: ...]``, ``[parameters: ...]``), PostgreSQL errors
+    echo the statement line and the conflicting key (``LINE 1:``, ``Key (email)=(...)``),
+    and httpx logs every request URL with its query string.  Statements are normalized,
+    parameters and key values replaced, sensitive query parameters redacted.
+    """
+
+    _SQL = re.compile(r"\[SQL: (?P<sql>.*?)\](?=\n\[parameters: |\n\(Background on this error|\s*\Z)", re.S)
+    _PARAMS = re.compile(r"\[parameters: [^\n]*")
+    _PG_LINE = re.compile(r"^(LINE \d+: ).*$", re.M)
+    _PG_KEY = re.compile(r"((?:Key \([^\n]*?\)=|Failing row contains ))\([^\n]*")
+    _FIELDS = ("exception.message", "exception.stacktrace")
+
+    def __init__(self, redact_params: tuple[str, ...]) -> None:
+        names = "|".join(re.escape(p) for p in redact_params if p)
+        self._query = re.compile(rf"(?<=[?&;])({names})=[^&\s\"'#;]*", re.I) if names else None
+
+    def text(self, value: str) -> str:
+        from otel_perf._analysis.sql import normalize
+
+        if "[SQL: " in value:
+            value = self._SQL.sub(lambda m: f"[SQL: {normalize(m.group('sql'))}]", value)
+        if "[parameters: " in value:
+            value = self._PARAMS.sub("[parameters: REDACTED]", value)
+        if "LINE " in value:
+            value = self._PG_LINE.sub(lambda m: m.group(1) + normalize(m.group()[len(m.group(1)) :]), value)
+        if "Key (" in value or "Failing row contains" in value:
+            value = self._PG_KEY.sub(r"\1(?)", value)
+        if self._query is not None and "=" in value and ("?" in value or "&" in value):
+            value = self._query.sub(r"\1=REDACTED", value)
+        return value
+
+    def record(self, log_record: Any) -> None:
+        record = getattr(log_record, "log_record", log_record)
+        body = getattr(record, "body", None)
+        if isinstance(body, str):
+            record.body = self.text(body)
+        attributes = getattr(record, "attributes", None)
+        if attributes:
+            for key in self._FIELDS:
+                value = attributes.get(key)
+                if isinstance(value, str):
+                    attributes[key] = self.text(value)
+
+
+def _drop_counting_logs(processor: Any, health: Health, capacity: int, scrubber: LogScrubber) -> Any:
+    """Wrap a batch log processor: scrub each record; count records the full queue pushes out."""
     from opentelemetry.sdk._logs import LogRecordProcessor
 
     queue: Any = getattr(getattr(processor, "_batch_processor", None), "_queue", None)
     health.capacity["logs"] = capacity
-    if queue is None:  # an SDK without the queue we know: failures are still counted
-        return processor
-    health.queues["logs"] = lambda: len(queue)
+    if queue is not None:  # an SDK without the queue we know: failures are still counted
+        health.queues["logs"] = lambda: len(queue)
 
-    class DropCountingLogProcessor(LogRecordProcessor):
+    class ScrubbingDropCountingLogProcessor(LogRecordProcessor):
         def on_emit(self, log_record: Any) -> None:
-            if len(queue) >= capacity:
+            try:
+                scrubber.record(log_record)
+            except Exception as exc:
+                guard.internal_error("logs.scrub", exc)
+                return  # unscrubbed text must not leave the process
+            if queue is not None and len(queue) >= capacity:
                 health.dropped.add(1, ("logs",))
             processor.on_emit(log_record)
 
@@ -525,7 +579,7 @@ def _drop_counting_logs(processor: Any, health: Health, capacity: int) -> Any:
         def force_flush(self, timeout_millis: int = 30000) -> bool:
             return bool(processor.force_flush(timeout_millis))
 
-    return DropCountingLogProcessor()
+    return ScrubbingDropCountingLogProcessor()
 
 
 def register_exit(pipeline: Pipeline, timeout: float, before: Callable[[], None] | None = None) -> None:
