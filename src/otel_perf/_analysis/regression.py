@@ -51,9 +51,9 @@ class Thresholds:
     """When a difference is a regression (see the module docs)."""
 
     alpha: float = 0.01
-    min_effect: float = 0.147
-    min_shift_ms: float = 1.0
-    min_shift_ratio: float = 0.10
+    min_effect: float = 0.33
+    min_shift_ms: float = 2.0
+    min_shift_ratio: float = 0.20
     min_samples: int = 20
     min_error_increase: float = 0.01
     confidence: float = 0.95

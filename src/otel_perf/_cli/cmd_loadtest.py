@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="run time, e.g. 30s, 2m (default: budgets `load.duration`, else 30s)")
     run.add_argument("--max-requests", type=_positive_int, default=0,
                      help="stop after this many requests (default: no limit besides the duration)")
+    run.add_argument("--warmup", type=_duration, default=None,
+                     help="leave the first part of the run (ramp-up, cold caches) out of the results, "
+                          "e.g. 2s; its requests still show in the timeline")
     run.add_argument("--timeout", type=_duration, default=10.0, help="per-request timeout (default 10s)")
     run.add_argument("--run-id", help="tag for this run's requests (baggage); default: time + random")
     run.add_argument("-q", "--quiet", action="store_true", help="no live progress")
@@ -96,12 +99,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gates.add_argument("--save-baseline", metavar="FILE", help="save this run as a baseline")
     gates.add_argument("--alpha", type=_positive_float, default=0.01,
                        help="significance level after Holm adjustment (default 0.01)")
-    gates.add_argument("--min-effect", type=float, default=0.147,
-                       help="smallest Cliff's delta that counts (default 0.147: more than negligible)")
-    gates.add_argument("--min-shift-ms", type=float, default=1.0,
-                       help="smallest median shift that counts, in ms (default 1)")
-    gates.add_argument("--min-shift-pct", type=float, default=10.0,
-                       help="smallest median shift that counts, in %% of the baseline median (default 10)")
+    defaults = Thresholds()
+    gates.add_argument("--min-effect", type=float, default=defaults.min_effect,
+                       help=f"smallest Cliff's delta that counts (default {defaults.min_effect:g}: at least a "
+                            "medium effect)")
+    gates.add_argument("--min-shift-ms", type=float, default=defaults.min_shift_ms,
+                       help=f"smallest median shift that counts, in ms (default {defaults.min_shift_ms:g})")
+    gates.add_argument("--min-shift-pct", type=float, default=defaults.min_shift_ratio * 100,
+                       help="smallest median shift that counts, in %% of the baseline median "
+                            f"(default {defaults.min_shift_ratio * 100:g})")
 
     out = parser.add_argument_group("reports")
     out.add_argument("--json", metavar="FILE", help="write the full results as JSON")
@@ -243,6 +249,9 @@ def run(args: argparse.Namespace) -> int:
     except (ScenarioError, BudgetError, ValueError) as exc:
         return _fail(EXIT_INPUT, str(exc))
     users, spawn_rate, duration = _resolve_load(args, budgets)
+    warmup = args.warmup or 0.0
+    if warmup >= duration:
+        return _fail(EXIT_INPUT, f"--warmup {warmup:g}s leaves nothing of the {duration:g}s run to measure")
     unreachable = _reachable(args.host)
     if unreachable:
         return _fail(EXIT_RUN, f"{args.host}: {unreachable}")
@@ -253,21 +262,28 @@ def run(args: argparse.Namespace) -> int:
           f"(spawn {spawn_rate:g}/s) for {duration:g}s against {args.host}", flush=True)
 
     notes: list[str] = []
-    use_stats = bool(args.stats_token)
-    if use_stats:
+    stats = {"use": bool(args.stats_token)}
+
+    def reset_server_window() -> None:
+        if not stats["use"]:
+            return
         try:
             reset_stats(args.host, args.stats_path, args.stats_token)
         except ServerError as exc:
             notes.append(f"server side from the stats endpoint unavailable: {exc}")
-            use_stats = False
+            stats["use"] = False
+
+    if not warmup:
+        reset_server_window()
 
     from otel_perf._loadtest import runner  # imports Locust (gevent monkey-patching) only now
 
-    collector = Collector()
+    collector = Collector(warmup_s=warmup)
     try:
         info = runner.run(scenario, args.host, users, spawn_rate, duration, collector, headers,
                           max_requests=args.max_requests, timeout_s=args.timeout,
-                          progress=_progress(args.quiet, duration, users))
+                          progress=_progress(args.quiet, duration, users),
+                          at_warmup_end=reset_server_window if warmup else None)
     except ValueError as exc:
         return _fail(EXIT_INPUT, str(exc))
     if not args.quiet:
@@ -275,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = info.ended - info.started
 
     server: dict[tuple[str, str], dict[str, Any]] = {}
-    if use_stats:
+    if stats["use"]:
         try:
             server = fetch_stats(args.host, args.stats_path, args.stats_token)
         except ServerError as exc:
@@ -283,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prometheus:
         try:
             time.sleep(1.0)  # one more scrape, so the run's last second is in
-            server = prometheus_view(args.prometheus, info.started, time.time(), args.job) or server
+            server = prometheus_view(args.prometheus, info.started + warmup, time.time(), args.job) or server
         except ServerError as exc:
             notes.append(f"server side from Prometheus unavailable: {exc}")
     if not server and not notes:
@@ -292,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_meta = {
         "id": run_id, "scenario": scenario.name, "scenario_source": scenario.source, "host": args.host,
-        "users": users, "spawn_rate": spawn_rate, "duration_s": round(elapsed, 3),
+        "users": users, "spawn_rate": spawn_rate, "duration_s": round(elapsed, 3), "warmup_s": warmup,
         "planned_duration_s": duration,
         "started": info.started, "ended": info.ended, "stop_reason": info.stop_reason,
         "peak_users": info.peak_users, "max_requests": args.max_requests or None,

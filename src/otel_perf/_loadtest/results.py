@@ -62,9 +62,14 @@ class _Second:
 class Collector:
     """Accumulates requests as they complete (called from the load generator's request hook)."""
 
-    def __init__(self, max_samples: int = 100_000, seed: int = 0) -> None:
+    def __init__(self, max_samples: int = 100_000, seed: int = 0, warmup_s: float = 0.0) -> None:
         self.max_samples = max_samples
+        self.warmup_s = warmup_s
         self.started = 0.0
+        self.warmup_until = 0.0
+        #: Every finished request, warm-up included (the run's request limit counts these).
+        self.seen = 0
+        self.warmup_requests = 0
         self.endpoints: dict[str, _Endpoint] = {}
         self.seconds: dict[int, dict[str, _Second]] = {}
         self.users: dict[int, int] = {}
@@ -76,12 +81,29 @@ class Collector:
     def start(self, at: float) -> None:
         """Mark the start of the run (epoch seconds); seconds are counted from here."""
         self.started = at
+        self.warmup_until = at + self.warmup_s
 
     def record(self, key: str, latency_ms: float, ok: bool, status: int, end_time: float,
                trace_id: str = "", error: str = "") -> None:
-        """One finished request: endpoint key, latency, success, HTTP status (0: none), end time."""
-        self.total += 1
+        """One finished request: endpoint key, latency, success, HTTP status (0: none), end time.
+
+        Requests that end during the warm-up appear in the timeline only.
+        """
+        self.seen += 1
         self._seq += 1
+        second = max(0, int(end_time - self.started))
+        per = self.seconds.setdefault(second, {})
+        sec = per.get(key)
+        if sec is None:
+            sec = per[key] = _Second()
+        sec.count += 1
+        if not ok:
+            sec.failures += 1
+        _reservoir(sec.samples, latency_ms, sec.count, _PER_SECOND, self._rng)
+        if end_time < self.warmup_until:
+            self.warmup_requests += 1
+            return
+        self.total += 1
         ep = self.endpoints.get(key)
         if ep is None:
             ep = self.endpoints[key] = _Endpoint()
@@ -103,15 +125,6 @@ class Collector:
             heapq.heappush(ep.slowest, entry)
         elif latency_ms > ep.slowest[0][0]:
             heapq.heapreplace(ep.slowest, entry)
-        second = max(0, int(end_time - self.started))
-        per = self.seconds.setdefault(second, {})
-        sec = per.get(key)
-        if sec is None:
-            sec = per[key] = _Second()
-        sec.count += 1
-        if not ok:
-            sec.failures += 1
-        _reservoir(sec.samples, latency_ms, sec.count, _PER_SECOND, self._rng)
 
     def note_users(self, at: float, users: int) -> None:
         """The number of running users at ``at`` (sampled by the progress loop)."""
@@ -166,6 +179,7 @@ def summarise(collector: Collector, run: dict[str, Any],
               server: dict[tuple[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The JSON-ready report of a finished run (``run``: metadata; ``server``: server-side view)."""
     duration = max(float(run.get("duration_s") or 0.0), 1e-9)
+    measured = max(duration - collector.warmup_s, 1e-9)
     server = server or {}
     endpoints = []
     matched: set[tuple[str, str]] = set()
@@ -181,7 +195,7 @@ def summarise(collector: Collector, run: dict[str, Any],
             "requests": ep.count,
             "failures": ep.failures,
             "error_rate": round(ep.failures / ep.count, 6) if ep.count else 0.0,
-            "rps": round(ep.count / duration, 3),
+            "rps": round(ep.count / measured, 3),
             "client": _client_stats(ep),
             "server": srv,
             "statuses": {str(k): v for k, v in sorted(ep.statuses.items())},
@@ -194,7 +208,8 @@ def summarise(collector: Collector, run: dict[str, Any],
         "requests": collector.total,
         "failures": collector.total_failures,
         "error_rate": round(collector.total_failures / collector.total, 6) if collector.total else 0.0,
-        "rps": round(collector.total / duration, 3),
+        "rps": round(collector.total / measured, 3),
+        "warmup_requests": collector.warmup_requests,
         "p50_ms": _round(percentile(all_values, 0.50)),
         "p95_ms": _round(percentile(all_values, 0.95)),
         "p99_ms": _round(percentile(all_values, 0.99)),
@@ -220,7 +235,7 @@ def _timeline(collector: Collector, seconds: int) -> dict[str, Any]:
     """Per-second series over the whole seconds of the run (a partial last second would dip)."""
     xs = list(range(seconds))
     series: dict[str, dict[str, list[float | None]]] = {}
-    for key in collector.endpoints:
+    for key in sorted({k for per in collector.seconds.values() for k in per}):
         rps: list[float | None] = []
         p50: list[float | None] = []
         p95: list[float | None] = []

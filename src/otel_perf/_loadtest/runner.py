@@ -140,8 +140,13 @@ def run(
     stop_grace_s: float = 5.0,
     progress: Callable[[float, int, Collector], None] | None = None,
     progress_every_s: float = 1.0,
+    at_warmup_end: Callable[[], None] | None = None,
 ) -> RunInfo:
-    """Run the load test; every finished request goes to ``collector``."""
+    """Run the load test; every finished request goes to ``collector``.
+
+    ``at_warmup_end`` runs once when the collector's warm-up is over (e.g. to reset the
+    server's stats window, so both sides measure the same span).
+    """
     logging.getLogger("locust").setLevel(logging.WARNING)
     classes = _user_classes(scenario, host, headers, timeout_s)
     env = Environment(user_classes=classes, events=Events(), host=host,  # type: ignore[no-untyped-call]
@@ -161,11 +166,11 @@ def run(
         end = (start_time or time.time()) + latency / 1000.0
         error = "" if exception is None else (str(exception) or type(exception).__name__)
         collector.record(_key(request_type, name), latency, exception is None, status, end, trace, error)
-        if status == 0 and exception is not None and collector.total <= _UNREACHABLE_AFTER:
+        if status == 0 and exception is not None and collector.seen <= _UNREACHABLE_AFTER:
             state["connect_failures"] += 1
             if state["connect_failures"] >= _UNREACHABLE_AFTER:
                 stop("target unreachable")
-        if max_requests and collector.total >= max_requests:
+        if max_requests and collector.seen >= max_requests:
             stop("request limit")
 
     env.events.request.add_listener(on_request)  # type: ignore[no-untyped-call]
@@ -189,6 +194,9 @@ def run(
             now = time.time()
             if now - started >= duration_s:
                 stop("duration")
+            if at_warmup_end is not None and now >= collector.warmup_until:
+                gevent.spawn(at_warmup_end)
+                at_warmup_end = None
             peak = max(peak, runner.user_count)
             collector.note_users(now, runner.user_count)
             if progress is not None and now >= next_progress:

@@ -224,7 +224,10 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
             raise doc.error(("wait", key), f"{value!r} is not a think time; use milliseconds >= 0.")
     if lo > hi:
         raise doc.error(("wait",), f"min_ms {lo} is greater than max_ms {hi}.")
-    name = root.get("name") or os.path.splitext(os.path.basename(source))[0]
+    name = root.get("name")
+    if name is None:
+        stem = os.path.splitext(os.path.basename(source))[0]
+        name = re.sub(r"[^A-Za-z0-9_.-]", "", stem)[:64] or "scenario"
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
         raise doc.error(("name",), "a scenario name uses letters, digits, _ . - (at most 64).")
     headers = _str_map(doc, ("headers",), root.get("headers"), "headers")
