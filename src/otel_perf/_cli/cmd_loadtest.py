@@ -101,8 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="significance level after Holm adjustment (default 0.01)")
     defaults = Thresholds()
     gates.add_argument("--min-effect", type=float, default=defaults.min_effect,
-                       help=f"smallest Cliff's delta that counts (default {defaults.min_effect:g}: at least a "
-                            "medium effect)")
+                       help=f"smallest Cliff's delta that counts (default {defaults.min_effect:g}: "
+                            "at least a medium effect)")
     gates.add_argument("--min-shift-ms", type=float, default=defaults.min_shift_ms,
                        help=f"smallest median shift that counts, in ms (default {defaults.min_shift_ms:g})")
     gates.add_argument("--min-shift-pct", type=float, default=defaults.min_shift_ratio * 100,
