@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -293,6 +294,94 @@ def _cross_checks(values: dict[str, Any], problems: list[Problem]) -> None:
     if path and (not path.startswith("/") or len(path) < 2 or "?" in path):
         problems.append(Problem("OTEL_PERF_STATS_PATH", path, "", "expected a path like /_perf"))
         values["OTEL_PERF_STATS_PATH"] = ""
+    _check_excluded_urls(values, problems)
+
+
+def _regex_error(pattern: str) -> str | None:
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        return str(exc)
+    return None
+
+
+def _check_excluded_urls(values: dict[str, Any], problems: list[Problem]) -> None:
+    """Keep only patterns that compile: one bad regex must not fail every request."""
+    patterns: tuple[str, ...] = values.get("OTEL_PYTHON_EXCLUDED_URLS", ())
+    if not patterns:
+        return
+    good = tuple(p for p in patterns if _regex_error(f"(?:{p})") is None)
+    errors = [f"{p!r}: {_regex_error(f'(?:{p})')}" for p in patterns if p not in good]
+    combined = _regex_error("|".join(f"(?:{p})" for p in good)) if good else None
+    if combined is not None:  # each compiles, together they do not (e.g. a back-reference)
+        errors.append(f"together: {combined}")
+        good = ()
+    if errors:
+        reason = "not a valid regular expression: " + "; ".join(errors)
+        problems.append(Problem("OTEL_PYTHON_EXCLUDED_URLS", ",".join(patterns), good, reason[:300]))
+        values["OTEL_PYTHON_EXCLUDED_URLS"] = good
+
+
+#: Variables the OpenTelemetry SDK reads itself while we build the pipeline.  Malformed,
+#: some make it raise (all telemetry off), some make its threads spin or block forever.
+#: They are checked like ours; a bad one is reported and then removed from the
+#: environment, so the SDK uses its default, which is what the report says.
+_SDK_POSITIVE_INTS = (
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_EXPORT_TIMEOUT",
+    "OTEL_BLRP_SCHEDULE_DELAY",
+    "OTEL_BLRP_EXPORT_TIMEOUT",
+    "OTEL_METRIC_EXPORT_TIMEOUT",
+)
+_SDK_NON_NEGATIVE_INTS = (
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+)
+_SDK_TIMEOUTS = tuple(
+    f"OTEL_EXPORTER_OTLP{signal}_TIMEOUT" for signal in ("", "_TRACES", "_METRICS", "_LOGS")
+)
+_SDK_CHOICES = {"OTEL_METRICS_EXEMPLAR_FILTER": ("always_on", "always_off", "trace_based")}
+SDK_DEFAULT = "the SDK default"
+
+
+def sdk_problems(env: Mapping[str, str] | None = None) -> list[Problem]:
+    """Malformed values of the SDK-read variables above (never raises)."""
+    environ = os.environ if env is None else env
+    problems: list[Problem] = []
+
+    def bad(name: str, raw: str, reason: str) -> None:
+        problems.append(Problem(name, raw, SDK_DEFAULT, reason))
+
+    for name in (*_SDK_POSITIVE_INTS, *_SDK_NON_NEGATIVE_INTS, *_SDK_TIMEOUTS, *_SDK_CHOICES):
+        raw = environ.get(name, "")
+        text = raw.strip()
+        if not text:
+            continue
+        if len(raw) > MAX_VALUE_LENGTH or not text.isprintable():
+            bad(name, raw, "too long or contains control characters")
+        elif name in _SDK_CHOICES:
+            if text.lower() not in _SDK_CHOICES[name]:
+                bad(name, raw, "expected one of " + ", ".join(_SDK_CHOICES[name]))
+        elif name in _SDK_TIMEOUTS:
+            try:
+                seconds = float(text)
+            except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and 0 < seconds <= 3600):
+                bad(name, raw, "expected a number of seconds above 0 and at most 3600")
+        else:
+            minimum = 1 if name in _SDK_POSITIVE_INTS else 0
+            if not (text.isascii() and text.isdigit() and int(text) >= minimum):
+                bad(name, raw, f"expected an integer of at least {minimum}")
+    return problems
 
 
 def markdown_table(settings: Iterable[Setting] = SETTINGS) -> str:

@@ -270,7 +270,8 @@ def secret_insert() -> int:
 def secret_repeat() -> int:
     with engine.connect() as conn:
         for i in range(6):
-            conn.execute(text(f"SELECT name FROM customers WHERE name = 'repeat-S3KR1T-{i}' AND id = {7319 + i}"))
+            statement = f"SELECT name FROM customers WHERE name = 'repeat-S3KR1T-{i}' AND id = {7319 + i}"
+            conn.execute(text(statement))
     return 6
 
 
@@ -315,3 +316,16 @@ def set_cookie() -> Response:
     return Response(
         "ok", headers={"Set-Cookie": "session=response-cookie-S3KR1T", "X-Api-Key": "response-apikey-S3KR1T"}
     )
+
+
+@app.get("/weird-sql")
+def weird_sql() -> dict[str, object]:
+    """Non-ASCII SQL that runs, and SQL holding a lone surrogate (undecodable bytes) that cannot."""
+    with engine.connect() as conn:
+        rows = len(conn.execute(text('SELECT 1 AS "weird_ü_alias"')).all())
+        try:
+            conn.execute(text('SELECT 2 AS "weird_\udcff_alias"'))
+            failed = ""
+        except Exception as exc:
+            failed = type(exc).__name__
+    return {"rows": rows, "failed": failed}

@@ -23,9 +23,23 @@ def _bootstrap() -> None:
         sys.stderr.write(f"otel-perf: refusing to start (OTEL_PERF_STRICT=true): {exc}\n")
         raise SystemExit(2) from None
     except Exception as exc:
+        if _strict():  # strict means "as configured or not at all", whatever failed
+            sys.stderr.write(f"otel-perf: refusing to start (OTEL_PERF_STRICT=true): {_describe(exc)}\n")
+            raise SystemExit(2) from None
         if os.environ.get("OTEL_PERF__RAISE_ERRORS") == "1":
             raise
-        sys.stderr.write(f"otel-perf: telemetry disabled, bootstrap failed: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"otel-perf: telemetry disabled, bootstrap failed: {_describe(exc)}\n")
+
+
+def _strict() -> bool:
+    return os.environ.get("OTEL_PERF_STRICT", "").strip().lower() in {"true", "1", "yes", "on"}
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if type(exc).__name__ == "BudgetError" and "OTEL_PERF_BUDGETS" not in text:
+        text = f"OTEL_PERF_BUDGETS={os.environ.get('OTEL_PERF_BUDGETS', '')!r}: {text}"
+    return text
 
 
 def _chain_user_sitecustomize() -> None:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from otel_perf._cli.flags import add_setting_flags, apply_flags, env_help
-from otel_perf._config import load
+from otel_perf._config import Config, load, sdk_problems
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bootstrap")
 #: Header values never exported, whatever capture settings say.
@@ -65,19 +65,36 @@ def child_environment(args: argparse.Namespace, base: dict[str, str]) -> dict[st
     return env
 
 
+def strict_errors(config: Config, env: dict[str, str]) -> list[str]:
+    """Everything strict mode refuses, found before the app starts: each names its variable."""
+    errors = [p.message() for p in (*config.problems, *sdk_problems(env))]
+    path = config.text("OTEL_PERF_BUDGETS")
+    if path:
+        try:
+            from otel_perf._analysis.budgets import load_budgets
+
+            load_budgets(path)
+        except Exception as exc:
+            errors.append(f"OTEL_PERF_BUDGETS={path!r} cannot be used: {exc}")
+    return errors
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     env = child_environment(args, dict(os.environ))
     config = load(env)
-    if config.strict and config.problems:
-        for problem in config.problems:
-            sys.stderr.write(f"otel-perf-instrument: {problem.message()}\n")
+    errors = strict_errors(config, env) if config.strict else []
+    if errors:
+        for error in errors:
+            sys.stderr.write(f"otel-perf-instrument: {error}\n")
         sys.stderr.write("otel-perf-instrument: refusing to start because OTEL_PERF_STRICT=true.\n")
         raise SystemExit(2)
     executable = shutil.which(args.command, path=env.get("PATH"))
     if executable is None:
-        sys.stderr.write(f"otel-perf-instrument: command not found: {args.command!r} (is it installed in this "
-                         "environment and on PATH?)\n")
+        sys.stderr.write(
+            f"otel-perf-instrument: command not found: {args.command!r} (is it installed in this "
+            "environment and on PATH?)\n"
+        )
         raise SystemExit(127)
     os.execve(executable, [args.command, *args.args], env)
 

@@ -45,7 +45,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from otel_perf import _names as n
-from otel_perf._config import Config
+from otel_perf._config import Config, ConfigError, sdk_problems
 from otel_perf._instrumentation.fastspan import PrimableIdGenerator
 from otel_perf._metrics.bridge import MergingExporter
 from otel_perf._metrics.instruments import Counter, Registry
@@ -268,6 +268,38 @@ def rate_limit_sdk_logs(interval: float) -> None:
             lg.addFilter(filt)
 
 
+#: Standard variables we validate that the SDK or a contrib instrumentation also reads
+#: straight from the environment.
+_READ_BY_SDK_TOO = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_PYTHON_EXCLUDED_URLS",
+)
+
+
+def _settle_sdk_environment(config: Config) -> None:
+    """Make the SDK see what we report: malformed variables it reads itself are replaced.
+
+    Ours were reported by the bootstrap already; the SDK-only ones are reported here.  Under
+    ``OTEL_PERF_STRICT=true`` a malformed SDK variable stops the start instead.
+    """
+    problems = sdk_problems()
+    if problems and config.strict:
+        raise ConfigError("; ".join(p.message() for p in problems))
+    for problem in problems:
+        logger.warning("otel-perf: %s", problem.message())
+        os.environ.pop(problem.env, None)
+    for problem in config.problems:
+        if problem.env in _READ_BY_SDK_TOO:
+            used = problem.used
+            value = ",".join(used) if isinstance(used, tuple) else str(used)
+            if value:
+                os.environ[problem.env] = value
+            else:
+                os.environ.pop(problem.env, None)
+
+
 def build_resource(config: Config) -> Resource:
     from otel_perf import __version__
 
@@ -428,6 +460,7 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     from otel_perf._setup import fork
 
     fork.register()  # before the SDK objects below register theirs: ours must run first in a child
+    _settle_sdk_environment(config)
     resource = build_resource(config)
     queue_size = int(config.number("OTEL_PERF_QUEUE_SIZE"))
     # The primable id generator is the SDK's random one; it lets the ASGI middleware take the
