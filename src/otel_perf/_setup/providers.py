@@ -46,7 +46,6 @@ from opentelemetry.sdk.trace.export import (
 
 from otel_perf import _names as n
 from otel_perf._config import Config, ConfigError, sdk_problems
-from otel_perf._instrumentation.fastspan import PrimableIdGenerator
 from otel_perf._metrics.bridge import MergingExporter
 from otel_perf._metrics.instruments import Counter, Registry
 from otel_perf._setup import guard
@@ -463,14 +462,7 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     _settle_sdk_environment(config)
     resource = build_resource(config)
     queue_size = int(config.number("OTEL_PERF_QUEUE_SIZE"))
-    # The primable id generator is the SDK's random one; it lets the ASGI middleware take the
-    # sampler's decision before building a span (see _instrumentation/fastspan.py).
-    tracer_provider = TracerProvider(
-        resource=resource,
-        sampler=build_sampler(config),
-        shutdown_on_exit=False,
-        id_generator=PrimableIdGenerator(),
-    )
+    tracer_provider = TracerProvider(resource=resource, sampler=build_sampler(config), shutdown_on_exit=False)
     for name in config.items("OTEL_TRACES_EXPORTER"):
         exporter = _span_exporter(name, config)
         if exporter is None:
