@@ -144,6 +144,11 @@ _JS = r"""
     text(svg, (L + W - R) / 2, H - 4, opts.xLabel);
     var yl = text(svg, 12, (T + H - B) / 2, opts.yLabel);
     yl.setAttribute("transform", "rotate(-90 12 " + (T + H - B) / 2 + ")");
+    if (opts.shade && opts.shade[1] > opts.shade[0]) {
+      el("rect", {x: X(opts.shade[0]), y: T, width: X(opts.shade[1]) - X(opts.shade[0]), height: H - T - B,
+                  fill: "#8c959f", "fill-opacity": 0.12, "class": "warmup"}, svg);
+      text(svg, X(opts.shade[1]) - 3, T + 11, "warm-up", "end");
+    }
     (opts.hlines || []).forEach(function (h) {
       el("line", {x1: L, x2: W - R, y1: Y(h.y), y2: Y(h.y), stroke: h.color, "stroke-width": 1.2,
                   "stroke-dasharray": "6 4", "class": "budget-line"}, svg);
@@ -235,8 +240,9 @@ _JS = r"""
     var b = budgetOf({key: k}, "p95_ms");
     if (b) hlines.push({y: b, color: color(k), label: "p95 budget " + b + " ms"});
   });
+  var shade = [0, (data.run && data.run.warmup_s) || 0];
   lineChart("chart-latency", {series: latencySeries, hlines: hlines, xLabel: "seconds since start",
-                              yLabel: "latency (ms)", unit: "ms", xTicks: timeTicks, xMin: 0});
+                              yLabel: "latency (ms)", unit: "ms", xTicks: timeTicks, xMin: 0, shade: shade});
   function sumOver(field) {
     return secs.map(function (x, i) {
       var n = 0;
@@ -250,7 +256,8 @@ _JS = r"""
       {name: "errors/s", color: "#cf222e", points: errors},
       {name: "users", color: "#8c959f", dash: true, markers: false,
        points: secs.map(function (x, i) { return [x, tl.users[i], x + "s"]; })}],
-    xLabel: "seconds since start", yLabel: "per second / users", unit: "", xTicks: timeTicks, xMin: 0});
+    xLabel: "seconds since start", yLabel: "per second / users", unit: "", xTicks: timeTicks, xMin: 0,
+    shade: shade});
   var pct = [], base = data.baseline_percentiles || {};
   keys.forEach(function (k) {
     function point(p) { return [nines(p[0]), p[1], "p" + (p[0] * 100).toFixed(1)]; }
