@@ -46,7 +46,7 @@ def _report(seed: int = 5) -> dict[str, Any]:
     budgets = parse_budgets(f'version: 1\ndefaults: {{p95_ms: 500}}\nroutes:\n  "{DETAIL}": {{p95_ms: 20}}\n',
                             "budgets.yaml")
     report["budgets"] = check_budgets(report, budgets)
-    comparison = compare_runs(baseline, {k: ep.samples for k, ep in collector.endpoints.items()})
+    comparison = compare_runs([baseline], {k: ep.samples for k, ep in collector.endpoints.items()})
     report["regression"] = comparison.as_dict() | {"baseline": {"path": "baseline.json"}}
     report["baseline_percentiles"] = {
         k: [[q, percentile(sorted(v), q)] for q in PERCENTILE_POINTS] for k, v in baseline.items()}

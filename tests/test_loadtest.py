@@ -34,6 +34,8 @@ from otel_perf._analysis.regression import (
     hodges_lehmann,
     holm,
     mann_whitney_u,
+    run_to_run_limit,
+    t_ppf,
 )
 from otel_perf._loadtest.gates import check_budgets, render_breaches
 from otel_perf._loadtest.results import Collector, percentile, summarise
@@ -252,6 +254,37 @@ def test_hodges_lehmann_interval_covers_a_known_shift() -> None:
     assert shift == pytest.approx(10.0, abs=0.6)
 
 
+def test_t_quantiles_match_tables() -> None:
+    for df, p95, p99 in ((1, 6.3138, 31.8205), (2, 2.9200, 6.9646), (3, 2.3534, 4.5407), (5, 2.0150, 3.3649),
+                         (9, 1.8331, 2.8214), (30, 1.6973, 2.4573)):
+        assert t_ppf(0.95, df) == pytest.approx(p95, rel=5e-3)
+        assert t_ppf(0.99, df) == pytest.approx(p99, rel=5e-3)
+
+
+def test_run_to_run_noise_keeps_a_drifting_rerun_from_failing() -> None:
+    """Three baseline runs whose medians differ by up to 25% (a busy machine): a rerun 20% slower
+    than their pooled median is significant per request, but within what same-build runs do."""
+    rng = random.Random(11)
+
+    def run(median: float, n: int = 800) -> list[float]:
+        return [median * rng.lognormvariate(0, 0.35) for _ in range(n)]
+
+    runs = [{"GET /a": run(10.0)}, {"GET /a": run(12.5)}, {"GET /a": run(9.5)}]
+    limit = run_to_run_limit([10.0, 12.5, 9.5], 0.95)
+    assert limit is not None and 14 < limit[0] < 20
+    drift = compare_runs(runs, {"GET /a": run(12.9)}).latency[0]
+    # The per-request test alone would call it a regression:
+    assert drift.p_adjusted is not None and drift.p_adjusted < 0.01
+    assert drift.verdict == "no change"
+    assert "run-to-run range of 3 baseline runs" in drift.reason
+    slow = compare_runs(runs, {"GET /a": run(35.0)}).latency[0]
+    assert slow.verdict == "regression"
+    assert slow.run_limit_ms is not None and slow.current_p50_ms is not None
+    assert slow.current_p50_ms > slow.run_limit_ms
+    one = compare_runs(runs[:1], {"GET /a": run(12.9)}).latency[0]
+    assert one.run_limit_ms is None and one.verdict == "regression"  # one run: thresholds only
+
+
 def test_holm() -> None:
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([]) == []
@@ -264,8 +297,8 @@ def test_compare_runs_verdicts() -> None:
         return [rng.lognormvariate(1.6, 0.4) + shift for _ in range(n)]
 
     result = compare_runs(
-        {"same": latencies(0), "slower": latencies(0), "tiny": latencies(0), "faster": latencies(20),
-         "few": latencies(0, 5)},
+        [{"same": latencies(0), "slower": latencies(0), "tiny": latencies(0), "faster": latencies(20),
+          "few": latencies(0, 5)}],
         {"same": latencies(0), "slower": latencies(25), "tiny": latencies(0.3), "faster": latencies(0),
          "few": latencies(50, 5)},
         Thresholds(),
@@ -476,12 +509,16 @@ def test_budget_breach_fails_and_names_the_route(demo: Demo, tmp_path: Path) -> 
 def test_injected_slowdown_is_a_regression_and_a_rerun_is_not(demo: Demo, scenario_file: Path,
                                                                tmp_path: Path) -> None:
     baseline = tmp_path / "baseline.json"
-    common = ["-f", str(scenario_file), "-u", "10", "-r", "10", "-t", "6s", "--warmup", "1s"]
+    common = ["-f", str(scenario_file), "-u", "10", "-r", "10", "-t", "5s", "--warmup", "1s"]
     first = _loadtest("--host", demo.url, *common, "--save-baseline", str(baseline))
     assert first.returncode == 0, first.stdout + first.stderr
+    for _ in range(2):  # a baseline of three runs knows how much runs of the same build vary
+        more = _loadtest("--host", demo.url, *common, "--append-baseline", str(baseline))
+        assert more.returncode == 0, more.stdout + more.stderr
     saved = json.loads(baseline.read_text())
     assert saved["schema"] == "otel-perf-baseline/1"
-    assert len(saved["endpoints"][DETAIL]["samples_ms"]) > 100
+    assert len(saved["runs"]) == 3
+    assert all(len(r["endpoints"][DETAIL]["samples_ms"]) > 80 for r in saved["runs"])
 
     rerun_json = tmp_path / "rerun.json"
     rerun = _loadtest("--host", demo.url, *common, "--baseline", str(baseline), "--json", str(rerun_json))

@@ -12,10 +12,16 @@ Per endpoint, the per-request latencies of the baseline run (``x``) and the curr
   distribution-free confidence interval, i.e. "how many milliseconds slower".
 
 p-values are adjusted for the number of endpoints compared (Holm).  A regression needs all
-three: adjusted p below ``alpha``, ``delta >= min_effect``, and a shift of at least
-``min_shift_ms`` and ``min_shift_ratio`` of the baseline median.  The practical thresholds
-matter: two runs of the same build differ by a little (caches, neighbours, the machine),
-and with thousands of requests the test alone would call a 0.1 ms drift significant.
+of: adjusted p below ``alpha``, ``delta >= min_effect``, a shift of at least ``min_shift_ms``
+and ``min_shift_ratio`` of the baseline median, and -- when the baseline holds two or more
+runs -- a median above what run-to-run noise explains (:func:`run_to_run_limit`, a
+prediction bound from the baseline runs' medians).
+
+Why the last parts: requests within one run are not independent draws.  Two runs of the same
+build differ as a whole (neighbours on the machine, caches, the clock), and with thousands of
+requests the per-request test alone calls such a drift significant.  The Mann-Whitney test
+answers "do these two runs differ?"; the run-to-run bound answers "by more than runs of the
+same build do?".  Record a baseline of three or more runs for a gate that knows its noise.
 
 Error rates are compared with a one-sided two-proportion z-test (Holm-adjusted as well) and a
 minimum increase in percentage points.  Pure Python; nothing here imports Locust.
@@ -39,6 +45,8 @@ __all__ = [
     "hodges_lehmann",
     "holm",
     "mann_whitney_u",
+    "run_to_run_limit",
+    "t_ppf",
 ]
 
 Verdict = Literal["regression", "improvement", "no change", "insufficient data"]
@@ -57,6 +65,8 @@ class Thresholds:
     min_samples: int = 20
     min_error_increase: float = 0.01
     confidence: float = 0.95
+    #: Confidence of the bound on a same-build run's median (from several baseline runs).
+    run_confidence: float = 0.95
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,10 @@ class Comparison:
     p_value: float | None = None
     p_adjusted: float | None = None
     confidence: float | None = None
+    baseline_runs: int = 0
+    #: Upper bound of a same-build run's median and the relative run-to-run spread (2+ runs).
+    run_limit_ms: float | None = None
+    run_noise: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (infinite interval ends become None)."""
@@ -272,28 +286,76 @@ def _subsample(values: Sequence[float], rng: random.Random) -> list[float]:
     return list(values) if len(values) <= MAX_COMPARE else rng.sample(list(values), MAX_COMPARE)
 
 
+def t_ppf(p: float, df: int) -> float:
+    """Quantile of Student's t with ``df`` degrees of freedom (exact for 1 and 2, else the Cornish-Fisher
+    expansion of Abramowitz & Stegun 26.7.5: within 0.5% for df >= 3 at the 95-99.5% levels)."""
+    if df < 1:
+        raise ValueError("df must be at least 1")
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = _normal_ppf(p)
+    v = float(df)
+    return (z + (z ** 3 + z) / (4 * v) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * v ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * v ** 3)
+            + (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / (92160 * v ** 4))
+
+
+def run_to_run_limit(run_medians: Sequence[float], confidence: float) -> tuple[float, float] | None:
+    """(upper prediction bound of the next run's median, relative spread) from the baseline runs' medians.
+
+    Works on log medians (latency noise is multiplicative): with ``k`` runs of mean ``m`` and
+    standard deviation ``s``, a new run of the same build has its log median below
+    ``m + t(confidence, k-1) * s * sqrt(1 + 1/k)`` with that confidence.  None for fewer than
+    two runs (the spread is unknown).
+    """
+    logs = [math.log(m) for m in run_medians if m > 0]
+    k = len(logs)
+    if k < 2:
+        return None
+    mean = sum(logs) / k
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (k - 1))
+    upper = mean + t_ppf(confidence, k - 1) * sd * math.sqrt(1 + 1 / k)
+    return math.exp(upper), math.exp(sd) - 1.0
+
+
 def compare_runs(
-    baseline: Mapping[str, Sequence[float]],
+    baseline_runs: Sequence[Mapping[str, Sequence[float]]],
     current: Mapping[str, Sequence[float]],
     thresholds: Thresholds | None = None,
     baseline_errors: Mapping[str, tuple[int, int]] | None = None,
     current_errors: Mapping[str, tuple[int, int]] | None = None,
 ) -> RunComparison:
-    """Compare latency samples (ms) per endpoint key; errors are ``key -> (failures, requests)``."""
+    """Compare latency samples (ms) per endpoint key.
+
+    ``baseline_runs`` holds one mapping per baseline run (key -> samples); they are pooled for
+    the per-request tests, and with two or more runs their medians also bound what run-to-run
+    noise alone produces (:func:`run_to_run_limit`): a regression must exceed that bound too.
+    Errors are ``key -> (failures, requests)``.
+    """
     t = thresholds or Thresholds()
     rng = random.Random(0)
     out = RunComparison(thresholds=t)
     tested: list[tuple[Comparison, float, float, float]] = []
-    for key in sorted(set(baseline) | set(current)):
-        x = sorted(_subsample(baseline.get(key, ()), rng))
+    keys = {k for run in baseline_runs for k in run} | set(current)
+    for key in sorted(keys):
+        per_run = [list(run[key]) for run in baseline_runs if len(run.get(key, ())) >= t.min_samples]
+        pooled = [v for run in baseline_runs for v in run.get(key, ())]
+        x = sorted(_subsample(pooled, rng))
         y = sorted(_subsample(current.get(key, ()), rng))
-        comp = Comparison(key, "insufficient data", "", len(baseline.get(key, ())), len(current.get(key, ())))
+        comp = Comparison(key, "insufficient data", "", len(pooled), len(current.get(key, ())),
+                          baseline_runs=len(per_run))
         if x:
             comp.baseline_p50_ms = round(_quantile(x, 0.5), 3)
             comp.baseline_p95_ms = round(_quantile(x, 0.95), 3)
         if y:
             comp.current_p50_ms = round(_quantile(y, 0.5), 3)
             comp.current_p95_ms = round(_quantile(y, 0.95), 3)
+        limit = run_to_run_limit([_quantile(sorted(r), 0.5) for r in per_run], t.run_confidence)
+        if limit is not None:
+            comp.run_limit_ms = round(limit[0], 3)
+            comp.run_noise = round(limit[1], 4)
         out.latency.append(comp)
         if len(x) < t.min_samples or len(y) < t.min_samples:
             comp.reason = (f"needs at least {t.min_samples} requests in both runs "
@@ -310,17 +372,24 @@ def compare_runs(
             tested, adjusted_greater, adjusted_less, strict=True):
         assert comp.shift_ms is not None
         assert comp.cliffs_delta is not None
+        assert comp.current_p50_ms is not None
         practical = max(t.min_shift_ms, t.min_shift_ratio * base_median)
-        slower = adj_g < t.alpha and comp.cliffs_delta >= t.min_effect and comp.shift_ms >= practical
+        beyond_noise = comp.run_limit_ms is None or comp.current_p50_ms > comp.run_limit_ms
+        slower = (adj_g < t.alpha and comp.cliffs_delta >= t.min_effect and comp.shift_ms >= practical
+                  and beyond_noise)
         faster = adj_l < t.alpha and -comp.cliffs_delta >= t.min_effect and -comp.shift_ms >= practical
         comp.p_value = p_greater
         comp.p_adjusted = adj_g
         comp.confidence = round(1.0 - adj_g, 6)
         ci = f"95% CI {comp.shift_low_ms:+.2f}..{comp.shift_high_ms:+.2f} ms"
+        noise = ""
+        if comp.run_limit_ms is not None and comp.run_noise is not None:
+            noise = (f"; {comp.baseline_runs} baseline runs vary by {comp.run_noise:.0%}, "
+                     f"same-build median up to {comp.run_limit_ms:.2f} ms")
         if slower:
             comp.verdict = "regression"
             comp.reason = (f"{comp.shift_ms:+.2f} ms ({ci}), Cliff's delta {comp.cliffs_delta:+.2f}, "
-                           f"adjusted p {adj_g:.2g}")
+                           f"adjusted p {adj_g:.2g}{noise}")
         elif faster:
             comp.verdict = "improvement"
             comp.reason = f"{comp.shift_ms:+.2f} ms ({ci}), Cliff's delta {comp.cliffs_delta:+.2f}"
@@ -333,6 +402,9 @@ def compare_runs(
                 why.append(f"Cliff's delta {comp.cliffs_delta:+.2f} < {t.min_effect:g}")
             if comp.shift_ms < practical:
                 why.append(f"shift {comp.shift_ms:+.2f} ms < {practical:.2f} ms")
+            if not beyond_noise:
+                why.append(f"median {comp.current_p50_ms:.2f} ms within the run-to-run range of "
+                           f"{comp.baseline_runs} baseline runs (up to {comp.run_limit_ms:.2f} ms)")
             comp.reason = "; ".join(why)
     out.errors = _compare_errors(baseline_errors or {}, current_errors or {}, t)
     return out

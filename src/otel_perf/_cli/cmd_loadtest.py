@@ -31,7 +31,9 @@ HELP = "Load-test a running service with Locust; check budgets, detect regressio
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_RUN = 0, 1, 2, 3
 BASELINE_SCHEMA = "otel-perf-baseline/1"
-BASELINE_SAMPLES = 5000
+#: Samples kept per endpoint and baseline run, and baseline runs kept (oldest dropped).
+BASELINE_SAMPLES = 3000
+BASELINE_RUNS = 10
 
 
 def _duration(text: str) -> float:
@@ -96,7 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="latency the budgets are checked against (default: client, what users see)")
     gates.add_argument("--baseline", metavar="FILE",
                        help="fail (exit 1) on a regression against this baseline")
-    gates.add_argument("--save-baseline", metavar="FILE", help="save this run as a baseline")
+    gates.add_argument("--save-baseline", metavar="FILE", help="save this run as a new baseline")
+    gates.add_argument("--append-baseline", metavar="FILE",
+                       help="add this run to a baseline (created if missing); with 2+ runs the regression "
+                            "check also knows how much runs of the same build vary")
     gates.add_argument("--alpha", type=_positive_float, default=0.01,
                        help="significance level after Holm adjustment (default 0.01)")
     defaults = Thresholds()
@@ -129,17 +134,22 @@ def _load_baseline(path: str) -> dict[str, Any]:
         raise ValueError(f"{path}: not a readable baseline ({exc}); re-create it with --save-baseline") \
             from None
     if (not isinstance(doc, dict) or doc.get("schema") != BASELINE_SCHEMA
-            or not isinstance(doc.get("endpoints"), dict)):
+            or not isinstance(doc.get("runs"), list) or not doc["runs"]):
         raise ValueError(f"{path}: not an otel-perf baseline (schema {BASELINE_SCHEMA}); re-create it with "
                          "--save-baseline")
-    for key, ep in doc["endpoints"].items():
-        samples = ep.get("samples_ms") if isinstance(ep, dict) else None
-        if not isinstance(samples, list) or not all(isinstance(v, (int, float)) for v in samples):
-            raise ValueError(f"{path}: endpoint {key!r} has no numeric samples_ms; re-create the baseline")
+    for i, run in enumerate(doc["runs"]):
+        endpoints = run.get("endpoints") if isinstance(run, dict) else None
+        if not isinstance(endpoints, dict):
+            raise ValueError(f"{path}: run {i} has no endpoints; re-create the baseline")
+        for key, ep in endpoints.items():
+            samples = ep.get("samples_ms") if isinstance(ep, dict) else None
+            if not isinstance(samples, list) or not all(isinstance(v, (int, float)) for v in samples):
+                raise ValueError(f"{path}: run {i}, endpoint {key!r} has no numeric samples_ms; re-create "
+                                 "the baseline")
     return doc
 
 
-def _baseline_doc(collector: Collector, report: dict[str, Any]) -> dict[str, Any]:
+def _baseline_run(collector: Collector, report: dict[str, Any]) -> dict[str, Any]:
     import random
 
     rng = random.Random(0)
@@ -150,8 +160,11 @@ def _baseline_doc(collector: Collector, report: dict[str, Any]) -> dict[str, Any
             samples = rng.sample(samples, BASELINE_SAMPLES)
         endpoints[key] = {"requests": ep.count, "failures": ep.failures,
                           "samples_ms": [round(v, 3) for v in samples]}
-    return {"schema": BASELINE_SCHEMA, "tool": f"otel-perf {__version__}", "run": report["run"],
-            "endpoints": endpoints}
+    return {"run": report["run"], "endpoints": endpoints}
+
+
+def _baseline_doc(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"schema": BASELINE_SCHEMA, "tool": f"otel-perf {__version__}", "runs": runs[-BASELINE_RUNS:]}
 
 
 def _reachable(host: str, timeout: float = 3.0) -> str | None:
@@ -246,6 +259,9 @@ def run(args: argparse.Namespace) -> int:
         scenario: Scenario = load_scenario(args.scenario)
         budgets = load_budgets(args.budgets) if args.budgets else None
         baseline = _load_baseline(args.baseline) if args.baseline else None
+        appended = None
+        if args.append_baseline and os.path.exists(args.append_baseline):
+            appended = _load_baseline(args.append_baseline)
     except (ScenarioError, BudgetError, ValueError) as exc:
         return _fail(EXIT_INPUT, str(exc))
     users, spawn_rate, duration = _resolve_load(args, budgets)
@@ -346,17 +362,22 @@ def run(args: argparse.Namespace) -> int:
     if baseline is not None:
         thresholds = Thresholds(alpha=args.alpha, min_effect=args.min_effect, min_shift_ms=args.min_shift_ms,
                                 min_shift_ratio=args.min_shift_pct / 100.0)
+        runs = baseline["runs"]
+        errors: dict[str, tuple[int, int]] = {}
+        for r in runs:
+            for k, v in r["endpoints"].items():
+                f, n = errors.get(k, (0, 0))
+                errors[k] = (f + int(v.get("failures", 0)), n + int(v.get("requests", 0)))
         comparison = compare_runs(
-            {k: v["samples_ms"] for k, v in baseline["endpoints"].items()},
+            [{k: v["samples_ms"] for k, v in r["endpoints"].items()} for r in runs],
             {k: ep.samples for k, ep in collector.endpoints.items()},
             thresholds,
-            {k: (int(v.get("failures", 0)), int(v.get("requests", 0)))
-             for k, v in baseline["endpoints"].items()},
+            errors,
             {k: (ep.failures, ep.count) for k, ep in collector.endpoints.items()},
         )
         regression = comparison.as_dict()
-        regression["baseline"] = {"path": args.baseline, "run": baseline.get("run", {})}
-        base_run = baseline.get("run", {})
+        base_run = runs[-1].get("run", {})
+        regression["baseline"] = {"path": args.baseline, "runs": len(runs), "last_run": base_run}
         differs = [f"{k} {base_run.get(k)!r} vs {run_meta[k]!r}" for k in ("scenario", "users")
                    if base_run.get(k) != run_meta[k]]
         if differs:
@@ -364,14 +385,21 @@ def run(args: argparse.Namespace) -> int:
         report["regression"] = regression
         print()
         print("\n".join(_regression_lines(regression, args.baseline)))
+        if len(runs) < 2:
+            print("  note: a baseline of one run cannot tell run-to-run noise from a change; add runs of the "
+                  "same build with --append-baseline")
         if regression.get("warning"):
             print(f"  warning: {regression['warning']}; the comparison may not be like for like")
         # Percentile curves of the baseline, for the report's chart.
         from otel_perf._loadtest.results import PERCENTILE_POINTS, percentile
 
+        pooled: dict[str, list[float]] = {}
+        for r in runs:
+            for k, v in r["endpoints"].items():
+                pooled.setdefault(k, []).extend(v["samples_ms"])
         report["baseline_percentiles"] = {
-            k: [[q, round(percentile(sorted(v["samples_ms"]), q), 3)] for q in PERCENTILE_POINTS]
-            for k, v in baseline["endpoints"].items() if v["samples_ms"]
+            k: [[q, round(percentile(sorted(v), q), 3)] for q in PERCENTILE_POINTS]
+            for k, v in pooled.items() if v
         }
         if comparison.regressions:
             exit_code = exit_code or EXIT_GATE
@@ -383,8 +411,13 @@ def run(args: argparse.Namespace) -> int:
     written = []
     try:
         if args.save_baseline:
-            _write(args.save_baseline, json.dumps(_baseline_doc(collector, report)))
+            _write(args.save_baseline, json.dumps(_baseline_doc([_baseline_run(collector, report)])))
             written.append(f"baseline {args.save_baseline}")
+        if args.append_baseline:
+            runs_so_far = appended["runs"] if appended else []
+            doc = _baseline_doc([*runs_so_far, _baseline_run(collector, report)])
+            _write(args.append_baseline, json.dumps(doc))
+            written.append(f"baseline {args.append_baseline} ({len(doc['runs'])} runs)")
         if args.json:
             _write(args.json, json.dumps(report, indent=1, default=str))
             written.append(f"JSON {args.json}")

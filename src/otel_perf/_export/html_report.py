@@ -404,11 +404,15 @@ def render_html(report: dict[str, Any]) -> str:
             shift = "–" if c["shift_ms"] is None else (
                 f"{c['shift_ms']:+.2f} ms [{_fmt(c['shift_low_ms'], 2)}, {_fmt(c['shift_high_ms'], 2)}]")
             rows.append([(c["key"], ""), (c["verdict"], cls), (_fmt(c["baseline_p50_ms"]), ""),
-                         (_fmt(c["current_p50_ms"]), ""), (_fmt(c["baseline_p95_ms"]), ""),
-                         (_fmt(c["current_p95_ms"]), ""), (shift, ""), (_fmt(c["cliffs_delta"], 2), ""),
+                         (_fmt(c["current_p50_ms"]), ""), (_fmt(c.get("run_limit_ms")), ""),
+                         (_fmt(c["baseline_p95_ms"]), ""), (_fmt(c["current_p95_ms"]), ""), (shift, ""),
+                         (_fmt(c["cliffs_delta"], 2), ""),
                          ("–" if c["p_adjusted"] is None else f"{c['p_adjusted']:.2g}", "")])
-        parts.append(_table(["endpoint", "verdict", "base p50", "p50", "base p95", "p95",
+        parts.append(_table(["endpoint", "verdict", "base p50", "p50", "same-build p50 ≤", "base p95", "p95",
                              "shift (95% CI)", "Cliff's δ", "adj. p"], rows))
+        parts.append(f"<p class=\"meta\">{html.escape(str(base.get('runs', 1)))} baseline run(s). "
+                     "“same-build p50 ≤”: the highest median a run of the baseline build is expected to "
+                     "show (95% prediction bound from the baseline runs; needs two or more).</p>")
         if regression.get("warning"):
             parts.append(f"<p class=\"note\">{html.escape(regression['warning'])}</p>")
     for note in data.get("notes", []):
