@@ -417,7 +417,8 @@ def run(args: argparse.Namespace) -> int:
             runs_so_far = appended["runs"] if appended else []
             doc = _baseline_doc([*runs_so_far, _baseline_run(collector, report)])
             _write(args.append_baseline, json.dumps(doc))
-            written.append(f"baseline {args.append_baseline} ({len(doc['runs'])} runs)")
+            count = len(doc["runs"])
+            written.append(f"baseline {args.append_baseline} ({count} run{'s' if count != 1 else ''})")
         if args.json:
             _write(args.json, json.dumps(report, indent=1, default=str))
             written.append(f"JSON {args.json}")
