@@ -26,7 +26,7 @@ import pytest
 
 from support.launch import APPS, BIN, launcher
 from support.otlp_receiver import OTLPReceiver
-from support.procs import AppProcess, free_port, skip_or_fail
+from support.procs import AppProcess, clean_environ, free_port, skip_or_fail
 
 pytestmark = pytest.mark.slow
 
@@ -280,3 +280,70 @@ def test_uvicorn_reload_keeps_telemetry_after_a_code_change(
     after = _send(base, 7)
     assert not set(before) & set(after), "the reload did not start a new server process"
     _check_exact(otlp_receiver, before + after, min_workers=2)
+
+
+FORK_WHILE_BUSY = """
+import os, threading, time
+from otel_perf._setup import runtime
+
+rt = runtime.get()
+reader = rt.pipeline.readers[0]
+consumer = rt.pipeline.meter_provider._measurement_consumer
+histogram = rt.inst.server_duration
+held = threading.Event()
+
+def busy():
+    # The parent's metric thread mid-collection (briefly), mid-export (a stalled collector)
+    # and inside one of our instruments, all at the moment of the fork.
+    with reader._export_lock, histogram._lock:
+        consumer._lock.acquire()
+        held.set()
+        time.sleep(0.3)
+        consumer._lock.release()
+        time.sleep(3)
+
+threading.Thread(target=busy, daemon=True).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    done = threading.Event()
+    def work():
+        histogram.record(0.25, ("/forked", "GET", 200, ""))
+        reader.collect()
+        done.set()
+    threading.Thread(target=work, daemon=True).start()
+    os._exit(0 if done.wait(10) else 3)
+_, status = os.waitpid(pid, 0)
+print("child", pid, "exit", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_fork_while_the_metric_thread_holds_locks(otlp_receiver: OTLPReceiver) -> None:
+    """A worker forked while the master collects or exports metrics still exports its own."""
+    env = clean_environ(
+        {
+            **otlp_receiver.exporter_env(),
+            "OTEL_PERF__RAISE_ERRORS": "1",
+            "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+    )
+    result = subprocess.run(
+        [launcher(), sys.executable, "-c", FORK_WHILE_BUSY],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    child = int(result.stdout.split()[1])
+    assert result.stdout.split()[-1] == "0", f"the child could not record or export: {result.stdout}"
+    points = otlp_receiver.wait_for(
+        lambda: [
+            p for p in otlp_receiver.metric_points(DURATION) if p.attributes.get("http.route") == "/forked"
+        ],
+        what="the forked child's metric",
+    )
+    assert {p.resource["process.pid"] for p in points} == {child}
