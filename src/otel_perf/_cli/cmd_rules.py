@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     except BudgetError as exc:
         print(f"otel-perf rules: {exc}", file=sys.stderr)
         return 2
-    shown = " ".join(a for a in sys.argv[2:] if a) or args.budgets
+    shown = args.budgets + (f" --job {args.job}" if args.job is not None else "")
     rules = render_yaml(rule_groups(budgets, args.job), _header(args.budgets, shown))
     slos = build_slos(budgets)
     if not slos:
