@@ -188,12 +188,12 @@ def _progress(quiet: bool, duration: float, target_users: int) -> Any:
         if not tty and elapsed - last["at"] < every:
             return
         last["at"] = elapsed
-        rps, _fails, p95 = collector.recent(time.time())
-        total = collector.total
-        failed = collector.total_failures
+        now = time.time()
+        rps, _fails, p95 = collector.recent(now)
+        phase = "  (warm-up)" if now < collector.warmup_until else ""
+        shown = "-" if math.isnan(p95) else f"{p95:.1f} ms"
         line = (f"[{elapsed:5.0f}s/{duration:.0f}s] users {users}/{target_users}  {rps:7.1f} req/s  "
-                f"requests {total}  failures {failed} ({(failed / total if total else 0):.1%})  "
-                f"p95 {'-' if math.isnan(p95) else f'{p95:.1f} ms'}")
+                f"requests {collector.seen}  failures {collector.seen_failures}  p95 {shown}{phase}")
         sys.stderr.write(("\r" + line.ljust(100)) if tty else line + "\n")
         sys.stderr.flush()
 

@@ -69,6 +69,7 @@ class Collector:
         self.warmup_until = 0.0
         #: Every finished request, warm-up included (the run's request limit counts these).
         self.seen = 0
+        self.seen_failures = 0
         self.warmup_requests = 0
         self.endpoints: dict[str, _Endpoint] = {}
         self.seconds: dict[int, dict[str, _Second]] = {}
@@ -99,6 +100,7 @@ class Collector:
         sec.count += 1
         if not ok:
             sec.failures += 1
+            self.seen_failures += 1
         _reservoir(sec.samples, latency_ms, sec.count, _PER_SECOND, self._rng)
         if end_time < self.warmup_until:
             self.warmup_requests += 1
