@@ -32,19 +32,21 @@ def display_route(route: str) -> str:
 def finish_request(
     rt: Runtime, work: Work, route: str, method: str, status: int, seconds: float, error_type: str
 ) -> None:
-    """Record a finished HTTP request: RED metrics, queries per request, slow and N+1 findings."""
+    """Record a finished HTTP request: RED metrics, queries per request, slow and N+1 findings.
+
+    Runs for every request, sampled or not; the caller has set the span's attributes.
+    """
     inst = rt.inst
     key = (route, method)
-    inst.server_duration.record(seconds, (route, method, status, error_type), work.trace_id if work.span_id else 0,
-                                work.span_id)
+    inst.server_duration.record(
+        seconds, (route, method, status, error_type), work.trace_id if work.span_id else 0, work.span_id
+    )
     inst.queries_per_request.record(work.query_count, key)
-    span = work.span
-    recording = span.is_recording()
-    if recording:
-        span.set_attribute(n.A_PERF_QUERY_COUNT, work.query_count)
-        span.set_attribute(n.A_PERF_DB_DURATION, work.db_time)
+    # The middleware puts perf.db.query_count / perf.db.duration on the span with its other
+    # end-of-request attributes (one set_attributes call).
     if seconds >= rt.slow_request_s:
-        _slow_request(rt, work, route, method, status, seconds, span, recording)
+        span = work.span
+        _slow_request(rt, work, route, method, status, seconds, span, span.is_recording())
     if work.query_count >= rt.n_plus_one_threshold:
         n_plus_one(rt, work, route, method, display_route(route), f"{method} {display_route(route)}")
 
@@ -59,16 +61,33 @@ def _slow_request(
     duration_ms = seconds * 1000.0
     advice = recommend_slow_request(f"{method} {shown}", work.query_count, work.db_time * 1000.0, duration_ms)
     rt.findings.slow_requests.append(
-        SlowRequest(shown, method, round(duration_ms, 3), status, work.query_count,
-                    round(work.db_time * 1000.0, 3), work.trace_id_hex, time.time(), advice)
+        SlowRequest(
+            shown,
+            method,
+            round(duration_ms, 3),
+            status,
+            work.query_count,
+            round(work.db_time * 1000.0, 3),
+            work.trace_id_hex,
+            time.time(),
+            advice,
+        )
     )
     logger.warning(
         "slow request %s %s took %.1f ms (threshold %.0f ms, %d queries, %.1f ms in SQL) trace_id=%s",
-        method, shown, duration_ms, rt.slow_request_s * 1000.0, work.query_count, work.db_time * 1000.0,
+        method,
+        shown,
+        duration_ms,
+        rt.slow_request_s * 1000.0,
+        work.query_count,
+        work.db_time * 1000.0,
         work.trace_id_hex,
         extra={
-            "perf.finding": "slow_request", n.A_ROUTE: shown, n.A_METHOD: method,
-            "perf.duration_ms": round(duration_ms, 3), "perf.recommendation": advice,
+            "perf.finding": "slow_request",
+            n.A_ROUTE: shown,
+            n.A_METHOD: method,
+            "perf.duration_ms": round(duration_ms, 3),
+            "perf.recommendation": advice,
         },
     )
 
@@ -83,16 +102,25 @@ def n_plus_one(rt: Runtime, work: Work, route: str, method: str, shown: str, whe
     recording = span.is_recording()
     for statement, count in repeated:
         shape = rt.shapes.shape(statement)
-        advice = rt.findings.add_n_plus_one(shown, method, statement, count, work.trace_id_hex, shape.collection)
+        advice = rt.findings.add_n_plus_one(
+            shown, method, statement, count, work.trace_id_hex, shape.collection
+        )
         if recording:
             span.add_event(n.EVENT_N_PLUS_ONE, {n.A_PERF_STATEMENT: statement, n.A_PERF_REPEAT: count})
         if rt.warn_limiter.allow(("n+1", method, route, statement)):
             logger.warning(
                 "N+1 queries in %s: %r ran %d times in one unit of work trace_id=%s",
-                where, statement, count, work.trace_id_hex,
+                where,
+                statement,
+                count,
+                work.trace_id_hex,
                 extra={
-                    "perf.finding": "n_plus_one", n.A_ROUTE: shown, n.A_METHOD: method,
-                    n.A_PERF_STATEMENT: statement, n.A_PERF_REPEAT: count, "perf.recommendation": advice,
+                    "perf.finding": "n_plus_one",
+                    n.A_ROUTE: shown,
+                    n.A_METHOD: method,
+                    n.A_PERF_STATEMENT: statement,
+                    n.A_PERF_REPEAT: count,
+                    "perf.recommendation": advice,
                 },
             )
 
@@ -107,17 +135,31 @@ def slow_query(rt: Runtime, work: Work | None, shape: Shape, seconds: float, tra
         scope = work.scope
         where = work.name if work.kind == "operation" else _route_of(scope)
     rt.findings.slow_queries.append(
-        SlowQuery(shape.text, shape.operation, shape.collection, round(duration_ms, 3), where, trace_id,
-                  time.time(), advice)
+        SlowQuery(
+            shape.text,
+            shape.operation,
+            shape.collection,
+            round(duration_ms, 3),
+            where,
+            trace_id,
+            time.time(),
+            advice,
+        )
     )
     if rt.warn_limiter.allow(("slow-query", shape.text)):
         logger.warning(
             "slow query (%.1f ms, threshold %.0f ms): %s trace_id=%s",
-            duration_ms, rt.slow_query_s * 1000.0, shape.text, trace_id,
+            duration_ms,
+            rt.slow_query_s * 1000.0,
+            shape.text,
+            trace_id,
             extra={
-                "perf.finding": "slow_query", n.A_PERF_STATEMENT: shape.text,
-                n.A_DB_OPERATION: shape.operation, n.A_DB_COLLECTION: shape.collection,
-                "perf.duration_ms": round(duration_ms, 3), "perf.recommendation": advice,
+                "perf.finding": "slow_query",
+                n.A_PERF_STATEMENT: shape.text,
+                n.A_DB_OPERATION: shape.operation,
+                n.A_DB_COLLECTION: shape.collection,
+                "perf.duration_ms": round(duration_ms, 3),
+                "perf.recommendation": advice,
             },
         )
 

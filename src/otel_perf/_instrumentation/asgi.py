@@ -26,6 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.work import Work, current_work
+from otel_perf._instrumentation.fastspan import SpanStarter
 from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
 
@@ -35,7 +36,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"})
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
+)
 _PROPAGATION_HEADERS = (b"traceparent", b"tracestate", b"baggage")
 MAX_PATH_ATTR = 2048
 
@@ -51,7 +54,7 @@ def route_template(scope: Scope) -> str:
     root = scope.get("root_path", "")
     app_root = scope.get("app_root_path", root)
     if root and isinstance(root, str) and isinstance(app_root, str) and len(root) > len(app_root):
-        path = root[len(app_root):] + path
+        path = root[len(app_root) :] + path
     return path
 
 
@@ -92,8 +95,12 @@ class PerfMiddleware:
         self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
         self.loop_monitor: Any = None
+        self.spans = SpanStarter(runtime.tracer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One coroutine frame per request: the prologue and epilogue are inlined here
+        # rather than split into helpers, and nothing is allocated that a request does
+        # not need (no attribute dict unless the span records, one closure for send).
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -104,67 +111,50 @@ class PerfMiddleware:
         if self.excluded is not None and self.excluded.search(path):
             await self.app(scope, receive, send)
             return
+        rt = self.rt
+        monitor = self.loop_monitor
         try:
-            prepared = self._start(scope)
+            if monitor is not None:
+                monitor.ensure_started()
+            method = scope.get("method", "GET")
+            if method not in _KNOWN_METHODS:
+                method = "_OTHER"
+            parent = None
+            headers = scope.get("headers") or ()
+            for key, _ in headers:
+                if key in _PROPAGATION_HEADERS:
+                    parent = propagate.extract(headers, getter=_GETTER)  # type: ignore[arg-type]
+                    break
+            span = self.spans.start(
+                method, parent, SpanKind.SERVER, lambda: self._start_attributes(scope, method)
+            )
+            work = Work("request", "", span, rt.max_statements)
+            work.method = method
+            work.scope = scope
+            ctx_token = context.attach(trace.set_span_in_context(span, parent))
+            work_token = current_work.set(work)
+            active = rt.active
+            active[method] = active.get(method, 0) + 1
+            if monitor is not None:
+                monitor.request_started(work)
+            start = perf_counter()
         except Exception as exc:
             guard.internal_error("asgi.start", exc)
             await self.app(scope, receive, send)
             return
-        await self._run(scope, receive, send, *prepared)
 
-    def _start(self, scope: Scope) -> tuple[Work, object, object, float]:
-        rt = self.rt
-        if self.loop_monitor is not None:
-            self.loop_monitor.ensure_started()
-        method = scope.get("method", "GET")
-        if method not in _KNOWN_METHODS:
-            method = "_OTHER"
-        parent = None
-        headers = scope.get("headers") or ()
-        for key, _ in headers:
-            if key in _PROPAGATION_HEADERS:
-                parent = propagate.extract(headers, getter=_GETTER)  # type: ignore[arg-type]
-                break
-        span = rt.tracer.start_span(method, parent, SpanKind.SERVER)
-        if span.is_recording():
-            path = scope.get("path", "")
-            span.set_attribute("http.request.method", method)
-            span.set_attribute("url.path", path[:MAX_PATH_ATTR])
-            span.set_attribute("url.scheme", scope.get("scheme", "http"))
-            query = scope.get("query_string", b"")
-            if query:
-                q = query.decode("latin-1")[:MAX_PATH_ATTR]
-                span.set_attribute("url.query", _redact_query(q, self.redact))
-            version = scope.get("http_version")
-            if version:
-                span.set_attribute("network.protocol.version", version)
-        work = Work("request", "", span, rt.max_statements)
-        work.method = method
-        work.scope = scope
-        ctx_token = context.attach(trace.set_span_in_context(span, parent))
-        work_token = current_work.set(work)
-        active = rt.active
-        active[method] = active.get(method, 0) + 1
-        if self.loop_monitor is not None:
-            self.loop_monitor.request_started(work)
-        return work, ctx_token, work_token, perf_counter()
-
-    async def _run(
-        self, scope: Scope, receive: Receive, send: Send,
-        work: Work, ctx_token: object, work_token: object, start: float,
-    ) -> None:
-        rt = self.rt
         status = 0
-        span = work.span
+        headers_wanted = rt.traceresponse or rt.server_timing
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                try:
-                    self._response_headers(message, work, start)
-                except Exception as exc:
-                    guard.internal_error("asgi.headers", exc)
+                if headers_wanted:
+                    try:
+                        self._response_headers(message, work, start)
+                    except Exception as exc:
+                        guard.internal_error("asgi.headers", exc)
             await send(message)
 
         error_type = ""
@@ -187,25 +177,42 @@ class PerfMiddleware:
             except Exception as exc:
                 guard.internal_error("asgi.finish", exc)
             finally:
-                current_work.reset(work_token)  # type: ignore[arg-type]
-                context.detach(ctx_token)  # type: ignore[arg-type]
-                active = rt.active
-                active[work.method] = active.get(work.method, 1) - 1
-                if self.loop_monitor is not None:
-                    self.loop_monitor.request_finished(work)
+                current_work.reset(work_token)
+                context.detach(ctx_token)
+                active[method] = active.get(method, 1) - 1
+                if monitor is not None:
+                    monitor.request_finished(work)
+
+    def _start_attributes(self, scope: Scope, method: str) -> dict[str, Any]:
+        """The SERVER span's attributes known at start (built only when the span records)."""
+        path = scope.get("path", "")
+        attrs: dict[str, Any] = {
+            "http.request.method": method,
+            "url.path": path[:MAX_PATH_ATTR],
+            "url.scheme": scope.get("scheme", "http"),
+        }
+        query = scope.get("query_string", b"")
+        if query:
+            q = query.decode("latin-1")[:MAX_PATH_ATTR]
+            attrs["url.query"] = _redact_query(q, self.redact)
+        version = scope.get("http_version")
+        if version:
+            attrs["network.protocol.version"] = version
+        return attrs
 
     def _response_headers(self, message: Message, work: Work, start: float) -> None:
         rt = self.rt
-        if not (rt.traceresponse or rt.server_timing):
-            return
         headers = list(message.get("headers") or ())
         if rt.traceresponse and work.trace_id:
             ctx = work.span.get_span_context()
-            value = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
-            headers.append((b"traceresponse", value.encode()))
+            headers.append(
+                (b"traceresponse", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags))
+            )
         if rt.server_timing:
             total = (perf_counter() - start) * 1000.0
-            value = f'total;dur={total:.1f}, db;dur={work.db_time * 1000.0:.1f};desc="{work.query_count} queries"'
+            value = (
+                f'total;dur={total:.1f}, db;dur={work.db_time * 1000.0:.1f};desc="{work.query_count} queries"'
+            )
             headers.append((b"server-timing", value.encode()))
         message["headers"] = headers
 
@@ -221,11 +228,17 @@ class PerfMiddleware:
         if span.is_recording():
             if route:
                 span.update_name(f"{method} {route}")
-                span.set_attribute(n.A_ROUTE, route)
+            attrs: dict[str, Any] = {}
+            if route:
+                attrs[n.A_ROUTE] = route
             if status:
-                span.set_attribute(n.A_STATUS, status)
+                attrs[n.A_STATUS] = status
             if error_type:
-                span.set_attribute(n.A_ERROR_TYPE, error_type)
+                attrs[n.A_ERROR_TYPE] = error_type
+            attrs[n.A_PERF_QUERY_COUNT] = work.query_count
+            attrs[n.A_PERF_DB_DURATION] = work.db_time
+            span.set_attributes(attrs)
+            if error_type:
                 span.set_status(Status(StatusCode.ERROR))
         insight.finish_request(self.rt, work, route, method, status, seconds, error_type)
         span.end()

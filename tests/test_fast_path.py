@@ -1,0 +1,280 @@
+"""The overhead fast path keeps behaviour identical to the stock SDK path it replaces.
+
+* :class:`SpanStarter` takes the SDK sampler's decision itself: same ids, flags, trace
+  state and recording-or-not as ``Tracer.start_span`` for every standard sampler and kind
+  of parent (the random module is seeded identically for both sides).
+* :class:`SpanEncoder` writes the same ``ExportTraceServiceRequest`` bytes as the SDK's
+  OTLP encoder for spans with every attribute type, events, links, statuses, parents,
+  trace state, several resources and scopes.
+* The lean OTLP transport is only used where it cannot differ from the default one.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+
+from otel_perf._export import otlp_spans
+from otel_perf._export.otlp_spans import SpanEncoder
+from otel_perf._instrumentation.fastspan import PrimableIdGenerator, SpanStarter, compile_sampler
+
+SAMPLERS = {
+    "always_on": sampling.ALWAYS_ON,
+    "always_off": sampling.ALWAYS_OFF,
+    "ratio_0": sampling.TraceIdRatioBased(0.0),
+    "ratio_0.1": sampling.TraceIdRatioBased(0.1),
+    "ratio_0.5": sampling.TraceIdRatioBased(0.5),
+    "ratio_1": sampling.TraceIdRatioBased(1.0),
+    "parentbased_always_on": sampling.ParentBased(sampling.ALWAYS_ON),
+    "parentbased_always_off": sampling.ParentBased(sampling.ALWAYS_OFF),
+    "parentbased_ratio": sampling.ParentBased(sampling.TraceIdRatioBased(0.3)),
+    "parentbased_env_class": sampling.ParentBasedTraceIdRatio(0.3),
+    "parentbased_inverted": sampling.ParentBased(
+        sampling.TraceIdRatioBased(0.5),
+        remote_parent_sampled=sampling.ALWAYS_OFF,
+        remote_parent_not_sampled=sampling.ALWAYS_ON,
+        local_parent_sampled=sampling.TraceIdRatioBased(0.5),
+        local_parent_not_sampled=sampling.ALWAYS_ON,
+    ),
+}
+PARENTS: dict[str, SpanContext | None] = {
+    "root": None,
+    "remote_sampled": SpanContext(0xA1, 0xB1, True, TraceFlags(0x03), TraceState([("k", "v")])),
+    "remote_unsampled": SpanContext(0xA2, 0xB2, True, TraceFlags(0x02), TraceState([("x", "1")])),
+    "remote_unsampled_norandom": SpanContext(0xA3, 0xB3, True, TraceFlags(0x00)),
+    "local_sampled": SpanContext(0xA4 << 70, 0xB4, False, TraceFlags(0x01)),
+    "local_unsampled": SpanContext(0xFFFF << 64, 0xB5, False, TraceFlags(0x00)),
+}
+
+
+def _tracer(sampler: sampling.Sampler) -> Any:
+    provider = TracerProvider(sampler=sampler, id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    return provider.get_tracer("test")
+
+
+@pytest.mark.parametrize("sampler_name", sorted(SAMPLERS))
+@pytest.mark.parametrize("parent_name", sorted(PARENTS))
+def test_span_starter_matches_the_sdk(sampler_name: str, parent_name: str) -> None:
+    sampler = SAMPLERS[sampler_name]
+    starter = SpanStarter(_tracer(sampler))
+    assert starter.fast, "every standard sampler has a fast path"
+    parent = PARENTS[parent_name]
+    context = set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+    for seed in range(40):
+        random.seed(seed)
+        ours = starter.start("GET", context, SpanKind.SERVER, lambda: {"a": 1})
+        random.seed(seed)
+        stock = _tracer(sampler).start_span("GET", context, SpanKind.SERVER, {"a": 1})
+        assert ours.get_span_context() == stock.get_span_context(), seed
+        assert ours.is_recording() == stock.is_recording()
+        assert type(ours) is type(stock)
+        if stock.is_recording():
+            assert dict(ours.attributes) == {"a": 1}  # type: ignore[attr-defined]
+
+
+def test_unknown_samplers_and_generators_take_the_sdk_path() -> None:
+    class Custom(sampling.Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> sampling.SamplingResult:
+            return sampling.SamplingResult(sampling.Decision.RECORD_ONLY)
+
+        def get_description(self) -> str:
+            return "custom"
+
+    assert compile_sampler(Custom()) is None
+    assert compile_sampler(sampling.ParentBased(Custom())) is None
+    assert not SpanStarter(_tracer(Custom())).fast
+    plain = TracerProvider(sampler=sampling.ALWAYS_ON, shutdown_on_exit=False).get_tracer("t")
+    assert not SpanStarter(plain).fast
+    span = SpanStarter(_tracer(Custom())).start("x", None, SpanKind.SERVER)
+    assert span.is_recording() and not span.get_span_context().trace_flags.sampled
+
+
+def test_the_attribute_callback_runs_only_for_recorded_spans() -> None:
+    calls: list[int] = []
+    starter = SpanStarter(_tracer(sampling.ALWAYS_OFF))
+    starter.start("x", None, SpanKind.SERVER, lambda: calls.append(1) or {})  # type: ignore[func-returns-value]
+    assert calls == []
+
+
+# --- the encoder --------------------------------------------------------------------------------
+
+
+class _Collect(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def _varied_spans() -> list[ReadableSpan]:
+    collect = _Collect()
+    resources = (
+        Resource.create({"service.name": "a", "n": 3, "f": 1.5, "b": True}),
+        Resource.create({"service.name": "b"}, schema_url="https://opentelemetry.io/schemas/1.2.0"),
+        Resource.create({"service.name": "a", "n": 3, "f": 1.5, "b": True}),  # equal to the first
+    )
+    for resource in resources:
+        provider = TracerProvider(
+            resource=resource,
+            shutdown_on_exit=False,
+            span_limits=SpanLimits(max_span_attributes=14, max_events=2, max_links=1),
+        )
+        provider.add_span_processor(SimpleSpanProcessor(collect))
+        for name, version, schema, attrs in (
+            ("t1", "1.0", None, None),
+            ("t2", None, "https://s/1", {"x": "y"}),
+            ("t1", "1.0", None, None),
+        ):
+            tracer = provider.get_tracer(name, version, schema_url=schema, attributes=attrs)
+            span = tracer.start_span(
+                "GET /x",
+                kind=SpanKind.SERVER,
+                attributes={
+                    "s": "é☃",
+                    "i": -5,
+                    "big": 2**62,
+                    "z": 0,
+                    "fl": 0.0,
+                    "bt": False,
+                    "bs": b"\x00\x01",
+                    "arr": ["a", "b"],
+                    "ia": [1, 2, -3],
+                    "fa": (1.0, 2.5),
+                    "ba": [True, False],
+                    "empty": "",
+                    "long": "x" * 300,
+                    "huge": 2**70,
+                },
+            )
+            span.set_attribute("over_the_limit", 1)
+            for i in range(3):
+                span.add_event(f"ev{i}", {"k": "v", "n": i})
+            span.set_status(Status(StatusCode.ERROR, "boom"))
+            span.end()
+            remote = SpanContext(0xABC, 0xDEF, True, TraceFlags(1), TraceState([("k", "v"), ("a", "b")]))
+            child = tracer.start_span(
+                "child",
+                context=set_span_in_context(NonRecordingSpan(remote)),
+                kind=SpanKind.CLIENT,
+                links=[Link(SpanContext(1, 2, True), {"l": 1}), Link(SpanContext(3, 4, False))],
+            )
+            child.set_status(Status(StatusCode.OK))
+            child.end()
+            with tracer.start_as_current_span("inner"):
+                tracer.start_span("leaf", kind=SpanKind.PRODUCER).end()
+            tracer.start_span("").end()
+            tracer.start_span("consumer", kind=SpanKind.CONSUMER).end()
+            unset = tracer.start_span("unset")
+            unset.set_status(Status(StatusCode.UNSET))
+            unset.end()
+    return collect.spans
+
+
+@pytest.fixture(scope="module")
+def spans() -> list[ReadableSpan]:
+    return _varied_spans()
+
+
+def test_encoder_writes_the_sdk_bytes(spans: list[ReadableSpan]) -> None:
+    stock = encode_spans(spans).SerializeToString()
+    ours = SpanEncoder().encode(spans)
+    assert ExportTraceServiceRequest.FromString(ours) == ExportTraceServiceRequest.FromString(stock)
+    assert ours == stock
+
+
+def test_encoder_caches_do_not_change_the_output(spans: list[ReadableSpan]) -> None:
+    encoder = SpanEncoder()
+    first = encoder.encode(spans)
+    assert encoder.encode(spans) == first
+    assert encoder.encode(list(reversed(spans))) == encode_spans(list(reversed(spans))).SerializeToString()
+
+
+def test_encoder_bounds_its_pair_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(otlp_spans, "MAX_CACHED_PAIRS", 8)
+    encoder = SpanEncoder()
+    for i in range(50):
+        encoder.attributes(b"\x4a", {"url.path": f"/items/{i}"})
+    assert len(encoder._pairs) <= 8
+
+
+def test_encoder_handles_spans_that_are_not_sdk_readable_spans(spans: list[ReadableSpan]) -> None:
+    class Wrapped:
+        def __init__(self, span: ReadableSpan) -> None:
+            self._span = span
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._span, name)
+
+    wrapped = [Wrapped(s) for s in spans]
+    assert SpanEncoder().encode(wrapped) == encode_spans(spans).SerializeToString()
+
+
+# --- the transport ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPatch:
+    import os
+
+    for key in list(os.environ):
+        if key.lower().endswith("_proxy") or key.startswith("OTEL_EXPORTER_OTLP") or "CREDENTIAL" in key:
+            monkeypatch.delenv(key)
+    monkeypatch.delenv("NETRC", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return monkeypatch
+
+
+def test_lean_transport_for_plain_http(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert type(otlp_spans.lean_http_transport("traces")).__name__ == "Urllib3HTTPTransport"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector:4318/v1/traces"),
+        ("HTTP_PROXY", "http://proxy:3128"),
+        ("all_proxy", "http://proxy:3128"),
+        ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", "pkg:provider"),
+        ("NETRC", "/etc/netrc"),
+    ],
+)
+def test_default_transport_otherwise(clean_env: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    clean_env.setenv(variable, value)
+    assert otlp_spans.lean_http_transport("traces") is None
+
+
+def test_default_transport_with_a_netrc_file(clean_env: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    (tmp_path / ".netrc").write_text("machine collector login a password b\n")
+    assert otlp_spans.lean_http_transport("traces") is None
+
+
+def test_the_span_exporter_is_the_sdk_exporter_with_our_encoder(clean_env: pytest.MonkeyPatch) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    exporter = otlp_spans.http_span_exporter()
+    assert isinstance(exporter, OTLPSpanExporter)
+    assert type(exporter).export is not OTLPSpanExporter.export
+    exporter.shutdown()
