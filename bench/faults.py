@@ -177,8 +177,8 @@ class App:
     base: str
     log: Path
 
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = get_json(self.base + "/_perf", TOKEN)
+    def stats(self, timeout: float = 30.0) -> dict[str, Any]:
+        result: dict[str, Any] = get_json(self.base + "/_perf", TOKEN, timeout)
         return result
 
     def stop(self, timeout: float = 60) -> float:
@@ -313,6 +313,8 @@ class Run:
     rss_mb: float
     exit_s: float
     telemetry: dict[str, float] = field(default_factory=dict)
+    #: 1-minute load average at the end of the run: other work on the machine shows here.
+    load_average: float = 0.0
 
 
 @contextlib.contextmanager
@@ -349,7 +351,12 @@ def one_run(mode: str, round_: int, duration: float, connections: int, folder: P
             result = run_wrk(app.base, script, duration, connections)
             cpu_us = (cpu_seconds(app.proc.pid) - cpu_before) / max(result["requests"], 1) * 1e6
             rss = rss_mb(app.proc.pid)
-            telemetry = telemetry_totals(app.stats())
+            load_average = os.getloadavg()[0]
+            try:
+                telemetry = telemetry_totals(app.stats())
+            except OSError as exc:  # a busy machine: the run still counts, its telemetry is unknown
+                print(f"{mode}: stats endpoint did not answer: {exc}", file=sys.stderr)
+                telemetry = {}
         finally:
             exit_s = app.stop()
     return Run(
@@ -364,6 +371,7 @@ def one_run(mode: str, round_: int, duration: float, connections: int, folder: P
         rss,
         exit_s,
         telemetry,
+        load_average,
     )
 
 
@@ -388,7 +396,8 @@ def main_bench(argv: Sequence[str]) -> None:
             runs.append(run)
             print(
                 f"round {round_} {mode:8} {run.rps:8.1f} req/s  p50 {run.p50_ms:6.1f} ms"
-                f"  p99 {run.p99_ms:7.1f} ms  failed {run.failed}  exit {run.exit_s:4.1f} s",
+                f"  p99 {run.p99_ms:7.1f} ms  CPU {run.cpu_us_per_request:5.0f} µs/req  failed {run.failed}"
+                f"  exit {run.exit_s:4.1f} s  load {run.load_average:.1f}",
                 flush=True,
             )
     _report(runs, modes)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,7 @@ _spec = importlib.util.spec_from_file_location("bench_faults", Path(__file__).wi
 assert _spec is not None
 assert _spec.loader is not None
 faults: Any = importlib.util.module_from_spec(_spec)
+sys.modules["bench_faults"] = faults  # dataclasses look their module up while it loads
 _spec.loader.exec_module(faults)
 
 
@@ -57,7 +59,8 @@ def main(argv: list[str]) -> int:
         try:
             faults.run_wrk(app.base, script, args.warmup, args.users)
             faults.post(app.base + "/_perf/reset", faults.TOKEN)  # count from here on
-            samples: list[tuple[float, float, float, float]] = []  # (t, rss MB, span queue, log queue)
+            # (t, RSS MB, span queue, log queue, 1-minute load average of the machine)
+            samples: list[tuple[float, float, float, float, float]] = []
             stop = threading.Event()
 
             def sample() -> None:
@@ -70,6 +73,7 @@ def main(argv: list[str]) -> int:
                             faults.rss_mb(app.proc.pid),
                             telemetry["traces"]["queue_size"],
                             telemetry["logs"]["queue_size"],
+                            os.getloadavg()[0],
                         )
                     )
                     stop.wait(args.sample)
@@ -129,6 +133,10 @@ def _summarize(
             "growth_per_min_second_half": round(slope, 3),
         },
         "max_queue": {"traces": max(s[2] for s in samples), "logs": max(s[3] for s in samples)},
+        "load_average": {
+            "median": round(statistics.median(s[4] for s in samples), 2),
+            "max": round(max(s[4] for s in samples), 2),
+        },
         "telemetry": telemetry,
         "telemetry_dropped": sum(v.get("dropped", 0) for v in telemetry.values()),
         "telemetry_export_failures": sum(v.get("export_failures", 0) for v in telemetry.values()),
@@ -163,7 +171,7 @@ def _print(r: dict[str, Any]) -> None:
         f"growth {rss['growth']}, "
         f"second-half trend {rss['growth_per_min_second_half']} MB/min"
     )
-    print(f"export queues, largest seen: {r['max_queue']}")
+    print(f"export queues, largest seen: {r['max_queue']}; machine load average {r['load_average']}")
     for signal, t in r["telemetry"].items():
         print(
             f"telemetry {signal}: exported {t['exported']:.0f}, dropped {t['dropped']:.0f}, "
