@@ -141,6 +141,9 @@ def _summarize(
         "telemetry_dropped": sum(v.get("dropped", 0) for v in telemetry.values()),
         "telemetry_export_failures": sum(v.get("export_failures", 0) for v in telemetry.values()),
         "exit_s": round(exit_s, 2),
+        "samples": [
+            {"t": round(s[0], 1), "rss_mb": round(s[1], 2), "span_queue": s[2], "load": s[4]} for s in samples
+        ],
         "status": stats.get("status"),
     }
 
