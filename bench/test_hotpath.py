@@ -171,28 +171,19 @@ def test_request_db(benchmark: Any, env: dict[str, Any], which: str) -> None:
 
 @pytest.mark.parametrize("listener", ["without", "with"])
 def test_sql_select(benchmark: Any, env: dict[str, Any], listener: str) -> None:
+    """One primary-key SELECT through a SQLAlchemy connection, with and without our hooks."""
     from otel_perf._instrumentation import sqlalchemy as ours_sa
 
     state = ours_sa._state.get("listener")
     assert state is not None
     if listener == "without":
-        ours_sa.uninstrument()
+        ours_sa.detach_listener(state)
     try:
         with env["engine"].connect() as conn:
             benchmark(lambda: conn.exec_driver_sql("SELECT id FROM customers WHERE id = 7").all())
     finally:
         if listener == "without":
-            from sqlalchemy import event
-            from sqlalchemy.engine import Engine
-
-            for name, fn in (
-                ("before_cursor_execute", state.before),
-                ("after_cursor_execute", state.after),
-                ("handle_error", state.error),
-                ("engine_connect", state.connect),
-            ):
-                event.listen(Engine, name, fn)
-            ours_sa._state["listener"] = state
+            ours_sa.attach_listener(state)
 
 
 def test_sql_record_in_request(benchmark: Any, env: dict[str, Any]) -> None:

@@ -87,7 +87,107 @@ def test_span_starter_matches_the_sdk(sampler_name: str, parent_name: str) -> No
         assert ours.is_recording() == stock.is_recording()
         assert type(ours) is type(stock)
         if stock.is_recording():
-            assert dict(ours.attributes) == {"a": 1}  # type: ignore[attr-defined]
+            assert _fields(ours) == _fields(stock)
+
+
+def _fields(span: Any) -> dict[str, Any]:
+    """A recorded span's state, comparable across two spans (locks and start times differ)."""
+    out: dict[str, Any] = {}
+    for name, value in vars(span).items():
+        if name in ("_lock", "_start_time"):
+            continue
+        shown = value
+        if hasattr(value, "_dict"):  # BoundedAttributes
+            shown = (
+                list(value._dict.items()),
+                value.maxlen,
+                value.dropped,
+                value.max_value_len,
+                value._immutable,
+            )
+        elif hasattr(value, "_dq"):  # BoundedList
+            shown = (list(value._dq), value._dq.maxlen, value.dropped)
+        elif name == "_span_processor":
+            shown = type(value)
+        elif name == "_limits":
+            shown = vars(value)
+        elif name == "_status":
+            shown = (value.status_code, value.description)
+        out[name] = shown
+    return out
+
+
+def test_lean_spans_are_sdk_spans_with_the_same_state_and_lifecycle() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Recording(SpanProcessor):
+        def __init__(self) -> None:
+            self.started: list[Any] = []
+            self.ended: list[ReadableSpan] = []
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            self.started.append(span)
+
+        def on_end(self, span: ReadableSpan) -> None:
+            self.ended.append(span)
+
+    spans: dict[str, list[ReadableSpan]] = {}
+    for side in ("ours", "stock"):
+        provider = TracerProvider(
+            sampler=sampling.ALWAYS_ON, id_generator=PrimableIdGenerator(), shutdown_on_exit=False
+        )
+        processor = Recording()
+        provider.add_span_processor(processor)
+        tracer = provider.get_tracer("lib", "1.0")
+        random.seed(7)
+        if side == "ours":
+            starter = SpanStarter(tracer)
+            assert starter.lean is not None
+            span = starter.start("GET", None, SpanKind.SERVER, lambda: {"http.request.method": "GET", "n": 1})
+            starter.lean.set_attributes(
+                span, {"http.route": "/x", "http.response.status_code": 200, "d": 0.5}
+            )
+        else:
+            span = tracer.start_span("GET", None, SpanKind.SERVER, {"http.request.method": "GET", "n": 1})
+            span.set_attributes({"http.route": "/x", "http.response.status_code": 200, "d": 0.5})
+        assert processor.started == [span]
+        span.add_event("e", {"k": "v"})
+        span.set_status(Status(StatusCode.ERROR, "x"))
+        span.update_name("GET /x")
+        span.end()
+        spans[side] = processor.ended
+    ours, stock = spans["ours"], spans["stock"]
+    assert len(ours) == len(stock) == 1
+    ours_fields, stock_fields = _fields(ours[0]), _fields(stock[0])
+    for fields in (ours_fields, stock_fields):
+        fields.pop("_end_time")
+        fields["_events"] = [(e.name, dict(e.attributes or {})) for e in fields["_events"][0]]
+    assert ours_fields == stock_fields
+
+
+def test_lean_attributes_fall_back_to_sdk_validation_when_needed() -> None:
+    provider = TracerProvider(
+        sampler=sampling.ALWAYS_ON,
+        id_generator=PrimableIdGenerator(),
+        shutdown_on_exit=False,
+        span_limits=SpanLimits(max_span_attributes=3, max_span_attribute_length=4),
+    )
+    starter = SpanStarter(provider.get_tracer("lib"))
+    assert starter.lean is not None
+    span: Any = starter.start(
+        "GET", None, SpanKind.SERVER, lambda: {"a": "long value", "b": [1, 2], "c": 1, "d": 2}
+    )
+    stock: Any = provider.get_tracer("lib").start_span(
+        "GET", None, SpanKind.SERVER, {"a": "long value", "b": [1, 2], "c": 1, "d": 2}
+    )
+    assert dict(span.attributes) == dict(stock.attributes) == {"b": (1, 2), "c": 1, "d": 2}
+    starter.lean.set_attributes(span, {"e": "abcdefgh"})
+    stock.set_attributes({"e": "abcdefgh"})
+    assert dict(span.attributes) == dict(stock.attributes)
+    assert span.dropped_attributes == stock.dropped_attributes
+    span.end()
+    starter.lean.set_attributes(span, {"late": 1})  # ended: the SDK's warning path, nothing set
+    assert "late" not in span.attributes
 
 
 def test_unknown_samplers_and_generators_take_the_sdk_path() -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, TraceFlags
+
+_SAMPLED = int(TraceFlags.SAMPLED)
 
 
 class Work:
@@ -32,21 +34,23 @@ class Work:
         "trace_id",
     )
 
-    def __init__(self, kind: str, name: str, span: Span, max_statements: int) -> None:
+    def __init__(
+        self, kind: str, name: str, span: Span, max_statements: int, method: str = "", scope: Any = None
+    ) -> None:
         self.kind = kind  # "request" | "operation"
         self.name = name  # route template or operation name, filled at the end for requests
-        self.method = ""
+        self.method = method
         self.span = span
         ctx = span.get_span_context()
         self.trace_id: int = ctx.trace_id
         # Only sampled spans make useful exemplars/links; unsampled still carry a trace id.
-        self.span_id: int = ctx.span_id if ctx.trace_flags.sampled else 0
+        self.span_id: int = ctx.span_id if ctx.trace_flags & _SAMPLED else 0
         self.query_count = 0
         self.db_time = 0.0
         self.statements: dict[str, int] = {}
         self.statements_dropped = 0
         self.max_statements = max_statements
-        self.scope: Any = None
+        self.scope: Any = scope
 
     def add_query(self, statement: str, seconds: float) -> None:
         self.query_count += 1

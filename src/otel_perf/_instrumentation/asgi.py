@@ -15,6 +15,7 @@ This middleware keeps the same span shape and semantic conventions at a fraction
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
@@ -41,6 +42,15 @@ _KNOWN_METHODS = frozenset(
 )
 _PROPAGATION_HEADERS = (b"traceparent", b"tracestate", b"baggage")
 MAX_PATH_ATTR = 2048
+#: Bumped in a forked child, so per-process set-up done on the request path runs again there.
+_fork_generation = [0]
+
+
+def _after_fork() -> None:
+    _fork_generation[0] += 1
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def route_template(scope: Scope) -> str:
@@ -95,6 +105,7 @@ class PerfMiddleware:
         self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
         self.loop_monitor: Any = None
+        self._monitor_generation = -1
         self.spans = SpanStarter(runtime.tracer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,8 +125,11 @@ class PerfMiddleware:
         rt = self.rt
         monitor = self.loop_monitor
         try:
-            if monitor is not None:
+            if monitor is not None and self._monitor_generation != _fork_generation[0]:
+                # Once per process (and again after a fork), not per request: starting is
+                # idempotent, but checking costs a getpid() syscall each time.
                 monitor.ensure_started()
+                self._monitor_generation = _fork_generation[0]
             method = scope.get("method", "GET")
             if method not in _KNOWN_METHODS:
                 method = "_OTHER"
@@ -128,9 +142,7 @@ class PerfMiddleware:
             span = self.spans.start(
                 method, parent, SpanKind.SERVER, lambda: self._start_attributes(scope, method)
             )
-            work = Work("request", "", span, rt.max_statements)
-            work.method = method
-            work.scope = scope
+            work = Work("request", "", span, rt.max_statements, method, scope)
             ctx_token = context.attach(trace.set_span_in_context(span, parent))
             work_token = current_work.set(work)
             active = rt.active
@@ -144,13 +156,24 @@ class PerfMiddleware:
             return
 
         status = 0
-        headers_wanted = rt.traceresponse or rt.server_timing
+        # The common case (traceresponse only) is done inline; Server-Timing takes the helper.
+        traceresponse = rt.traceresponse and not rt.server_timing and work.trace_id
+        other_headers = rt.server_timing
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if headers_wanted:
+                if traceresponse:
+                    ctx = span.get_span_context()
+                    message["headers"] = [
+                        *(message.get("headers") or ()),
+                        (
+                            b"traceresponse",
+                            b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags),
+                        ),
+                    ]
+                elif other_headers:
                     try:
                         self._response_headers(message, work, start)
                     except Exception as exc:
@@ -237,7 +260,7 @@ class PerfMiddleware:
                 attrs[n.A_ERROR_TYPE] = error_type
             attrs[n.A_PERF_QUERY_COUNT] = work.query_count
             attrs[n.A_PERF_DB_DURATION] = work.db_time
-            span.set_attributes(attrs)
+            self.spans.set_attributes(span, attrs)
             if error_type:
                 span.set_status(Status(StatusCode.ERROR))
         insight.finish_request(self.rt, work, route, method, status, seconds, error_type)

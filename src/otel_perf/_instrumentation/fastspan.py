@@ -10,6 +10,15 @@ flags, same trace state).  A sampled span still comes from the SDK tracer, so pr
 exporters see ordinary SDK spans: the trace id we drew for the decision is handed to the
 SDK through :class:`PrimableIdGenerator`, so the decision and the span agree.
 
+A recorded span costs the SDK ~25 µs more: ``Tracer.start_span`` runs the sampler again
+and every attribute goes through the SDK's validation.  :class:`LeanSpans` builds the
+SDK's own span object (``opentelemetry.sdk.trace._Span``, so every method, processor and
+exporter behaves as usual) with the fields ``Span.__init__`` would set, and puts
+attributes that are already valid (str keys; str, bool, int or float values; no length
+limit configured) into the span's ``BoundedAttributes`` without re-validating them.  It
+checks at startup that this SDK's span has exactly the fields it sets, and stands down
+otherwise.
+
 Anything else (a custom sampler or id generator, SDK self-metrics on, a disabled tracer, an
 SDK whose internals moved) takes the SDK path unchanged.
 """
@@ -20,20 +29,32 @@ import os
 import random
 import threading
 from collections.abc import Callable, Mapping
+from time import time_ns
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Tracer
+from opentelemetry.context import get_current as _current_context
+from opentelemetry.sdk.trace import SpanProcessor, Tracer
 from opentelemetry.sdk.trace import sampling as sdk_sampling
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import INVALID_SPAN_CONTEXT as _INVALID
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+try:
+    from opentelemetry.sdk.trace import _Span
+except ImportError:  # pragma: no cover - an SDK without it: no lean spans
+    _Span = None  # type: ignore[assignment,misc]
 
 #: parent span context (None for a root) and trace id -> sampled?
 Decide = Callable[[SpanContext | None, int], bool]
 
 _RANDOM_BIT = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
-_FLAGS = {f: TraceFlags(f) for f in (0, _RANDOM_BIT)}
+_FLAGS = {f: TraceFlags(f) for f in (0, _RANDOM_BIT, 1, 1 | _RANDOM_BIT)}
+_TRUSTED_VALUES = (str, bool, int, float)
 _TRACE_ID_LIMIT = (1 << 64) - 1
 _getrandbits = random.getrandbits
 
@@ -141,6 +162,7 @@ class SpanStarter:
         self.decide = compile_sampler(sampler)
         root = getattr(sampler, "_root", None) if isinstance(sampler, sdk_sampling.ParentBased) else sampler
         self.root_bound = _root_bound(root) if self.decide is not None else None
+        self.lean = LeanSpans.for_tracer(tracer) if self.decide is not None else None
 
     @property
     def fast(self) -> bool:
@@ -152,33 +174,55 @@ class SpanStarter:
         context: Context | None,
         kind: SpanKind,
         attributes: Callable[[], Mapping[str, Any]] | None = None,
+        start_time: int | None = None,
     ) -> trace.Span:
         """Start a span; ``attributes`` is called only if the span will record."""
         decide = self.decide
         if decide is None or not self._is_enabled():
-            return self._sdk(name, context, kind, attributes)
-        parent = trace.get_current_span(context).get_span_context()
+            return self._sdk(name, context, kind, attributes, start_time)
+        # No span in the context (a request's usual start) is a root: skip the API's lookup
+        # chain and its ABC isinstance check for that case.
+        holder = (context if context is not None else _current_context()).get(_SPAN_KEY)
+        parent = _INVALID if holder is None else trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             trace_id = parent.trace_id
-            if decide(parent, trace_id):
-                return self._sdk(name, context, kind, attributes)
-            flags = _FLAGS[parent.trace_flags & _RANDOM_BIT]
+            sampled = decide(parent, trace_id)
+            flags = parent.trace_flags & _RANDOM_BIT
             state = parent.trace_state
+            parent_context: SpanContext | None = parent
         else:
             trace_id = _getrandbits(128)
             while not trace_id:
                 trace_id = _getrandbits(128)
             bound = self.root_bound
-            if (trace_id & _TRACE_ID_LIMIT < bound) if bound is not None else decide(None, trace_id):
-                assert self.ids is not None
-                self.ids.prime(trace_id)
-                return self._sdk(name, context, kind, attributes)
-            flags = _FLAGS[self.random_bit]
+            sampled = (trace_id & _TRACE_ID_LIMIT < bound) if bound is not None else decide(None, trace_id)
+            flags = self.random_bit
             state = None
+            parent_context = None
+        if sampled:
+            lean = self.lean
+            if lean is None:
+                if parent_context is None:
+                    assert self.ids is not None
+                    self.ids.prime(trace_id)
+                return self._sdk(name, context, kind, attributes, start_time)
+            span_id = _getrandbits(64)
+            while not span_id:
+                span_id = _getrandbits(64)
+            ctx = SpanContext(trace_id, span_id, False, _FLAGS[flags | 1], state)
+            return lean.start(
+                name,
+                context,
+                ctx,
+                parent_context,
+                kind,
+                attributes() if attributes is not None else None,
+                start_time,
+            )
         span_id = _getrandbits(64)
         while not span_id:
             span_id = _getrandbits(64)
-        return NonRecordingSpan(SpanContext(trace_id, span_id, False, flags, state))
+        return NonRecordingSpan(SpanContext(trace_id, span_id, False, _FLAGS[flags], state))
 
     def _sdk(
         self,
@@ -186,8 +230,19 @@ class SpanStarter:
         context: Context | None,
         kind: SpanKind,
         attributes: Callable[[], Mapping[str, Any]] | None,
+        start_time: int | None,
     ) -> trace.Span:
-        return self.tracer.start_span(name, context, kind, attributes() if attributes is not None else None)
+        return self.tracer.start_span(
+            name, context, kind, attributes() if attributes is not None else None, start_time=start_time
+        )
+
+    def set_attributes(self, span: trace.Span, attributes: Mapping[str, Any]) -> None:
+        """``span.set_attributes(attributes)``, without re-validating values that are valid already."""
+        lean = self.lean
+        if lean is None:
+            span.set_attributes(attributes)
+        else:
+            lean.set_attributes(span, attributes)
 
 
 def _enabled() -> bool:
@@ -204,3 +259,156 @@ def _root_bound(sampler: Any) -> int | None:
     if decide is not None and isinstance(sampler, sdk_sampling.TraceIdRatioBased):
         return int(sampler.bound)
     return None
+
+
+#: Every field ``Span.__init__`` sets on the SDK releases this was written for.
+_SPAN_FIELDS = frozenset(
+    {
+        "_name",
+        "_context",
+        "_kind",
+        "_instrumentation_info",
+        "_instrumentation_scope",
+        "_parent",
+        "_start_time",
+        "_end_time",
+        "_attributes",
+        "_events",
+        "_links",
+        "_resource",
+        "_status",
+        "_sampler",
+        "_trace_config",
+        "_record_exception",
+        "_set_status_on_exception",
+        "_span_processor",
+        "_limits",
+        "_lock",
+        "_record_end_metrics",
+    }
+)
+
+
+class LeanSpans:
+    """Builds recording SDK spans for one tracer without ``Tracer.start_span``'s overhead."""
+
+    def __init__(self, tracer: Tracer, constants: dict[str, Any]) -> None:
+        self.tracer = tracer
+        self._constants = constants
+        limits = tracer._span_limits
+        self._processor = tracer.span_processor
+        self._max_attributes = limits.max_span_attributes
+        self._max_value_len = limits.max_span_attribute_length
+        self._max_events = limits.max_events
+        self._max_links = limits.max_links
+
+    @classmethod
+    def for_tracer(cls, tracer: Tracer) -> LeanSpans | None:
+        """The builder, if this SDK's span is laid out as expected (checked on a probe span)."""
+        if _Span is None:
+            return None
+        try:
+            metrics = tracer._tracer_metrics.start_span(None, sdk_sampling.Decision.RECORD_AND_SAMPLE)
+            probe = _Span(
+                name="probe",
+                context=SpanContext(1, 1, False, TraceFlags(1)),
+                sampler=tracer.sampler,
+                resource=tracer.resource,
+                span_processor=SpanProcessor(),
+                instrumentation_info=tracer.instrumentation_info,
+                limits=tracer._span_limits,
+                instrumentation_scope=tracer._instrumentation_scope,
+                record_end_metrics=metrics,
+            )
+        except Exception:  # an SDK whose span takes other arguments
+            return None
+        fields = vars(probe)
+        if set(fields) != _SPAN_FIELDS or not isinstance(fields["_attributes"], BoundedAttributes):
+            return None
+        constants = {
+            name: fields[name]
+            for name in (
+                "_instrumentation_info",
+                "_instrumentation_scope",
+                "_resource",
+                "_status",
+                "_sampler",
+                "_trace_config",
+                "_record_exception",
+                "_set_status_on_exception",
+                "_limits",
+                "_record_end_metrics",
+                "_end_time",
+            )
+        }
+        constants["_span_processor"] = tracer.span_processor
+        return cls(tracer, constants)
+
+    def start(
+        self,
+        name: str,
+        context: Context | None,
+        span_context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Mapping[str, Any] | None,
+        start_time: int | None = None,
+    ) -> trace.Span:
+        """What ``Tracer.start_span`` builds for a sampled span with these ids (and calls ``on_start``)."""
+        span: Any = _Span.__new__(_Span)  # type: ignore[no-untyped-call]
+        fields = span.__dict__
+        fields.update(self._constants)
+        fields["_name"] = name
+        fields["_context"] = span_context
+        fields["_kind"] = kind
+        fields["_parent"] = parent
+        fields["_lock"] = threading.Lock()
+        fields["_attributes"] = self.attributes(attributes)
+        fields["_events"] = BoundedList(self._max_events)
+        fields["_links"] = BoundedList(self._max_links)
+        fields["_start_time"] = start_time if start_time is not None else time_ns()
+        self._processor.on_start(span, parent_context=context)
+        started: trace.Span = span
+        return started
+
+    def attributes(self, attributes: Mapping[str, Any] | None) -> BoundedAttributes:
+        bounded = BoundedAttributes(
+            self._max_attributes, None, immutable=False, max_value_len=self._max_value_len
+        )
+        if attributes:
+            if self._trusted(attributes, 0):
+                bounded._dict.update(attributes)
+            else:
+                bounded._set_items(attributes)
+        return bounded
+
+    def _trusted(self, attributes: Mapping[str, Any], present: int) -> bool:
+        """Whether the SDK's validation would keep ``attributes`` exactly as they are."""
+        if self._max_value_len is not None:
+            return False
+        if self._max_attributes is not None and present + len(attributes) > self._max_attributes:
+            return False
+        for key, value in attributes.items():
+            if type(key) is not str or not key or type(value) not in _TRUSTED_VALUES:
+                return False
+        return True
+
+    def set_attributes(self, span: Any, attributes: Mapping[str, Any]) -> None:
+        """``span.set_attributes(attributes)``, skipping re-validation of already valid values."""
+        bounded = getattr(span, "_attributes", None)
+        if type(span) is not _Span or type(bounded) is not BoundedAttributes:
+            span.set_attributes(attributes)
+            return
+        with span._lock:
+            if (
+                span._end_time is None
+                and not bounded._immutable
+                and self._trusted(attributes, len(bounded._dict))
+            ):
+                with bounded._lock:
+                    data = bounded._dict
+                    for key, value in attributes.items():
+                        data.pop(key, None)
+                        data[key] = value
+                return
+        span.set_attributes(attributes)

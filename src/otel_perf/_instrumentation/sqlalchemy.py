@@ -1,10 +1,15 @@
 """SQLAlchemy: a CLIENT span, a duration metric and insight counters per statement.
 
-We listen to SQLAlchemy's own engine events at class level (``Engine`` for every engine,
-sync or the one inside an ``AsyncEngine``; works on SQLAlchemy 2.0 and 2.1 and for
-engines created before we loaded).  The contrib SQLAlchemy instrumentation declares
-``sqlalchemy < 2.1`` and then instruments nothing on what pip installs today, and records
-no ``db.client.operation.duration``; this listener does both.
+We hook SQLAlchemy's own dialect execution events at class level (every engine, sync or
+the one inside an ``AsyncEngine``; works on SQLAlchemy 2.0 and 2.1 and for engines created
+before we loaded): ``do_execute``/``do_executemany``/``do_execute_no_params`` run the
+dialect's own execute method between two clock reads, and ``handle_error`` records failed
+statements.  Connection-level events (``before/after_cursor_execute``, ``engine_connect``)
+are deliberately not used: any listener on them switches every ``Connection`` to
+SQLAlchemy's slower evented execution path, which costs more than our own bookkeeping.
+The contrib SQLAlchemy instrumentation declares ``sqlalchemy < 2.1`` and then instruments
+nothing on what pip installs today, and records no ``db.client.operation.duration``; this
+listener does both.
 
 Per statement: time it, normalize it (cached), add it to the current :class:`Work`,
 record ``db.client.operation.duration`` by operation and table, flag it slow, and, when
@@ -31,6 +36,7 @@ from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.sql import Shape
 from otel_perf._analysis.work import current_work
+from otel_perf._instrumentation.fastspan import SpanStarter
 from otel_perf._metrics.instruments import Key
 from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
@@ -76,6 +82,7 @@ class SQLAlchemyListener:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        self.spans = SpanStarter(runtime.tracer)
         self._engines: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
         self.pools: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         #: threads inside QueuePool checkout right now (waiting when the pool is exhausted) are
@@ -101,26 +108,46 @@ class SQLAlchemyListener:
             setattr(engine, _INFO, (self, info))
         return info
 
-    def before(
-        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-    ) -> tuple[str, Any]:
-        # Registered with retval=True, which spares SQLAlchemy's wrapper call per statement;
-        # the statement and parameters go back unchanged.
-        if context is not None:
-            context._otel_perf_t0 = perf_counter()
-        return statement, parameters
-
-    def after(
-        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-    ) -> None:
-        end = perf_counter()
+    # The three execution hooks run the dialect's own method (what SQLAlchemy does when no
+    # hook handles the call) and return True.  Statements without an execution context
+    # (internal executions) and those of connections that opted out of engine events
+    # (SQLAlchemy's own first-connect dialect initialization) are left to SQLAlchemy,
+    # unmeasured, exactly as the connection events used to skip them.
+    def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        if context is None or _opted_out(context):
+            return False
+        context._otel_perf_t0 = t0 = perf_counter()
+        context.dialect.do_execute(cursor, statement, parameters, context)
+        seconds = perf_counter() - t0
         try:
-            t0 = getattr(context, _T0, None)
-            if t0 is None:
-                return
-            self._record(conn, statement, end - t0, "", executemany)
+            self._record(context.root_connection, statement, seconds, "", False)
         except Exception as exc:
-            guard.internal_error("sqlalchemy.after_cursor_execute", exc)
+            guard.internal_error("sqlalchemy.do_execute", exc)
+        return True
+
+    def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        if context is None or _opted_out(context):
+            return False
+        context._otel_perf_t0 = t0 = perf_counter()
+        context.dialect.do_executemany(cursor, statement, parameters, context)
+        seconds = perf_counter() - t0
+        try:
+            self._record(context.root_connection, statement, seconds, "", True)
+        except Exception as exc:
+            guard.internal_error("sqlalchemy.do_executemany", exc)
+        return True
+
+    def do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> bool:
+        if context is None or _opted_out(context):
+            return False
+        context._otel_perf_t0 = t0 = perf_counter()
+        context.dialect.do_execute_no_params(cursor, statement, context)
+        seconds = perf_counter() - t0
+        try:
+            self._record(context.root_connection, statement, seconds, "", False)
+        except Exception as exc:
+            guard.internal_error("sqlalchemy.do_execute_no_params", exc)
+        return True
 
     def error(self, ctx: Any) -> None:
         try:
@@ -151,8 +178,18 @@ class SQLAlchemyListener:
         if error_type:
             key = (info.system, shape.operation, shape.collection, error_type)
         work = current_work.get()
-        if work is not None:
-            work.add_query(shape.text, seconds)
+        if work is not None:  # Work.add_query, inlined: this runs for every statement
+            text = shape.text
+            work.query_count += 1
+            work.db_time += seconds
+            counts = work.statements
+            count = counts.get(text)
+            if count is not None:
+                counts[text] = count + 1
+            elif len(counts) < work.max_statements:
+                counts[text] = 1
+            else:
+                work.statements_dropped += 1
         # The current span straight from the context (trace.get_current_span() plus an ABC
         # isinstance check costs four more calls per statement).
         parent: Span | None = _current_context().get(_SPAN_KEY)  # type: ignore[assignment]
@@ -189,9 +226,7 @@ class SQLAlchemyListener:
         if error_type:
             attrs[n.A_ERROR_TYPE] = error_type
         name = f"{shape.operation} {shape.collection}".strip() or info.system
-        span = self.rt.tracer.start_span(
-            name, kind=SpanKind.CLIENT, attributes=attrs, start_time=end_ns - int(seconds * 1e9)
-        )
+        span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, end_ns - int(seconds * 1e9))
         if error_type:
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=end_ns)
@@ -253,6 +288,11 @@ class SQLAlchemyListener:
         return out
 
 
+def _opted_out(context: Any) -> bool:
+    """A connection built with ``_has_events=False`` never sees engine-level events."""
+    return getattr(context.root_connection, "__dict__", {}).get("_has_events", None) is False
+
+
 def _pool_name(engine: Any) -> str:
     url = engine.url
     where = f"{url.host}:{url.port}" if url.host else ""
@@ -287,14 +327,7 @@ def instrument(runtime: Runtime) -> SQLAlchemyListener:
     )
 
     def attach(_module: Any) -> None:
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
-
-        event.listen(Engine, "before_cursor_execute", listener.before, retval=True)
-        event.listen(Engine, "after_cursor_execute", listener.after)
-        event.listen(Engine, "handle_error", listener.error)
-        event.listen(Engine, "engine_connect", listener.connect)
-        _state["listener"] = listener
+        attach_listener(listener)
         from sqlalchemy.pool import QueuePool
 
         if getattr(QueuePool._do_get, _MARK, None) is None:
@@ -305,17 +338,57 @@ def instrument(runtime: Runtime) -> SQLAlchemyListener:
     return listener
 
 
-def uninstrument() -> None:
-    listener = _state.pop("listener", None)
-    if listener is None:
-        return
+_HOOKS = ("do_execute", "do_executemany", "do_execute_no_params")
+
+
+def attach_listener(listener: SQLAlchemyListener) -> None:
+    """Hook ``listener`` into every engine (idempotent per listener)."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    event.remove(Engine, "before_cursor_execute", listener.before)
-    event.remove(Engine, "after_cursor_execute", listener.after)
+    if _state.get("listener") is listener:
+        return
+    for name in _HOOKS:
+        event.listen(Engine, name, getattr(listener, name))
+    event.listen(Engine, "handle_error", listener.error)
+    # Pools are named after their engine when a connection is made (what the
+    # engine_connect event would tell us, without making every connection evented).
+    original = Engine.connect
+    if getattr(original, _MARK, None) is None:
+
+        def connect(engine: Any, *args: Any, **kwargs: Any) -> Any:
+            conn = original(engine, *args, **kwargs)
+            active = _state.get("listener")
+            if active is not None:
+                active.connect(conn)
+            return conn
+
+        setattr(connect, _MARK, original)
+        Engine.connect = connect  # type: ignore[method-assign,assignment]
+        _state["connect"] = original
+    _state["listener"] = listener
+
+
+def detach_listener(listener: SQLAlchemyListener) -> None:
+    """Undo :func:`attach_listener`."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    for name in _HOOKS:
+        event.remove(Engine, name, getattr(listener, name))
     event.remove(Engine, "handle_error", listener.error)
-    event.remove(Engine, "engine_connect", listener.connect)
+    if _state.get("listener") is listener:
+        del _state["listener"]
+    original = _state.pop("connect", None)
+    if original is not None:
+        Engine.connect = original  # type: ignore[method-assign]
+
+
+def uninstrument() -> None:
+    listener = _state.get("listener")
+    if listener is None:
+        return
+    detach_listener(listener)
     original = _state.pop("do_get", None)
     if original is not None:
         from sqlalchemy.pool import QueuePool

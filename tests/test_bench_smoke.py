@@ -1,0 +1,78 @@
+"""The overhead benchmark runs: a tiny round (bare + ours, ~2 s each) prints the results table.
+
+No timing assertions: the figures live in bench/README.md.  This only checks that the
+benchmark starts its servers, sink and load generator, and reports every column.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+COLUMNS = (
+    "config",
+    "endpoint",
+    "rps",
+    "x bare",
+    "range",
+    "p50 ms",
+    "p99 ms",
+    "p99 x bare",
+    "cpu µs/req",
+    "cpu x bare",
+    "RSS MB",
+    "RSS +MB",
+    "errors",
+)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_tiny_benchmark_prints_the_table() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "run.py"), "--tiny", "--no-save"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| config"))
+    assert [c.strip() for c in header.strip("|").split("|")] == list(COLUMNS)
+    rows = [line for line in lines if line.startswith(("| bare", "| ours"))]
+    assert {(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in rows} == {
+        (config, endpoint) for config in ("bare", "ours") for endpoint in ("/hello", "/items/{id}", "/db")
+    }
+    for row in rows:
+        assert row.split("|")[-2].strip() == "0", f"requests failed: {row}"
+    assert "Machine:" in result.stdout
+    assert "Targets (issue 6):" in result.stdout
+
+
+def test_hotpath_microbenchmarks_run() -> None:
+    pytest.importorskip("pytest_benchmark")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(BENCH / "test_hotpath.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-disable",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=BENCH.parent,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
