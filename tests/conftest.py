@@ -113,7 +113,7 @@ def prometheus_factory() -> Iterator[PrometheusFactory]:
 
 @pytest.fixture(scope="session")
 def sqlalchemy_20_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A folder holding SQLAlchemy 2.0.x, to put first on a child's PYTHONPATH (pip installs 2.1 otherwise)."""
+    """A folder holding SQLAlchemy 2.0.x to put first on a child's PYTHONPATH (pip installs 2.1)."""
     import subprocess
     import sys
 

@@ -186,7 +186,13 @@ def test_client_span_joins_the_peer_service_trace(
             what=f"front server span above client span {client.span_id}",
         )
         assert front_span.trace_id == client.trace_id
-    assert otlp_receiver.histogram_count("http.client.request.duration", {"server.address": "127.0.0.1"}) >= 3
+    otlp_receiver.wait_for(
+        lambda: (
+            otlp_receiver.histogram_count("http.client.request.duration", {"server.address": "127.0.0.1"})
+            >= 3
+        ),
+        what="three client request durations",
+    )
 
 
 def test_asgi_subspans_can_be_turned_on(

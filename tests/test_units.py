@@ -112,3 +112,13 @@ def test_measure_without_runtime_just_runs() -> None:
     with otel_perf.measure("block"):
         pass
     assert otel_perf.current_trace_id() == ""
+
+
+def test_redact_query_handles_encoding_case_and_separators() -> None:
+    from otel_perf._analysis.redact import redact_query
+
+    names = frozenset({"api_key", "token"})
+    assert redact_query("api%5Fkey=s3cr3t&page=2", names) == "api%5Fkey=REDACTED&page=2"
+    assert redact_query("TOKEN=abc;x=1", names) == "TOKEN=REDACTED;x=1"
+    assert redact_query("q=token", names) == "q=token"
+    assert redact_query("", names) == ""

@@ -62,89 +62,253 @@ def _s(env: str, kind: Kind, default: Any, doc: str, **kw: Any) -> Setting:
 SETTINGS: tuple[Setting, ...] = (
     # --- ours: behaviour --------------------------------------------------------------
     _s("OTEL_PERF_STRICT", "bool", False, "Fail at startup on any malformed setting instead of warning."),
-    _s("OTEL_PERF_LOG_FORMAT", "enum", "json",
-       "Log output of the app: `json` (one object per line with trace_id/span_id), `text` "
-       "(plain lines with trace ids), or `off` (leave logging config alone; records still get "
-       "trace_id/span_id attributes).", choices=("json", "text", "off")),
-    _s("OTEL_PERF_ASGI_SUBSPANS", "bool", False,
-       "Also create the ASGI `http send`/`http receive` sub-spans (off: one SERVER span per request)."),
-    _s("OTEL_PERF_TRACERESPONSE", "bool", True,
-       "Add a W3C `traceresponse` header (`00-<trace-id>-<span-id>-<flags>`) to every response."),
-    _s("OTEL_PERF_SERVER_TIMING", "bool", False,
-       "Add a `Server-Timing` header (total, db time, query count) for browser devtools."),
-    _s("OTEL_PERF_CAPTURE_SQL", "bool", True,
-       "Put the normalized SQL (literals replaced by `?`) on DB spans as `db.query.text`."),
+    _s(
+        "OTEL_PERF_LOG_FORMAT",
+        "enum",
+        "json",
+        "Log output of the app: `json` (one object per line with trace_id/span_id), `text` "
+        "(plain lines with trace ids), or `off` (leave logging config alone; records still get "
+        "trace_id/span_id attributes).",
+        choices=("json", "text", "off"),
+    ),
+    _s(
+        "OTEL_PERF_ASGI_SUBSPANS",
+        "bool",
+        False,
+        "Also create the ASGI `http send`/`http receive` sub-spans (off: one SERVER span per request).",
+    ),
+    _s(
+        "OTEL_PERF_TRACERESPONSE",
+        "bool",
+        True,
+        "Add a W3C `traceresponse` header (`00-<trace-id>-<span-id>-<flags>`) to every response.",
+    ),
+    _s(
+        "OTEL_PERF_SERVER_TIMING",
+        "bool",
+        False,
+        "Add a `Server-Timing` header (total, db time, query count) for browser devtools.",
+    ),
+    _s(
+        "OTEL_PERF_CAPTURE_SQL",
+        "bool",
+        True,
+        "Put the normalized SQL (literals replaced by `?`) on DB spans as `db.query.text`.",
+    ),
     _s("OTEL_PERF_SYSTEM_METRICS", "bool", True, "Export process CPU, memory, threads and GC metrics."),
     # --- ours: insight ----------------------------------------------------------------
     _s("OTEL_PERF_SLOW_REQUEST_MS", "float", 1000.0, "A request at least this long is slow.", minimum=0),
     _s("OTEL_PERF_SLOW_QUERY_MS", "float", 100.0, "A SQL statement at least this long is slow.", minimum=0),
-    _s("OTEL_PERF_N_PLUS_ONE_THRESHOLD", "int", 5,
-       "Same normalized statement this many times in one request is an N+1 finding.", minimum=2,
-       maximum=100000),
+    _s(
+        "OTEL_PERF_N_PLUS_ONE_THRESHOLD",
+        "int",
+        5,
+        "Same normalized statement this many times in one request is an N+1 finding.",
+        minimum=2,
+        maximum=100000,
+    ),
     _s("OTEL_PERF_LOOP_MONITOR", "bool", True, "Measure asyncio event-loop lag."),
-    _s("OTEL_PERF_LOOP_BLOCK_MS", "float", 100.0,
-       "Event-loop lag at least this long is reported with the request that blocked the loop.", minimum=1),
-    _s("OTEL_PERF_BUDGETS", "path", "",
-       "Performance budgets file (YAML); adds budget bucket bounds, budget gauges and budget checks."),
+    _s(
+        "OTEL_PERF_LOOP_BLOCK_MS",
+        "float",
+        100.0,
+        "Event-loop lag at least this long is reported with the request that blocked the loop.",
+        minimum=1,
+    ),
+    _s(
+        "OTEL_PERF_BUDGETS",
+        "path",
+        "",
+        "Performance budgets file (YAML); adds budget bucket bounds, budget gauges and budget checks.",
+    ),
     # --- ours: seeing it without a backend ---------------------------------------------
-    _s("OTEL_PERF_STATS_PATH", "str", "",
-       "Serve the JSON stats endpoint at this path (e.g. `/_perf`); needs OTEL_PERF_STATS_TOKEN."),
-    _s("OTEL_PERF_STATS_TOKEN", "str", "",
-       "Bearer token the stats endpoint requires; the endpoint is off while this is empty.", secret=True),
+    _s(
+        "OTEL_PERF_STATS_PATH",
+        "str",
+        "",
+        "Serve the JSON stats endpoint at this path (e.g. `/_perf`); needs OTEL_PERF_STATS_TOKEN.",
+    ),
+    _s(
+        "OTEL_PERF_STATS_TOKEN",
+        "str",
+        "",
+        "Bearer token the stats endpoint requires; the endpoint is off while this is empty.",
+        secret=True,
+    ),
     _s("OTEL_PERF_REPORT", "bool", False, "Print a per-endpoint table and findings at process exit."),
     # --- ours: limits and safety -------------------------------------------------------
-    _s("OTEL_PERF_MAX_ROUTES", "int", 1000,
-       "Most distinct series per metric; more collapse into one overflow series (counted).",
-       minimum=10, maximum=1_000_000),
-    _s("OTEL_PERF_MAX_STATEMENTS", "int", 256,
-       "Most distinct SQL statements tracked per request for N+1 detection.", minimum=8, maximum=100000),
-    _s("OTEL_PERF_SQL_CACHE_SIZE", "int", 2048, "Normalized-SQL cache entries.", minimum=16,
-       maximum=1_000_000),
-    _s("OTEL_PERF_SENSITIVE_HEADERS", "list", (),
-       "Extra header names never captured (Authorization, Cookie, Set-Cookie, Proxy-Authorization, "
-       "X-Api-Key are always excluded)."),
-    _s("OTEL_PERF_REDACT_QUERY_PARAMS", "list",
-       ("token", "access_token", "api_key", "apikey", "key", "password", "secret", "signature", "sig",
-        "auth", "code", "session"),
-       "URL query parameters whose values are replaced by `REDACTED` in exported URLs."),
-    _s("OTEL_PERF_WARN_INTERVAL", "float", 60.0,
-       "Seconds between repeated warnings of one kind (export failures, repeated findings).", minimum=0.1),
-    _s("OTEL_PERF_SHUTDOWN_TIMEOUT", "float", 3.0,
-       "Seconds the process waits at exit to flush telemetry, even if the backend black-holes.",
-       minimum=0, maximum=300),
-    _s("OTEL_PERF_QUEUE_SIZE", "int", 2048,
-       "Most spans (and log records) waiting for export; more are dropped and counted.", minimum=16,
-       maximum=1_000_000),
+    _s(
+        "OTEL_PERF_MAX_ROUTES",
+        "int",
+        1000,
+        "Most distinct series per metric; more collapse into one overflow series (counted).",
+        minimum=10,
+        maximum=1_000_000,
+    ),
+    _s(
+        "OTEL_PERF_MAX_STATEMENTS",
+        "int",
+        256,
+        "Most distinct SQL statements tracked per request for N+1 detection.",
+        minimum=8,
+        maximum=100000,
+    ),
+    _s(
+        "OTEL_PERF_SQL_CACHE_SIZE",
+        "int",
+        2048,
+        "Normalized-SQL cache entries.",
+        minimum=16,
+        maximum=1_000_000,
+    ),
+    _s(
+        "OTEL_PERF_SENSITIVE_HEADERS",
+        "list",
+        (),
+        "Extra header names never captured (Authorization, Cookie, Set-Cookie, Proxy-Authorization, "
+        "X-Api-Key are always excluded).",
+    ),
+    _s(
+        "OTEL_PERF_REDACT_QUERY_PARAMS",
+        "list",
+        (
+            "token",
+            "access_token",
+            "api_key",
+            "apikey",
+            "key",
+            "password",
+            "secret",
+            "signature",
+            "sig",
+            "auth",
+            "code",
+            "session",
+        ),
+        "URL query parameters whose values are replaced by `REDACTED` in exported URLs.",
+    ),
+    _s(
+        "OTEL_PERF_WARN_INTERVAL",
+        "float",
+        60.0,
+        "Seconds between repeated warnings of one kind (export failures, repeated findings).",
+        minimum=0.1,
+    ),
+    _s(
+        "OTEL_PERF_SHUTDOWN_TIMEOUT",
+        "float",
+        3.0,
+        "Seconds the process waits at exit to flush telemetry, even if the backend black-holes.",
+        minimum=0,
+        maximum=300,
+    ),
+    _s(
+        "OTEL_PERF_QUEUE_SIZE",
+        "int",
+        2048,
+        "Most spans (and log records) waiting for export; more are dropped and counted.",
+        minimum=16,
+        maximum=1_000_000,
+    ),
     # --- standard OpenTelemetry variables we read and validate -----------------------
     _s("OTEL_SDK_DISABLED", "bool", False, "Disable all telemetry (the app runs untouched).", standard=True),
-    _s("OTEL_SERVICE_NAME", "str", "", "Service name (`service.name`); defaults to the command's name.",
-       standard=True),
+    _s(
+        "OTEL_SERVICE_NAME",
+        "str",
+        "",
+        "Service name (`service.name`); defaults to the command's name.",
+        standard=True,
+    ),
     _s("OTEL_RESOURCE_ATTRIBUTES", "str", "", "Extra resource attributes `k=v,k2=v2`.", standard=True),
-    _s("OTEL_EXPORTER_OTLP_ENDPOINT", "url", "http://localhost:4318",
-       "OTLP endpoint (per-signal `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` are honoured too).",
-       standard=True, flag="--endpoint"),
-    _s("OTEL_EXPORTER_OTLP_PROTOCOL", "enum", "http/protobuf", "OTLP protocol.",
-       choices=("http/protobuf", "grpc"), standard=True),
+    _s(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "url",
+        "http://localhost:4318",
+        "OTLP endpoint (per-signal `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` are honoured too).",
+        standard=True,
+        flag="--endpoint",
+    ),
+    _s(
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "enum",
+        "http/protobuf",
+        "OTLP protocol.",
+        choices=("http/protobuf", "grpc"),
+        standard=True,
+    ),
     _s("OTEL_TRACES_EXPORTER", "list", ("otlp",), "`otlp`, `console` or `none`.", standard=True),
-    _s("OTEL_METRICS_EXPORTER", "list", ("otlp",),
-       "`otlp`, `prometheus` (serves OpenMetrics with exemplars), `console` or `none`.", standard=True),
+    _s(
+        "OTEL_METRICS_EXPORTER",
+        "list",
+        ("otlp",),
+        "`otlp`, `prometheus` (serves OpenMetrics with exemplars), `console` or `none`.",
+        standard=True,
+    ),
     _s("OTEL_LOGS_EXPORTER", "list", ("otlp",), "`otlp`, `console` or `none`.", standard=True),
-    _s("OTEL_TRACES_SAMPLER", "enum", "parentbased_always_on", "Head sampler.",
-       choices=("always_on", "always_off", "traceidratio", "parentbased_always_on",
-                "parentbased_always_off", "parentbased_traceidratio"), standard=True),
-    _s("OTEL_TRACES_SAMPLER_ARG", "float", 1.0, "Sampler ratio for the `*traceidratio` samplers.",
-       minimum=0, maximum=1, standard=True),
-    _s("OTEL_METRIC_EXPORT_INTERVAL", "int", 60000, "Milliseconds between metric exports.", minimum=100,
-       maximum=86_400_000, standard=True),
-    _s("OTEL_EXPORTER_PROMETHEUS_HOST", "str", "127.0.0.1",
-       "Address the Prometheus endpoint binds (with OTEL_METRICS_EXPORTER=prometheus).", standard=True),
-    _s("OTEL_EXPORTER_PROMETHEUS_PORT", "int", 9464, "Port of the Prometheus endpoint.", minimum=0,
-       maximum=65535, standard=True),
-    _s("OTEL_PYTHON_EXCLUDED_URLS", "list", (),
-       "Comma-separated URL regexes to leave untraced and unmeasured.", standard=True),
-    _s("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "list", (),
-       "Instrumentations to skip: `fastapi` (or `asgi`), `sqlalchemy`, `httpx`, `logging`, "
-       "`system_metrics`, `asyncio`.", standard=True),
+    _s(
+        "OTEL_TRACES_SAMPLER",
+        "enum",
+        "parentbased_always_on",
+        "Head sampler.",
+        choices=(
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ),
+        standard=True,
+    ),
+    _s(
+        "OTEL_TRACES_SAMPLER_ARG",
+        "float",
+        1.0,
+        "Sampler ratio for the `*traceidratio` samplers.",
+        minimum=0,
+        maximum=1,
+        standard=True,
+    ),
+    _s(
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "int",
+        60000,
+        "Milliseconds between metric exports.",
+        minimum=100,
+        maximum=86_400_000,
+        standard=True,
+    ),
+    _s(
+        "OTEL_EXPORTER_PROMETHEUS_HOST",
+        "str",
+        "127.0.0.1",
+        "Address the Prometheus endpoint binds (with OTEL_METRICS_EXPORTER=prometheus).",
+        standard=True,
+    ),
+    _s(
+        "OTEL_EXPORTER_PROMETHEUS_PORT",
+        "int",
+        9464,
+        "Port of the Prometheus endpoint.",
+        minimum=0,
+        maximum=65535,
+        standard=True,
+    ),
+    _s(
+        "OTEL_PYTHON_EXCLUDED_URLS",
+        "list",
+        (),
+        "Comma-separated URL regexes to leave untraced and unmeasured.",
+        standard=True,
+    ),
+    _s(
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
+        "list",
+        (),
+        "Instrumentations to skip: `fastapi` (or `asgi`), `sqlalchemy`, `httpx`, `logging`, "
+        "`system_metrics`, `asyncio`.",
+        standard=True,
+    ),
 )
 
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
@@ -252,9 +416,7 @@ def _parse(setting: Setting, raw: str) -> tuple[Any, str | None]:
             return setting.default, "contains control characters"
         return items, None
     if kind == "url":
-        if not (text.startswith("http://") or text.startswith("https://")) or any(
-            c.isspace() for c in text
-        ):
+        if not (text.startswith("http://") or text.startswith("https://")) or any(c.isspace() for c in text):
             return setting.default, "expected an http:// or https:// URL"
         return text, None
     if not text.isprintable():
@@ -394,9 +556,11 @@ def markdown_table(settings: Iterable[Setting] = SETTINGS) -> str:
     return "\n".join(rows)
 
 
-def describe(config: Config, redact: Callable[[Setting, Any], str] | None = None) -> list[tuple[str, str, str]]:
+def describe(
+    config: Config, redact: Callable[[Setting, Any], str] | None = None
+) -> list[tuple[str, str, str]]:
     """(variable, shown value, source) for every setting; secrets are masked."""
-    out = []
+    out: list[tuple[str, str, str]] = []
     for s in SETTINGS:
         value = config.values[s.env]
         shown = "***" if s.secret and value else (redact(s, value) if redact else _show(value))

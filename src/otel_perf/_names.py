@@ -38,7 +38,7 @@ OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
 # compare against the same numbers the budgets file holds) ------------------------------
 # labels: http_route, http_request_method, perf_budget_quantile
 BUDGET_DURATION: Final = "perf.budget.duration"  # perf_budget_duration_seconds
-BUDGET_ERROR_RATE: Final = "perf.budget.error_rate"  # perf_budget_error_rate_ratio{http_route,http_request_method}
+BUDGET_ERROR_RATE: Final = "perf.budget.error_rate"  # perf_budget_error_rate_ratio
 # --- Runtime ----------------------------------------------------------------------------
 PROCESS_CPU_TIME: Final = "process.cpu.time"  # process_cpu_time_seconds_total{type}
 PROCESS_CPU_UTILIZATION: Final = "process.cpu.utilization"  # process_cpu_utilization_ratio

@@ -90,7 +90,8 @@ def _handler(tally: Tally) -> type[BaseHTTPRequestHandler]:
                                     tally.logs_with_trace += 1
                                     if len(tally.log_examples) < 3:
                                         line = str(record.body.string_value)[:90]
-                                        tally.log_examples.append(f"{line} (trace_id={record.trace_id.hex()})")
+                                        trace_hex = record.trace_id.hex()
+                                        tally.log_examples.append(f"{line} (trace_id={trace_hex})")
 
     return Handler
 

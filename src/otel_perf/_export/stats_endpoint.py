@@ -42,12 +42,18 @@ class StatsEndpoint:
         return ok_scheme and match
 
     async def handle(
-        self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Message]],
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Message]],
         send: Callable[[Message], Awaitable[None]],
     ) -> None:
         if not self.authorized(scope.get("headers")):
-            await _respond(send, 401, {"error": "missing or wrong bearer token"},
-                           [(b"www-authenticate", b'Bearer realm="otel-perf"')])
+            await _respond(
+                send,
+                401,
+                {"error": "missing or wrong bearer token"},
+                [(b"www-authenticate", b'Bearer realm="otel-perf"')],
+            )
             return
         path = scope.get("path", "")
         method = scope.get("method", "GET")
@@ -60,17 +66,25 @@ class StatsEndpoint:
             await _respond(send, 200, {"reset": True})
             return
         if path != self.path or method not in ("GET", "HEAD"):
-            await _respond(send, 404, {"error": f"unknown stats path; use GET {self.path} or POST {self.path}/reset"})
+            await _respond(
+                send, 404, {"error": f"unknown stats path; use GET {self.path} or POST {self.path}/reset"}
+            )
             return
         await _respond(send, 200, summary(self.rt, self.baseline))
 
 
 async def _respond(
-    send: Callable[[Message], Awaitable[None]], status: int, body: Any,
+    send: Callable[[Message], Awaitable[None]],
+    status: int,
+    body: Any,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     data = json.dumps(body, default=str).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-               (b"cache-control", b"no-store"), *(extra or [])]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        (b"cache-control", b"no-store"),
+        *(extra or []),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})

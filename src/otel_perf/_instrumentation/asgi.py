@@ -26,6 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_perf import _names as n
 from otel_perf._analysis import insight
+from otel_perf._analysis.redact import redact_query
 from otel_perf._analysis.work import Work, current_work
 from otel_perf._instrumentation.fastspan import SpanStarter
 from otel_perf._setup import guard
@@ -81,14 +82,6 @@ class _HeaderGetter:
 
 
 _GETTER = _HeaderGetter()
-
-
-def _redact_query(query: str, names: frozenset[str]) -> str:
-    parts = []
-    for part in query.split("&"):
-        name, sep, _ = part.partition("=")
-        parts.append(f"{name}=REDACTED" if sep and name.lower() in names else part)
-    return "&".join(parts)
 
 
 class PerfMiddleware:
@@ -217,7 +210,7 @@ class PerfMiddleware:
         query = scope.get("query_string", b"")
         if query:
             q = query.decode("latin-1")[:MAX_PATH_ATTR]
-            attrs["url.query"] = _redact_query(q, self.redact)
+            attrs["url.query"] = redact_query(q, self.redact)
         version = scope.get("http_version")
         if version:
             attrs["network.protocol.version"] = version

@@ -18,6 +18,7 @@ from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.trace import Span
 
 from otel_perf._analysis import ratelimit
+from otel_perf._analysis.redact import redact_query
 from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
 
@@ -63,11 +64,8 @@ class _Recorder:
                 url = request.url
                 if url.query:
                     q = url.query.decode("latin-1") if isinstance(url.query, bytes) else str(url.query)
-                    parts = []
-                    for part in q.split("&"):
-                        name, sep, _ = part.partition("=")
-                        parts.append(f"{name}=REDACTED" if sep and name.lower() in self.redact else part)
-                    safe = url.copy_with(query="&".join(parts).encode(), username=None, password=None)
+                    safe_query = redact_query(q, self.redact).encode()
+                    safe = url.copy_with(query=safe_query, username=None, password=None)
                     span.set_attribute("url.full", str(safe))
         except Exception as exc:
             guard.internal_error("httpx.request_hook", exc)

@@ -19,8 +19,12 @@ class OtelPerfDistro(BaseDistro):  # type: ignore[misc]
     """Sets defaults before instrumentors load."""
 
     def _configure(self, **kwargs: Any) -> None:
-        # Stable HTTP/DB semantic conventions for the contrib instrumentations we use.
+        from otel_perf._cli.launcher import SANITIZE_ENV, sanitize_fields
+
+        # Stable HTTP/DB semantic conventions for the contrib instrumentations we use, and
+        # sensitive headers never exported even when header capture is turned on.
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
+        os.environ[SANITIZE_ENV] = sanitize_fields(dict(os.environ))
 
 
 class OtelPerfConfigurator(_BaseConfigurator):

@@ -17,7 +17,7 @@ from opentelemetry import metrics as metrics_api
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_perf import _names as n
-from otel_perf._config import Config, load
+from otel_perf._config import Config, ConfigError, load
 from otel_perf._metrics.instruments import Registry
 from otel_perf._setup import fork, guard, providers, runtime
 from otel_perf._setup.runtime import Runtime, build_instruments
@@ -126,7 +126,7 @@ def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
             budget_bounds = budgets.bounds_seconds()
         except Exception as exc:
             if config.strict:
-                raise
+                raise ConfigError(f"OTEL_PERF_BUDGETS={budgets_path!r} is invalid: {exc}") from exc
             logger.warning("otel-perf: OTEL_PERF_BUDGETS=%r not used: %s", budgets_path, exc)
             budgets = None
 
