@@ -289,3 +289,11 @@ def test_pool_exhaustion_is_measured(
     assert otlp_receiver.wait_for_metric("db.client.connection.pending_requests")
     maxima = {p.value for p in otlp_receiver.latest_points("db.client.connection.max")}
     assert 1 in maxima
+
+
+def test_load_test_baggage_tags_the_server_span(service: Service, otlp_receiver: OTLPReceiver) -> None:
+    r = httpx.get(service.base + "/hello", headers={"baggage": "perf.loadtest.run_id=run-42,other=x"})
+    trace_id = r.headers["traceresponse"].split("-")[1]
+    span = otlp_receiver.wait_for(lambda: otlp_receiver.spans(trace_id=trace_id), what="tagged span")[0]
+    assert span.attributes["perf.loadtest.run_id"] == "run-42"
+    assert "other" not in span.attributes

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_perf import _names as n
@@ -84,6 +85,16 @@ class _HeaderGetter:
 _GETTER = _HeaderGetter()
 
 
+#: Baggage keys copied onto the SERVER span, so a load-test run's traces can be searched for.
+BAGGAGE_SPAN_PREFIX = "perf.loadtest."
+
+
+def _tag_from_baggage(span: trace.Span, ctx: Context) -> None:
+    for key, value in baggage.get_all(ctx).items():
+        if key.startswith(BAGGAGE_SPAN_PREFIX) and isinstance(value, str):
+            span.set_attribute(key[:100], value[:200])
+
+
 class PerfMiddleware:
     """ASGI middleware wrapping an app (installed outermost by the framework patch)."""
 
@@ -135,6 +146,8 @@ class PerfMiddleware:
             span = self.spans.start(
                 method, parent, SpanKind.SERVER, lambda: self._start_attributes(scope, method)
             )
+            if parent is not None and span.is_recording():
+                _tag_from_baggage(span, parent)
             work = Work("request", "", span, rt.max_statements, method, scope)
             ctx_token = context.attach(trace.set_span_in_context(span, parent))
             work_token = current_work.set(work)
