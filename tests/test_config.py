@@ -152,3 +152,26 @@ def test_strict_mode_refuses_to_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "OTEL_PERF_SLOW_QUERY_MS='fast' is invalid" in result.stderr
     assert "app ran" not in result.stdout
+
+
+@pytest.mark.slow
+def test_launcher_finds_commands_of_its_own_environment_without_activation() -> None:
+    result = subprocess.run(
+        [launcher(), "uvicorn", "--version"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "uvicorn" in result.stdout.lower()
+    missing = subprocess.run(
+        [launcher(), "no-such-command-xyz"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 127 and "command not found: 'no-such-command-xyz'" in missing.stderr

@@ -40,6 +40,18 @@ def sanitize_fields(env: dict[str, str]) -> str:
     return ",".join(fields)
 
 
+def resolve_command(command: str, path: str | None) -> str | None:
+    """``command`` on PATH, else next to this interpreter.
+
+    ``.venv/bin/otel-perf-instrument uvicorn app:app`` then runs that venv's uvicorn even when
+    the venv is not activated, as the user evidently meant.
+    """
+    found = shutil.which(command, path=path)
+    if found is None and os.sep not in command:
+        found = shutil.which(command, path=os.path.dirname(sys.executable))
+    return found
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="otel-perf-instrument",
@@ -89,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.stderr.write(f"otel-perf-instrument: {error}\n")
         sys.stderr.write("otel-perf-instrument: refusing to start because OTEL_PERF_STRICT=true.\n")
         raise SystemExit(2)
-    executable = shutil.which(args.command, path=env.get("PATH"))
+    executable = resolve_command(args.command, env.get("PATH"))
     if executable is None:
         sys.stderr.write(
             f"otel-perf-instrument: command not found: {args.command!r} (is it installed in this "
