@@ -24,12 +24,13 @@ from typing import Any
 from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
 from otel_perf._analysis.work import Work, current_work
-from otel_perf._instrumentation.fastspan import SpanStarter
+from otel_perf._instrumentation.fastspan import SpanStarter, runtime_context_var
 from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
 
@@ -111,6 +112,7 @@ class PerfMiddleware:
         self.loop_monitor: Any = None
         self._monitor_generation = -1
         self.spans = SpanStarter(runtime.tracer)
+        self._context_var = runtime_context_var()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine frame per request: the prologue and epilogue are inlined here
@@ -149,7 +151,13 @@ class PerfMiddleware:
             if parent is not None and span.is_recording():
                 _tag_from_baggage(span, parent)
             work = Work("request", "", span, rt.max_statements, method, scope)
-            ctx_token = context.attach(trace.set_span_in_context(span, parent))
+            var = self._context_var
+            if var is not None:  # context.attach(trace.set_span_in_context(span, parent)), inlined
+                values = (parent if parent is not None else var.get()).copy()
+                values[_SPAN_KEY] = span
+                ctx_token = var.set(Context(values))
+            else:
+                ctx_token = context.attach(trace.set_span_in_context(span, parent))
             work_token = current_work.set(work)
             active = rt.active
             active[method] = active.get(method, 0) + 1
@@ -207,7 +215,13 @@ class PerfMiddleware:
                 guard.internal_error("asgi.finish", exc)
             finally:
                 current_work.reset(work_token)
-                context.detach(ctx_token)
+                if var is None:
+                    context.detach(ctx_token)
+                else:
+                    try:
+                        var.reset(ctx_token)
+                    except Exception:  # what context.detach does: log it
+                        context.detach(ctx_token)
                 active[method] = active.get(method, 1) - 1
                 if monitor is not None:
                     monitor.request_finished(work)

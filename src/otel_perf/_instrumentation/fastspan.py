@@ -29,6 +29,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from time import time_ns
 from typing import Any
 
@@ -43,6 +44,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import INVALID_SPAN_CONTEXT as _INVALID
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 try:
     from opentelemetry.sdk.trace import _Span
@@ -57,6 +59,39 @@ _FLAGS = {f: TraceFlags(f) for f in (0, _RANDOM_BIT, 1, 1 | _RANDOM_BIT)}
 _TRUSTED_VALUES = (str, bool, int, float)
 _TRACE_ID_LIMIT = (1 << 64) - 1
 _getrandbits = random.getrandbits
+_new_tuple = tuple.__new__
+_new_object = object.__new__
+
+
+def runtime_context_var() -> ContextVar[Context] | None:
+    """The ContextVar behind the API's default runtime context, or None for any other.
+
+    Attaching through it directly is what ``context.attach`` does, minus three Python
+    calls; another runtime context (``OTEL_PYTHON_CONTEXT``) keeps the API path.
+    """
+    from opentelemetry import context as api
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    runtime = getattr(api, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(var, ContextVar):
+        return var
+    return None
+
+
+def _direct_construction_works() -> bool:
+    """Whether SpanContext is the 6-tuple and NonRecordingSpan the one-field object we build directly."""
+    try:
+        flags = TraceFlags(1)
+        made = SpanContext(3, 4, False, flags, None)
+        if made != _new_tuple(SpanContext, (3, 4, False, flags, DEFAULT_TRACE_STATE, True)):
+            return False
+        return vars(NonRecordingSpan(made)) == {"_context": made}
+    except Exception:
+        return False
+
+
+_DIRECT = _direct_construction_works()
 
 
 class PrimableIdGenerator(RandomIdGenerator):
@@ -148,6 +183,7 @@ class SpanStarter:
         self.ids: PrimableIdGenerator | None = None
         self.random_bit = 0
         self._is_enabled: Callable[[], bool] = _enabled
+        self._context_var = runtime_context_var()
         if type(tracer) is not Tracer:
             return
         if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true":
@@ -182,7 +218,10 @@ class SpanStarter:
             return self._sdk(name, context, kind, attributes, start_time)
         # No span in the context (a request's usual start) is a root: skip the API's lookup
         # chain and its ABC isinstance check for that case.
-        holder = (context if context is not None else _current_context()).get(_SPAN_KEY)
+        var = self._context_var
+        holder = (
+            context if context is not None else var.get() if var is not None else _current_context()
+        ).get(_SPAN_KEY)
         parent = _INVALID if holder is None else trace.get_current_span(context).get_span_context()
         if parent.is_valid:
             trace_id = parent.trace_id
@@ -222,6 +261,14 @@ class SpanStarter:
         span_id = _getrandbits(64)
         while not span_id:
             span_id = _getrandbits(64)
+        if _DIRECT:
+            # What SpanContext(...) and NonRecordingSpan(...) build, without their Python-level
+            # constructors (the ids are valid by construction); checked at import.
+            span = _new_object(NonRecordingSpan)
+            span._context = _new_tuple(
+                SpanContext, (trace_id, span_id, False, _FLAGS[flags], state or DEFAULT_TRACE_STATE, True)
+            )
+            return span
         return NonRecordingSpan(SpanContext(trace_id, span_id, False, _FLAGS[flags], state))
 
     def _sdk(

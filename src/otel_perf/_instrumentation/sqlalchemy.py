@@ -36,7 +36,7 @@ from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.sql import Shape
 from otel_perf._analysis.work import current_work
-from otel_perf._instrumentation.fastspan import SpanStarter
+from otel_perf._instrumentation.fastspan import SpanStarter, runtime_context_var
 from otel_perf._metrics.instruments import Key
 from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
@@ -83,6 +83,7 @@ class SQLAlchemyListener:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.spans = SpanStarter(runtime.tracer)
+        self._context_var = runtime_context_var()
         self._engines: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
         self.pools: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         #: threads inside QueuePool checkout right now (waiting when the pool is exhausted) are
@@ -192,7 +193,8 @@ class SQLAlchemyListener:
                 work.statements_dropped += 1
         # The current span straight from the context (trace.get_current_span() plus an ABC
         # isinstance check costs four more calls per statement).
-        parent: Span | None = _current_context().get(_SPAN_KEY)  # type: ignore[assignment]
+        var = self._context_var
+        parent: Span | None = (var.get() if var is not None else _current_context()).get(_SPAN_KEY)  # type: ignore[assignment]
         slow = seconds >= rt.slow_query_s
         if parent is None:
             rt.inst.db_duration.record(seconds, key)
