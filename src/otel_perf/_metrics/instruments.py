@@ -140,7 +140,38 @@ class Histogram:
             self._exemplars.clear()
 
 
-class Counter:
+class _Scalar:
+    """A number per key (the shared half of :class:`Counter` and :class:`Gauge`)."""
+
+    def __init__(
+        self, name: str, unit: str, description: str, attribute_names: tuple[str, ...], max_series: int
+    ) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self.attribute_names = attribute_names
+        self.max_series = max_series
+        self.overflowed = 0
+        self._values: dict[Key, float] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, key: Key) -> Key:
+        """``key``, or the overflow key once ``max_series`` keys exist (caller holds the lock)."""
+        if key not in self._values and len(self._values) >= self.max_series:
+            self.overflowed += 1
+            return OVERFLOW_KEY
+        return key
+
+    def values(self) -> dict[Key, float]:
+        with self._lock:
+            return dict(self._values)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+class Counter(_Scalar):
     """Monotonic sum (or up-down when ``monotonic=False``) keyed by a tuple of attribute values."""
 
     kind = "sum"
@@ -154,36 +185,16 @@ class Counter:
         monotonic: bool = True,
         max_series: int = 1000,
     ) -> None:
-        self.name = name
-        self.unit = unit
-        self.description = description
-        self.attribute_names = attribute_names
+        super().__init__(name, unit, description, attribute_names, max_series)
         self.monotonic = monotonic
-        self.max_series = max_series
-        self.overflowed = 0
-        self._values: dict[Key, float] = {}
-        self._lock = threading.Lock()
 
     def add(self, amount: float, key: Key) -> None:
         with self._lock:
-            values = self._values
-            if key not in values:
-                if len(values) >= self.max_series:
-                    self.overflowed += 1
-                    key = OVERFLOW_KEY
-                values.setdefault(key, 0)
-            values[key] += amount
-
-    def values(self) -> dict[Key, float]:
-        with self._lock:
-            return dict(self._values)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
+            key = self._key(key)
+            self._values[key] = self._values.get(key, 0) + amount
 
 
-class Gauge:
+class Gauge(_Scalar):
     """Last value per key, set synchronously or produced by a callback at collection."""
 
     kind = "gauge"
@@ -197,34 +208,19 @@ class Gauge:
         callback: Callable[[], Iterable[tuple[float, Key]]] | None = None,
         max_series: int = 1000,
     ) -> None:
-        self.name = name
-        self.unit = unit
-        self.description = description
-        self.attribute_names = attribute_names
+        super().__init__(name, unit, description, attribute_names, max_series)
         self.callback = callback
-        self.max_series = max_series
-        self.overflowed = 0
-        self._values: dict[Key, float] = {}
-        self._lock = threading.Lock()
 
     def set(self, value: float, key: Key) -> None:
         with self._lock:
-            if key not in self._values and len(self._values) >= self.max_series:
-                self.overflowed += 1
-                key = OVERFLOW_KEY
-            self._values[key] = value
+            self._values[self._key(key)] = value
 
     def values(self) -> dict[Key, float]:
-        with self._lock:
-            out = dict(self._values)
+        out = super().values()
         if self.callback is not None:
             for value, key in self.callback():
                 out[key] = value
         return out
-
-    def clear(self) -> None:
-        with self._lock:
-            self._values.clear()
 
 
 Instrument = Histogram | Counter | Gauge
