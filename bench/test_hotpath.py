@@ -205,50 +205,100 @@ def test_sql_record_in_request(benchmark: Any, env: dict[str, Any]) -> None:
 # --- the pieces ------------------------------------------------------------------------------
 
 
-def test_part_span_unsampled(benchmark: Any, env: dict[str, Any]) -> None:
+def _tracer(env: dict[str, Any], sampler: Any) -> Any:
+    """A tracer of the bootstrapped pipeline (same processors, resource, id generator) with ``sampler``."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider: Any = trace.get_tracer_provider()
+    other = TracerProvider(
+        resource=provider.resource,
+        sampler=sampler,
+        shutdown_on_exit=False,
+        id_generator=type(provider.id_generator)(),
+    )
+    other._active_span_processor = provider._active_span_processor
+    return other.get_tracer("otel_perf", "0.1.0")
+
+
+@pytest.mark.parametrize("how", ["sdk", "ours"])
+def test_part_span_unsampled(benchmark: Any, env: dict[str, Any], how: str) -> None:
+    """Start and end a dropped SERVER span: Tracer.start_span vs our SpanStarter."""
+    from opentelemetry.sdk.trace import sampling
     from opentelemetry.trace import SpanKind
 
-    from otel_perf._instrumentation import asgi
+    from otel_perf._instrumentation.fastspan import SpanStarter
 
-    start = getattr(asgi, "start_server_span", None)
-    if start is not None:  # our fast path, when present
-        benchmark(lambda: start(env["ours"], None, "GET", _scope("/hello")).end())
-        return
-    tracer = env["rt"].tracer
-    benchmark(lambda: tracer.start_span("GET", None, SpanKind.SERVER).end())
+    tracer = _tracer(env, sampling.ParentBased(sampling.ALWAYS_OFF))
+    if how == "sdk":
+        benchmark(lambda: tracer.start_span("GET", None, SpanKind.SERVER).end())
+    else:
+        starter = SpanStarter(tracer)
+        assert starter.fast
+        benchmark(lambda: starter.start("GET", None, SpanKind.SERVER).end())
 
 
-def test_part_span_sampled_server(benchmark: Any, env: dict[str, Any]) -> None:
-    """A sampled SERVER span with the attributes we set, ended into the export queue."""
+START = {
+    "http.request.method": "GET",
+    "url.path": "/hello",
+    "url.scheme": "http",
+    "network.protocol.version": "1.1",
+}
+END = {
+    "http.route": "/hello",
+    "http.response.status_code": 200,
+    "perf.db.query_count": 0,
+    "perf.db.duration": 0.0,
+}
+
+
+@pytest.mark.parametrize("how", ["sdk", "ours"])
+def test_part_span_sampled_server(benchmark: Any, env: dict[str, Any], how: str) -> None:
+    """A sampled SERVER span with the middleware's attributes, ended into the export queue."""
+    from opentelemetry.sdk.trace import sampling
     from opentelemetry.trace import SpanKind
 
-    tracer = env["ours100"].rt.tracer
+    from otel_perf._instrumentation.fastspan import SpanStarter
 
-    def run() -> None:
-        span = tracer.start_span("GET", None, SpanKind.SERVER)
-        span.set_attribute("http.request.method", "GET")
-        span.set_attribute("url.path", "/hello")
-        span.set_attribute("url.scheme", "http")
-        span.set_attribute("network.protocol.version", "1.1")
+    tracer = _tracer(env, sampling.ParentBased(sampling.ALWAYS_ON))
+    starter = SpanStarter(tracer)
+
+    def sdk() -> None:
+        span = tracer.start_span("GET", None, SpanKind.SERVER, START)
         span.update_name("GET /hello")
-        span.set_attribute("http.route", "/hello")
-        span.set_attribute("http.response.status_code", 200)
-        span.set_attribute("perf.db.query_count", 0)
-        span.set_attribute("perf.db.duration", 0.0)
+        span.set_attributes(END)
         span.end()
 
-    benchmark(run)
+    def ours() -> None:
+        span = starter.start("GET", None, SpanKind.SERVER, lambda: START)
+        span.update_name("GET /hello")
+        starter.set_attributes(span, END)
+        span.end()
+
+    benchmark(sdk if how == "sdk" else ours)
 
 
-def test_part_context_attach_detach(benchmark: Any, env: dict[str, Any]) -> None:
+@pytest.mark.parametrize("how", ["api", "ours"])
+def test_part_context_attach_detach(benchmark: Any, env: dict[str, Any], how: str) -> None:
+    """Make a span current and restore: the API's calls vs the ContextVar behind them."""
     from opentelemetry import context, trace
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    from otel_perf._instrumentation.fastspan import runtime_context_var
 
     span = env["rt"].tracer.start_span("GET")
+    var = runtime_context_var()
+    assert var is not None
 
-    def run() -> None:
+    def api() -> None:
         context.detach(context.attach(trace.set_span_in_context(span)))
 
-    benchmark(run)
+    def ours() -> None:
+        values = var.get().copy()
+        values[_SPAN_KEY] = span
+        var.reset(var.set(context.Context(values)))
+
+    benchmark(api if how == "api" else ours)
 
 
 def test_part_histogram_record(benchmark: Any, env: dict[str, Any]) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import weakref
 from time import perf_counter
@@ -87,8 +86,8 @@ class SQLAlchemyListener:
         self._engines: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
         self.pools: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         #: threads inside QueuePool checkout right now (waiting when the pool is exhausted) are
-        #: counted on the pool object itself (attribute ``_otel_perf_pending``), under this lock
-        self._pending_lock = threading.Lock()
+        #: the entries of a list on the pool object itself (attribute ``_otel_perf_pending``):
+        #: list append/pop are atomic, so checkouts take no lock of ours
         self.timeouts = runtime.registry.counter(
             n.DB_CONN_TIMEOUTS,
             "{timeout}",
@@ -111,41 +110,63 @@ class SQLAlchemyListener:
 
     # The three execution hooks run the dialect's own method (what SQLAlchemy does when no
     # hook handles the call) and return True.  Statements without an execution context
-    # (internal executions) and those of connections that opted out of engine events
-    # (SQLAlchemy's own first-connect dialect initialization) are left to SQLAlchemy,
-    # unmeasured, exactly as the connection events used to skip them.
+    # (internal executions) and those of connections built with ``_has_events=False``
+    # (SQLAlchemy's own first-connect dialect initialization, which never sees engine
+    # events) are left to SQLAlchemy, unmeasured, exactly as the connection events used
+    # to skip them.
     def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        if context is None or _opted_out(context):
+        if context is None:
             return False
-        context._otel_perf_t0 = t0 = perf_counter()
-        context.dialect.do_execute(cursor, statement, parameters, context)
+        conn = context.root_connection
+        if conn.__dict__.get("_has_events") is False:  # opted out of engine events
+            return False
+        t0 = perf_counter()
+        try:
+            context.dialect.do_execute(cursor, statement, parameters, context)
+        except BaseException:
+            context._otel_perf_t0 = t0  # handle_error times the failed statement
+            raise
         seconds = perf_counter() - t0
         try:
-            self._record(context.root_connection, statement, seconds, "", False)
+            self._record(conn, statement, seconds, "", False)
         except Exception as exc:
             guard.internal_error("sqlalchemy.do_execute", exc)
         return True
 
     def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        if context is None or _opted_out(context):
+        if context is None:
             return False
-        context._otel_perf_t0 = t0 = perf_counter()
-        context.dialect.do_executemany(cursor, statement, parameters, context)
+        conn = context.root_connection
+        if conn.__dict__.get("_has_events") is False:  # opted out of engine events
+            return False
+        t0 = perf_counter()
+        try:
+            context.dialect.do_executemany(cursor, statement, parameters, context)
+        except BaseException:
+            context._otel_perf_t0 = t0  # handle_error times the failed statement
+            raise
         seconds = perf_counter() - t0
         try:
-            self._record(context.root_connection, statement, seconds, "", True)
+            self._record(conn, statement, seconds, "", True)
         except Exception as exc:
             guard.internal_error("sqlalchemy.do_executemany", exc)
         return True
 
     def do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> bool:
-        if context is None or _opted_out(context):
+        if context is None:
             return False
-        context._otel_perf_t0 = t0 = perf_counter()
-        context.dialect.do_execute_no_params(cursor, statement, context)
+        conn = context.root_connection
+        if conn.__dict__.get("_has_events") is False:  # opted out of engine events
+            return False
+        t0 = perf_counter()
+        try:
+            context.dialect.do_execute_no_params(cursor, statement, context)
+        except BaseException:
+            context._otel_perf_t0 = t0  # handle_error times the failed statement
+            raise
         seconds = perf_counter() - t0
         try:
-            self._record(context.root_connection, statement, seconds, "", False)
+            self._record(conn, statement, seconds, "", False)
         except Exception as exc:
             guard.internal_error("sqlalchemy.do_execute_no_params", exc)
         return True
@@ -199,6 +220,10 @@ class SQLAlchemyListener:
         if parent is None:
             rt.inst.db_duration.record(seconds, key)
             trace_id = 0
+        elif work is not None and parent is work.span and not work.span_id:
+            # The request's own span, not sampled (what the Work recorded at its start).
+            rt.inst.db_duration.record(seconds, key)
+            trace_id = work.trace_id
         else:
             pctx = parent.get_span_context()
             trace_id = pctx.trace_id
@@ -251,21 +276,20 @@ class SQLAlchemyListener:
         return out
 
     def pending_points(self) -> list[tuple[float, Key]]:
-        with self._pending_lock:
-            waiting = [(pool, getattr(pool, _PENDING, None), name) for pool, name in list(self.pools.items())]
-        return [(float(count), (name,)) for pool, count, name in waiting if count is not None]
+        waiting = [(getattr(pool, _PENDING, None), name) for pool, name in list(self.pools.items())]
+        return [(float(len(inside)), (name,)) for inside, name in waiting if inside is not None]
 
     def checkout(self, original: Any) -> Any:
         """Wrap ``QueuePool._do_get``: count threads waiting for a connection, and timeouts."""
         listener = self
 
-        lock = listener._pending_lock
-
         def _do_get(pool: Any) -> Any:
-            # A plain attribute on the pool, not a WeakKeyDictionary entry: this runs on
-            # every checkout, and weak-mapping writes allocate a weakref each time.
-            with lock:
-                pool._otel_perf_pending = getattr(pool, _PENDING, 0) + 1
+            # A list on the pool, not a counter under a lock nor a WeakKeyDictionary entry:
+            # this runs on every checkout, from many threads at once.
+            inside = pool.__dict__.get(_PENDING)
+            if inside is None:
+                inside = pool.__dict__.setdefault(_PENDING, [])  # atomic: one list per pool
+            inside.append(None)
             try:
                 return original(pool)
             except Exception as exc:
@@ -273,8 +297,7 @@ class SQLAlchemyListener:
                     listener.timeouts.add(1, (listener.pools.get(pool, ""),))
                 raise
             finally:
-                with lock:
-                    pool._otel_perf_pending = getattr(pool, _PENDING, 1) - 1
+                inside.pop()
 
         setattr(_do_get, _MARK, original)
         return _do_get
@@ -288,11 +311,6 @@ class SQLAlchemyListener:
                 continue
             out.append((float(size() + overflow), (name,)))
         return out
-
-
-def _opted_out(context: Any) -> bool:
-    """A connection built with ``_has_events=False`` never sees engine-level events."""
-    return getattr(context.root_connection, "__dict__", {}).get("_has_events", None) is False
 
 
 def _pool_name(engine: Any) -> str:
