@@ -347,3 +347,55 @@ def test_fork_while_the_metric_thread_holds_locks(otlp_receiver: OTLPReceiver) -
         what="the forked child's metric",
     )
     assert {p.resource["process.pid"] for p in points} == {child}
+
+
+LAZY_IMPORTS = r"""
+import builtins, logging, sys, threading, time
+imported = {}
+real_import = builtins.__import__
+
+def watching_import(name, *args, **kwargs):
+    before = set(sys.modules)
+    module = real_import(name, *args, **kwargs)
+    if threading.current_thread() is not threading.main_thread():
+        imported.setdefault(threading.current_thread().name, set()).update(set(sys.modules) - before)
+    return module
+
+builtins.__import__ = watching_import
+from opentelemetry import trace
+with trace.get_tracer("t").start_as_current_span("first"):
+    logging.getLogger("t").warning("first log")
+time.sleep(2)  # the export threads' first exports (not a flush: that exports from this thread)
+print({name: sorted(mods) for name, mods in imported.items() if mods})
+"""
+
+
+def test_export_threads_import_nothing_a_fork_could_freeze(otlp_receiver: OTLPReceiver) -> None:
+    """Export threads must not import lazily: a fork mid-import leaves the worker's import lock held.
+
+    A module being imported holds its import lock until it has run; a fork at that moment
+    gives the worker a lock held by a thread it does not have, and every later import of
+    that module (here: the idna codec urllib3 needs for each new connection) blocks forever.
+    Found as a gunicorn --preload worker that never exported.
+    """
+    env = clean_environ(
+        {
+            **otlp_receiver.exporter_env(),
+            "OTEL_PERF__RAISE_ERRORS": "1",
+            "OTEL_METRIC_EXPORT_INTERVAL": "300",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        }
+    )
+    result = subprocess.run(
+        [launcher(), sys.executable, "-c", LAZY_IMPORTS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    otlp_receiver.wait_for(lambda: otlp_receiver.spans(name="first"), what="the span export")
+    assert otlp_receiver.logs("first log"), "the log export did not arrive"
+    assert result.stdout.strip().splitlines()[-1] == "{}", f"imported by export threads: {result.stdout}"

@@ -22,6 +22,13 @@ again (opentelemetry-python#4345, fix pending in #4767; measured here: about one
 worker in ten with a 500 ms export interval).  Before a fork we wait (briefly, bounded)
 for a running collection to finish and hold the collection lock across the fork; in the
 child every lock a reader thread of the parent could have held is replaced by a new one.
+
+No import in flight: a module being imported holds its import lock until it has run, and a
+fork copies that lock held by a thread the child does not have.  The exporters' first
+connection imports the ``idna`` codec lazily (urllib3 encodes the host name), so a fork while
+the master's export thread was doing that froze every export thread of the worker forever
+(measured: about one gunicorn ``--preload`` start in twenty lost a worker's telemetry).  We
+import what the export threads would import lazily before any of them starts.
 """
 
 from __future__ import annotations
@@ -146,14 +153,21 @@ def _reset_identity() -> None:
     rt.active.clear()
 
 
+def _preload_lazy_imports() -> None:
+    """Import now, in this thread, what background export threads would import on first use."""
+    "localhost".encode("idna")  # urllib3/http.client resolve the codec (encodings.idna) lazily
+
+
 def register() -> None:
-    """Install the fork hooks (idempotent).
+    """Install the fork hooks (idempotent) and preload what export threads import lazily.
 
     Call it before the SDK providers and readers are created: ``after_in_child`` hooks run
     in registration order, and ours must have renewed the locks and the identity before
     the SDK's hooks restart the reader and processor threads.
     """
     global _registered
+    if not _registered:
+        _preload_lazy_imports()
     if not _registered and hasattr(os, "register_at_fork"):
         os.register_at_fork(
             before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
