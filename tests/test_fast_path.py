@@ -165,6 +165,93 @@ def test_lean_spans_are_sdk_spans_with_the_same_state_and_lifecycle() -> None:
     assert ours_fields == stock_fields
 
 
+class _Collect(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+def _public(span: ReadableSpan) -> tuple[Any, ...]:
+    """Everything an exporter can read from a span."""
+    return (
+        span.name,
+        span.context,
+        span.parent,
+        span.kind,
+        dict(span.attributes or {}),
+        list(span.events),
+        list(span.links),
+        (span.status.status_code, span.status.description),
+        span.start_time,
+        span.end_time,
+        span.resource,
+        span.instrumentation_scope,
+        span.dropped_attributes,
+        span.dropped_events,
+        span.dropped_links,
+    )
+
+
+@pytest.mark.parametrize(
+    "sampler_name", ["always_on", "parentbased_ratio", "ratio_0.5", "parentbased_inverted"]
+)
+@pytest.mark.parametrize("parent_name", ["local_sampled", "local_unsampled", "remote_sampled"])
+@pytest.mark.parametrize("error", [False, True])
+def test_finished_spans_are_what_ending_a_started_span_exports(
+    sampler_name: str, parent_name: str, error: bool
+) -> None:
+    """A statement's span handed over already ended exports exactly what start()+end() would."""
+    parent = PARENTS[parent_name]
+    assert parent is not None
+    exported: dict[str, list[ReadableSpan]] = {}
+    for side in ("ours", "stock"):
+        provider = TracerProvider(
+            sampler=SAMPLERS[sampler_name], id_generator=PrimableIdGenerator(), shutdown_on_exit=False
+        )
+        collect = _Collect()
+        provider.add_span_processor(SimpleSpanProcessor(collect))
+        tracer = provider.get_tracer("lib", "1.0")
+        attrs = {"db.system.name": "sqlite", "db.operation.name": "SELECT", "n": 3, "slow": True}
+        status = Status(StatusCode.ERROR) if error else None
+        random.seed(11)
+        if side == "ours":
+            starter = SpanStarter(tracer)
+            assert starter.finished("SELECT t", parent, SpanKind.CLIENT, dict(attrs), 1_000, 5_000, status)
+        else:
+            context = set_span_in_context(NonRecordingSpan(parent))
+            span = tracer.start_span("SELECT t", context, SpanKind.CLIENT, dict(attrs), start_time=1_000)
+            if status is not None:
+                span.set_status(status)
+            span.end(end_time=5_000)
+        exported[side] = collect.spans
+    assert [_public(s) for s in exported["ours"]] == [_public(s) for s in exported["stock"]]
+    assert encode_spans(exported["ours"]) == encode_spans(exported["stock"])
+    assert SpanEncoder().encode(exported["ours"]) == SpanEncoder().encode(exported["stock"])
+
+
+def test_finished_spans_take_the_live_path_when_a_processor_watches_starts() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Watching(SpanProcessor):
+        def __init__(self) -> None:
+            self.started: list[Any] = []
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            self.started.append(span)
+
+    provider = TracerProvider(
+        sampler=sampling.ALWAYS_ON, id_generator=PrimableIdGenerator(), shutdown_on_exit=False
+    )
+    provider.add_span_processor(Watching())
+    starter = SpanStarter(provider.get_tracer("lib"))
+    parent = PARENTS["local_sampled"]
+    assert parent is not None
+    assert not starter.finished("SELECT t", parent, SpanKind.CLIENT, {}, 1, 2)
+
+
 def test_lean_attributes_fall_back_to_sdk_validation_when_needed() -> None:
     provider = TracerProvider(
         sampler=sampling.ALWAYS_ON,

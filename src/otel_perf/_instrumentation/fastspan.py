@@ -19,6 +19,13 @@ limit configured) into the span's ``BoundedAttributes`` without re-validating th
 checks at startup that this SDK's span has exactly the fields it sets, and stands down
 otherwise.
 
+A span that is over when it is made (a SQL statement, timed before we knew it needed a
+span) need not be a live span at all: :meth:`SpanStarter.finished` takes the sampling
+decision and hands processors' ``on_end`` the ``ReadableSpan`` that ending a live span would
+have produced.  Nothing can observe the live span in between (a statement has no children
+and nobody holds it), so only ``on_start`` is skipped; ours does nothing, and a pipeline
+with any other processor takes the live-span path.
+
 Anything else (a custom sampler or id generator, SDK self-metrics on, a disabled tracer, an
 SDK whose internals moved) takes the SDK path unchanged.
 """
@@ -37,12 +44,12 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.context import get_current as _current_context
-from opentelemetry.sdk.trace import SpanProcessor, Tracer
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, Tracer
 from opentelemetry.sdk.trace import sampling as sdk_sampling
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import INVALID_SPAN_CONTEXT as _INVALID
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
@@ -291,9 +298,60 @@ class SpanStarter:
         else:
             lean.set_attributes(span, attributes)
 
+    def finished(
+        self,
+        name: str,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        start_time: int,
+        end_time: int,
+        status: Status | None = None,
+    ) -> bool:
+        """Record a span of ``parent``'s trace that is already over; False: use start()/end() instead.
+
+        ``attributes`` is handed over (the caller must not touch it afterwards).
+        """
+        lean = self.lean
+        decide = self.decide
+        if lean is None or decide is None or not lean.on_end_only or not self._is_enabled():
+            return False
+        if decide(parent, parent.trace_id):
+            span_id = _getrandbits(64)
+            while not span_id:
+                span_id = _getrandbits(64)
+            flags = _FLAGS[(parent.trace_flags & _RANDOM_BIT) | 1]
+            ctx = SpanContext(parent.trace_id, span_id, False, flags, parent.trace_state)
+            lean.finished(name, ctx, parent, kind, attributes, start_time, end_time, status)
+        return True
+
 
 def _enabled() -> bool:
     return True
+
+
+def _on_start_is_noop(processor: Any) -> bool:
+    """Whether ``on_start`` of ``processor`` (and of any it fans out to or wraps) does nothing.
+
+    Known no-ops: the SDK's batch and simple processors and the base class; our drop
+    counter forwards to the processor it wraps.
+    """
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    if type(processor) is SynchronousMultiSpanProcessor:
+        return all(_on_start_is_noop(p) for p in processor._span_processors)
+    if type(processor).on_start is SpanProcessor.on_start:
+        return True
+    if isinstance(processor, BatchSpanProcessor | SimpleSpanProcessor) and type(processor).on_start in (
+        BatchSpanProcessor.on_start,
+        SimpleSpanProcessor.on_start,
+    ):
+        return True
+    inner = getattr(processor, "inner", None)
+    if getattr(type(processor), "forwards_on_start", False) and inner is not None:
+        return _on_start_is_noop(inner)
+    return False
 
 
 def _root_bound(sampler: Any) -> int | None:
@@ -344,6 +402,16 @@ class LeanSpans:
         self._constants = constants
         limits = tracer._span_limits
         self._processor = tracer.span_processor
+        #: what ReadableSpan(...) sets that is the same for every span of this tracer
+        self._readable_constants = {
+            "_instrumentation_info": constants["_instrumentation_info"],
+            "_instrumentation_scope": constants["_instrumentation_scope"],
+            "_resource": constants["_resource"],
+            "_events": (),
+            "_links": (),
+        }
+        #: whether every processor's on_start is a known no-op (then finished spans may skip it)
+        self.on_end_only = _on_start_is_noop(self._processor)
         self._max_attributes = limits.max_span_attributes
         self._max_value_len = limits.max_span_attribute_length
         self._max_events = limits.max_events
@@ -418,7 +486,32 @@ class LeanSpans:
         started: trace.Span = span
         return started
 
-    def attributes(self, attributes: Mapping[str, Any] | None) -> BoundedAttributes:
+    def finished(
+        self,
+        name: str,
+        span_context: SpanContext,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        start_time: int,
+        end_time: int,
+        status: Status | None,
+    ) -> None:
+        """What ending a live span with these fields hands the processors' ``on_end``."""
+        span: Any = _new_object(ReadableSpan)
+        fields = span.__dict__
+        fields.update(self._readable_constants)
+        fields["_name"] = name
+        fields["_context"] = span_context
+        fields["_kind"] = kind
+        fields["_parent"] = parent
+        fields["_start_time"] = start_time
+        fields["_end_time"] = end_time
+        fields["_attributes"] = self.attributes(attributes, immutable=True)
+        fields["_status"] = status if status is not None else self._constants["_status"]
+        self._processor.on_end(span)
+
+    def attributes(self, attributes: Mapping[str, Any] | None, immutable: bool = False) -> BoundedAttributes:
         bounded = BoundedAttributes(
             self._max_attributes, None, immutable=False, max_value_len=self._max_value_len
         )
@@ -427,6 +520,7 @@ class LeanSpans:
                 bounded._dict.update(attributes)
             else:
                 bounded._set_items(attributes)
+        bounded._immutable = immutable
         return bounded
 
     def _trusted(self, attributes: Mapping[str, Any], present: int) -> bool:

@@ -28,7 +28,7 @@ from time import perf_counter
 from typing import Any
 
 from opentelemetry.context import get_current as _current_context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
@@ -50,6 +50,7 @@ _STATEMENTS_PER_ENGINE = 1024
 _MARK = "_otel_perf_original"
 _SYSTEMS = {"mssql": "microsoft.sql_server", "oracle": "oracle.db", "postgresql": "postgresql"}
 _state: dict[str, Any] = {}
+_ERROR = Status(StatusCode.ERROR)
 
 
 class _EngineInfo:
@@ -229,16 +230,24 @@ class SQLAlchemyListener:
             trace_id = pctx.trace_id
             if pctx.trace_flags & _SAMPLED and parent.is_recording():
                 rt.inst.db_duration.record(seconds, key, trace_id, pctx.span_id)
-                self._span(shape, info, seconds, error_type, slow, executemany)
+                self._span(pctx, shape, info, seconds, error_type, slow, executemany)
             else:
                 rt.inst.db_duration.record(seconds, key)
         if slow:
             insight.slow_query(rt, work, shape, seconds, f"{trace_id:032x}" if trace_id else "")
 
     def _span(
-        self, shape: Shape, info: _EngineInfo, seconds: float, error_type: str, slow: bool, executemany: bool
+        self,
+        parent: SpanContext,
+        shape: Shape,
+        info: _EngineInfo,
+        seconds: float,
+        error_type: str,
+        slow: bool,
+        executemany: bool,
     ) -> None:
         end_ns = time.time_ns()
+        start_ns = end_ns - int(seconds * 1e9)
         attrs = dict(info.attributes)
         if shape.operation:
             attrs[n.A_DB_OPERATION] = shape.operation
@@ -253,9 +262,13 @@ class SQLAlchemyListener:
         if error_type:
             attrs[n.A_ERROR_TYPE] = error_type
         name = f"{shape.operation} {shape.collection}".strip() or info.system
-        span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, end_ns - int(seconds * 1e9))
-        if error_type:
-            span.set_status(Status(StatusCode.ERROR))
+        status = _ERROR if error_type else None
+        # Timed already and childless: hand the processors the ended span directly.
+        if self.spans.finished(name, parent, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
+            return
+        span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
+        if status is not None:
+            span.set_status(status)
         span.end(end_time=end_ns)
 
     def connect(self, conn: Any) -> None:

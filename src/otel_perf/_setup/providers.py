@@ -145,6 +145,9 @@ class CountingSpanExporter(SpanExporter):
 class DropCountingProcessor(SpanProcessor):
     """Wraps the batch processor; counts spans the full queue pushes out."""
 
+    #: on_start only forwards to ``inner`` (fastspan may skip it when inner's is a no-op)
+    forwards_on_start = True
+
     def __init__(self, inner: BatchSpanProcessor, health: Health, capacity: int) -> None:
         self.inner = inner
         self.health = health
