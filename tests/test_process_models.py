@@ -318,26 +318,33 @@ print("child", pid, "exit", os.waitstatus_to_exitcode(status))
 """
 
 
-def test_fork_while_the_metric_thread_holds_locks(otlp_receiver: OTLPReceiver) -> None:
-    """A worker forked while the master collects or exports metrics still exports its own."""
-    env = clean_environ(
-        {
-            **otlp_receiver.exporter_env(),
-            "OTEL_PERF__RAISE_ERRORS": "1",
-            "OTEL_METRIC_EXPORT_INTERVAL": "600000",
-            "OTEL_TRACES_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-        }
-    )
+def _run_script(
+    script: str, receiver: OTLPReceiver, env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``python -c script`` under the launcher, exporting to ``receiver``; it must exit 0."""
     result = subprocess.run(
-        [launcher(), sys.executable, "-c", FORK_WHILE_BUSY],
-        env=env,
+        [launcher(), sys.executable, "-c", script],
+        env=clean_environ({**receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1", **env}),
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_fork_while_the_metric_thread_holds_locks(otlp_receiver: OTLPReceiver) -> None:
+    """A worker forked while the master collects or exports metrics still exports its own."""
+    result = _run_script(
+        FORK_WHILE_BUSY,
+        otlp_receiver,
+        {
+            "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        },
+    )
     child = int(result.stdout.split()[1])
     assert result.stdout.split()[-1] == "0", f"the child could not record or export: {result.stdout}"
     points = otlp_receiver.wait_for(
@@ -378,24 +385,15 @@ def test_export_threads_import_nothing_a_fork_could_freeze(otlp_receiver: OTLPRe
     that module (here: the idna codec urllib3 needs for each new connection) blocks forever.
     Found as a gunicorn --preload worker that never exported.
     """
-    env = clean_environ(
+    result = _run_script(
+        LAZY_IMPORTS,
+        otlp_receiver,
         {
-            **otlp_receiver.exporter_env(),
-            "OTEL_PERF__RAISE_ERRORS": "1",
             "OTEL_METRIC_EXPORT_INTERVAL": "300",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "OTEL_BLRP_SCHEDULE_DELAY": "100",
-        }
+        },
     )
-    result = subprocess.run(
-        [launcher(), sys.executable, "-c", LAZY_IMPORTS],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
     otlp_receiver.wait_for(lambda: otlp_receiver.spans(name="first"), what="the span export")
     assert otlp_receiver.logs("first log"), "the log export did not arrive"
     assert result.stdout.strip().splitlines()[-1] == "{}", f"imported by export threads: {result.stdout}"
