@@ -341,9 +341,8 @@ def _on_start_is_noop(processor: Any) -> bool:
 
     if type(processor) is SynchronousMultiSpanProcessor:
         return all(_on_start_is_noop(p) for p in processor._span_processors)
-    if type(processor).on_start is SpanProcessor.on_start:
-        return True
-    if isinstance(processor, BatchSpanProcessor | SimpleSpanProcessor) and type(processor).on_start in (
+    if type(processor).on_start in (
+        SpanProcessor.on_start,
         BatchSpanProcessor.on_start,
         SimpleSpanProcessor.on_start,
     ):

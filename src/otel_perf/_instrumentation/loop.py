@@ -42,7 +42,6 @@ class LoopMonitor:
         self._blocker: Work | None = None
         self._stop = threading.Event()
         self._pid = 0
-        self._timer: asyncio.TimerHandle | None = None
 
     # --- called by the middleware (event-loop thread) -------------------------------
     def ensure_started(self) -> None:
@@ -55,7 +54,7 @@ class LoopMonitor:
         self._loop = loop
         self._pid = _pid()
         self._heartbeat = now = time.monotonic()
-        self._timer = loop.call_later(TICK, self._tick, now)
+        loop.call_later(TICK, self._tick, now)
         threading.Thread(target=self._watch, name="otel-perf-loop-watchdog", daemon=True).start()
 
     def request_started(self, work: Work) -> None:
@@ -84,7 +83,7 @@ class LoopMonitor:
             guard.internal_error("loop.tick", exc)
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            self._timer = loop.call_later(TICK, self._tick, now)
+            loop.call_later(TICK, self._tick, now)
 
     def _report(self, lag: float) -> None:
         work, self._blocker = self._blocker, None
