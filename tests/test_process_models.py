@@ -397,3 +397,35 @@ def test_export_threads_import_nothing_a_fork_could_freeze(otlp_receiver: OTLPRe
     otlp_receiver.wait_for(lambda: otlp_receiver.spans(name="first"), what="the span export")
     assert otlp_receiver.logs("first log"), "the log export did not arrive"
     assert result.stdout.strip().splitlines()[-1] == "{}", f"imported by export threads: {result.stdout}"
+
+
+HEAP = r"""
+import gc, weakref
+from opentelemetry import trace
+provider = trace.get_tracer_provider()          # built during start-up
+tracked = {id(o) for o in gc.get_objects()}     # what the collector still walks
+class Node:
+    pass
+node = Node()
+node.cycle = node                               # the app's own cyclic garbage
+alive = weakref.ref(node)
+del node
+gc.collect()
+print(gc.get_freeze_count(), id(provider) in tracked, type(provider).__name__, alive() is None)
+"""
+
+
+@pytest.mark.parametrize("freeze", ["true", "false"])
+def test_start_up_heap_is_frozen_and_the_apps_garbage_still_collected(
+    otlp_receiver: OTLPReceiver, freeze: str
+) -> None:
+    """The launcher moves start-up objects out of the app's collections; the app's own are not."""
+    env = {"OTEL_PERF_GC_FREEZE": freeze, "OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+    frozen, provider_walked, provider, collected = _run_script(HEAP, otlp_receiver, env).stdout.split()
+    assert provider == "TracerProvider"
+    assert collected == "True", "a cycle the app made after start-up was not collected"
+    if freeze == "true":
+        assert int(frozen) > 10_000, f"only {frozen} start-up objects frozen"
+        assert provider_walked == "False", "the SDK's tracer provider is still walked by every collection"
+    else:
+        assert (frozen, provider_walked) == ("0", "True")

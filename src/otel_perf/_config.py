@@ -96,6 +96,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Put the normalized SQL (literals replaced by `?`) on DB spans as `db.query.text`.",
     ),
     _s("OTEL_PERF_SYSTEM_METRICS", "bool", True, "Export process CPU, memory, threads and GC metrics."),
+    _s(
+        "OTEL_PERF_GC_FREEZE",
+        "bool",
+        True,
+        "Launcher only: move the objects alive when start-up ends (interpreter, standard library, "
+        "SDK) to the garbage collector's permanent generation (`gc.freeze()`), so the app's full "
+        "collections no longer walk them.",
+    ),
     # --- ours: insight ----------------------------------------------------------------
     _s("OTEL_PERF_SLOW_REQUEST_MS", "float", 1000.0, "A request at least this long is slow.", minimum=0),
     _s("OTEL_PERF_SLOW_QUERY_MS", "float", 100.0, "A SQL statement at least this long is slow.", minimum=0),

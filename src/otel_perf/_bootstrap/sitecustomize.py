@@ -10,15 +10,16 @@ import os
 import sys
 
 
-def _bootstrap() -> None:
+def _bootstrap() -> bool:
+    """Set telemetry up; whether it is on."""
     try:
         from otel_perf._config import ConfigError
         from otel_perf._setup.install import bootstrap
     except ImportError as exc:  # the package is not importable from this interpreter
         sys.stderr.write(f"otel-perf: instrumentation unavailable in {sys.executable}: {exc}\n")
-        return
+        return False
     try:
-        bootstrap()
+        return bootstrap() is not None
     except ConfigError as exc:
         sys.stderr.write(f"otel-perf: refusing to start (OTEL_PERF_STRICT=true): {exc}\n")
         raise SystemExit(2) from None
@@ -29,6 +30,7 @@ def _bootstrap() -> None:
         if os.environ.get("OTEL_PERF__RAISE_ERRORS") == "1":
             raise
         sys.stderr.write(f"otel-perf: telemetry disabled, bootstrap failed: {_describe(exc)}\n")
+        return False
 
 
 def _strict() -> bool:
@@ -60,5 +62,18 @@ def _chain_user_sitecustomize() -> None:
             sys.modules["sitecustomize"] = ours
 
 
-_bootstrap()
+def _freeze_startup_heap() -> None:
+    try:
+        from otel_perf._setup.heap import freeze_startup_heap
+
+        freeze_startup_heap()
+    except Exception as exc:
+        if os.environ.get("OTEL_PERF__RAISE_ERRORS") == "1":
+            raise
+        sys.stderr.write(f"otel-perf: could not freeze the start-up heap: {_describe(exc)}\n")
+
+
+_active = _bootstrap()
 _chain_user_sitecustomize()
+if _active:
+    _freeze_startup_heap()
