@@ -96,6 +96,42 @@ def _tag_from_baggage(span: trace.Span, ctx: Context) -> None:
             span.set_attribute(key[:100], value[:200])
 
 
+class _Responder:
+    """The ``send`` the app is given: notes the status and adds our response headers.
+
+    An object rather than a closure: a closure over the request's variables would turn
+    each of them into a cell, a dozen more objects per request for the collector to count.
+    """
+
+    __slots__ = ("middleware", "send", "start", "status", "traceresponse", "work")
+
+    def __init__(self, middleware: PerfMiddleware, send: Send, work: Work, start: float) -> None:
+        self.middleware = middleware
+        self.send = send
+        self.work = work
+        self.start = start
+        self.status = 0
+        rt = middleware.rt
+        # The common case (traceresponse only) is done inline; Server-Timing takes the helper.
+        self.traceresponse = rt.traceresponse and not rt.server_timing and work.trace_id
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            if self.traceresponse:
+                ctx = self.work.span.get_span_context()
+                message["headers"] = [
+                    *(message.get("headers") or ()),
+                    (b"traceresponse", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)),
+                ]
+            elif self.middleware.rt.server_timing:
+                try:
+                    self.middleware._response_headers(message, self.work, self.start)
+                except Exception as exc:
+                    guard.internal_error("asgi.headers", exc)
+        await self.send(message)
+
+
 class PerfMiddleware:
     """ASGI middleware wrapping an app (installed outermost by the framework patch)."""
 
@@ -113,6 +149,7 @@ class PerfMiddleware:
         self._monitor_generation = -1
         self.spans = SpanStarter(runtime.tracer)
         self._context_var = runtime_context_var()
+        self._attributes_at_start = self._start_attributes  # bound once, not per request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine frame per request: the prologue and epilogue are inlined here
@@ -146,7 +183,7 @@ class PerfMiddleware:
                     parent = propagate.extract(headers, getter=_GETTER)  # type: ignore[arg-type]
                     break
             span = self.spans.start(
-                method, parent, SpanKind.SERVER, lambda: self._start_attributes(scope, method)
+                method, parent, SpanKind.SERVER, self._attributes_at_start, None, (scope, method)
             )
             if parent is not None and span.is_recording():
                 _tag_from_baggage(span, parent)
@@ -169,48 +206,24 @@ class PerfMiddleware:
             await self.app(scope, receive, send)
             return
 
-        status = 0
-        # The common case (traceresponse only) is done inline; Server-Timing takes the helper.
-        traceresponse = rt.traceresponse and not rt.server_timing and work.trace_id
-        other_headers = rt.server_timing
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if traceresponse:
-                    ctx = span.get_span_context()
-                    message["headers"] = [
-                        *(message.get("headers") or ()),
-                        (
-                            b"traceresponse",
-                            b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags),
-                        ),
-                    ]
-                elif other_headers:
-                    try:
-                        self._response_headers(message, work, start)
-                    except Exception as exc:
-                        guard.internal_error("asgi.headers", exc)
-            await send(message)
-
+        responder = _Responder(self, send, work, start)
         error_type = ""
         try:
             if self.subspans and span.is_recording():
-                await self.app(scope, self._traced_receive(receive), self._traced_send(send_wrapper))
+                await self.app(scope, self._traced_receive(receive), self._traced_send(responder))
             else:
-                await self.app(scope, receive, send_wrapper)
+                await self.app(scope, receive, responder)
         except BaseException as exc:
             error_type = type(exc).__qualname__
-            if status == 0:
-                status = 500
+            if responder.status == 0:
+                responder.status = 500
             if span.is_recording():
                 span.set_attribute("exception.type", error_type)
             raise
         finally:
             seconds = perf_counter() - start
             try:
-                self._finish(scope, work, status, error_type, seconds)
+                self._finish(scope, work, responder.status, error_type, seconds)
             except Exception as exc:
                 guard.internal_error("asgi.finish", exc)
             finally:

@@ -216,13 +216,14 @@ class SpanStarter:
         name: str,
         context: Context | None,
         kind: SpanKind,
-        attributes: Callable[[], Mapping[str, Any]] | None = None,
+        attributes: Callable[..., Mapping[str, Any]] | None = None,
         start_time: int | None = None,
+        args: tuple[Any, ...] = (),
     ) -> trace.Span:
-        """Start a span; ``attributes`` is called only if the span will record."""
+        """Start a span; ``attributes(*args)`` is called only if the span will record."""
         decide = self.decide
         if decide is None or not self._is_enabled():
-            return self._sdk(name, context, kind, attributes, start_time)
+            return self._sdk(name, context, kind, attributes, start_time, args)
         # No span in the context (a request's usual start) is a root: skip the API's lookup
         # chain and its ABC isinstance check for that case.
         var = self._context_var
@@ -251,7 +252,7 @@ class SpanStarter:
                 if parent_context is None:
                     assert self.ids is not None
                     self.ids.prime(trace_id)
-                return self._sdk(name, context, kind, attributes, start_time)
+                return self._sdk(name, context, kind, attributes, start_time, args)
             span_id = _getrandbits(64)
             while not span_id:
                 span_id = _getrandbits(64)
@@ -262,7 +263,7 @@ class SpanStarter:
                 ctx,
                 parent_context,
                 kind,
-                attributes() if attributes is not None else None,
+                attributes(*args) if attributes is not None else None,
                 start_time,
             )
         span_id = _getrandbits(64)
@@ -283,11 +284,12 @@ class SpanStarter:
         name: str,
         context: Context | None,
         kind: SpanKind,
-        attributes: Callable[[], Mapping[str, Any]] | None,
+        attributes: Callable[..., Mapping[str, Any]] | None,
         start_time: int | None,
+        args: tuple[Any, ...] = (),
     ) -> trace.Span:
         return self.tracer.start_span(
-            name, context, kind, attributes() if attributes is not None else None, start_time=start_time
+            name, context, kind, attributes(*args) if attributes is not None else None, start_time=start_time
         )
 
     def set_attributes(self, span: trace.Span, attributes: Mapping[str, Any]) -> None:
