@@ -74,6 +74,34 @@ def test_sql_child_spans_sync_and_async(service: Service, otlp_receiver: OTLPRec
         assert "?" in sql.attributes["db.query.text"] or "%" not in sql.attributes["db.query.text"]
 
 
+def test_failed_statement_is_measured_with_its_error(service: Service, otlp_receiver: OTLPReceiver) -> None:
+    """A statement the database refuses: an ERROR span and a duration point naming the error."""
+    error = httpx.get(service.base + "/orders/broken").json()
+    assert error not in ("", "no error")
+    server = otlp_receiver.wait_for_spans(name="GET /orders/broken", kind="SERVER")[0]
+    children = otlp_receiver.wait_for(
+        lambda: [c for c in otlp_receiver.spans(kind="CLIENT") if c.parent_span_id == server.span_id],
+        what="SQL spans under /orders/broken",
+    )
+    by_table = {c.attributes.get("db.collection.name"): c for c in children}
+    assert set(by_table) == {"customers", "no_such_table"}
+    failed, ok = by_table["no_such_table"], by_table["customers"]
+    assert failed.name == "SELECT no_such_table"
+    assert failed.attributes["error.type"] == error
+    assert failed.status_code == "ERROR"
+    assert "error.type" not in ok.attributes and ok.status_code == "UNSET"
+    assert failed.end_ns > failed.start_ns
+    otlp_receiver.wait_for(
+        lambda: (
+            otlp_receiver.histogram_count(
+                "db.client.operation.duration", {"db.collection.name": "no_such_table", "error.type": error}
+            )
+            >= 1
+        ),
+        what="db.client.operation.duration for the failed statement",
+    )
+
+
 def test_one_server_span_per_request_no_duplicates(service: Service, otlp_receiver: OTLPReceiver) -> None:
     httpx.get(service.base + "/hello")
     otlp_receiver.wait_for_spans(name="GET /hello", kind="SERVER")

@@ -131,6 +131,20 @@ def orders_different() -> int:
     return 6
 
 
+@app.get("/orders/broken")
+def orders_broken() -> str:
+    """A statement the database refuses; the endpoint reports it rather than failing."""
+    from sqlalchemy.exc import DBAPIError
+
+    with engine.connect() as conn:
+        conn.execute(text("SELECT count(*) FROM customers"))
+        try:
+            conn.execute(text("SELECT id FROM no_such_table"))
+        except DBAPIError as exc:
+            return type(exc.orig).__qualname__
+    return "no error"
+
+
 @app.get("/secret-search")
 def secret_search(q: str = "") -> int:
     with engine.connect() as conn:

@@ -1,12 +1,14 @@
 """SQLAlchemy: a CLIENT span, a duration metric and insight counters per statement.
 
-We hook SQLAlchemy's own dialect execution events at class level (every engine, sync or
-the one inside an ``AsyncEngine``; works on SQLAlchemy 2.0 and 2.1 and for engines created
-before we loaded): ``do_execute``/``do_executemany``/``do_execute_no_params`` run the
-dialect's own execute method between two clock reads, and ``handle_error`` records failed
-statements.  Connection-level events (``before/after_cursor_execute``, ``engine_connect``)
-are deliberately not used: any listener on them switches every ``Connection`` to
-SQLAlchemy's slower evented execution path, which costs more than our own bookkeeping.
+Each engine's dialect gets three hooks the first time the engine connects (every engine,
+sync or the one inside an ``AsyncEngine``; SQLAlchemy 2.0 and 2.1; engines created before
+we loaded too): ``do_execute``/``do_executemany``/``do_execute_no_params``, the dialect
+methods every statement goes through, are wrapped on the dialect object to run between
+two clock reads and record the statement, failed ones included.  No SQLAlchemy event is
+used: a listener on the connection events (``before/after_cursor_execute``,
+``engine_connect``) switches every ``Connection`` to SQLAlchemy's slower evented path, and
+even the dialect events (``do_execute``, ``handle_error``) cost about 2 µs of dispatch per
+statement, more than our own bookkeeping.
 The contrib SQLAlchemy instrumentation declares ``sqlalchemy < 2.1`` and then instruments
 nothing on what pip installs today, and records no ``db.client.operation.duration``; this
 listener does both.
@@ -41,13 +43,14 @@ from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
 
 logger = logging.getLogger("otel_perf")
-_T0 = "_otel_perf_t0"
 _INFO = "_otel_perf_info"
 _PENDING = "_otel_perf_pending"
 _SAMPLED = int(TraceFlags.SAMPLED)
 #: Per-engine cache bound for raw statement -> (shape, metric key); cleared whole when full.
 _STATEMENTS_PER_ENGINE = 1024
 _MARK = "_otel_perf_original"
+#: Where a dialect's hooks record which listener installed them.
+_HOOKED = "_otel_perf_hooked"
 _SYSTEMS = {"mssql": "microsoft.sql_server", "oracle": "oracle.db", "postgresql": "postgresql"}
 _state: dict[str, Any] = {}
 _ERROR = Status(StatusCode.ERROR)
@@ -85,6 +88,7 @@ class SQLAlchemyListener:
         self.spans = SpanStarter(runtime.tracer)
         self._context_var = runtime_context_var()
         self._engines: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
+        self._dialects: weakref.WeakSet[Any] = weakref.WeakSet()
         self.pools: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         #: threads inside QueuePool checkout right now (waiting when the pool is exhausted) are
         #: the entries of a list on the pool object itself (attribute ``_otel_perf_pending``):
@@ -109,80 +113,90 @@ class SQLAlchemyListener:
             setattr(engine, _INFO, (self, info))
         return info
 
-    # The three execution hooks run the dialect's own method (what SQLAlchemy does when no
-    # hook handles the call) and return True.  Statements without an execution context
-    # (internal executions) and those of connections built with ``_has_events=False``
-    # (SQLAlchemy's own first-connect dialect initialization, which never sees engine
-    # events) are left to SQLAlchemy, unmeasured, exactly as the connection events used
-    # to skip them.
-    def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        if context is None:
-            return False
-        conn = context.root_connection
-        if conn.__dict__.get("_has_events") is False:  # opted out of engine events
-            return False
-        t0 = perf_counter()
-        try:
-            context.dialect.do_execute(cursor, statement, parameters, context)
-        except BaseException:
-            context._otel_perf_t0 = t0  # handle_error times the failed statement
-            raise
-        seconds = perf_counter() - t0
-        try:
-            self._record(conn, statement, seconds, "", False)
-        except Exception as exc:
-            guard.internal_error("sqlalchemy.do_execute", exc)
-        return True
+    # The hooks run the dialect's own method between two clock reads.  Statements without an
+    # execution context (internal executions) and those of connections built with
+    # ``_has_events=False`` (SQLAlchemy's own first-connect dialect initialization, which
+    # never sees engine events) are left to SQLAlchemy, unmeasured.  Three closures, not one
+    # shared helper: each adds no Python call beyond the dialect's method and ``_record``.
+    def hook(self, dialect: Any) -> None:
+        """Wrap ``dialect``'s execute methods (idempotent per listener)."""
+        if dialect.__dict__.get(_HOOKED) is self:
+            return
+        listener = self
+        cls = type(dialect)
+        execute, executemany, no_params = cls.do_execute, cls.do_executemany, cls.do_execute_no_params
 
-    def do_executemany(self, cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        if context is None:
-            return False
-        conn = context.root_connection
-        if conn.__dict__.get("_has_events") is False:  # opted out of engine events
-            return False
-        t0 = perf_counter()
-        try:
-            context.dialect.do_executemany(cursor, statement, parameters, context)
-        except BaseException:
-            context._otel_perf_t0 = t0  # handle_error times the failed statement
-            raise
-        seconds = perf_counter() - t0
-        try:
-            self._record(conn, statement, seconds, "", True)
-        except Exception as exc:
-            guard.internal_error("sqlalchemy.do_executemany", exc)
-        return True
-
-    def do_execute_no_params(self, cursor: Any, statement: str, context: Any) -> bool:
-        if context is None:
-            return False
-        conn = context.root_connection
-        if conn.__dict__.get("_has_events") is False:  # opted out of engine events
-            return False
-        t0 = perf_counter()
-        try:
-            context.dialect.do_execute_no_params(cursor, statement, context)
-        except BaseException:
-            context._otel_perf_t0 = t0  # handle_error times the failed statement
-            raise
-        seconds = perf_counter() - t0
-        try:
-            self._record(conn, statement, seconds, "", False)
-        except Exception as exc:
-            guard.internal_error("sqlalchemy.do_execute_no_params", exc)
-        return True
-
-    def error(self, ctx: Any) -> None:
-        try:
-            context = ctx.execution_context
-            t0 = getattr(context, _T0, None) if context is not None else None
-            if t0 is None or not ctx.statement:
+        def do_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+            conn = context.root_connection if context is not None else None
+            if conn is None or conn.__dict__.get("_has_events") is False:
+                execute(dialect, cursor, statement, parameters, context)
                 return
-            original = ctx.original_exception
-            error_type = type(original).__qualname__ if original is not None else "Error"
-            self._record(ctx.connection, ctx.statement, perf_counter() - t0, error_type, False)
-        except Exception as exc:
-            guard.internal_error("sqlalchemy.handle_error", exc)
+            t0 = perf_counter()
+            try:
+                execute(dialect, cursor, statement, parameters, context)
+            except BaseException as exc:
+                listener.failed(conn, statement, t0, exc, False)
+                raise
+            seconds = perf_counter() - t0
+            try:
+                listener._record(conn, statement, seconds, "", False)
+            except Exception as exc:
+                guard.internal_error("sqlalchemy.do_execute", exc)
+
+        def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+            conn = context.root_connection if context is not None else None
+            if conn is None or conn.__dict__.get("_has_events") is False:
+                executemany(dialect, cursor, statement, parameters, context)
+                return
+            t0 = perf_counter()
+            try:
+                executemany(dialect, cursor, statement, parameters, context)
+            except BaseException as exc:
+                listener.failed(conn, statement, t0, exc, True)
+                raise
+            seconds = perf_counter() - t0
+            try:
+                listener._record(conn, statement, seconds, "", True)
+            except Exception as exc:
+                guard.internal_error("sqlalchemy.do_executemany", exc)
+
+        def do_execute_no_params(cursor: Any, statement: str, context: Any = None) -> None:
+            conn = context.root_connection if context is not None else None
+            if conn is None or conn.__dict__.get("_has_events") is False:
+                no_params(dialect, cursor, statement, context)
+                return
+            t0 = perf_counter()
+            try:
+                no_params(dialect, cursor, statement, context)
+            except BaseException as exc:
+                listener.failed(conn, statement, t0, exc, False)
+                raise
+            seconds = perf_counter() - t0
+            try:
+                listener._record(conn, statement, seconds, "", False)
+            except Exception as exc:
+                guard.internal_error("sqlalchemy.do_execute_no_params", exc)
+
+        dialect.do_execute = do_execute
+        dialect.do_executemany = do_executemany
+        dialect.do_execute_no_params = do_execute_no_params
+        setattr(dialect, _HOOKED, self)
+        self._dialects.add(dialect)
+
+    def unhook(self) -> None:
+        """Remove the hooks from every dialect this listener wrapped."""
+        for dialect in list(self._dialects):
+            if dialect.__dict__.get(_HOOKED) is self:
+                for name in (*_HOOKS, _HOOKED):
+                    dialect.__dict__.pop(name, None)
+        self._dialects = weakref.WeakSet()
+
+    def failed(self, conn: Any, statement: str, t0: float, exc: BaseException, executemany: bool) -> None:
+        """Record a statement the database refused (or that was interrupted)."""
+        try:
+            self._record(conn, statement, perf_counter() - t0, type(exc).__qualname__ or "Error", executemany)
+        except Exception as error:
+            guard.internal_error("sqlalchemy.failed", error)
 
     def _record(self, conn: Any, statement: str, seconds: float, error_type: str, executemany: bool) -> None:
         rt = self.rt
@@ -273,7 +287,9 @@ class SQLAlchemyListener:
 
     def connect(self, conn: Any) -> None:
         try:
-            self.info(conn.engine)
+            engine = conn.engine
+            self.info(engine)
+            self.hook(engine.dialect)
         except Exception as exc:
             guard.internal_error("sqlalchemy.engine_connect", exc)
 
@@ -376,16 +392,12 @@ _HOOKS = ("do_execute", "do_executemany", "do_execute_no_params")
 
 def attach_listener(listener: SQLAlchemyListener) -> None:
     """Hook ``listener`` into every engine (idempotent per listener)."""
-    from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
     if _state.get("listener") is listener:
         return
-    for name in _HOOKS:
-        event.listen(Engine, name, getattr(listener, name))
-    event.listen(Engine, "handle_error", listener.error)
-    # Pools are named after their engine when a connection is made (what the
-    # engine_connect event would tell us, without making every connection evented).
+    # Each engine's dialect is hooked and its pool named when the engine first connects
+    # (what the engine_connect event would tell us, without making every connection evented).
     original = Engine.connect
     if getattr(original, _MARK, None) is None:
 
@@ -404,12 +416,9 @@ def attach_listener(listener: SQLAlchemyListener) -> None:
 
 def detach_listener(listener: SQLAlchemyListener) -> None:
     """Undo :func:`attach_listener`."""
-    from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    for name in _HOOKS:
-        event.remove(Engine, name, getattr(listener, name))
-    event.remove(Engine, "handle_error", listener.error)
+    listener.unhook()
     if _state.get("listener") is listener:
         del _state["listener"]
     original = _state.pop("connect", None)
