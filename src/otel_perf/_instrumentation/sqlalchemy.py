@@ -116,49 +116,19 @@ class SQLAlchemyListener:
     # The hooks run the dialect's own method between two clock reads.  Statements without an
     # execution context (internal executions) and those of connections built with
     # ``_has_events=False`` (SQLAlchemy's own first-connect dialect initialization, which
-    # never sees engine events) are left to SQLAlchemy, unmeasured.  Three closures, not one
-    # shared helper: each adds no Python call beyond the dialect's method and ``_record``.
+    # never sees engine events) are left to SQLAlchemy, unmeasured.  Closures, not a shared
+    # helper: each adds no Python call beyond the dialect's method and ``_record``.
     def hook(self, dialect: Any) -> None:
         """Wrap ``dialect``'s execute methods (idempotent per listener)."""
         if dialect.__dict__.get(_HOOKED) is self:
             return
         listener = self
         cls = type(dialect)
-        execute, executemany, no_params = cls.do_execute, cls.do_executemany, cls.do_execute_no_params
-
-        def do_execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
-            conn = context.root_connection if context is not None else None
-            if conn is None or conn.__dict__.get("_has_events") is False:
-                execute(dialect, cursor, statement, parameters, context)
-                return
-            t0 = perf_counter()
-            try:
-                execute(dialect, cursor, statement, parameters, context)
-            except BaseException as exc:
-                listener.failed(conn, statement, t0, exc, False)
-                raise
-            seconds = perf_counter() - t0
-            try:
-                listener._record(conn, statement, seconds, "", False)
-            except Exception as exc:
-                guard.internal_error("sqlalchemy.do_execute", exc)
-
-        def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
-            conn = context.root_connection if context is not None else None
-            if conn is None or conn.__dict__.get("_has_events") is False:
-                executemany(dialect, cursor, statement, parameters, context)
-                return
-            t0 = perf_counter()
-            try:
-                executemany(dialect, cursor, statement, parameters, context)
-            except BaseException as exc:
-                listener.failed(conn, statement, t0, exc, True)
-                raise
-            seconds = perf_counter() - t0
-            try:
-                listener._record(conn, statement, seconds, "", True)
-            except Exception as exc:
-                guard.internal_error("sqlalchemy.do_executemany", exc)
+        no_params = cls.do_execute_no_params
+        do_execute = _timed_with_parameters(self, dialect, cls.do_execute, False, "sqlalchemy.do_execute")
+        do_executemany = _timed_with_parameters(
+            self, dialect, cls.do_executemany, True, "sqlalchemy.do_executemany"
+        )
 
         def do_execute_no_params(cursor: Any, statement: str, context: Any = None) -> None:
             conn = context.root_connection if context is not None else None
@@ -340,6 +310,31 @@ class SQLAlchemyListener:
                 continue
             out.append((float(size() + overflow), (name,)))
         return out
+
+
+def _timed_with_parameters(
+    listener: SQLAlchemyListener, dialect: Any, original: Any, executemany: bool, where: str
+) -> Any:
+    """``dialect.do_execute``/``do_executemany`` (``original``, unbound) timed and recorded."""
+
+    def hooked(cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+        conn = context.root_connection if context is not None else None
+        if conn is None or conn.__dict__.get("_has_events") is False:
+            original(dialect, cursor, statement, parameters, context)
+            return
+        t0 = perf_counter()
+        try:
+            original(dialect, cursor, statement, parameters, context)
+        except BaseException as exc:
+            listener.failed(conn, statement, t0, exc, executemany)
+            raise
+        seconds = perf_counter() - t0
+        try:
+            listener._record(conn, statement, seconds, "", executemany)
+        except Exception as exc:
+            guard.internal_error(where, exc)
+
+    return hooked
 
 
 def _pool_name(engine: Any) -> str:
