@@ -232,6 +232,109 @@ def test_finished_spans_are_what_ending_a_started_span_exports(
     assert SpanEncoder().encode(exported["ours"]) == SpanEncoder().encode(exported["stock"])
 
 
+def _encoding_pipeline(provider: TracerProvider) -> tuple[Any, list[Any], SpanEncoder]:
+    """Our production span pipeline (drop counter, batch queue, pre-encoding) into a list."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from otel_perf._metrics.instruments import Registry
+    from otel_perf._setup.providers import DropCountingProcessor, Health
+
+    kept: list[Any] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            kept.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    encoder = SpanEncoder()
+    processor = DropCountingProcessor(
+        BatchSpanProcessor(Keep(), schedule_delay_millis=60_000), Health(Registry(), 60.0), 100, encoder
+    )
+    provider.add_span_processor(processor)
+    return processor, kept, encoder
+
+
+@pytest.mark.parametrize("sampler_name", ["always_on", "parentbased_ratio", "parentbased_inverted"])
+@pytest.mark.parametrize("parent_name", ["local_sampled", "local_unsampled", "remote_sampled"])
+@pytest.mark.parametrize("error", [False, True])
+def test_finished_spans_encoded_from_their_fields_are_the_sdk_bytes(
+    sampler_name: str, parent_name: str, error: bool
+) -> None:
+    """Our pipeline encodes a finished span without building it: the bytes of start()+end()."""
+    parent = PARENTS[parent_name]
+    assert parent is not None
+    attrs = {"db.system.name": "sqlite", "db.operation.name": "SELECT", "n": 3, "slow": True, "d": 0.5}
+    status = Status(StatusCode.ERROR) if error else None
+    provider = TracerProvider(
+        sampler=SAMPLERS[sampler_name], id_generator=PrimableIdGenerator(), shutdown_on_exit=False
+    )
+    processor, kept, encoder = _encoding_pipeline(provider)
+    ended: list[Any] = []
+    processor.on_end = ended.append  # the SDK span path: must not be taken
+    tracer = provider.get_tracer("lib", "1.0")
+    random.seed(11)
+    starter = SpanStarter(tracer)
+    assert starter.finished("SELECT t", parent, SpanKind.CLIENT, dict(attrs), 1_000, 5_000, status)
+    assert processor.force_flush()
+    assert ended == []
+
+    stock_provider = TracerProvider(
+        sampler=SAMPLERS[sampler_name], id_generator=PrimableIdGenerator(), shutdown_on_exit=False
+    )
+    collect = _Collect()
+    stock_provider.add_span_processor(SimpleSpanProcessor(collect))
+    random.seed(11)
+    context = set_span_in_context(NonRecordingSpan(parent))
+    span = stock_provider.get_tracer("lib", "1.0").start_span(
+        "SELECT t", context, SpanKind.CLIENT, dict(attrs), start_time=1_000
+    )
+    if status is not None:
+        span.set_status(status)
+    span.end(end_time=5_000)
+    assert len(kept) == len(collect.spans)
+    assert all(type(item) is bytes for item in kept)
+    assert encoder.encode(kept) == encode_spans(collect.spans).SerializeToString()
+    provider.shutdown()
+
+
+def test_finished_spans_reach_a_processor_added_later() -> None:
+    provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    processor, kept, _ = _encoding_pipeline(provider)
+    tracer = provider.get_tracer("lib", "1.0")
+    starter = SpanStarter(tracer)  # built while ours is the only processor
+    collect = _Collect()
+    provider.add_span_processor(SimpleSpanProcessor(collect))
+    parent = PARENTS["local_sampled"]
+    assert parent is not None
+    assert starter.finished("SELECT t", parent, SpanKind.CLIENT, {"a": 1}, 1_000, 5_000)
+    assert processor.force_flush()
+    assert [s.name for s in collect.spans] == ["SELECT t"]
+    assert len(kept) == 1
+    provider.shutdown()
+
+
+def test_finished_spans_with_attributes_the_sdk_would_change_are_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider = TracerProvider(
+        id_generator=PrimableIdGenerator(),
+        shutdown_on_exit=False,
+        span_limits=SpanLimits(max_span_attributes=1),
+    )
+    processor, kept, encoder = _encoding_pipeline(provider)
+    ended: list[Any] = []
+    on_end = processor.on_end
+    monkeypatch.setattr(processor, "on_end", lambda span: (ended.append(span), on_end(span)))
+    parent = PARENTS["local_sampled"]
+    assert parent is not None
+    starter = SpanStarter(provider.get_tracer("lib", "1.0"))
+    assert starter.finished("SELECT t", parent, SpanKind.CLIENT, {"a": 1, "b": 2}, 1_000, 5_000)
+    assert processor.force_flush()
+    assert len(ended) == 1 and ended[0].dropped_attributes == 1  # built by the SDK's rules
+    assert encoder.encode(kept) == encode_spans(ended).SerializeToString()
+    provider.shutdown()
+
+
 def test_finished_spans_take_the_live_path_when_a_processor_watches_starts() -> None:
     from opentelemetry.sdk.trace import SpanProcessor
 
@@ -414,6 +517,96 @@ def test_encoder_handles_spans_that_are_not_sdk_readable_spans(spans: list[Reada
 
     wrapped = [Wrapped(s) for s in spans]
     assert SpanEncoder().encode(wrapped) == encode_spans(spans).SerializeToString()
+
+
+def test_spans_encoded_as_they_end_write_the_sdk_bytes(spans: list[ReadableSpan]) -> None:
+    import gc
+
+    encoder = SpanEncoder()
+    pre = [encoder.pre_encode(s) for s in spans]
+    assert all(type(p) is bytes for p in pre)
+    assert not any(gc.is_tracked(p) for p in pre)  # what keeps queued spans out of the collections
+    stock = encode_spans(spans).SerializeToString()
+    assert encoder.encode(pre) == stock
+    mixed = [p if i % 2 else s for i, (p, s) in enumerate(zip(pre, spans, strict=True))]
+    assert encoder.encode(mixed) == stock
+    assert SpanEncoder().encode(spans) == stock  # a fresh encoder's cache state changes nothing
+
+
+def test_spans_of_groups_past_the_limit_stay_sdk_spans(
+    spans: list[ReadableSpan], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(otlp_spans, "MAX_GROUPS", 2)
+    encoder = SpanEncoder()
+    pre = [encoder.pre_encode(s) for s in spans]
+    def group(span: ReadableSpan) -> tuple[int, int]:
+        return id(span.resource), id(span.instrumentation_scope)
+
+    assert len({group(s) for s in spans}) > 2
+    assert sum(p is None for p in pre) > 0
+    assert len({group(s) for s, p in zip(spans, pre, strict=True) if p}) == 2
+    items = [p if p is not None else s for p, s in zip(pre, spans, strict=True)]
+    assert encoder.encode(items) == encode_spans(spans).SerializeToString()
+
+
+def test_the_batch_processor_queues_encoded_spans_and_exports_the_sdk_bytes() -> None:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from otel_perf._metrics.instruments import Registry
+    from otel_perf._setup.providers import CountingSpanExporter, DropCountingProcessor, Health
+
+    class Keep(SpanExporter):
+        def __init__(self) -> None:
+            self.batches: list[list[Any]] = []
+
+        def export(self, spans: Any) -> SpanExportResult:
+            self.batches.append(list(spans))
+            return SpanExportResult.SUCCESS
+
+    reference, kept = _Collect(), Keep()
+    health = Health(Registry(), 60.0)
+    encoder = SpanEncoder()
+    processor = DropCountingProcessor(
+        BatchSpanProcessor(CountingSpanExporter(kept, health), schedule_delay_millis=60_000),
+        health,
+        100,
+        encoder,
+    )
+    # Half the roots are recorded but not sampled: the batch processor must still drop those.
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "svc"}),
+        sampler=sampling.ParentBased(_RecordEveryOther()),
+        shutdown_on_exit=False,
+    )
+    provider.add_span_processor(SimpleSpanProcessor(reference))
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t", "1")
+    for i in range(6):
+        with tracer.start_as_current_span(f"GET /r{i}", kind=SpanKind.SERVER, attributes={"i": i}):
+            tracer.start_span("SELECT t", kind=SpanKind.CLIENT, attributes={"db.system": "sqlite"}).end()
+    assert processor.force_flush()
+    exported = [span for batch in kept.batches for span in batch]
+    sampled = reference.spans  # the simple processor, like the batch one, keeps sampled spans only
+    assert len(sampled) == 6
+    assert all(type(span) is bytes for span in exported)
+    assert encoder.encode(exported) == encode_spans(sampled).SerializeToString()
+    assert health.exported.values()[("traces",)] == 6
+    provider.shutdown()
+
+
+class _RecordEveryOther(sampling.Sampler):
+    """Records every root span, samples every other one (RECORD_ONLY for the rest)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> sampling.SamplingResult:
+        self.n += 1
+        decision = sampling.Decision.RECORD_AND_SAMPLE if self.n % 2 else sampling.Decision.RECORD_ONLY
+        return sampling.SamplingResult(decision)
+
+    def get_description(self) -> str:
+        return "record every other"
 
 
 # --- the transport ------------------------------------------------------------------------------

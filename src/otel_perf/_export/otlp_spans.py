@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,17 @@ _INT64_MAX = (1 << 63) - 1
 _UNSET = object()
 #: Cached encoded key/value pairs, cleared whole when full (url.path and friends vary).
 MAX_CACHED_PAIRS = 4096
+#: Distinct (resource, scope) pairs an encoder pre-encodes spans for; spans of any further
+#: pair are queued as SDK spans and encoded at export, as before.
+MAX_GROUPS = 255
+
+
+
+
+def _queued(group: int, body: bytes) -> bytes:
+    """A pre-encoded span: its group's index, then the span as a ``ScopeSpans.spans`` field."""
+    n = len(body)
+    return bytes((group, 0x12, n)) + body if n < 0x80 else bytes((group, 0x12)) + _varint(n) + body
 
 
 def _varint(n: int) -> bytes:
@@ -107,6 +119,10 @@ class SpanEncoder:
         #: id(resource or scope) -> (the object, kept alive so the id stays its own; encoding)
         self._resources: dict[int, tuple[Any, bytes]] = {}
         self._scopes: dict[int, tuple[Any, bytes]] = {}
+        #: (resource, scope) of pre-encoded spans, by the index their first byte holds
+        self._groups: list[tuple[Any, Any]] = []
+        self._group_index: dict[tuple[int, int], int] = {}
+        self._group_lock = threading.Lock()
 
     # --- attributes -------------------------------------------------------------------
     def attributes(self, tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
@@ -211,6 +227,28 @@ class SpanEncoder:
             dropped_events = span.dropped_events
             links = span.links
             dropped_links = span.dropped_links
+        return self.span_fields(
+            ctx, parent, name, kind, start, end, attributes, dropped_attributes, status,
+            events, dropped_events, links, dropped_links,
+        )  # fmt: skip
+
+    def span_fields(
+        self,
+        ctx: Any,
+        parent: Any,
+        name: str,
+        kind: SpanKind,
+        start: int | None,
+        end: int | None,
+        attributes: Mapping[str, Any] | None,
+        dropped_attributes: int = 0,
+        status: Any = None,
+        events: Sequence[Any] = (),
+        dropped_events: int = 0,
+        links: Sequence[Any] = (),
+        dropped_links: int = 0,
+    ) -> bytes:
+        """One ``Span`` message body from the fields of a span."""
         parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
         state = ctx.trace_state
         if state is not _DEFAULT_STATE and state:
@@ -271,18 +309,72 @@ class SpanEncoder:
         parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
         return b"".join(parts)
 
+    def pre_encode(self, span: ReadableSpan) -> bytes | None:
+        """``span`` encoded now, for :meth:`encode` to put in a batch later (None: keep the span).
+
+        The bytes are a group index (one byte: which resource and scope) followed by the
+        span as a ``ScopeSpans.spans`` field, exactly what :meth:`encode` writes for
+        ``span``.  Plain bytes hold no references, so the garbage collector does not track
+        them: a span that waits seconds in a queue for its batch is no longer a dozen SDK
+        objects promoted to the oldest generation and walked by the app's full collections.
+        Safe from any thread: the caches are dicts whose single operations the GIL makes
+        atomic, and a new group is added under a lock.
+        """
+        group = self._group(span._resource, span._instrumentation_scope or None)
+        if group < 0:
+            return None
+        return _queued(group, self.span(span))
+
+    def pre_encode_finished(
+        self,
+        resource: Any,
+        scope: Any,
+        ctx: Any,
+        parent: Any,
+        name: str,
+        kind: SpanKind,
+        start: int,
+        end: int,
+        attributes: Mapping[str, Any],
+        status: Any,
+    ) -> bytes | None:
+        """What :meth:`pre_encode` returns for the ended span with these fields (no events,
+        links or dropped attributes), without the span having to be built."""
+        group = self._group(resource, scope or None)
+        if group < 0:
+            return None
+        return _queued(group, self.span_fields(ctx, parent, name, kind, start, end, attributes, 0, status))
+
+    def _group(self, resource: Any, scope: Any) -> int:
+        key = (id(resource), id(scope))  # unique: the groups list keeps both objects alive
+        index = self._group_index.get(key, -1)
+        if index >= 0:
+            return index
+        with self._group_lock:
+            index = self._group_index.get(key, -1)
+            if index < 0:
+                groups = self._groups
+                if len(groups) >= MAX_GROUPS:
+                    return -1
+                groups.append((resource, scope))  # keeps both alive, so their ids stay theirs
+                index = self._group_index[key] = len(groups) - 1
+        return index
+
     def encode(self, spans: Sequence[Any]) -> bytes:
         """An ``ExportTraceServiceRequest`` holding ``spans``, grouped by resource then scope.
 
         Groups are keyed by encoded content (what the SDK's equality-based grouping amounts
         to), in first-seen order, spans in their given order.
         """
-        groups: dict[tuple[bytes, str], dict[tuple[bytes, str], list[bytes]]] = {}
+        groups: dict[tuple[bytes, str], dict[tuple[bytes, str], list[bytes | memoryview]]] = {}
         last_resource: Any = _UNSET
         last_scope: Any = _UNSET
-        encoded: list[bytes] = []
+        encoded: list[bytes | memoryview] = []
         for span in spans:
-            if type(span) is ReadableSpan:
+            pre_encoded = type(span) is bytes  # from pre_encode()
+            if pre_encoded:
+                resource, scope = self._groups[span[0]]
+            elif type(span) is ReadableSpan:
                 resource = span._resource
                 scope = span._instrumentation_scope or None
             else:
@@ -299,6 +391,9 @@ class SpanEncoder:
                 if found is None:
                     found = scopes[scope_key] = []
                 encoded = found
+            if pre_encoded:
+                encoded.append(memoryview(span)[1:])
+                continue
             span_body = self.span(span)
             n = len(span_body)
             encoded.append((b"\x12" + bytes((n,)) if n < 0x80 else b"\x12" + _varint(n)) + span_body)

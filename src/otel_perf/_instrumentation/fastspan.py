@@ -355,6 +355,19 @@ def _on_start_is_noop(processor: Any) -> bool:
     return False
 
 
+def _fields_sink(processor: Any) -> tuple[Any, Callable[..., bool] | None]:
+    """``(processors, on_end_fields)`` when ``processor`` fans out to one processor that has it."""
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+    if type(processor) is not SynchronousMultiSpanProcessor:
+        return None, None
+    processors = processor._span_processors
+    if len(processors) != 1:
+        return None, None
+    sink = getattr(processors[0], "on_end_fields", None)
+    return (processors, sink) if callable(sink) else (None, None)
+
+
 def _root_bound(sampler: Any) -> int | None:
     """Root decisions of the SDK's static and ratio samplers as one comparison bound."""
     decide = compile_sampler(sampler)
@@ -413,6 +426,9 @@ class LeanSpans:
         }
         #: whether every processor's on_start is a known no-op (then finished spans may skip it)
         self.on_end_only = _on_start_is_noop(self._processor)
+        #: the processors' tuple when it is a lone processor taking ended spans by their fields
+        #: (ours, encoding them for its exporter); rechecked per span, processors can be added
+        self._direct_for, self._direct = _fields_sink(self._processor)
         self._max_attributes = limits.max_span_attributes
         self._max_value_len = limits.max_span_attribute_length
         self._max_events = limits.max_events
@@ -499,6 +515,25 @@ class LeanSpans:
         status: Status | None,
     ) -> None:
         """What ending a live span with these fields hands the processors' ``on_end``."""
+        direct = self._direct
+        if (
+            direct is not None
+            and getattr(self._processor, "_span_processors", None) is self._direct_for
+            and self._trusted(attributes, 0)  # the SDK would keep them as they are
+            and direct(
+                self._readable_constants["_resource"],
+                self._readable_constants["_instrumentation_scope"],
+                span_context,
+                parent,
+                name,
+                kind,
+                start_time,
+                end_time,
+                attributes,
+                status if status is not None else self._constants["_status"],
+            )
+        ):
+            return
         span: Any = _new_object(ReadableSpan)
         fields = span.__dict__
         fields.update(self._readable_constants)
