@@ -401,6 +401,26 @@ def test_export_configured_exporter_x512(benchmark: Any, env: dict[str, Any]) ->
     benchmark.pedantic(lambda: exporter.export(spans), rounds=30, warmup_rounds=3)
 
 
+def test_export_pre_encode_x512(benchmark: Any, env: dict[str, Any]) -> None:
+    """Encoding 512 spans one by one as they end (what request threads now pay per span)."""
+    from otel_perf._export.otlp_spans import SpanEncoder
+
+    spans = _spans(env, PER_BATCH)
+    enc = SpanEncoder()
+    benchmark(lambda: [enc.pre_encode(span) for span in spans])
+
+
+def test_export_configured_exporter_pre_encoded_x512(benchmark: Any, env: dict[str, Any]) -> None:
+    """The configured exporter sending 512 spans encoded as they ended (the export thread's share)."""
+    from opentelemetry import trace
+
+    provider: Any = trace.get_tracer_provider()
+    exporter = _find_exporter(provider._active_span_processor._span_processors[0])
+    spans = [exporter._encoder.pre_encode(span) for span in _spans(env, PER_BATCH)]
+    assert all(type(span) is bytes for span in spans)
+    benchmark.pedantic(lambda: exporter.export(spans), rounds=30, warmup_rounds=3)
+
+
 def _find_exporter(obj: Any) -> Any:
     for _ in range(6):
         for attr in ("inner", "_batch_processor", "_exporter", "exporter"):

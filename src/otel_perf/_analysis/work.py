@@ -11,9 +11,12 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry.trace import Span, TraceFlags
+from opentelemetry.trace import Span, SpanContext, TraceFlags
+
+from otel_perf._instrumentation.fastspan import CONTEXT_IS_TUPLE
 
 _SAMPLED = int(TraceFlags.SAMPLED)
+
 
 
 class Work:
@@ -42,9 +45,13 @@ class Work:
         self.method = method
         self.span = span
         ctx = span.get_span_context()
-        self.trace_id: int = ctx.trace_id
-        # Only sampled spans make useful exemplars/links; unsampled still carry a trace id.
-        self.span_id: int = ctx.span_id if ctx.trace_flags & _SAMPLED else 0
+        if type(ctx) is SpanContext and CONTEXT_IS_TUPLE:  # its properties are Python calls: index it
+            self.trace_id: int = ctx[0]
+            # Only sampled spans make useful exemplars/links; unsampled still carry a trace id.
+            self.span_id: int = ctx[1] if ctx[3] & _SAMPLED else 0
+        else:
+            self.trace_id = ctx.trace_id
+            self.span_id = ctx.span_id if ctx.trace_flags & _SAMPLED else 0
         self.query_count = 0
         self.db_time = 0.0
         self.statements: dict[str, int] = {}

@@ -20,8 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_STATE
+
+from otel_perf._instrumentation.fastspan import CONTEXT_IS_TUPLE
 
 logger = logging.getLogger("otel_perf")
 
@@ -37,6 +39,8 @@ _FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)
 _FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
 _EMPTY_STATUS = b"\x7a\x00"
 _STATUS_CODES = {code: int(code.value) for code in StatusCode}
+_KIND_BY_VALUE = {kind._value_: encoded for kind, encoded in _KIND.items()}
+_STATUS_CODES_BY_VALUE = {code._value_: value for code, value in _STATUS_CODES.items()}
 _pack_q = struct.Struct("<Q").pack
 _pack_d = struct.Struct("<d").pack
 _pack_i = struct.Struct("<I").pack
@@ -249,16 +253,26 @@ class SpanEncoder:
         dropped_links: int = 0,
     ) -> bytes:
         """One ``Span`` message body from the fields of a span."""
-        parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
-        state = ctx.trace_state
+        # SpanContext, SpanKind and Status read through their fields: each of their
+        # properties (and an Enum's __hash__) is a Python call.
+        if type(ctx) is SpanContext and CONTEXT_IS_TUPLE:
+            trace_id, span_id, state = ctx[0], ctx[1], ctx[4]
+        else:
+            trace_id, span_id, state = ctx.trace_id, ctx.span_id, ctx.trace_state
+        parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
         if state is not _DEFAULT_STATE and state:
             parts.append(_string(b"\x1a", ",".join(f"{k}={v}" for k, v in state.items())))
+        remote = False
         if parent:
+            if type(parent) is SpanContext and CONTEXT_IS_TUPLE:
+                parent_id, remote = parent[1], parent[2]
+            else:
+                parent_id, remote = parent.span_id, parent.is_remote
             parts.append(b"\x22\x08")
-            parts.append(parent.span_id.to_bytes(8, "big"))
+            parts.append(parent_id.to_bytes(8, "big"))
         if name:
             parts.append(_string(b"\x2a", name))
-        parts.append(_KIND[kind])
+        parts.append(_KIND_BY_VALUE[kind._value_] if type(kind) is SpanKind else _KIND[kind])
         if start:
             parts.append(b"\x39" + _pack_q(start))
         if end:
@@ -297,8 +311,10 @@ class SpanEncoder:
         if dropped_links:
             parts.append(b"\x70" + _varint(dropped_links))
         if status is not None:
-            code = _STATUS_CODES[status.status_code]
-            description = status.description
+            if type(status) is Status:
+                code, description = _STATUS_CODES_BY_VALUE[status._status_code._value_], status._description
+            else:
+                code, description = _STATUS_CODES[status.status_code], status.description
             if not code and not description:
                 parts.append(_EMPTY_STATUS)
             else:
@@ -306,7 +322,7 @@ class SpanEncoder:
                 if code:
                     body += b"\x18" + _varint(code)
                 parts.append(_field(b"\x7a", body))
-        parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+        parts.append(_FLAGS_REMOTE if remote else _FLAGS_LOCAL)
         return b"".join(parts)
 
     def pre_encode(self, span: ReadableSpan) -> bytes | None:

@@ -99,6 +99,9 @@ def _direct_construction_works() -> bool:
 
 
 _DIRECT = _direct_construction_works()
+#: SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid):
+#: hot paths may index it (each of its properties is a Python call).
+CONTEXT_IS_TUPLE = _DIRECT
 
 
 class PrimableIdGenerator(RandomIdGenerator):
@@ -171,9 +174,13 @@ def compile_sampler(sampler: Any) -> Decide | None:
         def parent_based(parent: SpanContext | None, trace_id: int) -> bool:
             if parent is None:
                 return root(None, trace_id)
-            if parent.is_remote:
-                return (remote_yes if parent.trace_flags.sampled else remote_no)(parent, trace_id)
-            return (local_yes if parent.trace_flags.sampled else local_no)(parent, trace_id)
+            if type(parent) is SpanContext and _DIRECT:  # its fields, not its (Python) properties
+                remote, sampled = parent[2], parent[3] & 1
+            else:
+                remote, sampled = parent.is_remote, parent.trace_flags.sampled
+            if remote:
+                return (remote_yes if sampled else remote_no)(parent, trace_id)
+            return (local_yes if sampled else local_no)(parent, trace_id)
 
         return parent_based
     return None
@@ -318,12 +325,21 @@ class SpanStarter:
         decide = self.decide
         if lean is None or decide is None or not lean.on_end_only or not self._is_enabled():
             return False
-        if decide(parent, parent.trace_id):
+        direct = _DIRECT and type(parent) is SpanContext and parent[5]  # a valid parent, as a tuple
+        if direct:
+            trace_id, parent_flags, state = parent[0], parent[3], parent[4]
+        else:
+            trace_id, parent_flags, state = parent.trace_id, parent.trace_flags, parent.trace_state
+        if decide(parent, trace_id):
             span_id = _getrandbits(64)
             while not span_id:
                 span_id = _getrandbits(64)
-            flags = _FLAGS[(parent.trace_flags & _RANDOM_BIT) | 1]
-            ctx = SpanContext(parent.trace_id, span_id, False, flags, parent.trace_state)
+            flags = _FLAGS[(parent_flags & _RANDOM_BIT) | 1]
+            ctx = (
+                _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, True))
+                if direct  # what SpanContext(...) builds: both ids are valid
+                else SpanContext(trace_id, span_id, False, flags, state)
+            )
             lean.finished(name, ctx, parent, kind, attributes, start_time, end_time, status)
         return True
 

@@ -18,10 +18,14 @@ seven wake-ups a second on a healthy loop rather than forty.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
 import time
+import types
+from collections.abc import Callable
+from typing import Any
 
 from otel_perf._analysis.findings import LoopBlock, recommend_loop_block
 from otel_perf._analysis.work import Work
@@ -38,7 +42,10 @@ class LoopMonitor:
         self.block_s = runtime.config.number("OTEL_PERF_LOOP_BLOCK_MS") / 1000.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat = time.monotonic()
-        self._requests: dict[int, Work] = {}
+        #: id(task) -> the request that task serves; the middleware adds and removes entries
+        self.requests: dict[int, Work] = {}
+        #: the task running on the monitored loop now (None until the loop is known)
+        self.current_task: Callable[[], asyncio.Task[Any] | None] = _no_task
         self._blocker: Work | None = None
         self._stop = threading.Event()
         self._pid = 0
@@ -52,20 +59,11 @@ class LoopMonitor:
         except RuntimeError:
             return
         self._loop = loop
+        self.current_task = _task_getter(loop)
         self._pid = _pid()
         self._heartbeat = now = time.monotonic()
         loop.call_later(TICK, self._tick, now)
         threading.Thread(target=self._watch, name="otel-perf-loop-watchdog", daemon=True).start()
-
-    def request_started(self, work: Work) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._requests[id(task)] = work
-
-    def request_finished(self, work: Work) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._requests.pop(id(task), None)
 
     # --- the loop side -------------------------------------------------------------
     def _tick(self, armed: float) -> None:
@@ -128,7 +126,7 @@ class LoopMonitor:
             except RuntimeError:
                 continue
             if task is not None:
-                self._blocker = self._requests.get(id(task))
+                self._blocker = self.requests.get(id(task))
 
     def stop(self) -> None:
         """Stop both sides (from any thread): the next tick does not re-arm."""
@@ -139,6 +137,23 @@ def _route(work: Work) -> str:
     from otel_perf._instrumentation.asgi import route_template
 
     return route_template(work.scope) if isinstance(work.scope, dict) else ""
+
+
+def _no_task() -> None:
+    return None
+
+
+def _task_getter(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Task[Any] | None]:
+    """``asyncio.current_task`` for ``loop``, with no Python frame per call.
+
+    Before Python 3.12 ``asyncio.current_task`` is Python code reading the dict that the C
+    tasks keep up to date; a bound ``dict.get`` on that dict is the same lookup in C.
+    """
+    current = asyncio.current_task
+    tasks: Any = getattr(asyncio.tasks, "_current_tasks", None)
+    if not isinstance(current, types.BuiltinFunctionType) and isinstance(tasks, dict):
+        return functools.partial(tasks.get, loop)
+    return functools.partial(current, loop)
 
 
 def _pid() -> int:

@@ -400,7 +400,11 @@ def attach_listener(listener: SQLAlchemyListener) -> None:
             conn = original(engine, *args, **kwargs)
             active = _state.get("listener")
             if active is not None:
-                active.connect(conn)
+                # Every Session connects: after an engine's first time, two dict lookups.
+                known = engine.__dict__.get(_INFO)
+                hooked = engine.dialect.__dict__.get(_HOOKED)
+                if known is None or known[0] is not active or hooked is not active:
+                    active.connect(conn)
             return conn
 
         setattr(connect, _MARK, original)
