@@ -507,6 +507,14 @@ def test_encoder_bounds_its_pair_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(encoder._pairs) <= 8
 
 
+def test_encoder_bounds_its_name_cache(spans: list[ReadableSpan], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(otlp_spans, "MAX_CACHED_PAIRS", 2)
+    encoder = SpanEncoder()
+    assert len({s.name for s in spans if s.name}) > 2
+    assert encoder.encode(spans) == encode_spans(spans).SerializeToString()
+    assert 0 < len(encoder._names) <= 2
+
+
 def test_encoder_handles_spans_that_are_not_sdk_readable_spans(spans: list[ReadableSpan]) -> None:
     class Wrapped:
         def __init__(self, span: ReadableSpan) -> None:

@@ -23,6 +23,7 @@ class Work:
     """Per-unit counters that the findings are computed from at the end."""
 
     __slots__ = (
+        "context",
         "db_time",
         "kind",
         "max_statements",
@@ -45,6 +46,8 @@ class Work:
         self.method = method
         self.span = span
         ctx = span.get_span_context()
+        #: the span's SpanContext, read once (statements and the traceresponse header need it)
+        self.context: SpanContext = ctx
         if type(ctx) is SpanContext and CONTEXT_IS_TUPLE:  # its properties are Python calls: index it
             self.trace_id: int = ctx[0]
             # Only sampled spans make useful exemplars/links; unsampled still carry a trace id.

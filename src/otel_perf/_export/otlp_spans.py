@@ -59,7 +59,11 @@ MAX_GROUPS = 255
 def _queued(group: int, body: bytes) -> bytes:
     """A pre-encoded span: its group's index, then the span as a ``ScopeSpans.spans`` field."""
     n = len(body)
-    return bytes((group, 0x12, n)) + body if n < 0x80 else bytes((group, 0x12)) + _varint(n) + body
+    if n < 0x80:
+        return bytes((group, 0x12, n)) + body
+    if n < 0x4000:  # a two-byte varint, inline: most spans are 128 bytes to 16 KiB
+        return bytes((group, 0x12, 0x80 | (n & 0x7F), n >> 7)) + body
+    return bytes((group, 0x12)) + _varint(n) + body
 
 
 def _varint(n: int) -> bytes:
@@ -120,6 +124,8 @@ class SpanEncoder:
 
     def __init__(self) -> None:
         self._pairs: dict[tuple[str, Any], bytes] = {}
+        #: span name -> its encoded field (route and statement names repeat)
+        self._names: dict[str, bytes] = {}
         #: id(resource or scope) -> (the object, kept alive so the id stays its own; encoding)
         self._resources: dict[int, tuple[Any, bytes]] = {}
         self._scopes: dict[int, tuple[Any, bytes]] = {}
@@ -271,7 +277,13 @@ class SpanEncoder:
             parts.append(b"\x22\x08")
             parts.append(parent_id.to_bytes(8, "big"))
         if name:
-            parts.append(_string(b"\x2a", name))
+            encoded_name = self._names.get(name)
+            if encoded_name is None:
+                encoded_name = _string(b"\x2a", name)
+                if len(self._names) >= MAX_CACHED_PAIRS:
+                    self._names.clear()
+                self._names[name] = encoded_name
+            parts.append(encoded_name)
         parts.append(_KIND_BY_VALUE[kind._value_] if type(kind) is SpanKind else _KIND[kind])
         if start:
             parts.append(b"\x39" + _pack_q(start))

@@ -23,14 +23,14 @@ from typing import Any
 
 from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
 from otel_perf._analysis.work import Work, current_work
-from otel_perf._instrumentation.fastspan import SpanStarter, runtime_context_var
+from otel_perf._instrumentation.fastspan import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
 from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
 
@@ -96,6 +96,14 @@ def _tag_from_baggage(span: trace.Span, ctx: Context) -> None:
             span.set_attribute(key[:100], value[:200])
 
 
+def _traceresponse(work: Work) -> bytes:
+    """The ``traceresponse`` header value (W3C Trace Context Level 2) for the request's span."""
+    ctx = work.context
+    if type(ctx) is SpanContext and CONTEXT_IS_TUPLE:  # fields, not three property calls
+        return b"00-%032x-%016x-%02x" % (ctx[0], ctx[1], ctx[3])
+    return b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)
+
+
 class _Responder:
     """The ``send`` the app is given: notes the status and adds our response headers.
 
@@ -119,11 +127,8 @@ class _Responder:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             if self.traceresponse:
-                ctx = self.work.span.get_span_context()
-                message["headers"] = [
-                    *(message.get("headers") or ()),
-                    (b"traceresponse", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)),
-                ]
+                header = (b"traceresponse", _traceresponse(self.work))
+                message["headers"] = [*(message.get("headers") or ()), header]
             elif self.middleware.rt.server_timing:
                 try:
                     self.middleware._response_headers(message, self.work, self.start)
@@ -262,10 +267,7 @@ class PerfMiddleware:
         rt = self.rt
         headers = list(message.get("headers") or ())
         if rt.traceresponse and work.trace_id:
-            ctx = work.span.get_span_context()
-            headers.append(
-                (b"traceresponse", b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags))
-            )
+            headers.append((b"traceresponse", _traceresponse(work)))
         if rt.server_timing:
             total = (perf_counter() - start) * 1000.0
             value = (

@@ -205,10 +205,14 @@ class SQLAlchemyListener:
         if parent is None:
             rt.inst.db_duration.record(seconds, key)
             trace_id = 0
-        elif work is not None and parent is work.span and not work.span_id:
-            # The request's own span, not sampled (what the Work recorded at its start).
-            rt.inst.db_duration.record(seconds, key)
+        elif work is not None and parent is work.span:
+            # The request's own span: the Work read its ids at the start (span_id: sampled).
             trace_id = work.trace_id
+            if work.span_id and parent.is_recording():
+                rt.inst.db_duration.record(seconds, key, trace_id, work.span_id)
+                self._span(work.context, shape, info, seconds, error_type, slow, executemany)
+            else:
+                rt.inst.db_duration.record(seconds, key)
         else:
             pctx = parent.get_span_context()
             trace_id = pctx.trace_id
