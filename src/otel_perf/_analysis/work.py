@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.trace import Span, SpanContext, TraceFlags
 
-from otel_perf._instrumentation.fastspan import CONTEXT_IS_TUPLE
+from otel_perf._instrumentation.fastspan import CONTEXT_IN_FIELD, CONTEXT_IS_TUPLE
 
 _SAMPLED = int(TraceFlags.SAMPLED)
 
@@ -45,7 +45,7 @@ class Work:
         self.name = name  # route template or operation name, filled at the end for requests
         self.method = method
         self.span = span
-        ctx = span.get_span_context()
+        ctx = span._context if type(span) in CONTEXT_IN_FIELD else span.get_span_context()  # type: ignore[attr-defined]
         #: the span's SpanContext, read once (statements and the traceresponse header need it)
         self.context: SpanContext = ctx
         if type(ctx) is SpanContext and CONTEXT_IS_TUPLE:  # its properties are Python calls: index it

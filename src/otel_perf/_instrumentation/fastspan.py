@@ -32,6 +32,7 @@ SDK whose internals moved) takes the SDK path unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -102,6 +103,24 @@ _DIRECT = _direct_construction_works()
 #: SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid):
 #: hot paths may index it (each of its properties is a Python call).
 CONTEXT_IS_TUPLE = _DIRECT
+
+
+def _context_in_field() -> frozenset[type]:
+    """Span types whose ``get_span_context()`` returns their ``_context`` field (checked on probes)."""
+    found: set[type] = set()
+    ctx = SpanContext(5, 6, False, TraceFlags(1))
+    probes: list[Any] = [NonRecordingSpan(ctx)]
+    if _Span is not None:
+        with contextlib.suppress(Exception):  # an SDK whose span takes other arguments
+            probes.append(_Span("probe", ctx))
+    for span in probes:
+        if vars(span).get("_context") is ctx and span.get_span_context() is ctx:
+            found.add(type(span))
+    return frozenset(found)
+
+
+#: hot paths may read ``span._context`` of these instead of calling ``get_span_context()``
+CONTEXT_IN_FIELD = _context_in_field()
 
 
 class PrimableIdGenerator(RandomIdGenerator):
