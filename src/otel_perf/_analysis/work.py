@@ -18,7 +18,6 @@ from otel_perf._instrumentation.fastspan import CONTEXT_IN_FIELD, CONTEXT_IS_TUP
 _SAMPLED = int(TraceFlags.SAMPLED)
 
 
-
 class Work:
     """Per-unit counters that the findings are computed from at the end."""
 

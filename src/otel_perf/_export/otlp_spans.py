@@ -54,8 +54,6 @@ MAX_CACHED_PAIRS = 4096
 MAX_GROUPS = 255
 
 
-
-
 def _queued(group: int, body: bytes) -> bytes:
     """A pre-encoded span: its group's index, then the span as a ``ScopeSpans.spans`` field."""
     n = len(body)
