@@ -291,6 +291,33 @@ def test_standard_switches_excluded_urls_disabled_instrumentations_sdk_disabled(
     assert not [s for s in otlp_receiver.spans() if s.resource.get("service.name") == "off"]
 
 
+def test_system_metrics_can_be_switched_off(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    url, _ = sqlite_urls(tmp_path)
+    quiet = start_service(
+        app_process, otlp_receiver, url, env={"OTEL_PERF_SYSTEM_METRICS": "false"}, name="no-system-metrics"
+    )
+    loud = start_service(app_process, otlp_receiver, url, name="system-metrics")
+    for svc in (quiet, loud):
+        httpx.get(svc.base + "/items/1")
+
+    def names_of(service: str) -> set[str]:
+        return {p.name for p in otlp_receiver.metric_points() if p.resource.get("service.name") == service}
+
+    # Both export: the request histogram arrives from each, the process metrics only from one.
+    otlp_receiver.wait_for(
+        lambda: (
+            {"http.server.request.duration", "process.cpu.time"} <= names_of("system-metrics")
+            and "http.server.request.duration" in names_of("no-system-metrics")
+        ),
+        what="request metrics from both services, process metrics from the one with them on",
+    )
+    quiet_names = names_of("no-system-metrics")
+    assert not {"process.cpu.time", "process.memory.usage", "cpython.gc.collections"} & quiet_names
+    assert "perf.process.memory.limit" in quiet_names  # ours, not the system-metrics instrumentation
+
+
 def test_pool_exhaustion_is_measured(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:

@@ -114,6 +114,8 @@ def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
     disabled = {x.lower().replace("-", "_") for x in config.items("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")}
     if "asgi" in disabled or "starlette" in disabled:
         disabled.add("fastapi")
+    if not config.flag("OTEL_PERF_SYSTEM_METRICS"):
+        disabled.add("system_metrics")
 
     budgets: Any = None
     budget_bounds: list[float] = []
@@ -249,7 +251,9 @@ def _install_instrumentations(rt: Runtime, config: Config, disabled: set[str], p
     step("fastapi", server_step)
     step("sqlalchemy", sqlalchemy_step)
     step("httpx", httpx_step)
-    step("system_metrics", lambda: _runtime_metrics(disabled))
+    # Not skipped with the system metrics: the memory-limit gauge it always registers is what
+    # makes the SDK reader hand our instruments to the exporter at each collection.
+    step("runtime_metrics", lambda: _runtime_metrics(disabled))
 
 
 def _check_sqlalchemy_version() -> None:
