@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -576,7 +577,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--slices",
         type=int,
-        default=2,
+        default=10,
         help="split each endpoint's load into this many slices, interleaved across configurations",
     )
     p.add_argument("--connections", type=int, default=16)
@@ -612,7 +613,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for variant in args.variant:
         name, _, assignments = variant.partition(":")
         env = dict(CONFIGS["ours"]["env"])
-        env.update(dict(a.split("=", 1) for a in assignments.split(",") if a))
+        # A comma starts the next assignment only before NAME=: values may hold commas.
+        parts = re.split(r",(?=[A-Za-z_][A-Za-z0-9_]*=)", assignments)
+        if not all("=" in a for a in parts if a):
+            p.error(f"--variant {variant!r}: expected NAME:VAR=VALUE[,VAR=VALUE...]")
+        env.update(dict(a.split("=", 1) for a in parts if a))
         CONFIGS[name] = {"venv": "ours", "launcher": "otel-perf-instrument", "env": env}
         DESCRIPTIONS[name] = "ours with " + assignments
         args.configs += "," + name

@@ -76,3 +76,22 @@ def test_hotpath_microbenchmarks_run() -> None:
         cwd=BENCH.parent,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_variant_values_may_hold_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_run", run)  # its dataclasses look their module up
+    spec.loader.exec_module(run)
+    variant = "lean:OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=httpx,logging,OTEL_PERF_TRACERESPONSE=false"
+    args = run.parse_args(["--variant", variant])
+    assert args.configs.split(",")[-1] == "lean"
+    env = run.CONFIGS["lean"]["env"]
+    assert env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] == "httpx,logging"
+    assert env["OTEL_PERF_TRACERESPONSE"] == "false"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.1"  # the rest of "ours" is kept
+    with pytest.raises(SystemExit):
+        run.parse_args(["--variant", "broken:no-assignment-here"])
