@@ -74,8 +74,9 @@ def _runtime_metrics(disabled: set[str]) -> None:
     def memory_limit(_options: CallbackOptions) -> list[Observation]:
         return [Observation(limit)] if limit else []
 
-    # Always registered: it also guarantees the SDK reader has data to hand our merging
-    # exporter on every collection.
+    # Always registered: it also gives the SDK reader data to hand our merging exporter on
+    # every collection (the SDK skips the export when its own instruments have none). The
+    # limit is known wherever /sys/fs/cgroup or sysconf answers (Linux, macOS).
     meter.create_observable_gauge(
         n.PROCESS_MEMORY_LIMIT,
         [memory_limit],
