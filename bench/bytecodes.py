@@ -39,6 +39,10 @@ from types import FrameType
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:  # app.py, sink.py and inproc.py live beside this file
+    sys.path.insert(0, str(BENCH))
+import inproc  # noqa: E402
+
 ENDPOINTS = ("/hello", "/items/42", "/db")
 MODES = {
     "bare": "the app alone",
@@ -101,47 +105,6 @@ class OpcodeCounter:
         self.on = False
 
 
-def _scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk/4.1"), (b"accept", b"*/*")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
-async def _request(app: Any, path: str) -> None:
-    status: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await app(_scope(path), receive, send)
-    if status != [200]:
-        raise RuntimeError(f"GET {path} answered {status}, expected [200]")
-
-
-def _sink() -> str:
-    sys.path.insert(0, str(BENCH))
-    import sink
-
-    server = sink.serve(0)
-    threading.Thread(target=server.serve_forever, name="bench-sink", daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
-
-
 def child(mode: str, endpoints: Sequence[str], requests: int, warmup: int) -> dict[str, Any]:
     """Run in a fresh process: per endpoint, bytecodes per request by function."""
     counter = OpcodeCounter()
@@ -152,7 +115,7 @@ def child(mode: str, endpoints: Sequence[str], requests: int, warmup: int) -> di
         os.environ.update(
             {
                 "OTEL_SERVICE_NAME": "bytecodes",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": _sink(),
+                "OTEL_EXPORTER_OTLP_ENDPOINT": inproc.start_sink(),
                 "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                 "OTEL_TRACES_SAMPLER_ARG": "1.0" if mode == "ours-100" else "0",
                 "OTEL_PERF_LOG_FORMAT": "off",
@@ -165,7 +128,6 @@ def child(mode: str, endpoints: Sequence[str], requests: int, warmup: int) -> di
 
         if bootstrap() is None:
             raise RuntimeError("otel_perf did not bootstrap (is OTEL_SDK_DISABLED set?)")
-    sys.path.insert(0, str(BENCH))
     import app as bench_app
 
     loop = asyncio.new_event_loop()
@@ -173,12 +135,12 @@ def child(mode: str, endpoints: Sequence[str], requests: int, warmup: int) -> di
     out: dict[str, Any] = {}
     for path in endpoints:
         for _ in range(warmup):
-            loop.run_until_complete(_request(bench_app.app, path))
+            loop.run_until_complete(inproc.call(bench_app.app, path))
         counter.counts.clear()
         counter.start()
         try:
             for _ in range(requests):
-                loop.run_until_complete(_request(bench_app.app, path))
+                loop.run_until_complete(inproc.call(bench_app.app, path))
         finally:
             counter.stop()
         out[path] = {name: n / requests for name, n in counter.counts.items()}

@@ -30,22 +30,15 @@ from typing import Any
 import pytest
 
 BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:  # app.py, sink.py and inproc.py live beside this file
+    sys.path.insert(0, str(BENCH))
+import inproc  # noqa: E402
+
 PER_BATCH = 512
 
 pytest.importorskip("pytest_benchmark")
 pytest.importorskip("fastapi")
 pytest.importorskip("sqlalchemy")
-
-
-def _sink() -> str:
-    sys.path.insert(0, str(BENCH))
-    import sink
-
-    server = sink.serve(0)
-    import threading
-
-    threading.Thread(target=server.serve_forever, name="bench-sink", daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +53,7 @@ def env() -> Iterator[dict[str, Any]]:
     os.environ.update(
         {
             "OTEL_SERVICE_NAME": "hotpath",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": _sink(),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": inproc.start_sink(),
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": "0.1",
             "OTEL_PERF_LOG_FORMAT": "off",
@@ -76,7 +69,7 @@ def env() -> Iterator[dict[str, Any]]:
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(_call(bench_app.app, "/hello"))
+    loop.run_until_complete(inproc.call(bench_app.app, "/hello"))
     ours = bench_app.app.middleware_stack
     from otel_perf._instrumentation.asgi import PerfMiddleware
 
@@ -118,41 +111,9 @@ def _always_on(ours: Any, rt: Any) -> Any:
     return middleware
 
 
-def _scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk/4.1"), (b"accept", b"*/*")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-
-
-async def _receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def _call(asgi: Any, path: str) -> None:
-    status: list[int] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status.append(message["status"])
-
-    await asgi(_scope(path), _receive, send)
-    assert status == [200], status
-
-
 def _request(env: dict[str, Any], which: str, path: str) -> Callable[[], None]:
     loop, asgi = env["loop"], env[which]
-    return lambda: loop.run_until_complete(_call(asgi, path))
+    return lambda: loop.run_until_complete(inproc.call(asgi, path))
 
 
 # --- whole requests ---------------------------------------------------------------------------
