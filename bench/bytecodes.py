@@ -2,6 +2,7 @@
 
     python bench/bytecodes.py                      # /hello, /items/42, /db; 300 requests each
     python bench/bytecodes.py --endpoints /db --top 25
+    python bench/bytecodes.py --set OTEL_PERF_TRACERESPONSE=false   # price one feature
 
 Requests/s on this kind of machine move by 2-5% between runs, so a change worth 1% cannot
 be seen there.  This counts instead the Python bytecodes the interpreter executes for one
@@ -17,9 +18,13 @@ warm-up; the event-loop thread and the threadpool threads that run ``/db`` are c
 the export threads are not (``bench/test_hotpath.py`` measures export per span).  The
 count repeats to within 0.1% from run to run.  A bytecode is not a fixed time (a C call
 behind one can take microseconds), so this tells *where* work is added and whether a change
-removed some; ``bench/run.py`` tells what it costs in throughput.  The event-loop monitor
-is off here: it works per second (20 ticks), not per request, and tracing makes a request
-about 20 times slower, which would charge each request 20 times its share.
+removed some; ``bench/run.py`` tells what it costs in throughput.  ``--set VAR=VALUE``
+prices one setting (it applies to both "ours" runs).
+
+The event-loop monitor is off here: it works per second (20 ticks), not per request, and
+tracing makes a request about 20 times slower, which would charge each request 20 times its
+share; and its pending timer would make every loop iteration check the timer heap, which
+in a real server the keep-alive timers of idle connections make the bare app do anyway.
 """
 
 from __future__ import annotations
@@ -112,18 +117,17 @@ def child(mode: str, endpoints: Sequence[str], requests: int, warmup: int) -> di
     tmp = tempfile.mkdtemp(prefix="otel-perf-bytecodes-")
     os.environ["BENCH_DB"] = os.path.join(tmp, "bench.db")
     if mode != "bare":
-        os.environ.update(
-            {
-                "OTEL_SERVICE_NAME": "bytecodes",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": inproc.start_sink(),
-                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                "OTEL_TRACES_SAMPLER_ARG": "1.0" if mode == "ours-100" else "0",
-                "OTEL_PERF_LOG_FORMAT": "off",
-                # Per second, not per request: under tracing a request takes ~20x longer, so
-                # its 20 ticks a second would be charged to each request 20x over.
-                "OTEL_PERF_LOOP_MONITOR": "false",
-            }
-        )
+        defaults = {
+            "OTEL_SERVICE_NAME": "bytecodes",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": inproc.start_sink(),
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "1.0" if mode == "ours-100" else "0",
+            "OTEL_PERF_LOG_FORMAT": "off",
+            # Per second, not per request (see the module docstring).
+            "OTEL_PERF_LOOP_MONITOR": "false",
+        }
+        for name, value in defaults.items():  # what --set gave (in the environment) wins
+            os.environ.setdefault(name, value)
         from otel_perf._setup.install import bootstrap
 
         if bootstrap() is None:
@@ -197,8 +201,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=200, help="uncounted requests per endpoint first")
     p.add_argument("--top", type=int, default=15, help="functions listed per endpoint and mode")
     p.add_argument("--json", type=Path, help="also write the per-function counts here")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE",
+        help="a variable for both ours runs (repeatable), to price a feature: OTEL_PERF_TRACERESPONSE=false",
+    )
     p.add_argument("--child", choices=sorted(MODES), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    for item in args.set:
+        name, sep, _ = item.partition("=")
+        if not sep or not name.strip():
+            p.error(f"--set {item!r}: expected VAR=VALUE")
     unknown = [e for e in args.endpoints.split(",") if e not in ENDPOINTS]
     if unknown:
         p.error(f"--endpoints: unknown {', '.join(unknown)} (choose from {', '.join(ENDPOINTS)})")
@@ -217,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for mode, what in MODES.items():
         print(f"counting {mode}: {what}", file=sys.stderr, flush=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        if mode != "bare":
+            env.update(item.split("=", 1) for item in args.set)
         proc = subprocess.run(
             [sys.executable, __file__, "--child", mode, "--endpoints", args.endpoints,
              "--requests", str(args.requests), "--warmup", str(args.warmup)],
@@ -226,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench/bytecodes.py: the {mode} run failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             return 1
         results[mode] = json.loads(proc.stdout)
+    if args.set:
+        print("ours runs with " + " ".join(args.set))
     print(render(results, args.top, args.requests))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, sort_keys=True))

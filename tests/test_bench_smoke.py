@@ -133,3 +133,26 @@ def test_bytecode_counts_show_where_the_instrumentation_adds_work(tmp_path: Path
         assert 0 < ours_only("ours", endpoint) < ours_only("ours-100", endpoint)
     assert ours_only("ours", "/hello") <= OURS_HELLO_BYTECODE_BUDGET, result.stdout
     assert "SQLAlchemyListener._record" in result.stdout  # the per-function listing is printed
+
+
+def test_bytecode_counter_prices_one_setting(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("sqlalchemy")
+    out = tmp_path / "counts.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "bytecodes.py"), "--endpoints", "/db", "--requests", "3",
+         "--warmup", "2", "--set", "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=sqlalchemy", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ours runs with OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=sqlalchemy" in result.stdout
+    counts = json.loads(out.read_text())
+    for mode in ("ours", "ours-100"):
+        names = counts[mode]["/db"]
+        assert "otel_perf/_instrumentation/asgi.py:PerfMiddleware.__call__" in names  # still instrumented
+        assert not any("_instrumentation/sqlalchemy.py" in name for name in names), mode
+    bad = subprocess.run(
+        [sys.executable, str(BENCH / "bytecodes.py"), "--set", "NO_EQUALS_SIGN"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "expected VAR=VALUE" in bad.stderr
