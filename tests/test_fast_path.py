@@ -666,3 +666,119 @@ def test_the_span_exporter_is_the_sdk_exporter_with_our_encoder(clean_env: pytes
     assert isinstance(exporter, OTLPSpanExporter)
     assert type(exporter).export is not OTLPSpanExporter.export
     exporter.shutdown()
+
+
+# --- span attributes shared between a statement's spans -------------------------------------
+
+
+def test_shared_span_attributes_are_read_only_and_copy_as_plain_dicts() -> None:
+    import copy
+    import pickle
+
+    from otel_perf._instrumentation.fastspan import FrozenAttributes
+
+    frozen = FrozenAttributes({"db.system.name": "sqlite", "n": 3})
+    for change in (
+        lambda: frozen.__setitem__("x", 1),
+        lambda: frozen.update(x=1),
+        lambda: frozen.pop("n"),
+        frozen.clear,
+        lambda: frozen.setdefault("x", 1),
+    ):
+        with pytest.raises(TypeError, match="copy them to change them"):
+            change()
+    assert frozen == {"db.system.name": "sqlite", "n": 3}
+    for twin in (copy.copy(frozen), copy.deepcopy(frozen), pickle.loads(pickle.dumps(frozen)), dict(frozen)):
+        assert type(twin) is dict and twin == frozen
+        twin["x"] = 1  # the copy is the caller's own
+
+
+def test_shared_span_attributes_are_encoded_once_to_the_same_bytes() -> None:
+    from otel_perf._instrumentation.fastspan import FrozenAttributes
+
+    attrs = {"db.system.name": "sqlite", "db.operation.name": "SELECT", "n": 3, "ok": True, "d": 0.5}
+    frozen = FrozenAttributes(attrs)
+    encoder = SpanEncoder()
+    first = encoder.attributes(b"\x4a", frozen)
+    assert first == encoder.attributes(b"\x4a", dict(attrs))
+    assert encoder.attributes(b"\x4a", frozen) is first  # kept on the attributes, not re-encoded
+    assert SpanEncoder().attributes(b"\x4a", frozen) == first  # another encoder encodes for itself
+    # any other field (events, links) is encoded every time
+    assert encoder.attributes(b"\x1a", frozen) == encoder.attributes(b"\x1a", dict(attrs))
+
+
+def test_finished_spans_with_shared_attributes_are_the_sdk_bytes() -> None:
+    """The same read-only attributes handed to several finished spans: each is encoded as the SDK would."""
+    from otel_perf._instrumentation.fastspan import FrozenAttributes
+
+    parent = PARENTS["local_sampled"]
+    assert parent is not None
+    frozen = FrozenAttributes({"db.system.name": "sqlite", "db.operation.name": "SELECT", "n": 3})
+    provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    processor, kept, encoder = _encoding_pipeline(provider)
+    starter = SpanStarter(provider.get_tracer("lib", "1.0"))
+    random.seed(5)
+    for start in (1_000, 2_000, 3_000):
+        assert starter.finished("SELECT t", parent, SpanKind.CLIENT, frozen, start, start + 500)
+    assert processor.force_flush()
+
+    stock_provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    collect = _Collect()
+    stock_provider.add_span_processor(SimpleSpanProcessor(collect))
+    random.seed(5)
+    context = set_span_in_context(NonRecordingSpan(parent))
+    for start in (1_000, 2_000, 3_000):
+        span = stock_provider.get_tracer("lib", "1.0").start_span(
+            "SELECT t", context, SpanKind.CLIENT, dict(frozen), start_time=start
+        )
+        span.end(end_time=start + 500)
+    assert len(kept) == 3
+    assert encoder.encode(kept) == encode_spans(collect.spans).SerializeToString()
+    assert frozen == {"db.system.name": "sqlite", "db.operation.name": "SELECT", "n": 3}
+    provider.shutdown()
+
+
+def test_statement_spans_share_attributes_without_carrying_one_executions_flags() -> None:
+    """A statement's usual span attributes are built once; a slow or failed run gets its own."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from opentelemetry.sdk.resources import Resource as SdkResource
+
+    from otel_perf._config import load
+    from otel_perf._instrumentation import sqlalchemy as ours_sa
+    from otel_perf._metrics.instruments import Registry
+    from otel_perf._setup.runtime import Runtime, build_instruments
+
+    collect = _Collect()
+    provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(collect))
+    tracer = provider.get_tracer("otel_perf")
+    registry = Registry()
+    rt = Runtime(load({}), tracer, registry, build_instruments(registry), SdkResource.create({}))
+    listener = ours_sa.SQLAlchemyListener(rt)
+    ours_sa.attach_listener(listener)
+    try:
+        engine = sqlalchemy.create_engine("sqlite://")
+        select = sqlalchemy.text("SELECT 1 AS one")
+        with engine.connect() as conn, tracer.start_as_current_span("request"):
+            conn.execute(select)  # usual
+            rt.slow_query_s = 0.0
+            conn.execute(select)  # slow
+            rt.slow_query_s = 10.0
+            conn.execute(select)  # usual again
+            with pytest.raises(sqlalchemy.exc.OperationalError):
+                conn.execute(sqlalchemy.text("SELECT 1 AS one FROM no_such_table"))
+            conn.execute(select)  # usual again
+    finally:
+        ours_sa.detach_listener(listener)
+        provider.shutdown()
+    statements = [s for s in collect.spans if s.kind == SpanKind.CLIENT]
+    assert len(statements) == 5
+    usual = [dict(statements[i].attributes or {}) for i in (0, 2, 4)]
+    assert usual[0] == usual[1] == usual[2]
+    assert "perf.slow" not in usual[0] and "error.type" not in usual[0]
+    assert usual[0]["db.query.text"] == "SELECT ? AS one"
+    assert dict(statements[1].attributes or {}) == {**usual[0], "perf.slow": True}
+    failed = dict(statements[3].attributes or {})
+    assert failed["error.type"] == "OperationalError"
+    assert statements[3].status.status_code == StatusCode.ERROR
+    assert all(s.status.status_code == StatusCode.UNSET for s in statements[:3])

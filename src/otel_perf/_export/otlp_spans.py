@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_STATE
 
-from otel_perf._instrumentation.fastspan import CONTEXT_IS_TUPLE
+from otel_perf._instrumentation.fastspan import CONTEXT_IS_TUPLE, FrozenAttributes
 
 logger = logging.getLogger("otel_perf")
 
@@ -137,6 +137,9 @@ class SpanEncoder:
         """Every attribute as a repeated ``KeyValue`` field with ``tag``; unencodable ones are skipped."""
         if not attributes:
             return b""
+        frozen = type(attributes) is FrozenAttributes and tag == b"\x4a"  # a span's, shared
+        if frozen and attributes.encoded_by is self:  # type: ignore[attr-defined]
+            return attributes.encoded  # type: ignore[attr-defined,no-any-return]
         # The SDK hands out BoundedAttributes (a MutableMapping written in Python, often
         # behind a MappingProxyType); iterate the dict inside it instead.
         inner = getattr(attributes, "_dict", None)
@@ -165,7 +168,11 @@ class SpanEncoder:
                     parts.append(_field(tag, encode_key_value(key, value)))
                 except Exception as error:
                     logger.exception("Failed to encode key %s: %s", key, error)
-        return b"".join(parts)
+        encoded_all = b"".join(parts)
+        if frozen:  # the bytes first: a reader that sees encoded_by sees them
+            attributes.encoded = encoded_all  # type: ignore[attr-defined]
+            attributes.encoded_by = self  # type: ignore[attr-defined]
+        return encoded_all
 
     def _resource(self, resource: Any) -> bytes:
         cached = self._resources.get(id(resource))

@@ -71,6 +71,39 @@ _new_tuple = tuple.__new__
 _new_object = object.__new__
 
 
+class FrozenAttributes(dict[str, Any]):
+    """Span attributes built once and shared by every span with the same shape.
+
+    A SQL statement's span attributes repeat for each execution of the statement; built
+    once, they are validated once per span builder (``trusted_by``) and encoded once per
+    encoder (``encoded_by``/``encoded``) instead of once per span.  Read-only: anything
+    that needs to change them copies them first, as the SDK's span does.
+    """
+
+    __slots__ = ("encoded", "encoded_by", "trusted_by")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trusted_by: object = None
+        self.encoded_by: object = None
+        self.encoded = b""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("FrozenAttributes are shared between spans: copy them to change them")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+    __ior__ = _read_only
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return dict(self)  # the values are str, int, float or bool: nothing deeper to copy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
+
+
 def runtime_context_var() -> ContextVar[Context] | None:
     """The ContextVar behind the API's default runtime context, or None for any other.
 
@@ -596,6 +629,9 @@ class LeanSpans:
 
     def _trusted(self, attributes: Mapping[str, Any], present: int) -> bool:
         """Whether the SDK's validation would keep ``attributes`` exactly as they are."""
+        frozen = type(attributes) is FrozenAttributes
+        if frozen and not present and attributes.trusted_by is self:  # type: ignore[attr-defined]
+            return True
         if self._max_value_len is not None:
             return False
         if self._max_attributes is not None and present + len(attributes) > self._max_attributes:
@@ -603,6 +639,8 @@ class LeanSpans:
         for key, value in attributes.items():
             if type(key) is not str or not key or type(value) not in _TRUSTED_VALUES:
                 return False
+        if frozen and not present:
+            attributes.trusted_by = self  # type: ignore[attr-defined]
         return True
 
     def set_attributes(self, span: Any, attributes: Mapping[str, Any]) -> None:

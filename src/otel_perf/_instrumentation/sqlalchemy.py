@@ -37,7 +37,7 @@ from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.sql import Shape
 from otel_perf._analysis.work import current_work
-from otel_perf._instrumentation.fastspan import SpanStarter, runtime_context_var
+from otel_perf._instrumentation.fastspan import FrozenAttributes, SpanStarter, runtime_context_var
 from otel_perf._metrics.instruments import Key
 from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
@@ -57,7 +57,7 @@ _ERROR = Status(StatusCode.ERROR)
 
 
 class _EngineInfo:
-    __slots__ = ("attributes", "statements", "system")
+    __slots__ = ("attributes", "spans", "statements", "system")
 
     def __init__(self, engine: Any) -> None:
         dialect = engine.dialect.name
@@ -72,6 +72,9 @@ class _EngineInfo:
                 attrs["server.port"] = int(url.port)
         self.attributes = attrs
         self.statements: dict[str, tuple[Shape, Key]] = {}
+        #: normalized statement -> its span's attributes and name (the usual case: not slow,
+        #: not failed, not a batch); bounded like ``statements``
+        self.spans: dict[str, tuple[FrozenAttributes, str]] = {}
 
 
 class SQLAlchemyListener:
@@ -236,6 +239,29 @@ class SQLAlchemyListener:
     ) -> None:
         end_ns = time.time_ns()
         start_ns = end_ns - int(seconds * 1e9)
+        if error_type or slow or executemany:
+            attrs, name = self._span_attributes(info, shape, error_type, slow, executemany)
+        else:  # the usual statement: its attributes are the same every time, build them once
+            cached = info.spans.get(shape.text)
+            if cached is None:
+                cached = self._span_attributes(info, shape, "", False, False)
+                if len(info.spans) >= _STATEMENTS_PER_ENGINE:
+                    info.spans.clear()
+                info.spans[shape.text] = cached
+            attrs, name = cached
+        status = _ERROR if error_type else None
+        # Timed already and childless: hand the processors the ended span directly.
+        if self.spans.finished(name, parent, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
+            return
+        span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
+        if status is not None:
+            span.set_status(status)
+        span.end(end_time=end_ns)
+
+    def _span_attributes(
+        self, info: _EngineInfo, shape: Shape, error_type: str, slow: bool, executemany: bool
+    ) -> tuple[FrozenAttributes, str]:
+        """A statement span's attributes (shared, read-only) and name."""
         attrs = dict(info.attributes)
         if shape.operation:
             attrs[n.A_DB_OPERATION] = shape.operation
@@ -249,15 +275,7 @@ class SQLAlchemyListener:
             attrs[n.A_PERF_SLOW] = True
         if error_type:
             attrs[n.A_ERROR_TYPE] = error_type
-        name = f"{shape.operation} {shape.collection}".strip() or info.system
-        status = _ERROR if error_type else None
-        # Timed already and childless: hand the processors the ended span directly.
-        if self.spans.finished(name, parent, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
-            return
-        span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
-        if status is not None:
-            span.set_status(status)
-        span.end(end_time=end_ns)
+        return FrozenAttributes(attrs), f"{shape.operation} {shape.collection}".strip() or info.system
 
     def connect(self, conn: Any) -> None:
         try:
