@@ -158,7 +158,8 @@ def test_sql_record_in_request(benchmark: Any, env: dict[str, Any]) -> None:
         token = current_work.set(Work("request", "", span, 256))
         try:
             statement = "SELECT customers.id, customers.name FROM customers WHERE customers.id = ?"
-            benchmark(lambda: listener._record(conn, statement, 0.0002, "", False))
+            state = listener.dialect_state(conn.dialect)
+            benchmark(lambda: listener._record(conn, statement, 0.0002, "", False, state))
         finally:
             current_work.reset(token)
 

@@ -46,7 +46,7 @@ logger = logging.getLogger("otel_perf")
 _INFO = "_otel_perf_info"
 _PENDING = "_otel_perf_pending"
 _SAMPLED = int(TraceFlags.SAMPLED)
-#: Per-engine cache bound for raw statement -> (shape, metric key); cleared whole when full.
+#: Per-dialect (and per-engine) cache bound for statement shapes; cleared whole when full.
 _STATEMENTS_PER_ENGINE = 1024
 _MARK = "_otel_perf_original"
 #: Where a dialect's hooks record which listener installed them.
@@ -56,8 +56,21 @@ _state: dict[str, Any] = {}
 _ERROR = Status(StatusCode.ERROR)
 
 
+class _DialectState:
+    """What every statement of one dialect needs: its system name and its statement cache."""
+
+    __slots__ = ("statements", "system")
+
+    def __init__(self, dialect: Any) -> None:
+        self.system: str = _SYSTEMS.get(dialect.name, dialect.name)
+        #: raw statement -> (shape, metric key); bounded, cleared whole when full
+        self.statements: dict[str, tuple[Shape, Key]] = {}
+
+
 class _EngineInfo:
-    __slots__ = ("attributes", "spans", "statements", "system")
+    """What a statement's span needs from its engine: attributes, and cached span shapes."""
+
+    __slots__ = ("attributes", "spans", "system")
 
     def __init__(self, engine: Any) -> None:
         dialect = engine.dialect.name
@@ -71,7 +84,6 @@ class _EngineInfo:
             if url.port:
                 attrs["server.port"] = int(url.port)
         self.attributes = attrs
-        self.statements: dict[str, tuple[Shape, Key]] = {}
         #: normalized statement -> its span's attributes and name (the usual case: not slow,
         #: not failed, not a batch); bounded like ``statements``
         self.spans: dict[str, tuple[FrozenAttributes, str]] = {}
@@ -80,10 +92,12 @@ class _EngineInfo:
 class SQLAlchemyListener:
     """The event handlers, bound to one runtime.
 
-    The per-statement path (``before``/``after``) is written for the number of Python calls
-    it makes, which is what it costs inside a busy app: the engine's info rides on the
-    engine object, a raw statement maps to its shape *and* its metric key in one dict
-    lookup, and the unit-of-work counters are updated inline.
+    The per-statement path (the dialect hooks and ``_record``) is written for the number of
+    Python calls and bytecodes it runs, which is what it costs inside a busy app: the hooks
+    hand over their dialect's state (system name, statement cache), so a raw statement maps
+    to its shape *and* its metric key in one dict lookup; the engine's info (span attributes)
+    is looked up only for a statement that gets a span; the unit-of-work counters are
+    updated inline.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -91,7 +105,7 @@ class SQLAlchemyListener:
         self.spans = SpanStarter(runtime.tracer)
         self._context_var = runtime_context_var()
         self._engines: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
-        self._dialects: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._dialects: weakref.WeakKeyDictionary[Any, _DialectState] = weakref.WeakKeyDictionary()
         self.pools: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         #: threads inside QueuePool checkout right now (waiting when the pool is exhausted) are
         #: the entries of a list on the pool object itself (attribute ``_otel_perf_pending``):
@@ -126,11 +140,14 @@ class SQLAlchemyListener:
         if dialect.__dict__.get(_HOOKED) is self:
             return
         listener = self
+        state = _DialectState(dialect)
         cls = type(dialect)
         no_params = cls.do_execute_no_params
-        do_execute = _timed_with_parameters(self, dialect, cls.do_execute, False, "sqlalchemy.do_execute")
+        do_execute = _timed_with_parameters(
+            self, dialect, state, cls.do_execute, False, "sqlalchemy.do_execute"
+        )
         do_executemany = _timed_with_parameters(
-            self, dialect, cls.do_executemany, True, "sqlalchemy.do_executemany"
+            self, dialect, state, cls.do_executemany, True, "sqlalchemy.do_executemany"
         )
 
         def do_execute_no_params(cursor: Any, statement: str, context: Any = None) -> None:
@@ -142,11 +159,11 @@ class SQLAlchemyListener:
             try:
                 no_params(dialect, cursor, statement, context)
             except BaseException as exc:
-                listener.failed(conn, statement, t0, exc, False)
+                listener.failed(conn, statement, t0, exc, False, state)
                 raise
             seconds = perf_counter() - t0
             try:
-                listener._record(conn, statement, seconds, "", False)
+                listener._record(conn, statement, seconds, "", False, state)
             except Exception as exc:
                 guard.internal_error("sqlalchemy.do_execute_no_params", exc)
 
@@ -154,7 +171,11 @@ class SQLAlchemyListener:
         dialect.do_executemany = do_executemany
         dialect.do_execute_no_params = do_execute_no_params
         setattr(dialect, _HOOKED, self)
-        self._dialects.add(dialect)
+        self._dialects[dialect] = state
+
+    def dialect_state(self, dialect: Any) -> _DialectState:
+        """The state ``dialect``'s hooks record with (``dialect`` must be hooked)."""
+        return self._dialects[dialect]
 
     def unhook(self) -> None:
         """Remove the hooks from every dialect this listener wrapped."""
@@ -162,31 +183,45 @@ class SQLAlchemyListener:
             if dialect.__dict__.get(_HOOKED) is self:
                 for name in (*_HOOKS, _HOOKED):
                     dialect.__dict__.pop(name, None)
-        self._dialects = weakref.WeakSet()
+        self._dialects = weakref.WeakKeyDictionary()
 
-    def failed(self, conn: Any, statement: str, t0: float, exc: BaseException, executemany: bool) -> None:
+    def failed(
+        self,
+        conn: Any,
+        statement: str,
+        t0: float,
+        exc: BaseException,
+        executemany: bool,
+        state: _DialectState,
+    ) -> None:
         """Record a statement the database refused (or that was interrupted)."""
         try:
-            self._record(conn, statement, perf_counter() - t0, type(exc).__qualname__ or "Error", executemany)
+            error_type = type(exc).__qualname__ or "Error"
+            self._record(conn, statement, perf_counter() - t0, error_type, executemany, state)
         except Exception as error:
             guard.internal_error("sqlalchemy.failed", error)
 
-    def _record(self, conn: Any, statement: str, seconds: float, error_type: str, executemany: bool) -> None:
+    def _record(
+        self,
+        conn: Any,
+        statement: str,
+        seconds: float,
+        error_type: str,
+        executemany: bool,
+        state: _DialectState,
+    ) -> None:
         rt = self.rt
-        engine = conn.engine
-        cached = getattr(engine, _INFO, None)
-        info: _EngineInfo = cached[1] if cached is not None and cached[0] is self else self.info(engine)
-        statements = info.statements
+        statements = state.statements
         entry = statements.get(statement)
         if entry is None:
             shape = rt.shapes.shape(statement)
-            entry = (shape, (info.system, shape.operation, shape.collection, ""))
+            entry = (shape, (state.system, shape.operation, shape.collection, ""))
             if len(statements) >= _STATEMENTS_PER_ENGINE:
                 statements.clear()
             statements[statement] = entry
         shape, key = entry
         if error_type:
-            key = (info.system, shape.operation, shape.collection, error_type)
+            key = (state.system, shape.operation, shape.collection, error_type)
         work = current_work.get()
         if work is not None:  # Work.add_query, inlined: this runs for every statement
             text = shape.text
@@ -213,6 +248,7 @@ class SQLAlchemyListener:
             trace_id = work.trace_id
             if work.span_id and parent.is_recording():
                 rt.inst.db_duration.record(seconds, key, trace_id, work.span_id)
+                info = self.info(conn.engine)
                 self._span(work.context, shape, info, seconds, error_type, slow, executemany)
             else:
                 rt.inst.db_duration.record(seconds, key)
@@ -221,6 +257,7 @@ class SQLAlchemyListener:
             trace_id = pctx.trace_id
             if pctx.trace_flags & _SAMPLED and parent.is_recording():
                 rt.inst.db_duration.record(seconds, key, trace_id, pctx.span_id)
+                info = self.info(conn.engine)
                 self._span(pctx, shape, info, seconds, error_type, slow, executemany)
             else:
                 rt.inst.db_duration.record(seconds, key)
@@ -335,7 +372,12 @@ class SQLAlchemyListener:
 
 
 def _timed_with_parameters(
-    listener: SQLAlchemyListener, dialect: Any, original: Any, executemany: bool, where: str
+    listener: SQLAlchemyListener,
+    dialect: Any,
+    state: _DialectState,
+    original: Any,
+    executemany: bool,
+    where: str,
 ) -> Any:
     """``dialect.do_execute``/``do_executemany`` (``original``, unbound) timed and recorded."""
 
@@ -348,11 +390,11 @@ def _timed_with_parameters(
         try:
             original(dialect, cursor, statement, parameters, context)
         except BaseException as exc:
-            listener.failed(conn, statement, t0, exc, executemany)
+            listener.failed(conn, statement, t0, exc, executemany, state)
             raise
         seconds = perf_counter() - t0
         try:
-            listener._record(conn, statement, seconds, "", executemany)
+            listener._record(conn, statement, seconds, "", executemany, state)
         except Exception as exc:
             guard.internal_error(where, exc)
 
