@@ -46,8 +46,9 @@ logger = logging.getLogger("otel_perf")
 _INFO = "_otel_perf_info"
 _PENDING = "_otel_perf_pending"
 _SAMPLED = int(TraceFlags.SAMPLED)
-#: Per-dialect (and per-engine) cache bound for statement shapes; cleared whole when full.
-_STATEMENTS_PER_ENGINE = 1024
+#: Bound of the per-dialect statement cache and the per-engine span-attribute cache (each
+#: cleared whole when full).
+_CACHED_STATEMENTS = 1024
 _MARK = "_otel_perf_original"
 #: Where a dialect's hooks record which listener installed them.
 _HOOKED = "_otel_perf_hooked"
@@ -216,7 +217,7 @@ class SQLAlchemyListener:
         if entry is None:
             shape = rt.shapes.shape(statement)
             entry = (shape, (state.system, shape.operation, shape.collection, ""))
-            if len(statements) >= _STATEMENTS_PER_ENGINE:
+            if len(statements) >= _CACHED_STATEMENTS:
                 statements.clear()
             statements[statement] = entry
         shape, key = entry
@@ -282,7 +283,7 @@ class SQLAlchemyListener:
             cached = info.spans.get(shape.text)
             if cached is None:
                 cached = self._span_attributes(info, shape, "", False, False)
-                if len(info.spans) >= _STATEMENTS_PER_ENGINE:
+                if len(info.spans) >= _CACHED_STATEMENTS:
                     info.spans.clear()
                 info.spans[shape.text] = cached
             attrs, name = cached
