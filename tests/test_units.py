@@ -47,6 +47,18 @@ def test_percentile_known_latencies() -> None:
     assert 0.15 <= percentile(h.bounds, s.bucket_counts, 0.99, s.min, s.max) <= 0.19
 
 
+def test_histogram_series_count_sum_min_max_and_buckets() -> None:
+    h = Histogram("x", "s", "", ("route",), (0.1, 0.5))
+    for v in (0.05, 0.1, 0.3, 2.0, 0.07):
+        h.record(v, ("/a",))
+    h.record(0.2, ("/b",))
+    a, b = sorted(h.series(), key=lambda s: s.key)
+    assert a.key == ("/a",) and a.count == 5 and a.sum == pytest.approx(2.52)
+    assert (a.min, a.max) == (0.05, 2.0)
+    assert a.bucket_counts == (3, 1, 1)  # <= 0.1 (upper bounds inclusive), <= 0.5, above
+    assert (b.count, b.sum, b.min, b.max, b.bucket_counts) == (1, 0.2, 0.2, 0.2, (0, 1, 0))
+
+
 def test_histogram_series_are_bounded_and_overflow_counted() -> None:
     h = Histogram("x", "s", "", ("route",), max_series=3)
     for i in range(10):

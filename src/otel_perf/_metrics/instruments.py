@@ -80,7 +80,8 @@ class Histogram:
         self.bounds: tuple[float, ...] = tuple(sorted(set(bounds)))
         self.max_series = max_series
         self.overflowed = 0
-        # cell layout: [count, sum, min, max, bucket_0 .. bucket_n]; exemplars kept apart
+        # cell layout: [sum, min, max, bucket_0 .. bucket_n]; exemplars kept apart.  No count:
+        # every measurement lands in exactly one bucket, so the buckets add up to it.
         self._cells: dict[Key, list[float]] = {}
         self._exemplars: dict[Key, dict[int, tuple[float, int, int, int]]] = {}
         self._lock = threading.Lock()
@@ -93,14 +94,13 @@ class Histogram:
             cell = self._cells.get(key)
             if cell is None:
                 cell, key = self._new_cell(key)
-            cell[0] += 1
-            cell[1] += value
+            cell[0] += value
             # Plain comparisons, not min()/max(): two builtin calls per record add up here.
-            if value < cell[2]:  # noqa: PLR1730
+            if value < cell[1]:  # noqa: PLR1730
+                cell[1] = value
+            if value > cell[2]:  # noqa: PLR1730
                 cell[2] = value
-            if value > cell[3]:  # noqa: PLR1730
-                cell[3] = value
-            cell[4 + index] += 1
+            cell[3 + index] += 1
             if trace_id:
                 ex = self._exemplars.get(key)
                 if ex is None:
@@ -114,25 +114,19 @@ class Histogram:
             cell = self._cells.get(key)
             if cell is not None:
                 return cell, key
-        cell = [0, 0.0, float("inf"), float("-inf")] + [0] * self._width
+        cell = [0.0, float("inf"), float("-inf")] + [0] * self._width
         self._cells[key] = cell
         return cell, key
 
     def series(self) -> list[HistogramSeries]:
         with self._lock:
             items = [(k, list(c), dict(self._exemplars.get(k, {}))) for k, c in self._cells.items()]
-        return [
-            HistogramSeries(
-                key=k,
-                count=int(c[0]),
-                sum=c[1],
-                min=c[2],
-                max=c[3],
-                bucket_counts=tuple(int(x) for x in c[4:]),
-                exemplars=ex,
-            )
-            for k, c, ex in items
-        ]
+        out = []
+        for k, c, ex in items:
+            buckets = tuple(int(x) for x in c[3:])
+            count = sum(buckets)
+            out.append(HistogramSeries(k, count, c[0], c[1], c[2], buckets, ex))
+        return out
 
     def clear(self) -> None:
         with self._lock:
