@@ -390,7 +390,10 @@ def test_locustfile_requests_carry_the_run_tags_and_the_request_limit_holds(tmp_
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())
     assert report["run"]["stop_reason"] == "request limit"
-    assert 40 <= report["totals"]["requests"] <= 43
+    # Locust stops its users asynchronously: the requests in flight when the limit is hit
+    # finish, and a user whose think time (10 ms here) ends while the stop is under way may
+    # send one more; so at most two per user (3) past the limit (one CI run counted 44).
+    assert 40 <= report["totals"]["requests"] <= 40 + 2 * 3
     assert report["run"]["duration_s"] < 15
     (endpoint,) = report["endpoints"]
     assert endpoint["key"] == "GET /items/{item_id}"

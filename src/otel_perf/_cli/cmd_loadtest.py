@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("-t", "--duration", type=_duration,
                      help="run time, e.g. 30s, 2m (default: budgets `load.duration`, else 30s)")
     run.add_argument("--max-requests", type=_positive_int, default=0,
-                     help="stop after this many requests (default: no limit besides the duration)")
+                     help="stop after this many requests; those in flight then still finish, so a "
+                          "few more may be counted (default: no limit besides the duration)")
     run.add_argument("--warmup", type=_duration, default=None,
                      help="leave the first part of the run (ramp-up, cold caches) out of the results, "
                           "e.g. 2s; its requests still show in the timeline")
