@@ -57,13 +57,18 @@ _state: dict[str, Any] = {}
 _ERROR = Status(StatusCode.ERROR)
 
 
+def _system(dialect_name: str) -> str:
+    """``db.system.name`` for a SQLAlchemy dialect name."""
+    return _SYSTEMS.get(dialect_name, dialect_name)
+
+
 class _DialectState:
     """What every statement of one dialect needs: its system name and its statement cache."""
 
     __slots__ = ("statements", "system")
 
     def __init__(self, dialect: Any) -> None:
-        self.system: str = _SYSTEMS.get(dialect.name, dialect.name)
+        self.system = _system(dialect.name)
         #: raw statement -> (shape, metric key); bounded, cleared whole when full
         self.statements: dict[str, tuple[Shape, Key]] = {}
 
@@ -74,8 +79,7 @@ class _EngineInfo:
     __slots__ = ("attributes", "spans", "system")
 
     def __init__(self, engine: Any) -> None:
-        dialect = engine.dialect.name
-        self.system = _SYSTEMS.get(dialect, dialect)
+        self.system = _system(engine.dialect.name)
         url = engine.url
         attrs: dict[str, Any] = {n.A_DB_SYSTEM: self.system}
         if url.database:
@@ -249,8 +253,7 @@ class SQLAlchemyListener:
             trace_id = work.trace_id
             if work.span_id and parent.is_recording():
                 rt.inst.db_duration.record(seconds, key, trace_id, work.span_id)
-                info = self.info(conn.engine)
-                self._span(work.context, shape, info, seconds, error_type, slow, executemany)
+                self._span(work.context, shape, conn.engine, seconds, error_type, slow, executemany)
             else:
                 rt.inst.db_duration.record(seconds, key)
         else:
@@ -258,8 +261,7 @@ class SQLAlchemyListener:
             trace_id = pctx.trace_id
             if pctx.trace_flags & _SAMPLED and parent.is_recording():
                 rt.inst.db_duration.record(seconds, key, trace_id, pctx.span_id)
-                info = self.info(conn.engine)
-                self._span(pctx, shape, info, seconds, error_type, slow, executemany)
+                self._span(pctx, shape, conn.engine, seconds, error_type, slow, executemany)
             else:
                 rt.inst.db_duration.record(seconds, key)
         if slow:
@@ -269,12 +271,13 @@ class SQLAlchemyListener:
         self,
         parent: SpanContext,
         shape: Shape,
-        info: _EngineInfo,
+        engine: Any,
         seconds: float,
         error_type: str,
         slow: bool,
         executemany: bool,
     ) -> None:
+        info = self.info(engine)  # only statements with a span need their engine's details
         end_ns = time.time_ns()
         start_ns = end_ns - int(seconds * 1e9)
         if error_type or slow or executemany:
