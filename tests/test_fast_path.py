@@ -782,3 +782,60 @@ def test_statement_spans_share_attributes_without_carrying_one_executions_flags(
     assert failed["error.type"] == "OperationalError"
     assert statements[3].status.status_code == StatusCode.ERROR
     assert all(s.status.status_code == StatusCode.UNSET for s in statements[:3])
+
+
+def test_hooked_engines_connect_past_the_wrapper_until_the_listener_detaches() -> None:
+    """After an engine's first connect, Engine.connect is SQLAlchemy's own for it; statements
+    are still recorded, a new listener still instruments it, and detaching restores it."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.engine import Engine
+
+    from otel_perf._config import load
+    from otel_perf._instrumentation import sqlalchemy as ours_sa
+    from otel_perf._metrics.instruments import Registry
+    from otel_perf._setup.runtime import Runtime, build_instruments
+
+    def statements_recorded(rt: Runtime) -> int:
+        return sum(s.count for s in rt.inst.db_duration.series() if s.key[1] == "SELECT")
+
+    def runtime() -> Runtime:
+        registry = Registry()
+        tracer = TracerProvider(shutdown_on_exit=False).get_tracer("otel_perf")
+        return Runtime(load({}), tracer, registry, build_instruments(registry), Resource.create({}))
+
+    original = Engine.connect
+    engine = sqlalchemy.create_engine("sqlite://")
+    first, second = runtime(), runtime()
+    listener = ours_sa.SQLAlchemyListener(first)
+    ours_sa.attach_listener(listener)
+    try:
+        wrapper = Engine.connect
+        assert wrapper is not original
+        for _ in range(3):
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        assert engine.__dict__["connect"].__func__ is original  # the class's wrapper is skipped
+        assert statements_recorded(first) == 3
+    finally:
+        ours_sa.detach_listener(listener)
+    assert "connect" not in engine.__dict__
+    assert Engine.connect is original
+
+    listener = ours_sa.SQLAlchemyListener(second)
+    ours_sa.attach_listener(listener)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        assert statements_recorded(second) == 1
+        assert statements_recorded(first) == 3
+        # A listener replaced without being detached gives its engines back as well.
+        third = ours_sa.SQLAlchemyListener(runtime())
+        ours_sa.attach_listener(third)
+        assert "connect" not in engine.__dict__
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        assert statements_recorded(third.rt) == 1
+        ours_sa.detach_listener(third)
+    finally:
+        ours_sa.detach_listener(listener)
+    assert "connect" not in engine.__dict__

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import types
 import weakref
 from time import perf_counter
 from typing import Any
@@ -112,6 +113,8 @@ class SQLAlchemyListener:
         self._engines: weakref.WeakKeyDictionary[Any, _EngineInfo] = weakref.WeakKeyDictionary()
         self._dialects: weakref.WeakKeyDictionary[Any, _DialectState] = weakref.WeakKeyDictionary()
         self.pools: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        #: engines that connect straight to SQLAlchemy's method (see :meth:`bypass`)
+        self._bypassed: weakref.WeakSet[Any] = weakref.WeakSet()
         #: threads inside QueuePool checkout right now (waiting when the pool is exhausted) are
         #: the entries of a list on the pool object itself (attribute ``_otel_perf_pending``):
         #: list append/pop are atomic, so checkouts take no lock of ours
@@ -177,6 +180,28 @@ class SQLAlchemyListener:
         dialect.do_execute_no_params = do_execute_no_params
         setattr(dialect, _HOOKED, self)
         self._dialects[dialect] = state
+
+    def bypass(self, engine: Any, original: Any) -> None:
+        """Let ``engine`` connect without our ``Engine.connect`` wrapper from now on.
+
+        Every Session connects once per unit of work; once its engine's dialect is hooked
+        there is nothing left for the wrapper to do, so the engine gets SQLAlchemy's own
+        method as an instance attribute (which shadows the class's wrapper).  Only once
+        the hooks are really in place: a failed attempt is retried on the next connect.
+        """
+        if engine.dialect.__dict__.get(_HOOKED) is not self or "connect" in engine.__dict__:
+            return
+        with contextlib.suppress(AttributeError, TypeError):  # no __dict__: keep the wrapper
+            engine.__dict__["connect"] = types.MethodType(original, engine)
+            self._bypassed.add(engine)
+
+    def restore_connects(self) -> None:
+        """Undo :meth:`bypass`: every engine connects through the class's method again."""
+        for engine in list(self._bypassed):
+            method = engine.__dict__.get("connect")
+            if isinstance(method, types.MethodType) and method.__self__ is engine:
+                del engine.__dict__["connect"]
+        self._bypassed = weakref.WeakSet()
 
     def dialect_state(self, dialect: Any) -> _DialectState:
         """The state ``dialect``'s hooks record with (``dialect`` must be hooked)."""
@@ -457,8 +482,11 @@ def attach_listener(listener: SQLAlchemyListener) -> None:
     """Hook ``listener`` into every engine (idempotent per listener)."""
     from sqlalchemy.engine import Engine
 
-    if _state.get("listener") is listener:
+    previous = _state.get("listener")
+    if previous is listener:
         return
+    if previous is not None:  # its engines would connect straight past the new listener
+        previous.restore_connects()
     # Each engine's dialect is hooked and its pool named when the engine first connects
     # (what the engine_connect event would tell us, without making every connection evented).
     original = Engine.connect
@@ -468,11 +496,11 @@ def attach_listener(listener: SQLAlchemyListener) -> None:
             conn = original(engine, *args, **kwargs)
             active = _state.get("listener")
             if active is not None:
-                # Every Session connects: after an engine's first time, two dict lookups.
                 known = engine.__dict__.get(_INFO)
                 hooked = engine.dialect.__dict__.get(_HOOKED)
                 if known is None or known[0] is not active or hooked is not active:
                     active.connect(conn)
+                active.bypass(engine, original)
             return conn
 
         setattr(connect, _MARK, original)
@@ -486,6 +514,7 @@ def detach_listener(listener: SQLAlchemyListener) -> None:
     from sqlalchemy.engine import Engine
 
     listener.unhook()
+    listener.restore_connects()
     if _state.get("listener") is listener:
         del _state["listener"]
     original = _state.pop("connect", None)
