@@ -839,3 +839,58 @@ def test_hooked_engines_connect_past_the_wrapper_until_the_listener_detaches() -
     finally:
         ours_sa.detach_listener(listener)
     assert "connect" not in engine.__dict__
+
+
+def test_fastapi_operation_hooks_return_at_once_while_native_telemetry_is_off() -> None:
+    """Switching FastAPI's native telemetry off also skips its per-request operation lookups
+    (routing asks the OpenTelemetry context three times per request); undone on uninstrument."""
+    fastapi = pytest.importorskip("fastapi")
+    api = pytest.importorskip("fastapi.telemetry._api")
+    import asyncio
+
+    from fastapi import routing
+    from opentelemetry import context as otel_context
+
+    from otel_perf._instrumentation import starlette as ours_starlette
+
+    original = api._operation
+    assert routing._operation is original
+
+    def dependency() -> int:
+        return 41
+
+    app = fastapi.FastAPI()
+
+    @app.get("/answer")
+    def answer(value: int = fastapi.Depends(dependency)) -> dict[str, int]:
+        return {"answer": value + 1}
+
+    ours_starlette._disable_fastapi_native_telemetry(app)
+    try:
+        assert routing._operation is not original
+        # Even a context that holds FastAPI's request telemetry is no longer consulted.
+        tracer = TracerProvider(shutdown_on_exit=False).get_tracer("t")
+        held = api._RequestTelemetry(span=None, span_method="GET", tracer=tracer)
+        token = otel_context.attach(otel_context.set_value(api._REQUEST_TELEMETRY_KEY, held))
+        try:
+            assert original(name="endpoint") is not api._NO_OPERATION
+            assert routing._operation(name="endpoint", function=answer) is api._NO_OPERATION
+        finally:
+            otel_context.detach(token)
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": "/answer", "raw_path": b"/answer", "query_string": b"",
+                 "root_path": "", "headers": [], "client": ("127.0.0.1", 1),
+                 "server": ("127.0.0.1", 2)}  # fmt: skip
+        asyncio.run(app(scope, receive, send))
+        assert sent[0]["status"] == 200 and sent[1]["body"] == b'{"answer":42}'
+    finally:
+        ours_starlette.uninstrument()
+    assert routing._operation is original
