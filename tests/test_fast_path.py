@@ -841,9 +841,9 @@ def test_hooked_engines_connect_past_the_wrapper_until_the_listener_detaches() -
     assert "connect" not in engine.__dict__
 
 
-def test_fastapi_operation_hooks_return_at_once_while_native_telemetry_is_off() -> None:
-    """Switching FastAPI's native telemetry off also skips its per-request operation lookups
-    (routing asks the OpenTelemetry context three times per request); undone on uninstrument."""
+def test_fastapi_telemetry_lookups_return_at_once_while_native_telemetry_is_off() -> None:
+    """Switching FastAPI's native telemetry off also skips its per-request lookups (routing
+    asks the OpenTelemetry context four times per request); undone on uninstrument."""
     fastapi = pytest.importorskip("fastapi")
     api = pytest.importorskip("fastapi.telemetry._api")
     import asyncio
@@ -855,6 +855,7 @@ def test_fastapi_operation_hooks_return_at_once_while_native_telemetry_is_off() 
 
     original = api._operation
     assert routing._operation is original
+    assert routing.get_telemetry_data is api.get_telemetry_data
 
     def dependency() -> int:
         return 41
@@ -875,6 +876,8 @@ def test_fastapi_operation_hooks_return_at_once_while_native_telemetry_is_off() 
         try:
             assert original(name="endpoint") is not api._NO_OPERATION
             assert routing._operation(name="endpoint", function=answer) is api._NO_OPERATION
+            assert api.get_telemetry_data() is held.data is not None
+            assert routing.get_telemetry_data() is None
         finally:
             otel_context.detach(token)
         sent: list[dict[str, Any]] = []
@@ -894,3 +897,4 @@ def test_fastapi_operation_hooks_return_at_once_while_native_telemetry_is_off() 
     finally:
         ours_starlette.uninstrument()
     assert routing._operation is original
+    assert routing.get_telemetry_data is api.get_telemetry_data
