@@ -99,7 +99,7 @@ def test_variant_values_may_hold_commas(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 #: Bytecodes our code may add to one unsampled ``/hello`` request before this test objects
-#: (798 on CPython 3.11 when last counted).  Deterministic, not a timing: it catches the hot path
+#: (806 on CPython 3.11 when last counted).  Deterministic, not a timing: it catches the hot path
 #: growing by half (a debug helper left in, an SDK slow path taken again) without a benchmark
 #: run.  Raise it deliberately, with the new count in bench/README.md, if the growth is wanted.
 OURS_HELLO_BYTECODE_BUDGET = 1300
@@ -132,6 +132,11 @@ def test_bytecode_counts_show_where_the_instrumentation_adds_work(tmp_path: Path
     for endpoint in ("/hello", "/db"):
         assert 0 < ours_only("ours", endpoint) < ours_only("ours-100", endpoint)
     assert ours_only("ours", "/hello") <= OURS_HELLO_BYTECODE_BUDGET, result.stdout
+    # FastAPI releases with native telemetry look up their request state in the context on
+    # every request; with it switched off, as we do in every app, those lookups are skipped.
+    lookup = "fastapi/telemetry/_api.py:_get_request_telemetry"
+    if lookup in counts["bare"]["/hello"]:
+        assert lookup not in counts["ours"]["/hello"], result.stdout
     assert "SQLAlchemyListener._record" in result.stdout  # the per-function listing is printed
 
 
