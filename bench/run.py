@@ -524,7 +524,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
             ok = value >= limit if op == ">=" else value <= limit
             where = "" if endpoint == "-" else f" {r['endpoint']}"
             out.append(
-                f"{'PASS' if ok else 'FAIL'}  {config}{where} {metric} {value:.2f} (target {op} {limit:g})"
+                f"{'PASS' if ok else 'FAIL'}  {config}{where} {metric} {value:.3f} (target {op} {limit:g})"
             )
     return out
 
