@@ -191,15 +191,14 @@ class SQLAlchemyListener:
         """
         if engine.dialect.__dict__.get(_HOOKED) is not self or "connect" in engine.__dict__:
             return
-        with contextlib.suppress(AttributeError, TypeError):  # no __dict__: keep the wrapper
-            engine.__dict__["connect"] = types.MethodType(original, engine)
-            self._bypassed.add(engine)
+        engine.__dict__["connect"] = types.MethodType(original, engine)
+        self._bypassed.add(engine)
 
     def restore_connects(self) -> None:
         """Undo :meth:`bypass`: every engine connects through the class's method again."""
         for engine in list(self._bypassed):
             method = engine.__dict__.get("connect")
-            if isinstance(method, types.MethodType) and method.__self__ is engine:
+            if isinstance(method, types.MethodType) and method.__func__ is _state.get("connect"):
                 del engine.__dict__["connect"]
         self._bypassed = weakref.WeakSet()
 
