@@ -100,7 +100,9 @@ def _skip_telemetry_lookups() -> None:
     every app (we switch it off for each one, above) the answer is always no: nothing puts
     that telemetry into the context.  The lookups cost the app 140-170 bytecodes per
     request (``bench/bytecodes.py``).  Replaced only where the module's name is bound to
-    FastAPI's own function; undone by :func:`uninstrument`.
+    FastAPI's own function; undone by :func:`uninstrument`.  The one app this could touch
+    is one built before we loaded and never rebuilt (no launcher, a late ``instrument()``):
+    its native request span stays, its operation spans go.
     """
     if "lookups" in _state:
         return
