@@ -44,7 +44,7 @@ pytest.importorskip("sqlalchemy")
 @pytest.fixture(scope="module")
 def env() -> Iterator[dict[str, Any]]:
     """Bootstrap as the launcher would, import the app, build its middleware stack."""
-    from otel_perf._setup import runtime as runtime_mod
+    from otel_perf._core import runtime as runtime_mod
 
     if runtime_mod.get() is not None:
         pytest.skip("otel_perf is already bootstrapped in this process")
@@ -71,7 +71,7 @@ def env() -> Iterator[dict[str, Any]]:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(inproc.call(bench_app.app, "/hello"))
     ours = bench_app.app.middleware_stack
-    from otel_perf._instrumentation.asgi import PerfMiddleware
+    from otel_perf._integrations.asgi import PerfMiddleware
 
     assert isinstance(ours, PerfMiddleware)
     yield {
@@ -94,7 +94,7 @@ def _always_on(ours: Any, rt: Any) -> Any:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider, sampling
 
-    from otel_perf._instrumentation.asgi import PerfMiddleware
+    from otel_perf._integrations.asgi import PerfMiddleware
 
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
@@ -133,7 +133,7 @@ def test_request_db(benchmark: Any, env: dict[str, Any], which: str) -> None:
 @pytest.mark.parametrize("listener", ["without", "with"])
 def test_sql_select(benchmark: Any, env: dict[str, Any], listener: str) -> None:
     """One primary-key SELECT through a SQLAlchemy connection, with and without our hooks."""
-    from otel_perf._instrumentation import sqlalchemy as ours_sa
+    from otel_perf._integrations import sqlalchemy as ours_sa
 
     state = ours_sa._state.get("listener")
     assert state is not None
@@ -149,8 +149,8 @@ def test_sql_select(benchmark: Any, env: dict[str, Any], listener: str) -> None:
 
 def test_sql_record_in_request(benchmark: Any, env: dict[str, Any]) -> None:
     """The listener's per-statement work inside a request (unsampled): metrics + Work counters."""
-    from otel_perf._analysis.work import Work, current_work
-    from otel_perf._instrumentation import sqlalchemy as ours_sa
+    from otel_perf._core.work import Work, current_work
+    from otel_perf._integrations import sqlalchemy as ours_sa
 
     listener = ours_sa._state["listener"]
     with env["engine"].connect() as conn:
@@ -189,7 +189,7 @@ def test_part_span_unsampled(benchmark: Any, env: dict[str, Any], how: str) -> N
     from opentelemetry.sdk.trace import sampling
     from opentelemetry.trace import SpanKind
 
-    from otel_perf._instrumentation.fastspan import SpanStarter
+    from otel_perf._core.spans import SpanStarter
 
     tracer = _tracer(env, sampling.ParentBased(sampling.ALWAYS_OFF))
     if how == "sdk":
@@ -220,7 +220,7 @@ def test_part_span_sampled_server(benchmark: Any, env: dict[str, Any], how: str)
     from opentelemetry.sdk.trace import sampling
     from opentelemetry.trace import SpanKind
 
-    from otel_perf._instrumentation.fastspan import SpanStarter
+    from otel_perf._core.spans import SpanStarter
 
     tracer = _tracer(env, sampling.ParentBased(sampling.ALWAYS_ON))
     starter = SpanStarter(tracer)
@@ -246,7 +246,7 @@ def test_part_context_attach_detach(benchmark: Any, env: dict[str, Any], how: st
     from opentelemetry import context, trace
     from opentelemetry.trace.propagation import _SPAN_KEY
 
-    from otel_perf._instrumentation.fastspan import runtime_context_var
+    from otel_perf._core.spans import runtime_context_var
 
     span = env["rt"].tracer.start_span("GET")
     var = runtime_context_var()
@@ -276,7 +276,7 @@ def test_part_histogram_record_exemplar(benchmark: Any, env: dict[str, Any]) -> 
 def test_part_finish_request(benchmark: Any, env: dict[str, Any]) -> None:
     """RED metrics, queries-per-request and the findings checks at the end of a request."""
     from otel_perf._analysis import insight
-    from otel_perf._analysis.work import Work
+    from otel_perf._core.work import Work
 
     rt = env["rt"]
     work = Work("request", "", rt.tracer.start_span("GET"), 256)
@@ -285,7 +285,7 @@ def test_part_finish_request(benchmark: Any, env: dict[str, Any]) -> None:
 
 
 def test_part_traceresponse(benchmark: Any, env: dict[str, Any]) -> None:
-    from otel_perf._analysis.work import Work
+    from otel_perf._core.work import Work
 
     ours = env["ours"]
     work = Work("request", "", env["ours100"].rt.tracer.start_span("GET"), 256)

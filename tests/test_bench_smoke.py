@@ -125,8 +125,8 @@ def test_bytecode_counts_show_where_the_instrumentation_adds_work(tmp_path: Path
     # The bare app runs none of our code; the instrumented one runs the middleware on every
     # request and the SQL hooks on /db; a sampled request runs more of it (spans, encoding).
     assert ours_only("bare", "/hello") == 0
-    assert "otel_perf/_instrumentation/asgi.py:PerfMiddleware.__call__" in counts["ours"]["/hello"]
-    assert "otel_perf/_instrumentation/sqlalchemy.py:SQLAlchemyListener._record" in counts["ours"]["/db"]
+    assert "otel_perf/_integrations/asgi.py:PerfMiddleware.__call__" in counts["ours"]["/hello"]
+    assert "otel_perf/_integrations/sqlalchemy.py:SQLAlchemyListener._record" in counts["ours"]["/db"]
     assert "otel_perf/_export/otlp_spans.py:SpanEncoder.span_fields" in counts["ours-100"]["/db"]
     assert "otel_perf/_export/otlp_spans.py:SpanEncoder.span_fields" not in counts["ours"]["/db"]
     for endpoint in ("/hello", "/db"):
@@ -154,8 +154,8 @@ def test_bytecode_counter_prices_one_setting(tmp_path: Path) -> None:
     counts = json.loads(out.read_text())
     for mode in ("ours", "ours-100"):
         names = counts[mode]["/db"]
-        assert "otel_perf/_instrumentation/asgi.py:PerfMiddleware.__call__" in names  # still instrumented
-        assert not any("_instrumentation/sqlalchemy.py" in name for name in names), mode
+        assert "otel_perf/_integrations/asgi.py:PerfMiddleware.__call__" in names  # still instrumented
+        assert not any("_integrations/sqlalchemy.py" in name for name in names), mode
     bad = subprocess.run(
         [sys.executable, str(BENCH / "bytecodes.py"), "--set", "NO_EQUALS_SIGN"],
         capture_output=True, text=True, timeout=60, check=False,

@@ -32,9 +32,9 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from otel_perf._core.spans import PrimableIdGenerator, SpanStarter, compile_sampler
 from otel_perf._export import otlp_spans
 from otel_perf._export.otlp_spans import SpanEncoder
-from otel_perf._instrumentation.fastspan import PrimableIdGenerator, SpanStarter, compile_sampler
 
 SAMPLERS = {
     "always_on": sampling.ALWAYS_ON,
@@ -675,7 +675,7 @@ def test_shared_span_attributes_are_read_only_and_copy_as_plain_dicts() -> None:
     import copy
     import pickle
 
-    from otel_perf._instrumentation.fastspan import FrozenAttributes
+    from otel_perf._core.spans import FrozenAttributes
 
     frozen = FrozenAttributes({"db.system.name": "sqlite", "n": 3})
     for change in (
@@ -694,7 +694,7 @@ def test_shared_span_attributes_are_read_only_and_copy_as_plain_dicts() -> None:
 
 
 def test_shared_span_attributes_are_encoded_once_to_the_same_bytes() -> None:
-    from otel_perf._instrumentation.fastspan import FrozenAttributes
+    from otel_perf._core.spans import FrozenAttributes
 
     attrs = {"db.system.name": "sqlite", "db.operation.name": "SELECT", "n": 3, "ok": True, "d": 0.5}
     frozen = FrozenAttributes(attrs)
@@ -709,7 +709,7 @@ def test_shared_span_attributes_are_encoded_once_to_the_same_bytes() -> None:
 
 def test_finished_spans_with_shared_attributes_are_the_sdk_bytes() -> None:
     """The same read-only attributes handed to several finished spans: each is encoded as the SDK would."""
-    from otel_perf._instrumentation.fastspan import FrozenAttributes
+    from otel_perf._core.spans import FrozenAttributes
 
     parent = PARENTS["local_sampled"]
     assert parent is not None
@@ -744,9 +744,9 @@ def test_statement_spans_share_attributes_without_carrying_one_executions_flags(
     from opentelemetry.sdk.resources import Resource as SdkResource
 
     from otel_perf._config import load
-    from otel_perf._instrumentation import sqlalchemy as ours_sa
+    from otel_perf._core.runtime import Runtime, build_instruments
+    from otel_perf._integrations import sqlalchemy as ours_sa
     from otel_perf._metrics.instruments import Registry
-    from otel_perf._setup.runtime import Runtime, build_instruments
 
     collect = _Collect()
     provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
@@ -791,9 +791,9 @@ def test_hooked_engines_connect_past_the_wrapper_until_the_listener_detaches() -
     from sqlalchemy.engine import Engine
 
     from otel_perf._config import load
-    from otel_perf._instrumentation import sqlalchemy as ours_sa
+    from otel_perf._core.runtime import Runtime, build_instruments
+    from otel_perf._integrations import sqlalchemy as ours_sa
     from otel_perf._metrics.instruments import Registry
-    from otel_perf._setup.runtime import Runtime, build_instruments
 
     def statements_recorded(rt: Runtime) -> int:
         return sum(s.count for s in rt.inst.db_duration.series() if s.key[1] == "SELECT")
@@ -851,7 +851,7 @@ def test_fastapi_telemetry_lookups_return_at_once_while_native_telemetry_is_off(
     from fastapi import routing
     from opentelemetry import context as otel_context
 
-    from otel_perf._instrumentation import starlette as ours_starlette
+    from otel_perf._integrations import starlette as ours_starlette
 
     original = api._operation
     assert routing._operation is original

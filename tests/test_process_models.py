@@ -284,7 +284,7 @@ def test_uvicorn_reload_keeps_telemetry_after_a_code_change(
 
 FORK_WHILE_BUSY = """
 import os, threading, time
-from otel_perf._setup import runtime
+from otel_perf._core import runtime
 
 rt = runtime.get()
 reader = rt.pipeline.readers[0]

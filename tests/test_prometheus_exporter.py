@@ -48,6 +48,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from otel_perf import _names as n
+from otel_perf._core.runtime import build_instruments
 from otel_perf._export.prometheus import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -60,7 +61,6 @@ from otel_perf._export.prometheus import (
 from otel_perf._metrics.bridge import Exemplar, merge, to_metrics
 from otel_perf._metrics.instruments import Registry
 from otel_perf._setup.providers import Health
-from otel_perf._setup.runtime import build_instruments
 from support.otlp_receiver import OTLPReceiver
 from support.procs import AppProcess, free_port, http_get
 from support.prometheus import PrometheusServer, prometheus_path, scrape_config, start_prometheus

@@ -11,7 +11,7 @@ for what auto-instrumentation cannot see:
 
 from __future__ import annotations
 
-from otel_perf._instrumentation.measure import measure
+from otel_perf._core.measure import measure
 from otel_perf._version import __version__
 
 

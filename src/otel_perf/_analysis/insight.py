@@ -19,8 +19,8 @@ from otel_perf._analysis.findings import (
     recommend_slow_request,
 )
 from otel_perf._analysis.sql import Shape
-from otel_perf._analysis.work import Work
-from otel_perf._setup.runtime import Runtime
+from otel_perf._core.runtime import Runtime
+from otel_perf._core.work import Work
 
 logger = logging.getLogger("otel_perf")
 
@@ -167,6 +167,6 @@ def slow_query(rt: Runtime, work: Work | None, shape: Shape, seconds: float, tra
 def _route_of(scope: object) -> str:
     if not isinstance(scope, dict):
         return ""
-    from otel_perf._instrumentation.asgi import route_template
+    from otel_perf._integrations.asgi import route_template
 
     return route_template(scope)

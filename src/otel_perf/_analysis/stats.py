@@ -23,8 +23,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from otel_perf._core.runtime import Runtime
 from otel_perf._metrics.instruments import Histogram, HistogramSeries, Key
-from otel_perf._setup.runtime import Runtime
 
 MIN_REQUESTS = 20
 

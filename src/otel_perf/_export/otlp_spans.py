@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_STATE
 
-from otel_perf._instrumentation.fastspan import CONTEXT_IS_TUPLE, FrozenAttributes
+from otel_perf._core.spans import CONTEXT_IS_TUPLE, FrozenAttributes
 
 logger = logging.getLogger("otel_perf")
 

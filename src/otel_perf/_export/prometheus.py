@@ -48,9 +48,9 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 
 from otel_perf import _names as n
+from otel_perf._core import guard
 from otel_perf._metrics.bridge import merge, to_metrics
 from otel_perf._metrics.instruments import Counter, Registry
-from otel_perf._setup import guard
 
 logger = logging.getLogger("otel_perf")
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from otel_perf._analysis.stats import Baseline, summary
-from otel_perf._setup.runtime import Runtime
+from otel_perf._core.runtime import Runtime
 
 Message = MutableMapping[str, Any]
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 
-from otel_perf._setup import runtime
+from otel_perf._core import runtime
 
 logger = logging.getLogger("otel_perf")
 _registered = False

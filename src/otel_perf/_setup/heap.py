@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gc
 
-from otel_perf._setup import runtime
+from otel_perf._core import runtime
 
 
 def freeze_startup_heap() -> int:

@@ -18,9 +18,10 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_perf import _names as n
 from otel_perf._config import Config, ConfigError, load
+from otel_perf._core import guard, runtime
+from otel_perf._core.runtime import Runtime, build_instruments
 from otel_perf._metrics.instruments import Registry
-from otel_perf._setup import fork, guard, providers, runtime
-from otel_perf._setup.runtime import Runtime, build_instruments
+from otel_perf._setup import fork, providers
 
 logger = logging.getLogger("otel_perf")
 INSTRUMENTATIONS = ("fastapi", "sqlalchemy", "httpx", "logging", "system_metrics", "asyncio")
@@ -212,14 +213,15 @@ def _install_instrumentations(rt: Runtime, config: Config, disabled: set[str], p
             logger.warning("otel-perf: %s instrumentation skipped: %s: %s", name, type(exc).__name__, exc)
 
     def logging_step() -> None:
-        from otel_perf._instrumentation import logs
+        from otel_perf._integrations import logs
 
         logs.install_record_factory(service_name)
         logs.install_handlers(config.text("OTEL_PERF_LOG_FORMAT"), service_name, pipeline.log_handler)
 
     def server_step() -> None:
         from otel_perf._export.stats_endpoint import StatsEndpoint
-        from otel_perf._instrumentation import loop, starlette
+        from otel_perf._integrations import event_loop as loop
+        from otel_perf._integrations import starlette
 
         stats = (
             StatsEndpoint(rt)
@@ -238,13 +240,13 @@ def _install_instrumentations(rt: Runtime, config: Config, disabled: set[str], p
         starlette.instrument(rt, stats, monitor)
 
     def sqlalchemy_step() -> None:
-        from otel_perf._instrumentation import sqlalchemy
+        from otel_perf._integrations import sqlalchemy
 
         sqlalchemy.instrument(rt)
         _check_sqlalchemy_version()
 
     def httpx_step() -> None:
-        from otel_perf._instrumentation import httpx
+        from otel_perf._integrations import httpx
 
         httpx.instrument(rt)
 

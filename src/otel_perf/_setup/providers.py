@@ -47,11 +47,11 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otel_perf import _names as n
 from otel_perf._config import Config, ConfigError, sdk_problems
+from otel_perf._core import guard
+from otel_perf._core.spans import PrimableIdGenerator
 from otel_perf._export.otlp_spans import SpanEncoder
-from otel_perf._instrumentation.fastspan import PrimableIdGenerator
 from otel_perf._metrics.bridge import MergingExporter
 from otel_perf._metrics.instruments import Counter, Registry
-from otel_perf._setup import guard
 
 logger = logging.getLogger("otel_perf")
 SIGNALS = ("traces", "metrics", "logs")
@@ -536,7 +536,7 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     resource = build_resource(config)
     queue_size = int(config.number("OTEL_PERF_QUEUE_SIZE"))
     # The primable id generator is the SDK's random one; it lets the ASGI middleware take the
-    # sampler's decision before building a span (see _instrumentation/fastspan.py).
+    # sampler's decision before building a span (see _core/spans.py).
     tracer_provider = TracerProvider(
         resource=resource,
         sampler=build_sampler(config),

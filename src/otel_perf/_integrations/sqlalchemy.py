@@ -37,11 +37,11 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.sql import Shape
-from otel_perf._analysis.work import current_work
-from otel_perf._instrumentation.fastspan import FrozenAttributes, SpanStarter, runtime_context_var
+from otel_perf._core import guard
+from otel_perf._core.runtime import Runtime
+from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
+from otel_perf._core.work import current_work
 from otel_perf._metrics.instruments import Key
-from otel_perf._setup import guard
-from otel_perf._setup.runtime import Runtime
 
 logger = logging.getLogger("otel_perf")
 _INFO = "_otel_perf_info"
@@ -437,7 +437,7 @@ def _pool_name(engine: Any) -> str:
 
 def instrument(runtime: Runtime) -> SQLAlchemyListener:
     """Attach the listeners once SQLAlchemy is imported; register the pool gauges now."""
-    from otel_perf._instrumentation.hooks import when_imported
+    from otel_perf._core.imports import when_imported
 
     listener = SQLAlchemyListener(runtime)
     runtime.registry.gauge(

@@ -19,8 +19,8 @@ from opentelemetry.trace import Span
 
 from otel_perf._analysis import ratelimit
 from otel_perf._analysis.redact import redact_query
-from otel_perf._setup import guard
-from otel_perf._setup.runtime import Runtime
+from otel_perf._core import guard
+from otel_perf._core.runtime import Runtime
 
 logger = logging.getLogger("otel_perf")
 _MARK = "_otel_perf_original"
@@ -86,7 +86,7 @@ def _async_request_hook(recorder: _Recorder) -> Any:
 
 
 def instrument(runtime: Runtime) -> None:
-    from otel_perf._instrumentation.hooks import when_imported
+    from otel_perf._core.imports import when_imported
 
     recorder = _Recorder(runtime)
 

@@ -14,8 +14,8 @@ import logging
 import sys
 from typing import Any
 
-from otel_perf._instrumentation.asgi import PerfMiddleware
-from otel_perf._setup.runtime import Runtime
+from otel_perf._core.runtime import Runtime
+from otel_perf._integrations.asgi import PerfMiddleware
 
 logger = logging.getLogger("otel_perf")
 _MARK = "_otel_perf_original"
@@ -24,7 +24,7 @@ _state: dict[str, Any] = {}
 
 def instrument(runtime: Runtime, stats: Any = None, loop_monitor: Any = None) -> None:
     """Patch Starlette and FastAPI when (or if) the app imports them."""
-    from otel_perf._instrumentation.hooks import when_imported
+    from otel_perf._core.imports import when_imported
 
     when_imported("starlette.applications", lambda m: _patch_stack(m.Starlette, runtime, stats, loop_monitor))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.trace import Span, SpanContext, TraceFlags
 
-from otel_perf._instrumentation.fastspan import CONTEXT_IN_FIELD, CONTEXT_IS_TUPLE
+from otel_perf._core.spans import CONTEXT_IN_FIELD, CONTEXT_IS_TUPLE
 
 _SAMPLED = int(TraceFlags.SAMPLED)
 

@@ -21,8 +21,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from otel_perf import _names as n
 from otel_perf._analysis import insight
-from otel_perf._analysis.work import Work, current_work
-from otel_perf._setup import guard, runtime
+from otel_perf._core import guard, runtime
+from otel_perf._core.work import Work, current_work
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

@@ -28,9 +28,9 @@ from collections.abc import Callable
 from typing import Any
 
 from otel_perf._analysis.findings import LoopBlock, recommend_loop_block
-from otel_perf._analysis.work import Work
-from otel_perf._setup import guard
-from otel_perf._setup.runtime import Runtime
+from otel_perf._core import guard
+from otel_perf._core.runtime import Runtime
+from otel_perf._core.work import Work
 
 logger = logging.getLogger("otel_perf")
 TICK = 0.05
@@ -134,7 +134,7 @@ class LoopMonitor:
 
 
 def _route(work: Work) -> str:
-    from otel_perf._instrumentation.asgi import route_template
+    from otel_perf._integrations.asgi import route_template
 
     return route_template(work.scope) if isinstance(work.scope, dict) else ""
 

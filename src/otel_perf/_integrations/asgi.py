@@ -29,10 +29,10 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
-from otel_perf._analysis.work import Work, current_work
-from otel_perf._instrumentation.fastspan import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
-from otel_perf._setup import guard
-from otel_perf._setup.runtime import Runtime
+from otel_perf._core import guard
+from otel_perf._core.runtime import Runtime
+from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
+from otel_perf._core.work import Work, current_work
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
