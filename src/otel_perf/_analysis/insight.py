@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-
-from opentelemetry.trace import Span
+from typing import TYPE_CHECKING
 
 from otel_perf import _names as n
 from otel_perf._analysis.findings import (
@@ -18,9 +17,13 @@ from otel_perf._analysis.findings import (
     recommend_slow_query,
     recommend_slow_request,
 )
-from otel_perf._analysis.sql import Shape
-from otel_perf._core.runtime import Runtime
-from otel_perf._core.work import Work
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from otel_perf._analysis.sql import Shape
+    from otel_perf._core.runtime import Runtime
+    from otel_perf._core.work import Work
 
 logger = logging.getLogger("otel_perf")
 
@@ -130,10 +133,7 @@ def slow_query(rt: Runtime, work: Work | None, shape: Shape, seconds: float, tra
     rt.inst.slow_queries.add(1, (shape.operation, shape.collection))
     duration_ms = seconds * 1000.0
     advice = recommend_slow_query(shape.operation, shape.collection, shape.text)
-    where = ""
-    if work is not None:
-        scope = work.scope
-        where = work.name if work.kind == "operation" else _route_of(scope)
+    where = work.where() if work is not None else ""
     rt.findings.slow_queries.append(
         SlowQuery(
             shape.text,
@@ -162,11 +162,3 @@ def slow_query(rt: Runtime, work: Work | None, shape: Shape, seconds: float, tra
                 "perf.recommendation": advice,
             },
         )
-
-
-def _route_of(scope: object) -> str:
-    if not isinstance(scope, dict):
-        return ""
-    from otel_perf._integrations.asgi import route_template
-
-    return route_template(scope)

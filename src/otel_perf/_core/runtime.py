@@ -74,6 +74,10 @@ class Runtime:
     warn_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(60.0))
     #: Exporter/queue self-telemetry, filled by the providers.
     health: Any = None
+    #: The stats endpoint server adapters answer at OTEL_PERF_STATS_PATH (None: off).
+    stats_endpoint: Any = None
+    #: The asyncio event-loop monitor server adapters register requests with (None: off).
+    loop_monitor: Any = None
 
     # Hot-path settings resolved once.
     slow_request_s: float = 1.0

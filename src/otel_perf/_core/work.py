@@ -1,9 +1,10 @@
-"""The unit of work being measured: one HTTP request, or one ``measure()`` block.
+"""The unit of work being measured: one HTTP request, one background job, or one ``measure()`` block.
 
 A :class:`Work` lives in a context variable for as long as its request or block runs, so
-the SQLAlchemy listener (even in a threadpool worker: Starlette copies the context) adds
+every statement recorder (even in a threadpool worker: Starlette copies the context) adds
 its queries to the right unit.  It is deliberately a plain slotted object: the hot path
-touches it a few times per request.
+touches it a few times per request.  Framework adapters that learn the route only at the
+end of a request subclass it to say where a request is while it runs (:meth:`Work.where`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Work:
     def __init__(
         self, kind: str, name: str, span: Span, max_statements: int, method: str = "", scope: Any = None
     ) -> None:
-        self.kind = kind  # "request" | "operation"
+        self.kind = kind  # "request" | "job" | "operation"
         self.name = name  # route template or operation name, filled at the end for requests
         self.method = method
         self.span = span
@@ -72,6 +73,14 @@ class Work:
             statements[statement] = 1
         else:
             self.statements_dropped += 1
+
+    def where(self) -> str:
+        """Where this unit is, for a finding raised while it runs: the route or operation name."""
+        return self.name or self.current_route()
+
+    def current_route(self) -> str:
+        """The route of a request still running (adapters that know it early override this)."""
+        return ""
 
     def repeated(self, threshold: int) -> list[tuple[str, int]]:
         """Statements run at least ``threshold`` times in this unit (N+1 candidates)."""

@@ -1,11 +1,13 @@
-"""The server side: one lean ASGI middleware per app.
+"""ASGI: one lean middleware per app, for Starlette/FastAPI, Django's ASGI handler and any ASGI app.
 
 Per request it creates one SERVER span (through the SDK tracer, so samplers, processors
 and propagators are standard), attaches it as the current context, opens a :class:`Work`
 for the insight counters, adds ``traceresponse`` (and optionally ``Server-Timing``)
-headers, and at the end records RED metrics keyed by the route *template* and evaluates
-the findings.  Requests to excluded URLs pass straight through; the stats endpoint is
-answered here before the app sees the request.
+headers, and at the end hands the unit to :class:`~otel_perf._core.server.ServerCore`,
+which names the span by the route template, records the RED metrics and evaluates the
+findings.  Requests to excluded URLs pass straight through; the stats endpoint is
+answered here before the app sees the request.  How the route template is found is the
+framework adapter's part (``route_of``).
 
 Why not the contrib ``OpenTelemetryMiddleware``: it creates three spans per request,
 collects a dozen attributes and records SDK histograms on every call, which costs the
@@ -16,22 +18,25 @@ This middleware keeps the same span shape and semantic conventions at a fraction
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
 from typing import Any
 
-from opentelemetry import baggage, context, propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from otel_perf import _names as n
-from otel_perf._analysis import insight
-from otel_perf._analysis.redact import redact_query
 from otel_perf._core import guard
 from otel_perf._core.runtime import Runtime
-from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
+from otel_perf._core.server import (
+    KNOWN_METHODS,
+    MAX_PATH_ATTR,
+    ServerCore,
+    server_timing,
+    tag_from_baggage,
+    traceresponse,
+)
 from otel_perf._core.work import Work, current_work
 
 Scope = MutableMapping[str, Any]
@@ -39,12 +44,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: (scope, work) -> the route template of a finished request ("" when none matched)
+RouteOf = Callable[[Scope, Work], str]
 
-_KNOWN_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
-)
 _PROPAGATION_HEADERS = (b"traceparent", b"tracestate", b"baggage")
-MAX_PATH_ATTR = 2048
 #: Bumped in a forked child, so per-process set-up done on the request path runs again there.
 _fork_generation = [0]
 
@@ -56,19 +59,9 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's template (``/items/{item_id}``), including any mount prefix."""
-    route = scope.get("route")
-    if route is None:
-        return ""
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if not isinstance(path, str):
-        return ""
-    root = scope.get("root_path", "")
-    app_root = scope.get("app_root_path", root)
-    if root and isinstance(root, str) and isinstance(app_root, str) and len(root) > len(app_root):
-        path = root[len(app_root) :] + path
-    return path
+def route_from_work(scope: Scope, work: Work) -> str:
+    """The route an adapter put on the unit while the request ran (Django's resolver, ...)."""
+    return work.name
 
 
 class _HeaderGetter:
@@ -84,24 +77,6 @@ class _HeaderGetter:
 
 
 _GETTER = _HeaderGetter()
-
-
-#: Baggage keys copied onto the SERVER span, so a load-test run's traces can be searched for.
-BAGGAGE_SPAN_PREFIX = "perf.loadtest."
-
-
-def _tag_from_baggage(span: trace.Span, ctx: Context) -> None:
-    for key, value in baggage.get_all(ctx).items():
-        if key.startswith(BAGGAGE_SPAN_PREFIX) and isinstance(value, str):
-            span.set_attribute(key[:100], value[:200])
-
-
-def _traceresponse(work: Work) -> bytes:
-    """The ``traceresponse`` header value (W3C Trace Context Level 2) for the request's span."""
-    ctx = work.context
-    if type(ctx) is SpanContext and CONTEXT_IS_TUPLE:  # fields, not three property calls
-        return b"00-%032x-%016x-%02x" % (ctx[0], ctx[1], ctx[3])
-    return b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)
 
 
 class _Responder:
@@ -127,7 +102,7 @@ class _Responder:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             if self.traceresponse:
-                header = (b"traceresponse", _traceresponse(self.work))
+                header = (b"traceresponse", traceresponse(self.work))
                 message["headers"] = [*(message.get("headers") or ()), header]
             elif self.middleware.rt.server_timing:
                 try:
@@ -138,34 +113,44 @@ class _Responder:
 
 
 class PerfMiddleware:
-    """ASGI middleware wrapping an app (installed outermost by the framework patch)."""
+    """ASGI middleware wrapping an app (installed outermost by the framework adapter).
 
-    def __init__(self, app: ASGIApp, runtime: Runtime, stats: Any = None) -> None:
+    ``route_of(scope, work)`` gives the route template at the end of the request;
+    ``work_type`` is the adapter's :class:`Work` (it may know the route while the request runs).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        runtime: Runtime,
+        route_of: RouteOf = route_from_work,
+        work_type: type[Work] = Work,
+    ) -> None:
         self.app = app
         self.rt = runtime
-        self.stats = stats
-        cfg = runtime.config
-        self.stats_path = cfg.text("OTEL_PERF_STATS_PATH") if cfg.text("OTEL_PERF_STATS_TOKEN") else ""
-        patterns = cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
-        self.excluded = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
-        self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
-        self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
-        self.loop_monitor: Any = None
+        self.core = core = ServerCore(runtime)
+        self.route_of = route_of
+        self.work_type = work_type
+        self.stats_path = core.stats_path
+        self.excluded = core.excluded
+        self.subspans = core.subspans
+        self.loop_monitor: Any = runtime.loop_monitor
         self._monitor_generation = -1
-        self.spans = SpanStarter(runtime.tracer)
-        self._context_var = runtime_context_var()
+        self.spans = core.spans
+        self._context_var = core.context_var
         self._attributes_at_start = self._start_attributes  # bound once, not per request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine frame per request: the prologue and epilogue are inlined here
-        # rather than split into helpers, and nothing is allocated that a request does
-        # not need (no attribute dict unless the span records, one closure for send).
+        # rather than split into helpers (ServerCore.begin/end do the same for other
+        # adapters), and nothing is allocated that a request does not need (no attribute
+        # dict unless the span records, one object for send).
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
         if self.stats_path and (path == self.stats_path or path.startswith(self.stats_path + "/")):
-            await self.stats.handle(scope, receive, send)
+            await self.core.stats.handle(scope, receive, send)
             return
         if self.excluded is not None and self.excluded.search(path):
             await self.app(scope, receive, send)
@@ -179,7 +164,7 @@ class PerfMiddleware:
                 monitor.ensure_started()
                 self._monitor_generation = _fork_generation[0]
             method = scope.get("method", "GET")
-            if method not in _KNOWN_METHODS:
+            if method not in KNOWN_METHODS:
                 method = "_OTHER"
             parent = None
             headers = scope.get("headers") or ()
@@ -191,8 +176,8 @@ class PerfMiddleware:
                 method, parent, SpanKind.SERVER, self._attributes_at_start, None, (scope, method)
             )
             if parent is not None and span.is_recording():
-                _tag_from_baggage(span, parent)
-            work = Work("request", "", span, rt.max_statements, method, scope)
+                tag_from_baggage(span, parent)
+            work = self.work_type("request", "", span, rt.max_statements, method, scope)
             var = self._context_var
             if var is not None:  # context.attach(trace.set_span_in_context(span, parent)), inlined
                 values = (parent if parent is not None else var.get()).copy()
@@ -230,7 +215,7 @@ class PerfMiddleware:
         finally:
             seconds = perf_counter() - start
             try:
-                self._finish(scope, work, responder.status, error_type, seconds)
+                self.core.finish(work, self.route_of(scope, work), responder.status, error_type, seconds)
             except Exception as exc:
                 guard.internal_error("asgi.finish", exc)
             finally:
@@ -248,62 +233,23 @@ class PerfMiddleware:
 
     def _start_attributes(self, scope: Scope, method: str) -> dict[str, Any]:
         """The SERVER span's attributes known at start (built only when the span records)."""
-        path = scope.get("path", "")
-        attrs: dict[str, Any] = {
-            "http.request.method": method,
-            "url.path": path[:MAX_PATH_ATTR],
-            "url.scheme": scope.get("scheme", "http"),
-        }
         query = scope.get("query_string", b"")
-        if query:
-            q = query.decode("latin-1")[:MAX_PATH_ATTR]
-            attrs["url.query"] = redact_query(q, self.redact)
-        version = scope.get("http_version")
-        if version:
-            attrs["network.protocol.version"] = version
-        return attrs
+        return self.core.start_attributes(
+            method,
+            scope.get("path", ""),
+            query.decode("latin-1") if query else "",
+            scope.get("scheme", "http"),
+            scope.get("http_version") or "",
+        )
 
     def _response_headers(self, message: Message, work: Work, start: float) -> None:
         rt = self.rt
         headers = list(message.get("headers") or ())
         if rt.traceresponse and work.trace_id:
-            headers.append((b"traceresponse", _traceresponse(work)))
+            headers.append((b"traceresponse", traceresponse(work)))
         if rt.server_timing:
-            total = (perf_counter() - start) * 1000.0
-            value = (
-                f'total;dur={total:.1f}, db;dur={work.db_time * 1000.0:.1f};desc="{work.query_count} queries"'
-            )
-            headers.append((b"server-timing", value.encode()))
+            headers.append((b"server-timing", server_timing(work, start)))
         message["headers"] = headers
-
-    def _finish(self, scope: Scope, work: Work, status: int, error_type: str, seconds: float) -> None:
-        route = route_template(scope)
-        if len(route) > MAX_PATH_ATTR:
-            route = route[:MAX_PATH_ATTR]
-        work.name = route
-        method = work.method
-        if not error_type and status >= 500:
-            error_type = str(status)
-        span = work.span
-        recording = type(span) is not NonRecordingSpan and span.is_recording()  # most are not: no call
-        if recording:
-            if route:
-                span.update_name(f"{method} {route}")
-            attrs: dict[str, Any] = {}
-            if route:
-                attrs[n.A_ROUTE] = route
-            if status:
-                attrs[n.A_STATUS] = status
-            if error_type:
-                attrs[n.A_ERROR_TYPE] = error_type
-            attrs[n.A_PERF_QUERY_COUNT] = work.query_count
-            attrs[n.A_PERF_DB_DURATION] = work.db_time
-            self.spans.set_attributes(span, attrs)
-            if error_type:
-                span.set_status(Status(StatusCode.ERROR))
-        insight.finish_request(self.rt, work, route, method, status, seconds, error_type)
-        if recording:  # ending a span that does not record does nothing
-            span.end()
 
     def _traced_receive(self, receive: Receive) -> Receive:
         tracer = self.rt.tracer
@@ -325,3 +271,6 @@ class PerfMiddleware:
                 await send(message)
 
         return wrapped
+
+
+__all__ = ["MAX_PATH_ATTR", "PerfMiddleware", "RouteOf", "route_from_work"]

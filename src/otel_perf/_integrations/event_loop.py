@@ -85,7 +85,7 @@ class LoopMonitor:
 
     def _report(self, lag: float) -> None:
         work, self._blocker = self._blocker, None
-        route = work.name or _route(work) if work is not None else ""
+        route = work.where() if work is not None else ""
         method = work.method if work is not None else ""
         trace_id = work.trace_id_hex if work is not None else ""
         advice = recommend_loop_block(f"{method} {route}".strip())
@@ -131,12 +131,6 @@ class LoopMonitor:
     def stop(self) -> None:
         """Stop both sides (from any thread): the next tick does not re-arm."""
         self._stop.set()
-
-
-def _route(work: Work) -> str:
-    from otel_perf._integrations.asgi import route_template
-
-    return route_template(work.scope) if isinstance(work.scope, dict) else ""
 
 
 def _no_task() -> None:

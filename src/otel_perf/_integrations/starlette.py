@@ -15,24 +15,54 @@ import sys
 from typing import Any
 
 from otel_perf._core.runtime import Runtime
-from otel_perf._integrations.asgi import PerfMiddleware
+from otel_perf._core.work import Work
+from otel_perf._integrations.asgi import PerfMiddleware, Scope
 
 logger = logging.getLogger("otel_perf")
 _MARK = "_otel_perf_original"
 _state: dict[str, Any] = {}
 
 
-def instrument(runtime: Runtime, stats: Any = None, loop_monitor: Any = None) -> None:
+def route_template(scope: Scope) -> str:
+    """The matched route's template (``/items/{item_id}``), including any mount prefix."""
+    route = scope.get("route")
+    if route is None:
+        return ""
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(path, str):
+        return ""
+    root = scope.get("root_path", "")
+    app_root = scope.get("app_root_path", root)
+    if root and isinstance(root, str) and isinstance(app_root, str) and len(root) > len(app_root):
+        path = root[len(app_root) :] + path
+    return path
+
+
+def _route_of(scope: Scope, work: Work) -> str:
+    return route_template(scope)
+
+
+class StarletteWork(Work):
+    """A Starlette request: its route is in the scope as soon as routing matched."""
+
+    __slots__ = ()
+
+    def current_route(self) -> str:
+        scope = self.scope
+        return route_template(scope) if isinstance(scope, dict) else ""
+
+
+def instrument(runtime: Runtime) -> None:
     """Patch Starlette and FastAPI when (or if) the app imports them."""
     from otel_perf._core.imports import when_imported
 
-    when_imported("starlette.applications", lambda m: _patch_stack(m.Starlette, runtime, stats, loop_monitor))
+    when_imported("starlette.applications", lambda m: _patch_stack(m.Starlette, runtime))
 
     def fastapi_loaded(module: Any) -> None:
         _patch_fastapi_init(module.FastAPI)
         # FastAPI releases that override build_middleware_stack need their own patch.
         if "build_middleware_stack" in vars(module.FastAPI):
-            _patch_stack(module.FastAPI, runtime, stats, loop_monitor)
+            _patch_stack(module.FastAPI, runtime)
 
     when_imported("fastapi.applications", fastapi_loaded)
 
@@ -51,7 +81,7 @@ def _patch_fastapi_init(cls: Any) -> None:
     _state["fastapi"] = (cls, original)
 
 
-def _patch_stack(cls: Any, runtime: Runtime, stats: Any, loop_monitor: Any) -> None:
+def _patch_stack(cls: Any, runtime: Runtime) -> None:
     if getattr(vars(cls).get("build_middleware_stack"), _MARK, None) is not None:
         return
     original = cls.build_middleware_stack
@@ -61,9 +91,7 @@ def _patch_stack(cls: Any, runtime: Runtime, stats: Any, loop_monitor: Any) -> N
         if isinstance(stack, PerfMiddleware):  # a subclass's stack built through ours already
             return stack
         _disable_fastapi_native_telemetry(self)
-        middleware = PerfMiddleware(stack, runtime, stats)
-        middleware.loop_monitor = loop_monitor
-        return middleware
+        return PerfMiddleware(stack, runtime, _route_of, StarletteWork)
 
     setattr(build_middleware_stack, _MARK, original)
     cls.build_middleware_stack = build_middleware_stack

@@ -233,11 +233,11 @@ def _install_instrumentations(rt: Runtime, config: Config, disabled: set[str], p
                 "otel-perf: OTEL_PERF_STATS_PATH is set but OTEL_PERF_STATS_TOKEN is empty; "
                 "the stats endpoint stays off. Set a token to enable it."
             )
-        monitor = None
+        rt.stats_endpoint = stats
         if config.flag("OTEL_PERF_LOOP_MONITOR") and "asyncio" not in disabled:
-            monitor = loop.instrument(rt)
-            pipeline.shutdown_hooks.append(monitor.stop)
-        starlette.instrument(rt, stats, monitor)
+            rt.loop_monitor = loop.instrument(rt)
+            pipeline.shutdown_hooks.append(rt.loop_monitor.stop)
+        starlette.instrument(rt)
 
     def sqlalchemy_step() -> None:
         from otel_perf._integrations import sqlalchemy

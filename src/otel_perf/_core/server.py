@@ -1,0 +1,203 @@
+"""A server request as a unit of work, for every framework.
+
+Every server adapter (the ASGI middleware for Starlette/FastAPI, Django and any other ASGI
+app; the WSGI middleware for Django, Flask and any other WSGI app) does the same four
+things per request, through this module:
+
+1. decide whether the request is ours to answer (the stats endpoint) or to leave alone
+   (excluded URLs): :meth:`ServerCore.stats_for`, :attr:`ServerCore.excluded`;
+2. start the SERVER span from the incoming trace context and open a :class:`Work`
+   (:meth:`ServerCore.begin`; the ASGI middleware inlines the same steps for speed);
+3. add ``traceresponse`` / ``Server-Timing`` response headers (:func:`traceresponse`,
+   :func:`server_timing`);
+4. at the end, name the span by its route template, set the end-of-request attributes and
+   turn the unit into RED metrics and findings (:meth:`ServerCore.finish`).
+
+What differs between frameworks is only how they carry headers and how the route template
+is found; the adapters supply those and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import baggage, context, propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from otel_perf import _names as n
+from otel_perf._analysis import insight
+from otel_perf._analysis.redact import redact_query
+from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
+from otel_perf._core.work import Work, current_work
+
+if TYPE_CHECKING:
+    from contextvars import Token
+
+    from otel_perf._core.runtime import Runtime
+
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
+)
+#: Attribute values cut at this length (paths, queries, routes).
+MAX_PATH_ATTR = 2048
+#: Baggage keys copied onto the SERVER span, so a load-test run's traces can be searched for.
+BAGGAGE_SPAN_PREFIX = "perf.loadtest."
+#: The span name and metric value of a request that matched no route.
+UNMATCHED = ""
+
+
+def display_route(route: str) -> str:
+    return insight.display_route(route)
+
+
+def tag_from_baggage(span: trace.Span, ctx: Context) -> None:
+    """Copy ``perf.loadtest.*`` baggage onto the SERVER span (bounded)."""
+    for key, value in baggage.get_all(ctx).items():
+        if key.startswith(BAGGAGE_SPAN_PREFIX) and isinstance(value, str):
+            span.set_attribute(key[:100], value[:200])
+
+
+def traceresponse(work: Work) -> bytes:
+    """The ``traceresponse`` header value (W3C Trace Context Level 2) for the request's span."""
+    ctx = work.context
+    if type(ctx) is SpanContext and CONTEXT_IS_TUPLE:  # fields, not three property calls
+        return b"00-%032x-%016x-%02x" % (ctx[0], ctx[1], ctx[3])
+    return b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, ctx.trace_flags)
+
+
+def server_timing(work: Work, start: float) -> bytes:
+    """The ``Server-Timing`` header value: total time so far, SQL time and query count."""
+    total = (perf_counter() - start) * 1000.0
+    return (
+        f'total;dur={total:.1f}, db;dur={work.db_time * 1000.0:.1f};desc="{work.query_count} queries"'
+    ).encode()
+
+
+class ServerCore:
+    """What every server adapter of one runtime shares: settings resolved once, the span starter."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        cfg = runtime.config
+        #: the stats endpoint (answered before the app sees the request), or None
+        self.stats: Any = runtime.stats_endpoint
+        self.stats_path = cfg.text("OTEL_PERF_STATS_PATH") if self.stats is not None else ""
+        patterns = cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
+        #: requests whose path matches are passed straight through, unmeasured
+        self.excluded = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+        self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
+        self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
+        self.spans = SpanStarter(runtime.tracer)
+        self.context_var = runtime_context_var()
+
+    def stats_for(self, path: str) -> Any:
+        """The stats endpoint when ``path`` is one of its paths, else None."""
+        stats_path = self.stats_path
+        if stats_path and (path == stats_path or path.startswith(stats_path + "/")):
+            return self.stats
+        return None
+
+    def start_attributes(
+        self, method: str, path: str, query: str, scheme: str, version: str
+    ) -> dict[str, Any]:
+        """The SERVER span's attributes known at start (built only when the span records)."""
+        attrs: dict[str, Any] = {
+            n.A_METHOD: method,
+            "url.path": path[:MAX_PATH_ATTR],
+            "url.scheme": scheme,
+        }
+        if query:
+            attrs["url.query"] = redact_query(query[:MAX_PATH_ATTR], self.redact)
+        if version:
+            attrs["network.protocol.version"] = version
+        return attrs
+
+    def begin(
+        self,
+        method: str,
+        carrier: Any,
+        getter: Any,
+        has_parent: bool,
+        attributes: Callable[..., dict[str, Any]],
+        args: tuple[Any, ...],
+        work_type: type[Work] = Work,
+        scope: Any = None,
+    ) -> tuple[Work, Token[Context], Token[Work | None]]:
+        """Start the SERVER span and open its unit of work as the current context.
+
+        ``has_parent``: the carrier holds a propagation header (extracting from a carrier
+        without one is skipped: most requests have none).  ``attributes(*args)`` is called
+        only when the span records.  Pair with :meth:`end` in a ``finally``.
+        """
+        parent = propagate.extract(carrier, getter=getter) if has_parent else None
+        span = self.spans.start(method, parent, SpanKind.SERVER, attributes, None, args)
+        if parent is not None and span.is_recording():
+            tag_from_baggage(span, parent)
+        work = work_type("request", "", span, self.rt.max_statements, method, scope)
+        var = self.context_var
+        if var is not None:  # context.attach(trace.set_span_in_context(span, parent)), inlined
+            values = (parent if parent is not None else var.get()).copy()
+            values[_SPAN_KEY] = span
+            ctx_token = var.set(Context(values))
+        else:
+            ctx_token = context.attach(trace.set_span_in_context(span, parent))
+        work_token = current_work.set(work)
+        active = self.rt.active
+        active[method] = active.get(method, 0) + 1
+        return work, ctx_token, work_token
+
+    def end(self, work: Work, ctx_token: Token[Context], work_token: Token[Work | None]) -> None:
+        """Undo :meth:`begin`'s context changes (the unit itself is finished by :meth:`finish`)."""
+        current_work.reset(work_token)
+        var = self.context_var
+        if var is None:
+            context.detach(ctx_token)
+        else:
+            try:
+                var.reset(ctx_token)
+            except Exception:  # reset from another context: what context.detach does, log it
+                context.detach(ctx_token)
+        active = self.rt.active
+        active[work.method] = active.get(work.method, 1) - 1
+
+    def finish(self, work: Work, route: str, status: int, error_type: str, seconds: float) -> None:
+        """Name the span by ``route``, set its end attributes, record metrics and findings, end it."""
+        if len(route) > MAX_PATH_ATTR:
+            route = route[:MAX_PATH_ATTR]
+        work.name = route
+        method = work.method
+        if not error_type and status >= 500:
+            error_type = str(status)
+        span = work.span
+        recording = type(span) is not NonRecordingSpan and span.is_recording()  # most are not: no call
+        if recording:
+            if route:
+                span.update_name(f"{method} {route}")
+            attrs: dict[str, Any] = {}
+            if route:
+                attrs[n.A_ROUTE] = route
+            if status:
+                attrs[n.A_STATUS] = status
+            if error_type:
+                attrs[n.A_ERROR_TYPE] = error_type
+            attrs[n.A_PERF_QUERY_COUNT] = work.query_count
+            attrs[n.A_PERF_DB_DURATION] = work.db_time
+            self.spans.set_attributes(span, attrs)
+            if error_type:
+                span.set_status(Status(StatusCode.ERROR))
+        insight.finish_request(self.rt, work, route, method, status, seconds, error_type)
+        if recording:  # ending a span that does not record does nothing
+            span.end()
+
+
+def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:
+    """The first value of header ``name`` (lower-case) in an ASGI-style header list, or b""."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return b""
