@@ -106,10 +106,10 @@ def _always_on(ours: Any, rt: Any) -> Any:
     )
     always._active_span_processor = provider._active_span_processor
     rt100 = dataclasses.replace(rt, tracer=always.get_tracer("otel_perf"))
-    from otel_perf._integrations.starlette import StarletteWork, _route_of
+    from otel_perf._integrations.starlette import StarletteWork, route_template
 
     rt100.stats_endpoint, rt100.loop_monitor = ours.core.stats, ours.loop_monitor
-    return PerfMiddleware(ours.app, rt100, _route_of, StarletteWork)
+    return PerfMiddleware(ours.app, rt100, route_template, StarletteWork)
 
 
 def _request(env: dict[str, Any], which: str, path: str) -> Callable[[], None]:

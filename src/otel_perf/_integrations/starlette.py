@@ -23,8 +23,11 @@ _MARK = "_otel_perf_original"
 _state: dict[str, Any] = {}
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's template (``/items/{item_id}``), including any mount prefix."""
+def route_template(scope: Scope, work: Work | None = None) -> str:
+    """The matched route's template (``/items/{item_id}``), including any mount prefix.
+
+    Also the middleware's ``route_of`` (it passes the request's unit, not needed here).
+    """
     route = scope.get("route")
     if route is None:
         return ""
@@ -36,10 +39,6 @@ def route_template(scope: Scope) -> str:
     if root and isinstance(root, str) and isinstance(app_root, str) and len(root) > len(app_root):
         path = root[len(app_root) :] + path
     return path
-
-
-def _route_of(scope: Scope, work: Work) -> str:
-    return route_template(scope)
 
 
 class StarletteWork(Work):
@@ -91,7 +90,7 @@ def _patch_stack(cls: Any, runtime: Runtime) -> None:
         if isinstance(stack, PerfMiddleware):  # a subclass's stack built through ours already
             return stack
         _disable_fastapi_native_telemetry(self)
-        return PerfMiddleware(stack, runtime, _route_of, StarletteWork)
+        return PerfMiddleware(stack, runtime, route_template, StarletteWork)
 
     setattr(build_middleware_stack, _MARK, original)
     cls.build_middleware_stack = build_middleware_stack
