@@ -149,7 +149,7 @@ def test_sql_select(benchmark: Any, env: dict[str, Any], listener: str) -> None:
 
 
 def test_sql_record_in_request(benchmark: Any, env: dict[str, Any]) -> None:
-    """The listener's per-statement work inside a request (unsampled): metrics + Work counters."""
+    """The statement core's per-statement work inside a request (unsampled): metrics + Work counters."""
     from otel_perf._core.work import Work, current_work
     from otel_perf._integrations import sqlalchemy as ours_sa
 
@@ -159,8 +159,9 @@ def test_sql_record_in_request(benchmark: Any, env: dict[str, Any]) -> None:
         token = current_work.set(Work("request", "", span, 256))
         try:
             statement = "SELECT customers.id, customers.name FROM customers WHERE customers.id = ?"
-            state = listener.dialect_state(conn.dialect)
-            benchmark(lambda: listener._record(conn, statement, 0.0002, "", False, state))
+            target = listener.target(conn.dialect)
+            record = listener.statements.record
+            benchmark(lambda: record(target, statement, 0.0002, "", 0))
         finally:
             current_work.reset(token)
 

@@ -126,7 +126,7 @@ def test_bytecode_counts_show_where_the_instrumentation_adds_work(tmp_path: Path
     # request and the SQL hooks on /db; a sampled request runs more of it (spans, encoding).
     assert ours_only("bare", "/hello") == 0
     assert "otel_perf/_integrations/asgi.py:PerfMiddleware.__call__" in counts["ours"]["/hello"]
-    assert "otel_perf/_integrations/sqlalchemy.py:SQLAlchemyListener._record" in counts["ours"]["/db"]
+    assert "otel_perf/_core/statements.py:Statements.record" in counts["ours"]["/db"]
     assert "otel_perf/_export/otlp_spans.py:SpanEncoder.span_fields" in counts["ours-100"]["/db"]
     assert "otel_perf/_export/otlp_spans.py:SpanEncoder.span_fields" not in counts["ours"]["/db"]
     for endpoint in ("/hello", "/db"):
@@ -137,7 +137,7 @@ def test_bytecode_counts_show_where_the_instrumentation_adds_work(tmp_path: Path
     lookup = "fastapi/telemetry/_api.py:_get_request_telemetry"
     if lookup in counts["bare"]["/hello"]:
         assert lookup not in counts["ours"]["/hello"], result.stdout
-    assert "SQLAlchemyListener._record" in result.stdout  # the per-function listing is printed
+    assert "Statements.record" in result.stdout  # the per-function listing is printed
 
 
 def test_bytecode_counter_prices_one_setting(tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_bytecode_counter_prices_one_setting(tmp_path: Path) -> None:
     for mode in ("ours", "ours-100"):
         names = counts[mode]["/db"]
         assert "otel_perf/_integrations/asgi.py:PerfMiddleware.__call__" in names  # still instrumented
-        assert not any("_integrations/sqlalchemy.py" in name for name in names), mode
+        assert not any("_integrations/sqlalchemy.py" in name or "_core/statements.py" in name for name in names), mode
     bad = subprocess.run(
         [sys.executable, str(BENCH / "bytecodes.py"), "--set", "NO_EQUALS_SIGN"],
         capture_output=True, text=True, timeout=60, check=False,

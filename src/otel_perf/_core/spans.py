@@ -247,6 +247,8 @@ class SpanStarter:
         #: root spans are sampled when ``trace_id & (2**64 - 1) < root_bound`` (None: ask ``decide``)
         self.root_bound: int | None = None
         self.ids: PrimableIdGenerator | None = None
+        #: the lean builder of recording spans (None: the SDK's path for every span)
+        self.lean: LeanSpans | None = None
         self.random_bit = 0
         self._is_enabled: Callable[[], bool] = _enabled
         self._context_var = runtime_context_var()

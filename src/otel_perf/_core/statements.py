@@ -1,0 +1,250 @@
+"""A database statement, for every driver: count it, time it, find what is wrong with it.
+
+Every DB adapter (the SQLAlchemy dialect hooks, the DB-API and asyncpg drivers) times a
+statement between two clock reads and hands it to :meth:`Statements.record` with the
+:class:`DbTarget` it ran against.  Per statement, sampled or not:
+
+* normalize it (cached per target: a raw statement maps to its shape *and* its metric key
+  in one dict lookup),
+* add it to the current unit of work (query count, DB time, repeats for N+1),
+* record ``db.client.operation.duration`` by system, operation, table and error type,
+* flag it slow (a finding with the example trace id),
+* and, when the enclosing span is sampled, emit a CLIENT span with explicit start/end
+  times (no context attach needed: a statement has no children).  A statement outside
+  any span (start-up code, a script) starts a root span the sampler decides on.
+
+The per-statement path is written for the number of Python calls and bytecodes it runs,
+which is what it costs inside a busy app.
+"""
+
+from __future__ import annotations
+
+import time
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.context import get_current as _current_context
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from otel_perf import _names as n
+from otel_perf._analysis import insight
+from otel_perf._analysis.sql import Shape
+from otel_perf._core import guard
+from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
+from otel_perf._core.work import current_work
+
+if TYPE_CHECKING:
+    from otel_perf._core.runtime import Runtime
+    from otel_perf._metrics.instruments import Key
+
+_SAMPLED = int(TraceFlags.SAMPLED)
+#: Bound of a target's statement cache and of its span-attribute cache (each cleared whole
+#: when full).
+CACHED_STATEMENTS = 1024
+_ERROR = Status(StatusCode.ERROR)
+#: ``db.system.name`` (stable semconv) for driver / dialect names that differ from it.
+_SYSTEMS = {
+    "mssql": "microsoft.sql_server",
+    "oracle": "oracle.db",
+    "postgres": "postgresql",
+    "postgresql": "postgresql",
+    "sqlite3": "sqlite",
+    "mariadb": "mariadb",
+}
+
+
+def db_system(name: str) -> str:
+    """``db.system.name`` for a SQLAlchemy dialect or driver family name."""
+    return _SYSTEMS.get(name, name)
+
+
+class DbTarget:
+    """One database a statement runs against (an engine, a driver connection's server).
+
+    Holds what every statement of it needs: ``db.system.name``, the span attributes that
+    say which database it is, the raw-statement cache and the cached span shapes.  Adapters
+    create one per engine or per (driver, server, database) and keep it.
+    """
+
+    __slots__ = ("attributes", "spans", "statements", "system")
+
+    def __init__(
+        self, system: str, namespace: str = "", host: str = "", port: int | None = None
+    ) -> None:
+        self.system = system
+        attrs: dict[str, Any] = {n.A_DB_SYSTEM: system}
+        if namespace:
+            attrs["db.namespace"] = namespace[-256:]
+        if host:
+            attrs[n.A_SERVER_ADDRESS] = host[:256]
+            if port:
+                attrs["server.port"] = int(port)
+        #: the span attributes every statement of this target carries
+        self.attributes = attrs
+        #: raw statement -> (shape, metric key); bounded, cleared whole when full
+        self.statements: dict[str, tuple[Shape, Key]] = {}
+        #: normalized statement -> its span's attributes and name (the usual case: not slow,
+        #: not failed, not a batch); bounded like ``statements``
+        self.spans: dict[str, tuple[FrozenAttributes, str]] = {}
+
+
+class Statements:
+    """The statement recorder of one runtime, shared by every DB adapter."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.spans = SpanStarter(runtime.tracer)
+        self._context_var = runtime_context_var()
+
+    def failed(self, target: DbTarget, statement: str, t0: float, exc: BaseException, batch: int) -> None:
+        """Record a statement the database refused (or that was interrupted); never raises."""
+        try:
+            error_type = type(exc).__qualname__ or "Error"
+            self.record(target, statement, perf_counter() - t0, error_type, batch)
+        except Exception as error:
+            guard.internal_error("statements.failed", error)
+
+    def record(self, target: DbTarget, statement: str, seconds: float, error_type: str, batch: int) -> None:
+        """One statement that ran for ``seconds``; ``batch`` is the executemany size (0: single)."""
+        rt = self.rt
+        statements = target.statements
+        entry = statements.get(statement)
+        if entry is None:
+            shape = rt.shapes.shape(statement)
+            entry = (shape, (target.system, shape.operation, shape.collection, ""))
+            if len(statements) >= CACHED_STATEMENTS:
+                statements.clear()
+            statements[statement] = entry
+        shape, key = entry
+        if error_type:
+            key = (target.system, shape.operation, shape.collection, error_type)
+        work = current_work.get()
+        if work is not None:  # Work.add_query, inlined: this runs for every statement
+            text = shape.text
+            work.query_count += 1
+            work.db_time += seconds
+            counts = work.statements
+            count = counts.get(text)
+            if count is not None:
+                counts[text] = count + 1
+            elif len(counts) < work.max_statements:
+                counts[text] = 1
+            else:
+                work.statements_dropped += 1
+        # The current span straight from the context (trace.get_current_span() plus an ABC
+        # isinstance check costs four more calls per statement).
+        var = self._context_var
+        parent: Span | None = (var.get() if var is not None else _current_context()).get(_SPAN_KEY)  # type: ignore[assignment]
+        slow = seconds >= rt.slow_query_s
+        if parent is None:
+            trace_id = self._root(target, shape, key, seconds, error_type, slow, batch)
+        elif work is not None and parent is work.span:
+            # The request's own span: the Work read its ids at the start (span_id: sampled).
+            trace_id = work.trace_id
+            if work.span_id and parent.is_recording():
+                rt.inst.db_duration.record(seconds, key, trace_id, work.span_id)
+                self._span(work.context, target, shape, seconds, error_type, slow, batch)
+            else:
+                rt.inst.db_duration.record(seconds, key)
+        else:
+            pctx = parent.get_span_context()
+            trace_id = pctx.trace_id
+            if pctx.trace_flags & _SAMPLED and parent.is_recording():
+                rt.inst.db_duration.record(seconds, key, trace_id, pctx.span_id)
+                self._span(pctx, target, shape, seconds, error_type, slow, batch)
+            else:
+                rt.inst.db_duration.record(seconds, key)
+        if slow:
+            insight.slow_query(rt, work, shape, seconds, f"{trace_id:032x}" if trace_id else "")
+
+    def _root(
+        self,
+        target: DbTarget,
+        shape: Shape,
+        key: Key,
+        seconds: float,
+        error_type: str,
+        slow: bool,
+        batch: int,
+    ) -> int:
+        """A statement outside any span (start-up, scripts): a root span if the sampler keeps it."""
+        attrs, name = self._attributes(target, shape, error_type, slow, batch)
+        end_ns = time.time_ns()
+        span = self.spans.start(name, None, SpanKind.CLIENT, None, end_ns - int(seconds * 1e9))
+        ctx = span.get_span_context()
+        if not span.is_recording():
+            self.rt.inst.db_duration.record(seconds, key)
+            return 0
+        self.spans.set_attributes(span, attrs)
+        if error_type:
+            span.set_status(_ERROR)
+        span.end(end_time=end_ns)
+        self.rt.inst.db_duration.record(seconds, key, ctx.trace_id, ctx.span_id)
+        return ctx.trace_id
+
+    def _span(
+        self,
+        parent: SpanContext,
+        target: DbTarget,
+        shape: Shape,
+        seconds: float,
+        error_type: str,
+        slow: bool,
+        batch: int,
+    ) -> None:
+        end_ns = time.time_ns()
+        start_ns = end_ns - int(seconds * 1e9)
+        attrs, name = self._attributes(target, shape, error_type, slow, batch)
+        status = _ERROR if error_type else None
+        # Timed already and childless: hand the processors the ended span directly.
+        if self.spans.finished(name, parent, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
+            return
+        span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
+        if status is not None:
+            span.set_status(status)
+        span.end(end_time=end_ns)
+
+    def _attributes(
+        self, target: DbTarget, shape: Shape, error_type: str, slow: bool, batch: int
+    ) -> tuple[FrozenAttributes, str]:
+        """A statement span's attributes (shared, read-only) and name; the usual ones cached."""
+        if error_type or slow or batch:
+            return self._build(target, shape, error_type, slow, batch)
+        cached = target.spans.get(shape.text)
+        if cached is None:
+            cached = self._build(target, shape, "", False, 0)
+            if len(target.spans) >= CACHED_STATEMENTS:
+                target.spans.clear()
+            target.spans[shape.text] = cached
+        return cached
+
+    def _build(
+        self, target: DbTarget, shape: Shape, error_type: str, slow: bool, batch: int
+    ) -> tuple[FrozenAttributes, str]:
+        attrs = dict(target.attributes)
+        if shape.operation:
+            attrs[n.A_DB_OPERATION] = shape.operation
+        if shape.collection:
+            attrs[n.A_DB_COLLECTION] = shape.collection
+        if self.rt.capture_sql:
+            attrs[n.A_DB_QUERY_TEXT] = shape.text
+        if batch >= 2:  # semconv: only batches of two or more carry a size
+            attrs["db.operation.batch.size"] = batch
+        if slow:
+            attrs[n.A_PERF_SLOW] = True
+        if error_type:
+            attrs[n.A_ERROR_TYPE] = error_type
+        return FrozenAttributes(attrs), f"{shape.operation} {shape.collection}".strip() or target.system
+
+
+def batch_size(parameters: Any) -> int:
+    """The number of parameter sets an ``executemany`` ran; 0 when it is no batch or unknown.
+
+    Semconv: only operations of two or more are batches (``db.operation.batch.size`` is never 1).
+    """
+    try:
+        size = len(parameters)
+    except TypeError:  # a generator: its length is unknown
+        return 0
+    return size if size >= 2 else 0
