@@ -895,6 +895,6 @@ def test_fastapi_telemetry_lookups_return_at_once_while_native_telemetry_is_off(
         asyncio.run(app(scope, receive, send))
         assert sent[0]["status"] == 200 and sent[1]["body"] == b'{"answer":42}'
     finally:
-        ours_starlette.uninstrument()
+        ours_starlette.uninstall()
     assert routing._operation is original
     assert routing.get_telemetry_data is api.get_telemetry_data

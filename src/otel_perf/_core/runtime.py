@@ -78,6 +78,8 @@ class Runtime:
     stats_endpoint: Any = None
     #: The asyncio event-loop monitor server adapters register requests with (None: off).
     loop_monitor: Any = None
+    #: The SDK pipeline (providers, log handler, shutdown hooks), set by the bootstrap.
+    pipeline: Any = None
 
     # Hot-path settings resolved once.
     slow_request_s: float = 1.0

@@ -1,0 +1,113 @@
+"""The libraries we instrument ourselves: one adapter module each, one row each in :data:`REGISTRY`.
+
+An adapter is a module of this package with
+
+* ``install(runtime, module)`` — hook the library; called once per trigger module as it is
+  imported (``module``; None for rows with no trigger); raise :class:`DidNotEnable` with a
+  reason when this copy of the library cannot be instrumented (one warning names it);
+* ``uninstall()`` — undo every patch (adapters keep them in a
+  :class:`~otel_perf._core.patching.Patches`);
+* optionally ``self_check(runtime) -> str`` — after install, prove the hook records
+  (for example run one statement through it); return what is lost if it does not, "" if
+  it does.
+
+Adapters stay thin: what a request, a statement or an outgoing call *means* (spans, metrics,
+findings) lives in :mod:`otel_perf._core`; an adapter only finds the library's one place to
+hook and translates its objects.  Everything else the app uses is instrumented by the
+official OpenTelemetry instrumentations installed beside us (loaded from their entry points
+by :mod:`otel_perf._setup.integrations`), except the ones a row here ``replaces``.
+
+Adding an integration: write the adapter module, add its row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DidNotEnable(Exception):
+    """Raised by an adapter's ``install`` when the library cannot be instrumented; says why."""
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One library we instrument ourselves."""
+
+    #: the name ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` and messages use
+    name: str
+    #: adapter module under ``otel_perf._integrations``
+    adapter: str
+    #: importing any of these modules activates the row (empty: activated at bootstrap)
+    modules: tuple[str, ...]
+    #: the distribution whose version is checked, and the oldest version we support
+    library: str = ""
+    min_version: str = ""
+    #: what it gives, one line (README table, ``otel-perf config``)
+    provides: str = ""
+    #: official instrumentations (``opentelemetry_instrumentor`` entry-point names) not loaded
+    #: while this row is on: they would instrument the same library twice
+    replaces: tuple[str, ...] = ()
+    #: other names that switch this row off in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``
+    aliases: tuple[str, ...] = ()
+    #: the ``pip install 'otel-perf-instrument[extra]'`` that brings the library's extras
+    extra: str = ""
+
+
+REGISTRY: tuple[Integration, ...] = (
+    Integration(
+        "logging",
+        "logs",
+        (),
+        provides="trace-correlated JSON/text log lines; log records over OTLP",
+        replaces=("logging",),
+    ),
+    Integration(
+        "system_metrics",
+        "system_metrics",
+        (),
+        provides="process CPU, memory, threads, open files, GC",
+        replaces=("system_metrics",),
+    ),
+    Integration(
+        "asyncio",
+        "event_loop",
+        (),
+        provides="event-loop lag; the request that blocked the loop",
+    ),
+    Integration(
+        "fastapi",
+        "starlette",
+        ("starlette.applications", "fastapi.applications"),
+        library="starlette",
+        min_version="0.37",
+        provides="SERVER spans and RED metrics by route template, traceresponse, stats endpoint, "
+        "slow-request and N+1 findings per request",
+        replaces=("fastapi", "starlette", "asgi"),
+        aliases=("asgi", "starlette"),
+        extra="fastapi",
+    ),
+    Integration(
+        "sqlalchemy",
+        "sqlalchemy",
+        ("sqlalchemy",),
+        library="SQLAlchemy",
+        min_version="2.0",
+        provides="a span and a db.client.operation.duration point per statement, queries per "
+        "request, slow-query and N+1 findings, connection-pool metrics",
+        replaces=("sqlalchemy",),
+        extra="sqlalchemy",
+    ),
+    Integration(
+        "httpx",
+        "httpx",
+        ("httpx",),
+        library="httpx",
+        min_version="0.27",
+        provides="CLIENT spans with traceparent, http.client.request.duration, rate-limit "
+        "headroom and 429s per host",
+        replaces=("httpx",),
+        extra="httpx",
+    ),
+)
+
+BY_NAME: dict[str, Integration] = {row.name: row for row in REGISTRY}

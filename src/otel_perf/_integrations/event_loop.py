@@ -154,5 +154,12 @@ def _pid() -> int:
     return os.getpid()
 
 
-def instrument(runtime: Runtime) -> LoopMonitor:
-    return LoopMonitor(runtime)
+def install(runtime: Runtime, _module: Any = None) -> None:
+    """The asyncio row: a monitor the server adapters start on the app's loop."""
+    monitor = runtime.loop_monitor = LoopMonitor(runtime)
+    if runtime.pipeline is not None:
+        runtime.pipeline.shutdown_hooks.append(monitor.stop)
+
+
+def uninstall() -> None:
+    """Nothing is patched: the monitor stops with the pipeline."""

@@ -1,156 +1,87 @@
-"""httpx: CLIENT spans with W3C propagation from the contrib instrumentation, plus ours.
+"""httpx: every request a sync or async client sends over its network transport.
 
-The contrib ``HTTPXClientInstrumentor`` makes the spans and injects ``traceparent`` for
-sync and async clients and the module-level ``httpx.get`` style calls (they all go through
-the transports it patches).  We give it a no-op meter provider and record
-``http.client.request.duration`` ourselves, in the same cheap instruments as the server
-side, together with rate-limit headroom and 429 counts per ``server.address``.  Exported
-URLs have sensitive query parameters redacted.
+``HTTPTransport.handle_request`` and ``AsyncHTTPTransport.handle_async_request`` are where
+every httpx request meets the network (``httpx.get``, ``Client``, ``AsyncClient``; each
+redirect hop separately), as for the official httpx instrumentation; each is wrapped in the
+outgoing-call core (:mod:`otel_perf._core.outgoing`): CLIENT span, ``traceparent``,
+``http.client.request.duration``, rate-limit headroom and 429s.  Transports of your own
+(``MockTransport``, ``ASGITransport``) are not network calls and are left alone.
 """
 
 from __future__ import annotations
 
-import logging
-from time import perf_counter
+from types import ModuleType
 from typing import Any
 
-from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.trace import Span
-
-from otel_perf._analysis import ratelimit
-from otel_perf._analysis.redact import redact_query
 from otel_perf._core import guard
+from otel_perf._core.outgoing import Call, OutgoingCalls
+from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
 
-logger = logging.getLogger("otel_perf")
-_MARK = "_otel_perf_original"
-_state: dict[str, Any] = {}
+_patches = Patches("httpx")
 
 
-class _Recorder:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.redact = frozenset(x.lower() for x in runtime.config.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
-
-    def done(self, request: Any, response: Any, seconds: float, error: BaseException | None) -> None:
-        try:
-            inst = self.rt.inst
-            host = request.url.host or ""
-            method = request.method
-            status = response.status_code if response is not None else 0
-            error_type = (
-                type(error).__qualname__ if error is not None else (str(status) if status >= 400 else "")
-            )
-            inst.client_duration.record(seconds, (host, method, status, error_type))
-            if response is None:
-                return
-            if status == 429:
-                inst.throttled.add(1, (host,))
-            limits = ratelimit.parse(response.headers.get)
-            if limits:
-                key = (host,)
-                if limits.remaining is not None:
-                    inst.ratelimit_remaining.set(limits.remaining, key)
-                if limits.limit is not None:
-                    inst.ratelimit_limit.set(limits.limit, key)
-                if limits.reset_seconds is not None:
-                    inst.ratelimit_reset.set(limits.reset_seconds, key)
-        except Exception as exc:
-            guard.internal_error("httpx.record", exc)
-
-    def request_hook(self, span: Span, request: Any) -> None:
-        try:
-            if span.is_recording():
-                url = request.url
-                if url.query:
-                    q = url.query.decode("latin-1") if isinstance(url.query, bytes) else str(url.query)
-                    safe_query = redact_query(q, self.redact).encode()
-                    safe = url.copy_with(query=safe_query, username=None, password=None)
-                    span.set_attribute("url.full", str(safe))
-        except Exception as exc:
-            guard.internal_error("httpx.request_hook", exc)
+def _begin(calls: OutgoingCalls, request: Any) -> Call | None:
+    try:
+        url = request.url
+        headers = request.headers
+        return calls.start(
+            request.method,
+            str(url),
+            url.host or "",
+            url.port,
+            url.scheme,
+            headers.__setitem__,
+            headers.multi_items,
+        )
+    except Exception as exc:  # an unexpected request object: send it untouched
+        guard.internal_error("httpx.start", exc)
+        return None
 
 
-def _sync_request_hook(recorder: _Recorder) -> Any:
-    def hook(span: Span, request: Any) -> None:
-        recorder.request_hook(span, request)
-
-    return hook
+def _version(response: Any) -> object:
+    return response.extensions.get("http_version") if response is not None else None
 
 
-def _async_request_hook(recorder: _Recorder) -> Any:
-    async def hook(span: Span, request: Any) -> None:
-        recorder.request_hook(span, request)
-
-    return hook
-
-
-def instrument(runtime: Runtime) -> None:
-    from otel_perf._core.imports import when_imported
-
-    recorder = _Recorder(runtime)
-
-    def attach(httpx: Any) -> None:
-        try:
-            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-            HTTPXClientInstrumentor().instrument(
-                tracer_provider=None,
-                meter_provider=NoOpMeterProvider(),
-                request_hook=_sync_request_hook(recorder),
-                async_request_hook=_async_request_hook(recorder),
-            )
-            _state["contrib"] = True
-        except Exception as exc:  # spans missing, metrics still work
-            logger.warning(
-                "otel-perf: httpx spans are off: the contrib httpx instrumentation failed (%s)", exc
-            )
-        _wrap_transports(httpx, recorder)
-
-    when_imported("httpx", attach)
+def install(runtime: Runtime, httpx: ModuleType) -> None:
+    calls = OutgoingCalls(runtime)
+    _patches.wrap(httpx.HTTPTransport, "handle_request", lambda original: _sync(calls, original))
+    _patches.wrap(httpx.AsyncHTTPTransport, "handle_async_request", lambda original: _async(calls, original))
 
 
-def _wrap_transports(httpx: Any, recorder: _Recorder) -> None:
-    sync_cls, async_cls = httpx.HTTPTransport, httpx.AsyncHTTPTransport
-    if getattr(sync_cls.handle_request, _MARK, None) is not None:
-        return
-    sync_orig = sync_cls.handle_request
-    async_orig = async_cls.handle_async_request
-
+def _sync(calls: OutgoingCalls, sync_send: Any) -> Any:
     def handle_request(self: Any, request: Any) -> Any:
-        start = perf_counter()
+        call = _begin(calls, request)
+        if call is None:
+            return sync_send(self, request)
         try:
-            response = sync_orig(self, request)
+            response = sync_send(self, request)
         except BaseException as exc:
-            recorder.done(request, None, perf_counter() - start, exc)
+            calls.end(call, 0, None, None, exc)
             raise
-        recorder.done(request, response, perf_counter() - start, None)
+        headers = response.headers
+        calls.end(call, response.status_code, _version(response), headers.get, None, headers.multi_items)
         return response
 
+    return handle_request
+
+
+def _async(calls: OutgoingCalls, async_send: Any) -> Any:
     async def handle_async_request(self: Any, request: Any) -> Any:
-        start = perf_counter()
+        call = _begin(calls, request)
+        if call is None:
+            return await async_send(self, request)
         try:
-            response = await async_orig(self, request)
+            response = await async_send(self, request)
         except BaseException as exc:
-            recorder.done(request, None, perf_counter() - start, exc)
+            calls.end(call, 0, None, None, exc)
             raise
-        recorder.done(request, response, perf_counter() - start, None)
+        headers = response.headers
+        calls.end(call, response.status_code, _version(response), headers.get, None, headers.multi_items)
         return response
 
-    setattr(handle_request, _MARK, sync_orig)
-    setattr(handle_async_request, _MARK, async_orig)
-    sync_cls.handle_request = handle_request
-    async_cls.handle_async_request = handle_async_request
-    _state["transports"] = (sync_cls, sync_orig, async_cls, async_orig)
+    return handle_async_request
 
 
-def uninstrument() -> None:
-    entry = _state.pop("transports", None)
-    if entry is not None:
-        sync_cls, sync_orig, async_cls, async_orig = entry
-        sync_cls.handle_request = sync_orig
-        async_cls.handle_async_request = async_orig
-    if _state.pop("contrib", None):
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-        HTTPXClientInstrumentor().uninstrument()
+def uninstall() -> None:
+    _patches.restore()

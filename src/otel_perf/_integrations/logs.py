@@ -122,6 +122,18 @@ def install_handlers(fmt: str, service_name: str, otlp_handler: logging.Handler 
         _state["otlp"] = otlp_handler
 
 
+def install(runtime: Any, _module: Any = None) -> None:
+    """The logging row: ids on every record, our stream handler, the OTLP handler."""
+    service_name = str(runtime.resource.attributes.get("service.name", ""))
+    install_record_factory(service_name)
+    pipeline = runtime.pipeline
+    install_handlers(
+        runtime.config.text("OTEL_PERF_LOG_FORMAT"),
+        service_name,
+        pipeline.log_handler if pipeline is not None else None,
+    )
+
+
 def uninstall() -> None:
     root = logging.getLogger()
     for key in ("stream", "otlp"):

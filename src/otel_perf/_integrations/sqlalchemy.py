@@ -281,10 +281,8 @@ def _pool_name(engine: Any) -> str:
     return f"{engine.dialect.name}://{where}/{url.database or ''}"[:200]
 
 
-def instrument(runtime: Runtime) -> SQLAlchemyListener:
-    """Attach the listeners once SQLAlchemy is imported; register the pool gauges now."""
-    from otel_perf._core.imports import when_imported
-
+def install(runtime: Runtime, _sqlalchemy: Any) -> None:
+    """Hook every engine (SQLAlchemy was imported); register the pool gauges."""
     listener = SQLAlchemyListener(runtime)
     runtime.registry.gauge(
         n.DB_CONN_COUNT,
@@ -308,16 +306,12 @@ def instrument(runtime: Runtime) -> SQLAlchemyListener:
         listener.pending_points,
     )
 
-    def attach(_module: Any) -> None:
-        attach_listener(listener)
-        from sqlalchemy.pool import QueuePool
+    attach_listener(listener)
+    from sqlalchemy.pool import QueuePool
 
-        if getattr(QueuePool._do_get, _MARK, None) is None:
-            _state["do_get"] = QueuePool._do_get
-            QueuePool._do_get = listener.checkout(QueuePool._do_get)  # type: ignore[method-assign]
-
-    when_imported("sqlalchemy", attach)
-    return listener
+    if getattr(QueuePool._do_get, _MARK, None) is None:
+        _state["do_get"] = QueuePool._do_get
+        QueuePool._do_get = listener.checkout(QueuePool._do_get)  # type: ignore[method-assign]
 
 
 _HOOKS = ("do_execute", "do_executemany", "do_execute_no_params")
@@ -367,7 +361,7 @@ def detach_listener(listener: SQLAlchemyListener) -> None:
         Engine.connect = original  # type: ignore[method-assign]
 
 
-def uninstrument() -> None:
+def uninstall() -> None:
     listener = _state.get("listener")
     if listener is None:
         return

@@ -51,19 +51,15 @@ class StarletteWork(Work):
         return route_template(scope) if isinstance(scope, dict) else ""
 
 
-def instrument(runtime: Runtime) -> None:
-    """Patch Starlette and FastAPI when (or if) the app imports them."""
-    from otel_perf._core.imports import when_imported
-
-    when_imported("starlette.applications", lambda m: _patch_stack(m.Starlette, runtime))
-
-    def fastapi_loaded(module: Any) -> None:
-        _patch_fastapi_init(module.FastAPI)
+def install(runtime: Runtime, applications: Any) -> None:
+    """Patch Starlette (``starlette.applications`` was imported) or FastAPI (``fastapi.applications``)."""
+    if applications.__name__ == "fastapi.applications":
+        _patch_fastapi_init(applications.FastAPI)
         # FastAPI releases that override build_middleware_stack need their own patch.
-        if "build_middleware_stack" in vars(module.FastAPI):
-            _patch_stack(module.FastAPI, runtime)
-
-    when_imported("fastapi.applications", fastapi_loaded)
+        if "build_middleware_stack" in vars(applications.FastAPI):
+            _patch_stack(applications.FastAPI, runtime)
+    else:
+        _patch_stack(applications.Starlette, runtime)
 
 
 def _patch_fastapi_init(cls: Any) -> None:
@@ -161,7 +157,7 @@ def _skip_telemetry_lookups() -> None:
     _state["lookups"] = replaced
 
 
-def uninstrument() -> None:
+def uninstall() -> None:
     for module, name, function in _state.pop("lookups", []):
         vars(module)[name] = function
     for cls, original in _state.pop("stacks", []):

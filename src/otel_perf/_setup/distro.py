@@ -16,7 +16,7 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 
 
 class OtelPerfDistro(BaseDistro):  # type: ignore[misc]
-    """Sets defaults before instrumentors load."""
+    """Sets defaults before instrumentors load; skips the official ones ours replace."""
 
     def _configure(self, **kwargs: Any) -> None:
         from otel_perf._cli.launcher import SANITIZE_ENV, sanitize_fields
@@ -26,6 +26,21 @@ class OtelPerfDistro(BaseDistro):  # type: ignore[misc]
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
         os.environ[SANITIZE_ENV] = sanitize_fields(dict(os.environ))
 
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        """Load an official instrumentation unless a row of ours instruments its library."""
+        from otel_perf._setup import integrations
+
+        disabled = integrations.disabled_names(
+            os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")
+        )
+        status = integrations.official_decision(entry_point, disabled, integrations.replaced_names(disabled))
+        if status.state == "replaced":
+            integrations.note(status)
+            return
+        super().load_instrumentor(entry_point, **kwargs)
+        status.state = "active"
+        integrations.note(status)
+
 
 class OtelPerfConfigurator(_BaseConfigurator):
     """Builds the SDK pipeline and installs our instrumentation."""
@@ -33,4 +48,6 @@ class OtelPerfConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         from otel_perf._setup.install import bootstrap
 
-        bootstrap()
+        # opentelemetry-instrument loads the official instrumentations itself, through
+        # OtelPerfDistro.load_instrumentor, right after the configurators.
+        bootstrap(load_official=False)

@@ -18,13 +18,12 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_perf import _names as n
 from otel_perf._config import Config, ConfigError, load
-from otel_perf._core import guard, runtime
+from otel_perf._core import runtime
 from otel_perf._core.runtime import Runtime, build_instruments
 from otel_perf._metrics.instruments import Registry
-from otel_perf._setup import fork, providers
+from otel_perf._setup import fork, integrations, providers
 
 logger = logging.getLogger("otel_perf")
-INSTRUMENTATIONS = ("fastapi", "sqlalchemy", "httpx", "logging", "system_metrics", "asyncio")
 
 
 def _warn_problems(config: Config) -> None:
@@ -68,7 +67,7 @@ def _memory_limit() -> float:
         return 0.0
 
 
-def _runtime_metrics(disabled: set[str]) -> None:
+def _memory_limit_gauge() -> None:
     meter = metrics_api.get_meter("otel_perf.runtime")
     limit = _memory_limit()
 
@@ -84,25 +83,14 @@ def _runtime_metrics(disabled: set[str]) -> None:
         "By",
         "Memory the process may use (cgroup limit, else physical RAM).",
     )
-    if "system_metrics" in disabled:
-        return
-    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
-
-    SystemMetricsInstrumentor(
-        config={
-            n.PROCESS_CPU_TIME: ["user", "system"],
-            n.PROCESS_CPU_UTILIZATION: None,
-            n.PROCESS_MEMORY: None,
-            "process.memory.virtual": None,
-            n.PROCESS_THREADS: None,
-            n.GC_COLLECTIONS: None,
-            "process.open_file_descriptor.count": None,
-        }
-    ).instrument()
 
 
-def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
-    """Configure telemetry for this process.  Idempotent; returns the runtime (None if disabled)."""
+def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> Runtime | None:
+    """Configure telemetry for this process.  Idempotent; returns the runtime (None if disabled).
+
+    ``load_official=False``: leave the official instrumentations to the caller
+    (``opentelemetry-instrument`` loads them itself, through our distro).
+    """
     existing = runtime.get()
     if existing is not None:
         return existing
@@ -113,11 +101,11 @@ def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
     config.raise_if_strict()
     if config.flag("OTEL_SDK_DISABLED"):
         return None
-    disabled = {x.lower().replace("-", "_") for x in config.items("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS")}
-    if "asgi" in disabled or "starlette" in disabled:
-        disabled.add("fastapi")
+    disabled = integrations.disabled_names(config.items("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"))
     if not config.flag("OTEL_PERF_SYSTEM_METRICS"):
         disabled.add("system_metrics")
+    if not config.flag("OTEL_PERF_LOOP_MONITOR"):
+        disabled.add("asyncio")
 
     budgets: Any = None
     budget_bounds: list[float] = []
@@ -150,9 +138,18 @@ def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
     )
     if budgets is not None:
         _budget_gauges(rt, registry)
+    rt.pipeline = pipeline
+    rt.stats_endpoint = _stats_endpoint(rt, config)
     runtime.set_runtime(rt)
     fork.register()
-    _install_instrumentations(rt, config, disabled, pipeline)
+    # Not skipped with the system metrics: the memory-limit gauge it always registers is what
+    # makes the SDK reader hand our instruments to the exporter at each collection.
+    _memory_limit_gauge()
+    integrations.activate(rt, disabled)
+    if load_official:
+        integrations.run_hooks("opentelemetry_pre_instrument")
+        integrations.load_official(disabled, integrations.replaced_names(disabled))
+        integrations.run_hooks("opentelemetry_post_instrument")
     _end_startup_logging(startup_handler)
     providers.rate_limit_sdk_logs(config.number("OTEL_PERF_WARN_INTERVAL"))
 
@@ -167,7 +164,6 @@ def bootstrap(env: dict[str, str] | None = None) -> Runtime | None:
             sys.stderr.flush()
 
     providers.register_exit(pipeline, config.number("OTEL_PERF_SHUTDOWN_TIMEOUT"), before_exit)
-    rt.pipeline = pipeline  # type: ignore[attr-defined]
     return rt
 
 
@@ -199,76 +195,15 @@ def _budget_gauges(rt: Runtime, registry: Registry) -> None:
     )
 
 
-def _install_instrumentations(rt: Runtime, config: Config, disabled: set[str], pipeline: Any) -> None:
-    service_name = str(rt.resource.attributes.get("service.name", ""))
-
-    def step(name: str, fn: Any) -> None:
-        if name in disabled:
-            return
-        try:
-            fn()
-        except Exception as exc:
-            if guard.raising():
-                raise
-            logger.warning("otel-perf: %s instrumentation skipped: %s: %s", name, type(exc).__name__, exc)
-
-    def logging_step() -> None:
-        from otel_perf._integrations import logs
-
-        logs.install_record_factory(service_name)
-        logs.install_handlers(config.text("OTEL_PERF_LOG_FORMAT"), service_name, pipeline.log_handler)
-
-    def server_step() -> None:
-        from otel_perf._export.stats_endpoint import StatsEndpoint
-        from otel_perf._integrations import event_loop as loop
-        from otel_perf._integrations import starlette
-
-        stats = (
-            StatsEndpoint(rt)
-            if config.text("OTEL_PERF_STATS_TOKEN") and config.text("OTEL_PERF_STATS_PATH")
-            else None
-        )
-        if config.text("OTEL_PERF_STATS_PATH") and not config.text("OTEL_PERF_STATS_TOKEN"):
-            logger.warning(
-                "otel-perf: OTEL_PERF_STATS_PATH is set but OTEL_PERF_STATS_TOKEN is empty; "
-                "the stats endpoint stays off. Set a token to enable it."
-            )
-        rt.stats_endpoint = stats
-        if config.flag("OTEL_PERF_LOOP_MONITOR") and "asyncio" not in disabled:
-            rt.loop_monitor = loop.instrument(rt)
-            pipeline.shutdown_hooks.append(rt.loop_monitor.stop)
-        starlette.instrument(rt)
-
-    def sqlalchemy_step() -> None:
-        from otel_perf._integrations import sqlalchemy
-
-        sqlalchemy.instrument(rt)
-        _check_sqlalchemy_version()
-
-    def httpx_step() -> None:
-        from otel_perf._integrations import httpx
-
-        httpx.instrument(rt)
-
-    step("logging", logging_step)
-    step("fastapi", server_step)
-    step("sqlalchemy", sqlalchemy_step)
-    step("httpx", httpx_step)
-    # Not skipped with the system metrics: the memory-limit gauge it always registers is what
-    # makes the SDK reader hand our instruments to the exporter at each collection.
-    step("runtime_metrics", lambda: _runtime_metrics(disabled))
-
-
-def _check_sqlalchemy_version() -> None:
-    """Our listener needs SQLAlchemy's 1.4+/2.x engine events; say so for anything older."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        v = version("sqlalchemy")
-    except PackageNotFoundError:
-        return
-    major = int(v.split(".")[0]) if v.split(".")[0].isdigit() else 0
-    if major < 2 and not v.startswith("1.4"):
+def _stats_endpoint(rt: Runtime, config: Config) -> Any:
+    if config.text("OTEL_PERF_STATS_PATH") and not config.text("OTEL_PERF_STATS_TOKEN"):
         logger.warning(
-            "otel-perf: SQLAlchemy %s is too old to instrument (need 1.4 or 2.x); no DB telemetry.", v
+            "otel-perf: OTEL_PERF_STATS_PATH is set but OTEL_PERF_STATS_TOKEN is empty; "
+            "the stats endpoint stays off. Set a token to enable it."
         )
+        return None
+    if not (config.text("OTEL_PERF_STATS_TOKEN") and config.text("OTEL_PERF_STATS_PATH")):
+        return None
+    from otel_perf._export.stats_endpoint import StatsEndpoint
+
+    return StatsEndpoint(rt)

@@ -1,0 +1,252 @@
+"""An outgoing HTTP call, for every client library: span, propagation, metrics, rate limits.
+
+Every HTTP client adapter (httpx, requests, urllib3, aiohttp) finds the one place where its
+library sends a request and wraps it in :meth:`OutgoingCalls.start` / :meth:`OutgoingCalls.end`:
+
+* a CLIENT span (stable HTTP semconv: ``http.request.method``, ``url.full`` with sensitive
+  query parameters redacted and credentials removed, ``server.address``/``server.port``,
+  ``http.response.status_code``, ``network.protocol.version``, ``error.type``), started
+  through the sampler like every span of ours;
+* W3C ``traceparent`` (and the other configured propagators) injected into the request;
+* ``http.client.request.duration`` by host, method, status and error, for every call,
+  sampled or not, with an exemplar when the span is sampled;
+* rate-limit headroom gauges and 429 counts per host, from the response headers.
+
+While a call runs, HTTP instrumentation is suppressed in its context (the standard
+``suppress_http_instrumentation`` key), so a library under another (``requests`` over
+``urllib3``), ours or an official one, does not record the same call twice; and a call made
+where instrumentation is suppressed (the exporters' own requests) is not recorded at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.context import create_key
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
+
+from otel_perf import _names as n
+from otel_perf._analysis import ratelimit
+from otel_perf._analysis.redact import redact_query
+from otel_perf._core import guard
+from otel_perf._core.capture import HeaderCapture, Pairs
+from otel_perf._core.server import KNOWN_METHODS, MAX_PATH_ATTR
+from otel_perf._core.spans import SpanStarter
+
+if TYPE_CHECKING:
+    from otel_perf._core.runtime import Runtime
+
+#: The API's shared "HTTP instrumentation suppressed" key (what ``suppress_http_instrumentation``
+#: sets and every official HTTP instrumentation checks); a key of our own if the API moved it.
+SUPPRESS_HTTP_KEY: str = getattr(context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None) or create_key(
+    "suppress_http_instrumentation"
+)
+_ERROR = Status(StatusCode.ERROR)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: what an HTTP version looks like on the wire -> ``network.protocol.version``
+_VERSIONS = {10: "1.0", 11: "1.1", 20: "2", 30: "3", 9: "0.9"}
+
+
+def protocol_version(raw: object) -> str:
+    """``network.protocol.version`` from what a library reports (11, b"HTTP/1.1", "HTTP/2", ...)."""
+    if isinstance(raw, int):
+        return _VERSIONS.get(raw, "")
+    if isinstance(raw, bytes):
+        raw = raw.decode("latin-1", "replace")
+    if isinstance(raw, str) and raw:
+        version = raw.upper().removeprefix("HTTP/")
+        return "2" if version == "2.0" else "3" if version == "3.0" else version[:8]
+    return ""
+
+
+class Call:
+    """One call in flight: what :meth:`OutgoingCalls.end` needs."""
+
+    __slots__ = ("host", "method", "span", "start", "token")
+
+    def __init__(self, span: trace.Span, host: str, method: str, token: Any) -> None:
+        self.span = span
+        self.host = host
+        self.method = method
+        self.token = token
+        self.start = perf_counter()
+
+
+class OutgoingCalls:
+    """The outgoing-call recorder of one runtime, shared by every HTTP client adapter."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.spans = SpanStarter(runtime.tracer)
+        self.redact = frozenset(x.lower() for x in runtime.config.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
+        self.capture = HeaderCapture("CLIENT")
+
+    def safe_url(self, url: str) -> str:
+        """``url`` as it may be exported: no user or password, sensitive parameters redacted."""
+        try:
+            parts = urlsplit(url[: MAX_PATH_ATTR * 2])
+        except ValueError:
+            return ""
+        netloc = parts.netloc.rpartition("@")[2]
+        query = redact_query(parts.query, self.redact)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))[:MAX_PATH_ATTR]
+
+    def start(
+        self,
+        method: str,
+        url: str,
+        host: str,
+        port: int | None,
+        scheme: str,
+        set_header: Callable[[str, str], None],
+        headers: Callable[[], Pairs] | None = None,
+    ) -> Call | None:
+        """Begin a call: span, propagation headers (through ``set_header``), suppression.
+
+        ``headers()`` gives the request's headers, read only when header capture is on.
+
+        None when HTTP instrumentation is suppressed here (an outer layer records this call,
+        or it is an exporter's own request): send it untouched and do not call :meth:`end`.
+        Never raises.
+        """
+        try:
+            if not is_http_instrumentation_enabled():
+                return None
+            known = method.upper()
+            if known not in KNOWN_METHODS:
+                known = "_OTHER"
+            span = self.spans.start(
+                "HTTP" if known == "_OTHER" else known,
+                None,
+                SpanKind.CLIENT,
+                self._start_attributes,
+                None,
+                (known, method, url, host, port, scheme),
+            )
+            if headers is not None and self.capture.request_names and span.is_recording():
+                span.set_attributes(self.capture.request(headers()))
+            ctx = trace.set_span_in_context(span)
+            propagate.inject(_Carrier(set_header), context=ctx)
+            token = context.attach(context.set_value(SUPPRESS_HTTP_KEY, True, ctx))
+            return Call(span, host, known, token)
+        except Exception as exc:
+            guard.internal_error("outgoing.start", exc)
+            return None
+
+    def _start_attributes(
+        self, method: str, original: str, url: str, host: str, port: int | None, scheme: str
+    ) -> dict[str, Any]:
+        attrs: dict[str, Any] = {n.A_METHOD: method, "url.full": self.safe_url(url)}
+        if method != original:
+            attrs["http.request.method_original"] = original[:64]
+        if host:
+            attrs[n.A_SERVER_ADDRESS] = host
+        if port is None:
+            port = _DEFAULT_PORTS.get(scheme)
+        if port:
+            attrs["server.port"] = port
+        return attrs
+
+    def end(
+        self,
+        call: Call,
+        status: int,
+        version: object = None,
+        header: Callable[[str], str | None] | None = None,
+        error: BaseException | None = None,
+        headers: Callable[[], Pairs] | None = None,
+    ) -> None:
+        """Finish a call: ``status`` 0 when there is no response (``error`` says why). Never raises.
+
+        ``header(name)`` reads one response header (rate limits); ``headers()`` all of them,
+        only when response header capture is on.
+        """
+        seconds = perf_counter() - call.start
+        try:
+            context.detach(call.token)
+        except Exception as exc:  # detached in another context: the API logs it; go on
+            guard.internal_error("outgoing.detach", exc)
+        try:
+            self._record(call, seconds, status, version, header, error, headers)
+        except Exception as exc:
+            guard.internal_error("outgoing.end", exc)
+
+    def _record(
+        self,
+        call: Call,
+        seconds: float,
+        status: int,
+        version: object,
+        header: Callable[[str], str | None] | None,
+        error: BaseException | None,
+        headers: Callable[[], Pairs] | None,
+    ) -> None:
+        inst = self.rt.inst
+        host = call.host
+        error_type = type(error).__qualname__ if error is not None else str(status) if status >= 400 else ""
+        span = call.span
+        recording = type(span) is not NonRecordingSpan and span.is_recording()
+        if recording:
+            ctx = span.get_span_context()
+            inst.client_duration.record(
+                seconds, (host, call.method, status, error_type), ctx.trace_id, ctx.span_id
+            )
+            attrs: dict[str, Any] = {}
+            if status:
+                attrs[n.A_STATUS] = status
+            protocol = protocol_version(version)
+            if protocol:
+                attrs["network.protocol.version"] = protocol
+            if error_type:
+                attrs[n.A_ERROR_TYPE] = error_type
+            if headers is not None and self.capture.response_names:
+                attrs.update(self.capture.response(headers()))
+            self.spans.set_attributes(span, attrs)
+            if error is not None:
+                span.record_exception(error)
+            if error_type:
+                span.set_status(_ERROR)
+            span.end()
+        else:
+            inst.client_duration.record(seconds, (host, call.method, status, error_type))
+        if status == 429:
+            inst.throttled.add(1, (host,))
+        if header is not None and status:
+            limits = ratelimit.parse(header)
+            if limits:
+                key = (host,)
+                if limits.remaining is not None:
+                    inst.ratelimit_remaining.set(limits.remaining, key)
+                if limits.limit is not None:
+                    inst.ratelimit_limit.set(limits.limit, key)
+                if limits.reset_seconds is not None:
+                    inst.ratelimit_reset.set(limits.reset_seconds, key)
+
+
+class _Carrier(MutableMapping[str, str]):
+    """Just enough of a mapping for ``propagate.inject``: writes go to the adapter's setter."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self, set_header: Callable[[str, str], None]) -> None:
+        self._set = set_header
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._set(key, value)
+
+    def __getitem__(self, key: str) -> str:
+        raise KeyError(key)
+
+    def __delitem__(self, key: str) -> None:
+        raise KeyError(key)
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
