@@ -647,7 +647,8 @@ def _installed(setting: Setting, name: str) -> bool:
 
 
 def _what(setting: Setting) -> str:
-    return setting.group.removeprefix("opentelemetry_").replace("_", " ").replace("traces ", "")
+    """``traces exporter``, ``sampler``, ``id generator``, ``propagator``: what the group holds."""
+    return setting.group.removeprefix("opentelemetry_").replace("traces_sampler", "sampler").replace("_", " ")
 
 
 def _known(setting: Setting) -> str:
