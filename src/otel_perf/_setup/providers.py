@@ -675,8 +675,7 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     _say_what_cannot_apply(config, views, registry)
     health.capacity["metrics"] = 1
     meter_provider = MeterProvider(
-        resource=resource, metric_readers=readers, shutdown_on_exit=False,
-        views=[rule.sdk_view() for rule in views],
+        resource=resource, metric_readers=readers, shutdown_on_exit=False, views=_sdk_views(config, views)
     )
     trace_api.set_tracer_provider(tracer_provider)
     metrics_api.set_meter_provider(meter_provider)
@@ -716,6 +715,18 @@ def load_metric_views(config: Config) -> list[ViewRule]:
             raise ConfigError(f"{env}={path!r} cannot be used: {exc}") from exc
         logger.warning("otel-perf: %s=%r not used (no metric views): %s", env, path, exc)
         return []
+
+
+def _sdk_views(config: Config, views: Sequence[ViewRule]) -> list[Any]:
+    """The SDK ``View`` of each rule; one this SDK cannot build is named and left out."""
+    out = []
+    for rule in views:
+        try:
+            out.append(rule.sdk_view())
+        except Exception as exc:
+            _refuse_or_warn(config, f"metric view {rule.where} cannot be given to the SDK "
+                                    f"({type(exc).__name__}: {exc}); the SDK's instruments ignore it.")
+    return out
 
 
 def _say_what_cannot_apply(config: Config, views: Sequence[ViewRule], registry: Registry) -> None:
