@@ -37,7 +37,7 @@ from support.otlp_receiver import OTLPReceiver
 from support.procs import AppProcess
 
 MARKER = "S3KR1T"
-TOKEN = "stats-token-Zx9"
+TOKEN = "stats-token-Zx9-for-tests"
 LEAKY_ENV = {
     "OTEL_PERF_SLOW_QUERY_MS": "0",
     "OTEL_PERF_N_PLUS_ONE_THRESHOLD": "2",

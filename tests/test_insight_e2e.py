@@ -18,7 +18,7 @@ from support.otlp_receiver import OTLPReceiver
 from support.procs import AppProcess
 
 pytestmark = pytest.mark.slow
-TOKEN = "t0ken-for-tests"
+TOKEN = "t0ken-for-the-tests"
 INSIGHT_ENV = {
     "OTEL_PERF_SLOW_REQUEST_MS": "250",
     "OTEL_PERF_SLOW_QUERY_MS": "50",

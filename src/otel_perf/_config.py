@@ -15,13 +15,18 @@ from __future__ import annotations
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Kind = Literal["bool", "int", "float", "str", "enum", "list", "path", "url"]
+Kind = Literal["bool", "int", "float", "str", "enum", "list", "path", "url", "plugin", "plugins"]
 Source = Literal["default", "env", "flag"]
 
+#: The longest a ``*_MS`` setting may be: one day (longer switches detection off in practice).
+MAX_MS = 86_400_000.0
+#: The shortest stats-endpoint token accepted.
+MIN_TOKEN_LENGTH = 16
 #: Values longer than this are rejected outright: no setting needs more, and a hostile
 #: multi-megabyte variable must not be copied around.
 MAX_VALUE_LENGTH = 8192
@@ -44,6 +49,8 @@ class Setting:
     standard: bool = False
     #: Launcher flag name; derived from the variable name when empty.
     flag: str = ""
+    #: ``plugin``/``plugins``: the entry-point group that names beyond ``choices`` are looked up in
+    group: str = ""
 
     @property
     def flag_name(self) -> str:
@@ -51,6 +58,10 @@ class Setting:
             return self.flag
         stem = self.env.removeprefix("OTEL_PERF_").removeprefix("OTEL_")
         return "--" + stem.lower().replace("_", "-")
+
+
+RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+STATIC_SAMPLERS = ("always_on", "always_off", "parentbased_always_on", "parentbased_always_off")
 
 
 def _s(env: str, kind: Kind, default: Any, doc: str, **kw: Any) -> Setting:
@@ -105,8 +116,14 @@ SETTINGS: tuple[Setting, ...] = (
         "collections no longer walk them.",
     ),
     # --- ours: insight ----------------------------------------------------------------
-    _s("OTEL_PERF_SLOW_REQUEST_MS", "float", 1000.0, "A request at least this long is slow.", minimum=0),
-    _s("OTEL_PERF_SLOW_QUERY_MS", "float", 100.0, "A SQL statement at least this long is slow.", minimum=0),
+    _s(
+        "OTEL_PERF_SLOW_REQUEST_MS", "float", 1000.0, "A request at least this long is slow.",
+        minimum=0, maximum=MAX_MS,
+    ),
+    _s(
+        "OTEL_PERF_SLOW_QUERY_MS", "float", 100.0, "A SQL statement at least this long is slow.",
+        minimum=0, maximum=MAX_MS,
+    ),
     _s(
         "OTEL_PERF_N_PLUS_ONE_THRESHOLD",
         "int",
@@ -122,6 +139,7 @@ SETTINGS: tuple[Setting, ...] = (
         100.0,
         "Event-loop lag at least this long is reported with the request that blocked the loop.",
         minimum=1,
+        maximum=MAX_MS,
     ),
     _s(
         "OTEL_PERF_BUDGETS",
@@ -140,7 +158,8 @@ SETTINGS: tuple[Setting, ...] = (
         "OTEL_PERF_STATS_TOKEN",
         "str",
         "",
-        "Bearer token the stats endpoint requires; the endpoint is off while this is empty.",
+        "Bearer token the stats endpoint requires (at least 16 characters); the endpoint is off while "
+        "this is empty.",
         secret=True,
     ),
     _s("OTEL_PERF_REPORT", "bool", False, "Print a per-endpoint table and findings at process exit."),
@@ -201,6 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
         60.0,
         "Seconds between repeated warnings of one kind (export failures, repeated findings).",
         minimum=0.1,
+        maximum=86400,
     ),
     _s(
         "OTEL_PERF_SHUTDOWN_TIMEOUT",
@@ -214,9 +234,18 @@ SETTINGS: tuple[Setting, ...] = (
         "OTEL_PERF_QUEUE_SIZE",
         "int",
         2048,
-        "Most spans (and log records) waiting for export; more are dropped and counted.",
+        "Most spans (and log records) waiting for export; more are dropped and counted "
+        "(`OTEL_BSP_MAX_QUEUE_SIZE` / `OTEL_BLRP_MAX_QUEUE_SIZE`, when set, win for their signal).",
         minimum=16,
         maximum=1_000_000,
+    ),
+    _s(
+        "OTEL_PERF_METRIC_VIEWS",
+        "path",
+        "",
+        "Metric views file (YAML: `views:` or a declarative configuration's `meter_provider.views`): "
+        "rename, drop, re-aggregate instruments or keep only some attributes, for the SDK's "
+        "instruments and ours (README, Metric views).",
     ),
     # --- standard OpenTelemetry variables we read and validate -----------------------
     _s("OTEL_SDK_DISABLED", "bool", False, "Disable all telemetry (the app runs untouched).", standard=True),
@@ -227,7 +256,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Service name (`service.name`); defaults to the command's name.",
         standard=True,
     ),
-    _s("OTEL_RESOURCE_ATTRIBUTES", "str", "", "Extra resource attributes `k=v,k2=v2`.", standard=True),
+    _s(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "str",
+        "",
+        "Extra resource attributes `k=v,k2=v2` (values percent-encoded); malformed pairs are left out.",
+        standard=True,
+    ),
     _s(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "url",
@@ -244,37 +279,137 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("http/protobuf", "grpc"),
         standard=True,
     ),
-    _s("OTEL_TRACES_EXPORTER", "list", ("otlp",), "`otlp`, `console` or `none`.", standard=True),
     _s(
-        "OTEL_METRICS_EXPORTER",
-        "list",
+        "OTEL_TRACES_EXPORTER",
+        "plugins",
         ("otlp",),
-        "`otlp`, `prometheus` (serves OpenMetrics with exemplars), `console` or `none`.",
+        "`otlp`, `console`, `none`, or any installed `opentelemetry_traces_exporter` entry point "
+        "(`zipkin_json`; `zipkin` means it when the protobuf Zipkin exporter is not installed).",
+        choices=("otlp", "otlp_proto_http", "otlp_proto_grpc", "console", "none"),
+        group="opentelemetry_traces_exporter",
         standard=True,
     ),
-    _s("OTEL_LOGS_EXPORTER", "list", ("otlp",), "`otlp`, `console` or `none`.", standard=True),
+    _s(
+        "OTEL_METRICS_EXPORTER",
+        "plugins",
+        ("otlp",),
+        "`otlp`, `prometheus` (ours: OpenMetrics with exemplars), `console`, `none`, or any installed "
+        "`opentelemetry_metrics_exporter` entry point.",
+        choices=("otlp", "otlp_proto_http", "otlp_proto_grpc", "prometheus", "console", "none"),
+        group="opentelemetry_metrics_exporter",
+        standard=True,
+    ),
+    _s(
+        "OTEL_LOGS_EXPORTER",
+        "plugins",
+        ("otlp",),
+        "`otlp`, `console`, `none`, or any installed `opentelemetry_logs_exporter` entry point.",
+        choices=("otlp", "otlp_proto_http", "otlp_proto_grpc", "console", "none"),
+        group="opentelemetry_logs_exporter",
+        standard=True,
+    ),
     _s(
         "OTEL_TRACES_SAMPLER",
-        "enum",
+        "plugin",
         "parentbased_always_on",
-        "Head sampler.",
-        choices=(
-            "always_on",
-            "always_off",
-            "traceidratio",
-            "parentbased_always_on",
-            "parentbased_always_off",
-            "parentbased_traceidratio",
-        ),
+        "Head sampler: the SDK's six, or any installed `opentelemetry_traces_sampler` entry point "
+        "(`jaeger_remote`, `xray`, your own), which gets `OTEL_TRACES_SAMPLER_ARG` as given.",
+        choices=(*RATIO_SAMPLERS, *STATIC_SAMPLERS),
+        group="opentelemetry_traces_sampler",
         standard=True,
     ),
     _s(
         "OTEL_TRACES_SAMPLER_ARG",
         "float",
         1.0,
-        "Sampler ratio for the `*traceidratio` samplers.",
+        "Sampler ratio (0..1) for the `*traceidratio` samplers; passed as given to entry-point samplers.",
         minimum=0,
         maximum=1,
+        standard=True,
+    ),
+    _s(
+        "OTEL_PYTHON_ID_GENERATOR",
+        "plugin",
+        "random",
+        "Trace and span id generator: `random` (the SDK's; ours adds a hand-over that lets the fast "
+        "span path work), or any installed `opentelemetry_id_generator` entry point (`xray`), which "
+        "takes the SDK's span path.",
+        choices=("random",),
+        group="opentelemetry_id_generator",
+        standard=True,
+    ),
+    _s(
+        "OTEL_PROPAGATORS",
+        "plugins",
+        ("tracecontext", "baggage"),
+        "Context propagators: `tracecontext`, `baggage`, `none`, or any installed "
+        "`opentelemetry_propagator` entry point (`b3`, `jaeger`, `xray`).",
+        choices=("tracecontext", "baggage", "none"),
+        group="opentelemetry_propagator",
+        standard=True,
+    ),
+    _s(
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        "int",
+        None,
+        "Most spans waiting for export (default: OTEL_PERF_QUEUE_SIZE).",
+        minimum=1,
+        maximum=1_000_000,
+        standard=True,
+    ),
+    _s(
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        "int",
+        None,
+        "Most spans per export request (default: 512, at most the queue size).",
+        minimum=1,
+        maximum=1_000_000,
+        standard=True,
+    ),
+    _s(
+        "OTEL_BLRP_MAX_QUEUE_SIZE",
+        "int",
+        None,
+        "Most log records waiting for export (default: OTEL_PERF_QUEUE_SIZE).",
+        minimum=1,
+        maximum=1_000_000,
+        standard=True,
+    ),
+    _s(
+        "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+        "int",
+        None,
+        "Most log records per export request (default: 512, at most the queue size).",
+        minimum=1,
+        maximum=1_000_000,
+        standard=True,
+    ),
+    _s(
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "enum",
+        "cumulative",
+        "Temporality of OTLP metric exports, for the SDK's instruments and ours alike: `cumulative`, "
+        "`delta` (counters and histograms as differences; up-down counters and gauges stay "
+        "cumulative) or `lowmemory` (as delta, but asynchronous counters stay cumulative).",
+        choices=("cumulative", "delta", "lowmemory"),
+        standard=True,
+    ),
+    _s(
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+        "enum",
+        "explicit_bucket_histogram",
+        "Histograms in OTLP metric exports: explicit buckets, or base-2 exponential (ours then also "
+        "bucket each measurement exponentially: a few hundred bytecodes per request more).",
+        choices=("explicit_bucket_histogram", "base2_exponential_bucket_histogram"),
+        standard=True,
+    ),
+    _s(
+        "OTEL_METRICS_EXEMPLAR_FILTER",
+        "enum",
+        "trace_based",
+        "Which measurements may become exemplars: `trace_based` (those in a sampled trace), "
+        "`always_on` (every one; ours carry trace ids only for sampled requests) or `always_off`.",
+        choices=("trace_based", "always_on", "always_off"),
         standard=True,
     ),
     _s(
@@ -320,6 +455,18 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
+#: Standard variables that the SDK (or the API) reads straight from the environment too: a
+#: rejected value is replaced there by the value used, so the SDK does what the warning says.
+READ_BY_SDK_TOO = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_PYTHON_EXCLUDED_URLS",
+    "OTEL_PROPAGATORS",
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+    "OTEL_METRICS_EXEMPLAR_FILTER",
+)
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -338,16 +485,25 @@ class Problem:
     reason: str
 
     def message(self) -> str:
-        shown = self.given if len(self.given) <= 80 else self.given[:77] + "..."
+        """The warning: what is wrong and what is used instead."""
         return (
-            f"{self.env}={shown!r} is invalid ({self.reason}); using {_show(self.used)} instead. "
+            f"{self.env}={self._shown()!r} is invalid ({self.reason}); using {_show(self.used)} instead. "
             f"Fix or unset {self.env}."
         )
+
+    def refusal(self) -> str:
+        """What strict mode says: what is wrong (nothing is used instead: the process does not start)."""
+        return f"{self.env}={self._shown()!r} is invalid ({self.reason}). Fix or unset {self.env}."
+
+    def _shown(self) -> str:
+        return self.given if len(self.given) <= 80 else self.given[:77] + "..."
 
 
 def _show(value: Any) -> str:
     if isinstance(value, tuple):
         return repr(",".join(value))
+    if value is None:
+        return "the default"
     return repr(value)
 
 
@@ -381,9 +537,50 @@ class Config:
         assert isinstance(value, tuple)
         return value
 
-    def raise_if_strict(self) -> None:
-        if self.strict and self.problems:
-            raise ConfigError("; ".join(p.message() for p in self.problems))
+    def raise_if_strict(self, environ: Mapping[str, str] | None = None) -> None:
+        """Under ``OTEL_PERF_STRICT=true``, one :class:`ConfigError` naming every bad variable."""
+        if self.strict:
+            errors = strict_errors(self, os.environ if environ is None else environ)
+            if errors:
+                raise ConfigError("; ".join(errors))
+
+
+def strict_errors(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Everything strict mode refuses, found before the app starts: each names its variable.
+
+    The launcher checks this before it runs the command, the bootstrap again in every process
+    (the same environment, unless the command changed it).
+    """
+    errors = [p.refusal() for p in (*config.problems, *sdk_problems(env))]
+    path = config.text("OTEL_PERF_BUDGETS")
+    if path:
+        try:
+            from otel_perf._analysis.budgets import load_budgets
+
+            load_budgets(path)
+        except Exception as exc:
+            errors.append(f"OTEL_PERF_BUDGETS={path!r} cannot be used: {exc}")
+    views_path, views_env = metric_views_path(config, env)
+    if views_path:
+        try:
+            from otel_perf._metrics.views import load_views
+
+            load_views(views_path)
+        except Exception as exc:
+            errors.append(f"{views_env}={views_path!r} cannot be used: {exc}")
+    return errors
+
+
+def metric_views_path(config: Config, env: Mapping[str, str]) -> tuple[str, str]:
+    """(file, variable) the metric views come from: ``OTEL_PERF_METRIC_VIEWS``, else the views of a
+    declarative configuration file (``OTEL_CONFIG_FILE``), else ("", "")."""
+    path = config.text("OTEL_PERF_METRIC_VIEWS")
+    if path:
+        return path, "OTEL_PERF_METRIC_VIEWS"
+    declarative = env.get("OTEL_CONFIG_FILE", "").strip()
+    if declarative:
+        return declarative, "OTEL_CONFIG_FILE"
+    return "", ""
 
 
 def _parse(setting: Setting, raw: str) -> tuple[Any, str | None]:
@@ -418,11 +615,21 @@ def _parse(setting: Setting, raw: str) -> tuple[Any, str | None]:
         if low in setting.choices:
             return low, None
         return setting.default, "expected one of " + ", ".join(setting.choices)
-    if kind == "list":
+    if kind in ("list", "plugins"):
         items = tuple(part.strip() for part in text.split(",") if part.strip())
         if any(not item.isprintable() for item in items):
             return setting.default, "contains control characters"
+        if kind == "plugins":
+            return _plugins(setting, items)
         return items, None
+    if kind == "plugin":
+        if not text.isprintable():
+            return setting.default, "contains control characters"
+        if text.lower() in setting.choices:
+            return text.lower(), None
+        if _installed(setting, text):
+            return text, None
+        return setting.default, f"no {_what(setting)} of that name is installed; known: {_known(setting)}"
     if kind == "url":
         if not (text.startswith("http://") or text.startswith("https://")) or any(c.isspace() for c in text):
             return setting.default, "expected an http:// or https:// URL"
@@ -430,6 +637,43 @@ def _parse(setting: Setting, raw: str) -> tuple[Any, str | None]:
     if not text.isprintable():
         return setting.default, "contains control characters"
     return text, None
+
+
+def _installed(setting: Setting, name: str) -> bool:
+    """Whether an installed distribution registers ``name`` in the setting's entry-point group."""
+    from otel_perf._setup.extensions import resolve
+
+    return bool(setting.group) and resolve(setting.group, name) is not None
+
+
+def _what(setting: Setting) -> str:
+    """``traces exporter``, ``sampler``, ``id generator``, ``propagator``: what the group holds."""
+    return setting.group.removeprefix("opentelemetry_").replace("traces_sampler", "sampler").replace("_", " ")
+
+
+def _known(setting: Setting) -> str:
+    from otel_perf._setup.extensions import names
+
+    known = sorted({*setting.choices, *(names(setting.group) if setting.group else ())})
+    return ", ".join(known)
+
+
+def _plugins(setting: Setting, items: tuple[str, ...]) -> tuple[Any, str | None]:
+    """Names each known (built in, or an installed entry point); the known ones when some are not."""
+    good: list[str] = []
+    bad: list[str] = []
+    for item in items:
+        if item.lower() in setting.choices:
+            good.append(item.lower())
+        elif _installed(setting, item):
+            good.append(item)
+        else:
+            bad.append(item)
+    if not bad:
+        return tuple(good), None
+    names = ", ".join(repr(b) for b in bad)
+    reason = f"no {_what(setting)} named {names} is installed; known: {_known(setting)}"
+    return (tuple(good) if good else setting.default), reason
 
 
 def _flag_sources(env: Mapping[str, str]) -> set[str]:
@@ -453,18 +697,80 @@ def load(env: Mapping[str, str] | None = None, settings: Iterable[Setting] = SET
         values[setting.env] = value
         sources[setting.env] = "flag" if setting.env in from_flags else "env"
         if reason is not None:
-            problems.append(Problem(setting.env, raw, value, reason))
+            problems.append(Problem(setting.env, "***" if setting.secret else raw, value, reason))
             sources[setting.env] = "default"
-    _cross_checks(values, problems)
+    _cross_checks(values, problems, environ)
     return Config(values, sources, problems)
 
 
-def _cross_checks(values: dict[str, Any], problems: list[Problem]) -> None:
+def _cross_checks(values: dict[str, Any], problems: list[Problem], environ: Mapping[str, str]) -> None:
     path = values["OTEL_PERF_STATS_PATH"]
     if path and (not path.startswith("/") or len(path) < 2 or "?" in path):
         problems.append(Problem("OTEL_PERF_STATS_PATH", path, "", "expected a path like /_perf"))
         values["OTEL_PERF_STATS_PATH"] = ""
+    token = values["OTEL_PERF_STATS_TOKEN"]
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        problems.append(Problem(
+            "OTEL_PERF_STATS_TOKEN", "***", "", f"shorter than {MIN_TOKEN_LENGTH} characters, easy to guess; "
+            "the stats endpoint stays off (make one with `openssl rand -hex 16`)",
+        ))  # fmt: skip
+        values["OTEL_PERF_STATS_TOKEN"] = ""
+    if values["OTEL_TRACES_SAMPLER"] not in (*RATIO_SAMPLERS, *STATIC_SAMPLERS):
+        # An entry-point sampler reads the argument as it likes (jaeger_remote's is
+        # "endpoint=...,pollingIntervalMs=...").
+        problems[:] = [p for p in problems if p.env != "OTEL_TRACES_SAMPLER_ARG"]
+    _check_batches(values, problems)
+    _check_resource_attributes(values, problems)
     _check_excluded_urls(values, problems)
+
+
+def _check_batches(values: dict[str, Any], problems: list[Problem]) -> None:
+    """An export batch larger than its queue can never fill: the SDK refuses it (and the signal)."""
+    for prefix in ("OTEL_BSP", "OTEL_BLRP"):
+        batch = values[f"{prefix}_MAX_EXPORT_BATCH_SIZE"]
+        queue = values[f"{prefix}_MAX_QUEUE_SIZE"] or values["OTEL_PERF_QUEUE_SIZE"]
+        if batch is not None and batch > queue:
+            name = f"{prefix}_MAX_EXPORT_BATCH_SIZE"
+            problems.append(Problem(name, str(batch), queue, f"larger than the queue ({queue})"))
+            values[name] = queue
+
+
+def parse_resource_attributes(text: str) -> tuple[dict[str, str], list[str], list[str]]:
+    """``k=v,k2=v2`` (values percent-decoded, as the specification says): attributes, the valid
+    pairs as given, and the malformed ones."""
+    attributes: dict[str, str] = {}
+    good: list[str] = []
+    bad: list[str] = []
+    for pair in text.split(","):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        try:
+            decoded = urllib.parse.unquote(value.strip(), errors="strict")
+        except UnicodeDecodeError:
+            decoded = None
+        if not sep or not key or decoded is None or not key.isprintable() or " " in key:
+            bad.append(pair.strip())
+            continue
+        attributes[key] = decoded
+        good.append(pair.strip())
+    return attributes, good, bad
+
+
+def _check_resource_attributes(values: dict[str, Any], problems: list[Problem]) -> None:
+    raw = values["OTEL_RESOURCE_ATTRIBUTES"]
+    if not raw:
+        return
+    _, good, bad = parse_resource_attributes(raw)
+    if bad:
+        used = ",".join(good)
+        shown = ", ".join(repr(b) for b in bad[:5])
+        problems.append(Problem(
+            "OTEL_RESOURCE_ATTRIBUTES", raw, used,
+            f"not key=value pairs (values percent-encoded): {shown}; the valid pairs are kept",
+        ))  # fmt: skip
+        values["OTEL_RESOURCE_ATTRIBUTES"] = used
 
 
 def _regex_error(pattern: str) -> str | None:
@@ -518,7 +824,7 @@ _SDK_NON_NEGATIVE_INTS = (
 _SDK_TIMEOUTS = tuple(
     f"OTEL_EXPORTER_OTLP{signal}_TIMEOUT" for signal in ("", "_TRACES", "_METRICS", "_LOGS")
 )
-_SDK_CHOICES = {"OTEL_METRICS_EXEMPLAR_FILTER": ("always_on", "always_off", "trace_based")}
+_SDK_CHOICES: dict[str, tuple[str, ...]] = {}
 SDK_DEFAULT = "the SDK default"
 
 
@@ -549,8 +855,10 @@ def sdk_problems(env: Mapping[str, str] | None = None) -> list[Problem]:
                 bad(name, raw, "expected a number of seconds above 0 and at most 3600")
         else:
             minimum = 1 if name in _SDK_POSITIVE_INTS else 0
-            if not (text.isascii() and text.isdigit() and int(text) >= minimum):
-                bad(name, raw, f"expected an integer of at least {minimum}")
+            # Delays and timeouts (milliseconds) at most a day; limits at most what a value can hold.
+            maximum = int(MAX_MS) if name in _SDK_POSITIVE_INTS else 1 << 31
+            if not (text.isascii() and text.isdigit() and minimum <= int(text) <= maximum):
+                bad(name, raw, f"expected an integer from {minimum} to {maximum}")
     return problems
 
 
@@ -558,8 +866,10 @@ def markdown_table(settings: Iterable[Setting] = SETTINGS) -> str:
     """The README's env-var table, generated from :data:`SETTINGS`."""
     rows = ["| Variable | Flag | Type | Default | What it does |", "|---|---|---|---|---|"]
     for s in settings:
-        default = _show(s.default) if s.default not in ("", ()) else "(unset)"
+        default = _show(s.default) if s.default not in ("", (), None) else "(unset)"
         kind = s.kind if s.kind != "enum" else " \\| ".join(s.choices)
+        if s.kind in ("plugin", "plugins"):
+            kind = "name" if s.kind == "plugin" else "list of names"
         rows.append(f"| `{s.env}` | `{s.flag_name}` | {kind} | `{default}` | {s.doc} |")
     return "\n".join(rows)
 

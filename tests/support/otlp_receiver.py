@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import gzip
 import http.server
 import json
@@ -110,6 +111,8 @@ class Span:
     start_ns: int
     end_ns: int
     links: list[SpanLink] = field(default_factory=list)
+    #: the export request the span came in (1, 2, ... per receiver)
+    export: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -140,6 +143,9 @@ class MetricPoint:
     ``value`` is set for sum/gauge; ``count``/``sum``/``bucket_counts``/``explicit_bounds``/``min``/``max``
     for histograms (``count``/``sum`` also for exponential histograms and summaries).
     ``temporality`` is ``"cumulative"``, ``"delta"`` or ``""`` (gauge/summary).
+    Exponential histograms also carry ``scale``, ``zero_count`` and the positive buckets
+    (``positive_offset``, ``positive_counts``). ``export`` numbers the export request the point
+    came in (1, 2, ... per receiver), so points of one export can be taken together.
     """
 
     name: str
@@ -161,6 +167,11 @@ class MetricPoint:
     min: float | None = None
     max: float | None = None
     exemplars: list[Exemplar] = field(default_factory=list)
+    scale: int | None = None
+    zero_count: int | None = None
+    positive_offset: int | None = None
+    positive_counts: list[int] = field(default_factory=list)
+    export: int = 0
 
 
 @dataclass(frozen=True)
@@ -351,6 +362,10 @@ def decode_metrics(request: ExportMetricsServiceRequest) -> list[MetricPoint]:
                                 min=ep.min if ep.HasField("min") else None,
                                 max=ep.max if ep.HasField("max") else None,
                                 exemplars=_exemplars(ep.exemplars),
+                                scale=ep.scale,
+                                zero_count=ep.zero_count,
+                                positive_offset=ep.positive.offset,
+                                positive_counts=list(ep.positive.bucket_counts),
                                 **common,
                             )
                         )
@@ -608,6 +623,7 @@ class OTLPReceiver:
         self._logs: list[LogRecord] = []
         self._requests: list[ReceivedRequest] = []
         self._errors: list[str] = []
+        self._exports: dict[str, int] = {}
         self._mode = _parse_mode("ok")
         self._stall_gate = threading.Event()
         self._stop_event = threading.Event()
@@ -749,11 +765,13 @@ class OTLPReceiver:
         if path == TRACES_PATH:
             spans = decode_spans(message)
             with self._lock:
-                self._spans.extend(spans)
+                self._exports[path] = number = self._exports.get(path, 0) + 1
+                self._spans.extend(dataclasses.replace(s, export=number) for s in spans)
         elif path == METRICS_PATH:
             points = decode_metrics(message)
             with self._lock:
-                self._points.extend(points)
+                self._exports[path] = number = self._exports.get(path, 0) + 1
+                self._points.extend(dataclasses.replace(p, export=number) for p in points)
         else:
             logs = decode_logs(message)
             with self._lock:

@@ -267,6 +267,8 @@ def _show_path(path: tuple[str, ...]) -> str:
     for part in path:
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
             out += f".{part}" if out else part
+        elif part.isdigit():  # a list index
+            out += f"[{part}]"
         else:
             out += f"[{part!r}]"
     return out.replace("'", '"')

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from otel_perf._cli.flags import add_setting_flags, apply_flags, env_help
-from otel_perf._config import Config, load, sdk_problems
+from otel_perf._config import Config, load, strict_errors
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_bootstrap")
 #: Header values never exported, whatever capture settings say.
@@ -77,18 +77,7 @@ def child_environment(args: argparse.Namespace, base: dict[str, str]) -> dict[st
     return env
 
 
-def strict_errors(config: Config, env: dict[str, str]) -> list[str]:
-    """Everything strict mode refuses, found before the app starts: each names its variable."""
-    errors = [p.message() for p in (*config.problems, *sdk_problems(env))]
-    path = config.text("OTEL_PERF_BUDGETS")
-    if path:
-        try:
-            from otel_perf._analysis.budgets import load_budgets
-
-            load_budgets(path)
-        except Exception as exc:
-            errors.append(f"OTEL_PERF_BUDGETS={path!r} cannot be used: {exc}")
-    return errors
+__all__ = ["Config", "main", "strict_errors"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -97,9 +86,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = load(env)
     errors = strict_errors(config, env) if config.strict else []
     if errors:
-        for error in errors:
-            sys.stderr.write(f"otel-perf-instrument: {error}\n")
-        sys.stderr.write("otel-perf-instrument: refusing to start because OTEL_PERF_STRICT=true.\n")
+        # The refusal alone: no warnings first (strict mode uses nothing instead of a bad value).
+        listed = "".join(f"\n  {error}" for error in errors)
+        sys.stderr.write(f"otel-perf-instrument: refusing to start (OTEL_PERF_STRICT=true):{listed}\n")
         raise SystemExit(2)
     executable = resolve_command(args.command, env.get("PATH"))
     if executable is None:

@@ -45,6 +45,7 @@ from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.context import get_current as _current_context
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, Tracer
 from opentelemetry.sdk.trace import sampling as sdk_sampling
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -145,7 +146,9 @@ def _context_in_field() -> frozenset[type]:
     probes: list[Any] = [NonRecordingSpan(ctx)]
     if _Span is not None:
         with contextlib.suppress(Exception):  # an SDK whose span takes other arguments
-            probes.append(_Span("probe", ctx))
+            # An explicit resource: the default one would parse OTEL_RESOURCE_ATTRIBUTES at import
+            # (and warn about it) before the bootstrap has checked it.
+            probes.append(_Span("probe", ctx, resource=Resource({})))
     for span in probes:
         if vars(span).get("_context") is ctx and span.get_span_context() is ctx:
             found.add(type(span))

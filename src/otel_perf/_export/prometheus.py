@@ -49,7 +49,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_perf import _names as n
 from otel_perf._core import guard
-from otel_perf._metrics.bridge import merge, to_metrics
+from otel_perf._metrics.bridge import Streams, merge
 from otel_perf._metrics.instruments import Counter, Registry
 
 logger = logging.getLogger("otel_perf")
@@ -461,13 +461,25 @@ class PrometheusMetricReader(MetricReader):
     A port that cannot be bound is logged as a warning and the app runs on without the
     endpoint (re-raised under our tests).  Under a pre-fork server each worker would need its
     own port: the endpoint serves the process that created it.
+
+    Prometheus pulls cumulative series, so our instruments are served cumulative with explicit
+    buckets whatever ``OTEL_EXPORTER_OTLP_METRICS_*`` say (those are the OTLP exporters'); the
+    exemplar filter and the metric Views apply.
     """
 
     def __init__(
-        self, registry: Registry, resource: Resource, host: str = "127.0.0.1", port: int = 9464
+        self,
+        registry: Registry,
+        resource: Resource,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        *,
+        exemplar_filter: str = "trace_based",
+        views: Sequence[Any] = (),
     ) -> None:
         super().__init__()
         self._registry = registry
+        self.streams = Streams(registry, exemplar_filter=exemplar_filter, views=views)
         self._resource = resource
         self._collect_lock = threading.Lock()
         self._received: MetricsData | None = None
@@ -521,7 +533,7 @@ class PrometheusMetricReader(MetricReader):
             if self._collect is not None:  # not yet registered on a MeterProvider: ours only
                 self.collect()
             sdk_data, self._received = self._received, None
-        return merge(sdk_data, self._resource, to_metrics(self._registry))
+        return merge(sdk_data, self._resource, self.streams.collect())
 
     def scrape(self, accept: str | None = None) -> tuple[str, str]:
         """Body and content type for a scrape with this ``Accept`` header.

@@ -7,6 +7,11 @@ build attribute dicts at collection time.  The result is converted to ordinary S
 ``Metric`` objects (:mod:`otel_perf._metrics.bridge`), so every exporter sees standard
 OpenTelemetry data.
 
+What an exporter or a View asks beyond the default (base-2 exponential buckets, per-exporter
+min/max windows for delta temporality, an exemplar for every measurement or none) is added by
+:meth:`Histogram.configure`, which swaps in a fuller ``record`` for that instrument only: the
+default configuration keeps the lean one.
+
 Series are bounded: past ``max_series`` distinct keys an instrument records into a single
 overflow series carrying ``otel.metric.overflow=true`` (as the SDK specification's
 cardinality limit does), and counts the overflowed recordings.
@@ -19,7 +24,9 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from otel_perf._metrics.exponential import ExpBuckets, ExpSnapshot
 
 Key = tuple[object, ...]
 OVERFLOW_KEY: Key = ("__overflow__",)
@@ -57,6 +64,11 @@ class HistogramSeries:
     bucket_counts: tuple[int, ...]
     #: bucket index -> (value, time_ns, trace_id, span_id)
     exemplars: dict[int, tuple[float, int, int, int]]
+    #: the exponential buckets, when an exporter or a View asked for them
+    exp: ExpSnapshot | None = None
+    #: min and max since the window was last taken (delta exporters), else +inf / -inf
+    window_min: float = float("inf")
+    window_max: float = float("-inf")
 
 
 class Histogram:
@@ -86,6 +98,12 @@ class Histogram:
         self._exemplars: dict[Key, dict[int, tuple[float, int, int, int]]] = {}
         self._lock = threading.Lock()
         self._width = len(self.bounds) + 1
+        # What configure() adds (see there); none of it is touched by the lean record().
+        self.exponential: tuple[int, int] | None = None
+        self.windows = 0
+        self.exemplar_filter = "trace_based"
+        self._exp: dict[Key, ExpBuckets] = {}
+        self._win: dict[Key, list[float]] = {}
 
     def record(self, value: float, key: Key, trace_id: int = 0, span_id: int = 0) -> None:
         """Add one measurement; ``trace_id``/``span_id`` (non-zero) keep it as the bucket's exemplar."""
@@ -107,6 +125,80 @@ class Histogram:
                     ex = self._exemplars[key] = {}
                 ex[index] = (value, time.time_ns(), trace_id, span_id)
 
+    def _record_full(self, value: float, key: Key, trace_id: int = 0, span_id: int = 0) -> None:
+        """``record`` plus what :meth:`configure` asked for (only instruments so configured use it)."""
+        index = bisect_left(self.bounds, value)
+        with self._lock:
+            cell = self._cells.get(key)
+            if cell is None:
+                cell, key = self._new_cell(key)
+            cell[0] += value
+            if value < cell[1]:  # noqa: PLR1730
+                cell[1] = value
+            if value > cell[2]:  # noqa: PLR1730
+                cell[2] = value
+            cell[3 + index] += 1
+            mode = self.exemplar_filter
+            if mode != "always_off" and (trace_id or mode == "always_on"):
+                ex = self._exemplars.get(key)
+                if ex is None:
+                    ex = self._exemplars[key] = {}
+                ex[index] = (value, time.time_ns(), trace_id, span_id)
+            if self.exponential is not None:
+                buckets = self._exp.get(key)
+                if buckets is None:
+                    buckets = self._exp[key] = ExpBuckets(*self.exponential)
+                buckets.record(value)
+            if self.windows:
+                win = self._win.get(key)
+                if win is None:
+                    win = self._win[key] = [float("inf"), float("-inf")] * self.windows
+                for i in range(0, len(win), 2):
+                    if value < win[i]:  # noqa: PLR1730
+                        win[i] = value
+                    if value > win[i + 1]:  # noqa: PLR1730
+                        win[i + 1] = value
+
+    def configure(
+        self,
+        *,
+        exponential: tuple[int, int] | None = None,
+        add_window: bool = False,
+        exemplar_filter: str | None = None,
+    ) -> int:
+        """Ask for more than the default; returns the new window's slot (or -1).
+
+        ``exponential`` (max_size, max_scale) keeps base-2 exponential buckets beside the explicit
+        ones; ``add_window`` a min/max per delta exporter, reset when that exporter collects;
+        ``exemplar_filter`` ``always_on`` keeps an exemplar for every measurement (trace ids where the
+        request was sampled), ``always_off`` none.  Call before recording starts.
+        """
+        slot = -1
+        with self._lock:
+            if exponential is not None and self.exponential is None:
+                self.exponential = exponential
+            if add_window:
+                slot = self.windows
+                self.windows += 1
+                for win in self._win.values():
+                    win.extend([float("inf"), float("-inf")])
+            if exemplar_filter is not None:
+                self.exemplar_filter = exemplar_filter
+            full = self.exponential is not None or self.windows or self.exemplar_filter != "trace_based"
+            if full:
+                self.record = self._record_full  # type: ignore[method-assign]
+            else:
+                self.__dict__.pop("record", None)
+        return slot
+
+    def rebound(self, bounds: Sequence[float]) -> None:
+        """New explicit bucket bounds (a View's), before anything was recorded."""
+        with self._lock:
+            if self._cells:
+                raise RuntimeError(f"{self.name}: bounds can change only before the first measurement")
+            self.bounds = tuple(sorted(set(bounds)))
+            self._width = len(self.bounds) + 1
+
     def _new_cell(self, key: Key) -> tuple[list[float], Key]:
         if len(self._cells) >= self.max_series:
             self.overflowed += 1
@@ -118,20 +210,43 @@ class Histogram:
         self._cells[key] = cell
         return cell, key
 
-    def series(self) -> list[HistogramSeries]:
+    def series(self, window: int = -1) -> list[HistogramSeries]:
+        """Every series now; ``window`` (a slot from :meth:`configure`) also takes and resets its min/max."""
+        inf = float("inf")
         with self._lock:
-            items = [(k, list(c), dict(self._exemplars.get(k, {}))) for k, c in self._cells.items()]
+            items: list[Any] = []
+            exp, win = self._exp, self._win
+            for k, c in self._cells.items():
+                buckets = exp.get(k)
+                w_min, w_max = inf, -inf
+                if window >= 0:
+                    w = win.get(k)
+                    if w is not None:
+                        w_min, w_max = w[2 * window], w[2 * window + 1]
+                        w[2 * window], w[2 * window + 1] = inf, -inf
+                items.append(
+                    (
+                        k,
+                        list(c),
+                        dict(self._exemplars.get(k, {})),
+                        buckets.snapshot() if buckets is not None else None,
+                        w_min,
+                        w_max,
+                    )
+                )
         out = []
-        for k, c, ex in items:
-            buckets = tuple(int(x) for x in c[3:])
-            count = sum(buckets)
-            out.append(HistogramSeries(k, count, c[0], c[1], c[2], buckets, ex))
+        for k, c, ex, snap, w_min, w_max in items:
+            counts = tuple(int(x) for x in c[3:])
+            count = sum(counts)
+            out.append(HistogramSeries(k, count, c[0], c[1], c[2], counts, ex, snap, w_min, w_max))
         return out
 
     def clear(self) -> None:
         with self._lock:
             self._cells.clear()
             self._exemplars.clear()
+            self._exp.clear()
+            self._win.clear()
 
 
 class _Scalar:
@@ -228,6 +343,9 @@ class Registry:
         self.max_series = max_series
         self.start_time_ns = time.time_ns()
         self._instruments: dict[str, Instrument] = {}
+        #: what reads the instruments for an exporter (``bridge.Streams``): told about new
+        #: histograms (to configure them) and about resets (to forget their delta state)
+        self.consumers: list[Any] = []
 
     def histogram(
         self,
@@ -264,7 +382,24 @@ class Registry:
         if inst.name in self._instruments:
             raise ValueError(f"metric {inst.name!r} registered twice")
         self._instruments[inst.name] = inst
+        for consumer in self.consumers:
+            consumer.prepare(inst)
         return inst
+
+    def attach(self, consumer: Any) -> None:
+        """Add an exporter's reader of the instruments; it prepares every instrument, now and later."""
+        self.consumers.append(consumer)
+        for inst in self._instruments.values():
+            consumer.prepare(inst)
+
+    def reset(self) -> None:
+        """Empty every instrument and start anew (a forked worker): consumers forget their delta state."""
+        for inst in self._instruments.values():
+            inst.clear()
+            inst.overflowed = 0
+        self.start_time_ns = time.time_ns()
+        for consumer in self.consumers:
+            consumer.reset()
 
     def get(self, name: str) -> Instrument | None:
         return self._instruments.get(name)

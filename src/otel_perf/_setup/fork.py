@@ -144,10 +144,7 @@ def _reset_identity() -> None:
         update = getattr(provider, "_update_resource", None)
         if update is not None:  # SDK providers that replaced their resource after the fork
             update(rt.resource)
-    for inst in rt.registry.instruments():
-        inst.clear()
-        inst.overflowed = 0
-    rt.registry.start_time_ns = time.time_ns()
+    rt.registry.reset()  # empty instruments, a new start time, no delta state of the master's
     rt.started = time.time()
     rt.findings.clear()
     rt.active.clear()

@@ -97,8 +97,8 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
     config = load(env)
     startup_handler = _startup_logging()
+    config.raise_if_strict(env)  # strict: the refusal alone, before any warning
     _warn_problems(config)
-    config.raise_if_strict()
     if config.flag("OTEL_SDK_DISABLED"):
         return None
     disabled = integrations.disabled_names(config.items("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"))

@@ -1,7 +1,11 @@
 """The SDK pipeline: resource, sampler, span/metric/log exporters, self-telemetry, shutdown.
 
 Exporters are the standard ones chosen by ``OTEL_{TRACES,METRICS,LOGS}_EXPORTER`` and
-configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables (the SDK reads those).  Each
+configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables (the SDK reads those); names
+beyond ``otlp``/``console``/``none``/``prometheus``, samplers beyond the SDK's six, id
+generators and propagators are the SDK's entry points (:mod:`otel_perf._setup.extensions`).
+Our own instruments follow each metric exporter's temporality and histogram preferences,
+the exemplar filter and the metric Views (:mod:`otel_perf._metrics.bridge`).  Each
 is wrapped so what it exported, failed and dropped is counted (self-telemetry metrics
 ``perf.telemetry.*``), queues are bounded by ``OTEL_PERF_QUEUE_SIZE``, repeated exporter
 warnings are rate-limited, and process exit waits at most ``OTEL_PERF_SHUTDOWN_TIMEOUT``
@@ -46,12 +50,22 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otel_perf import _names as n
-from otel_perf._config import Config, ConfigError, sdk_problems
+from otel_perf._config import (
+    RATIO_SAMPLERS,
+    READ_BY_SDK_TOO,
+    STATIC_SAMPLERS,
+    Config,
+    ConfigError,
+    metric_views_path,
+    sdk_problems,
+)
 from otel_perf._core import guard
 from otel_perf._core.spans import PrimableIdGenerator
 from otel_perf._export.otlp_spans import SpanEncoder
 from otel_perf._metrics.bridge import MergingExporter
 from otel_perf._metrics.instruments import Counter, Registry
+from otel_perf._metrics.views import ViewRule
+from otel_perf._setup import extensions
 
 logger = logging.getLogger("otel_perf")
 SIGNALS = ("traces", "metrics", "logs")
@@ -286,8 +300,18 @@ class _CountingMetricExporter(MetricExporter):
 class CountingMergingExporter(MergingExporter):
     """Our instruments merged into every metric export, and every export counted."""
 
-    def __init__(self, inner: MetricExporter, registry: Registry, resource: Resource, health: Health) -> None:
-        super().__init__(_CountingMetricExporter(inner, health), registry, resource)
+    def __init__(
+        self,
+        inner: MetricExporter,
+        registry: Registry,
+        resource: Resource,
+        health: Health,
+        *,
+        exemplar_filter: str = "trace_based",
+        views: Sequence[ViewRule] = (),
+    ) -> None:
+        counting = _CountingMetricExporter(inner, health)
+        super().__init__(counting, registry, resource, exemplar_filter=exemplar_filter, views=views)
         self.health = health
 
     def export(
@@ -334,16 +358,6 @@ def rate_limit_sdk_logs(interval: float) -> None:
             lg.addFilter(filt)
 
 
-#: Standard variables we validate that the SDK or a contrib instrumentation also reads
-#: straight from the environment.
-_READ_BY_SDK_TOO = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_PYTHON_EXCLUDED_URLS",
-)
-
-
 def _settle_sdk_environment(config: Config) -> None:
     """Make the SDK see what we report: malformed variables it reads itself are replaced.
 
@@ -356,14 +370,16 @@ def _settle_sdk_environment(config: Config) -> None:
     for problem in problems:
         logger.warning("otel-perf: %s", problem.message())
         os.environ.pop(problem.env, None)
-    for problem in config.problems:
-        if problem.env in _READ_BY_SDK_TOO:
-            used = problem.used
-            value = ",".join(used) if isinstance(used, tuple) else str(used)
-            if value:
-                os.environ[problem.env] = value
-            else:
-                os.environ.pop(problem.env, None)
+    bad = {problem.env for problem in config.problems}
+    for name in READ_BY_SDK_TOO:
+        if name not in bad and config.sources.get(name) == "default":
+            continue  # unset: the SDK's default is ours
+        used = config.values[name]
+        value = ",".join(used) if isinstance(used, tuple) else "" if used is None else str(used)
+        if value:
+            os.environ[name] = value  # normalized (the SDK compares some of these case-sensitively)
+        else:
+            os.environ.pop(name, None)
 
 
 def build_resource(config: Config) -> Resource:
@@ -382,9 +398,17 @@ def build_resource(config: Config) -> Resource:
     return Resource.create(attrs)
 
 
+_BUILTIN_SAMPLERS = (*STATIC_SAMPLERS, *RATIO_SAMPLERS)
+
+
 def build_sampler(config: Config) -> sdk_sampling.Sampler:
     name = config.text("OTEL_TRACES_SAMPLER")
-    ratio = config.number("OTEL_TRACES_SAMPLER_ARG")
+    ratio = config.number("OTEL_TRACES_SAMPLER_ARG") if name in RATIO_SAMPLERS else 1.0
+    if name not in _BUILTIN_SAMPLERS:
+        sampler = _entry_point_sampler(config, name)
+        if sampler is not None:
+            return sampler
+        name = "parentbased_always_on"
     if name == "always_on":
         return sdk_sampling.ALWAYS_ON
     if name == "always_off":
@@ -398,14 +422,68 @@ def build_sampler(config: Config) -> sdk_sampling.Sampler:
     return sdk_sampling.ParentBased(sdk_sampling.ALWAYS_ON)
 
 
+def _refuse_or_warn(config: Config, message: str) -> None:
+    """A component named in a variable cannot be used: strict mode refuses, otherwise one warning."""
+    if config.strict:
+        raise ConfigError(message)
+    logger.warning("otel-perf: %s", message)
+
+
+def _entry_point_sampler(config: Config, name: str) -> sdk_sampling.Sampler | None:
+    """The sampler an installed ``opentelemetry_traces_sampler`` entry point makes, as the SDK calls it."""
+    try:
+        factory = extensions.load(extensions.SAMPLER_GROUP, name)
+        sampler = factory(os.environ.get("OTEL_TRACES_SAMPLER_ARG"))
+        if not isinstance(sampler, sdk_sampling.Sampler):
+            raise TypeError(f"it made {type(sampler).__name__}, not a Sampler")
+    except Exception as exc:
+        _refuse_or_warn(config, f"OTEL_TRACES_SAMPLER={name!r} cannot be used ({type(exc).__name__}: {exc}); "
+                                "using 'parentbased_always_on' instead.")
+        return None
+    return sampler
+
+
+def build_id_generator(config: Config) -> Any:
+    """Ours (the SDK's random generator that the fast span path can prime) unless another is named."""
+    name = config.text("OTEL_PYTHON_ID_GENERATOR")
+    if name == "random":
+        return PrimableIdGenerator()
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+    try:
+        cls = extensions.load(extensions.ID_GENERATOR_GROUP, name)
+        if not (isinstance(cls, type) and issubclass(cls, IdGenerator)):
+            raise TypeError(f"{cls!r} is not an IdGenerator")
+        return cls()
+    except Exception as exc:
+        _refuse_or_warn(config, f"OTEL_PYTHON_ID_GENERATOR={name!r} cannot be used ({type(exc).__name__}: "
+                                f"{exc}); using 'random' instead.")
+        return PrimableIdGenerator()
+
+
+def _plugin(config: Config, signal: str, name: str, base: type | tuple[type, ...]) -> Any:
+    """An exporter from the ``opentelemetry_{signal}_exporter`` entry point ``name``, or None."""
+    env = f"OTEL_{signal.upper()}_EXPORTER"
+    try:
+        cls = extensions.load(extensions.EXPORTER_GROUPS[signal], name)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            kinds = base if isinstance(base, tuple) else (base,)
+            raise TypeError(f"{cls!r} is not a {' or '.join(k.__name__ for k in kinds)}")
+        return cls()
+    except Exception as exc:
+        _refuse_or_warn(config, f"{env} names {name!r}, which cannot be used ({type(exc).__name__}: {exc}); "
+                                f"{signal} go to the other exporters named there, if any.")
+        return None
+
+
 def _otlp_protocol(config: Config, signal: str) -> str:
     specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "").strip().lower()
     return specific if specific in ("grpc", "http/protobuf") else config.text("OTEL_EXPORTER_OTLP_PROTOCOL")
 
 
 def _span_exporter(name: str, config: Config) -> SpanExporter | None:
-    if name == "otlp":
-        if _otlp_protocol(config, "traces") == "grpc":
+    if name in ("otlp", "otlp_proto_http", "otlp_proto_grpc"):
+        if name == "otlp_proto_grpc" or (name == "otlp" and _otlp_protocol(config, "traces") == "grpc"):
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpan
 
             return GrpcSpan()
@@ -415,12 +493,15 @@ def _span_exporter(name: str, config: Config) -> SpanExporter | None:
         return exporter
     if name == "console":
         return ConsoleSpanExporter()
-    return None
+    if name == "none":
+        return None
+    plugin: SpanExporter | None = _plugin(config, "traces", name, SpanExporter)
+    return plugin
 
 
-def _metric_exporter(name: str, config: Config) -> MetricExporter | None:
-    if name == "otlp":
-        if _otlp_protocol(config, "metrics") == "grpc":
+def _metric_exporter(name: str, config: Config) -> MetricExporter | MetricReader | None:
+    if name in ("otlp", "otlp_proto_http", "otlp_proto_grpc"):
+        if name == "otlp_proto_grpc" or (name == "otlp" and _otlp_protocol(config, "metrics") == "grpc"):
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
                 OTLPMetricExporter as GrpcMetric,
             )
@@ -434,12 +515,17 @@ def _metric_exporter(name: str, config: Config) -> MetricExporter | None:
         return metric_exporter
     if name == "console":
         return ConsoleMetricExporter()
-    return None
+    if name == "none":
+        return None
+    plugin: MetricExporter | MetricReader | None = _plugin(
+        config, "metrics", name, (MetricExporter, MetricReader)
+    )
+    return plugin
 
 
 def _log_exporter(name: str, config: Config) -> Any:
-    if name == "otlp":
-        if _otlp_protocol(config, "logs") == "grpc":
+    if name in ("otlp", "otlp_proto_http", "otlp_proto_grpc"):
+        if name == "otlp_proto_grpc" or (name == "otlp" and _otlp_protocol(config, "logs") == "grpc"):
             from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLog
 
             return GrpcLog()
@@ -452,7 +538,11 @@ def _log_exporter(name: str, config: Config) -> Any:
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
         return ConsoleLogRecordExporter()
-    return None
+    if name == "none":
+        return None
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+
+    return _plugin(config, "logs", name, LogRecordExporter)
 
 
 class _CountingLogExporter:
@@ -534,21 +624,22 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     fork.register()  # before the SDK objects below register theirs: ours must run first in a child
     _settle_sdk_environment(config)
     resource = build_resource(config)
-    queue_size = int(config.number("OTEL_PERF_QUEUE_SIZE"))
+    queue_size, batch_size = batch_sizes(config, "OTEL_BSP")
     # The primable id generator is the SDK's random one; it lets the ASGI middleware take the
-    # sampler's decision before building a span (see _core/spans.py).
+    # sampler's decision before building a span (see _core/spans.py).  Another
+    # (OTEL_PYTHON_ID_GENERATOR) makes spans take the SDK's path.
     tracer_provider = TracerProvider(
         resource=resource,
         sampler=build_sampler(config),
         shutdown_on_exit=False,
-        id_generator=PrimableIdGenerator(),
+        id_generator=build_id_generator(config),
     )
     for name in config.items("OTEL_TRACES_EXPORTER"):
         exporter = _span_exporter(name, config)
         if exporter is None:
             continue
         batch = BatchSpanProcessor(CountingSpanExporter(exporter, health), max_queue_size=queue_size,
-                                   max_export_batch_size=min(512, queue_size))
+                                   max_export_batch_size=batch_size)
         # Our OTLP/HTTP exporter takes spans encoded as they end (see DropCountingProcessor).
         encoder = getattr(exporter, "_encoder", None)
         tracer_provider.add_span_processor(DropCountingProcessor(
@@ -556,6 +647,8 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
         ))
     readers: list[MetricReader] = []
     interval = config.number("OTEL_METRIC_EXPORT_INTERVAL")
+    exemplar_filter = config.text("OTEL_METRICS_EXEMPLAR_FILTER")
+    views = load_metric_views(config)
     for name in config.items("OTEL_METRICS_EXPORTER"):
         if name == "prometheus":
             from otel_perf._export.prometheus import PrometheusMetricReader
@@ -563,28 +656,101 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
             readers.append(PrometheusMetricReader(
                 registry, resource, config.text("OTEL_EXPORTER_PROMETHEUS_HOST"),
                 int(config.number("OTEL_EXPORTER_PROMETHEUS_PORT")),
+                exemplar_filter=exemplar_filter, views=views,
             ))
             continue
         m_exporter = _metric_exporter(name, config)
-        if m_exporter is not None:
+        if isinstance(m_exporter, MetricReader):  # a pull exporter from an entry point
+            logger.warning(
+                "otel-perf: OTEL_METRICS_EXPORTER %r is a metric reader; it serves the SDK's instruments "
+                "but not otel-perf's own (http.*, db.*, perf.*), which the SDK cannot hand to it. Use "
+                "OTEL_METRICS_EXPORTER=prometheus (ours) or otlp for those.", name,
+            )
+            readers.append(m_exporter)
+        elif m_exporter is not None:
             readers.append(PeriodicExportingMetricReader(
-                CountingMergingExporter(m_exporter, registry, resource, health),
+                CountingMergingExporter(m_exporter, registry, resource, health,
+                                        exemplar_filter=exemplar_filter, views=views),
                 export_interval_millis=interval,
             ))
+    _say_what_cannot_apply(config, views, registry)
     health.capacity["metrics"] = 1
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=readers, shutdown_on_exit=False, views=_sdk_views(config, views)
+    )
     trace_api.set_tracer_provider(tracer_provider)
     metrics_api.set_meter_provider(meter_provider)
     pipeline = Pipeline(resource, tracer_provider, meter_provider, readers=readers)
     log_names = [x for x in config.items("OTEL_LOGS_EXPORTER") if x != "none"]
     if log_names:
-        _build_logs(config, pipeline, health, log_names, queue_size)
+        _build_logs(config, pipeline, health, log_names)
     return pipeline
 
 
-def _build_logs(
-    config: Config, pipeline: Pipeline, health: Health, names: list[str], queue_size: int
-) -> None:
+def batch_sizes(config: Config, prefix: str) -> tuple[int, int]:
+    """(queue, batch) of a batch processor: ``{prefix}_MAX_QUEUE_SIZE`` / ``_MAX_EXPORT_BATCH_SIZE``
+    when set (the standard variables win), else ``OTEL_PERF_QUEUE_SIZE`` and at most 512."""
+    queue = config.values[f"{prefix}_MAX_QUEUE_SIZE"] or int(config.number("OTEL_PERF_QUEUE_SIZE"))
+    batch = config.values[f"{prefix}_MAX_EXPORT_BATCH_SIZE"] or min(512, queue)
+    return int(queue), int(min(batch, queue))
+
+
+def load_metric_views(config: Config) -> list[ViewRule]:
+    """The metric views of ``OTEL_PERF_METRIC_VIEWS`` (or ``OTEL_CONFIG_FILE``); a bad file is
+    reported (refused under strict mode) and no views are used."""
+    path, env = metric_views_path(config, os.environ)
+    if not path:
+        return []
+    from otel_perf._metrics.views import load_views
+
+    if env == "OTEL_CONFIG_FILE":
+        logger.warning(
+            "otel-perf: OTEL_CONFIG_FILE=%r: otel-perf builds its pipeline from the OTEL_* variables and "
+            "applies only the file's meter_provider.views (to the SDK's instruments and its own); the "
+            "rest of the file is not used.", path,
+        )
+    try:
+        return load_views(path)
+    except Exception as exc:
+        if config.strict:
+            raise ConfigError(f"{env}={path!r} cannot be used: {exc}") from exc
+        logger.warning("otel-perf: %s=%r not used (no metric views): %s", env, path, exc)
+        return []
+
+
+def _sdk_views(config: Config, views: Sequence[ViewRule]) -> list[Any]:
+    """The SDK ``View`` of each rule; one this SDK cannot build is named and left out."""
+    out = []
+    for rule in views:
+        try:
+            out.append(rule.sdk_view())
+        except Exception as exc:
+            _refuse_or_warn(config, f"metric view {rule.where} cannot be given to the SDK "
+                                    f"({type(exc).__name__}: {exc}); the SDK's instruments ignore it.")
+    return out
+
+
+def _say_what_cannot_apply(config: Config, views: Sequence[ViewRule], registry: Registry) -> None:
+    """Once at startup: metric settings and views that cannot do what they say somewhere."""
+    from otel_perf._metrics.views import notes
+
+    lines = notes(views, registry)
+    if "prometheus" in config.items("OTEL_METRICS_EXPORTER"):
+        for env, default in (
+            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative"),
+            ("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "explicit_bucket_histogram"),
+        ):
+            if config.text(env) != default:
+                lines.append(f"{env}={config.text(env)} applies to OTLP exports; the Prometheus endpoint "
+                             f"serves {default.replace('_', ' ')}s, as Prometheus expects")
+        if any(v.aggregation == "base2_exponential_bucket_histogram" for v in views):
+            lines.append("a view asks for exponential histograms, which the Prometheus text formats cannot "
+                         "carry; the Prometheus endpoint leaves those streams out")
+    for line in lines:
+        logger.warning("otel-perf: metric views/settings: %s.", line)
+
+
+def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[str]) -> None:
     from opentelemetry._logs import set_logger_provider
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
@@ -595,6 +761,7 @@ def _build_logs(
         from opentelemetry.sdk._logs import LoggingHandler  # type: ignore[assignment]
 
     provider = LoggerProvider(resource=pipeline.resource, shutdown_on_exit=False)
+    queue_size, batch_size = batch_sizes(config, "OTEL_BLRP")
     for name in names:
         exporter = _log_exporter(name, config)
         if exporter is None:
@@ -602,7 +769,7 @@ def _build_logs(
         processor = BatchLogRecordProcessor(
             _CountingLogExporter(exporter, health),  # type: ignore[arg-type]
             max_queue_size=queue_size,
-            max_export_batch_size=min(512, queue_size),
+            max_export_batch_size=batch_size,
         )
         scrubber = LogScrubber(config.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         provider.add_log_record_processor(_drop_counting_logs(processor, health, queue_size, scrubber))
