@@ -147,6 +147,38 @@ def test_http_metrics_use_route_templates(service: Service, otlp_receiver: OTLPR
     assert otlp_receiver.wait_for_metric("http.server.active_requests")
 
 
+def test_routes_of_included_routers_and_mounts_keep_every_prefix(
+    service: Service, otlp_receiver: OTLPReceiver
+) -> None:
+    """FastAPI 0.165 includes routers lazily (scope["route"] is the inner route): the exported
+    route is still the full template, and two prefixes of one router stay two routes."""
+    paths = {
+        "/api/v1/shop/items/3": "/api/v1/shop/items/{item_id}",
+        "/api/v2/shop/items/4": "/api/v2/shop/items/{item_id}",
+        "/sub/ping/alice": "/sub/ping/{name}",
+        "/sub/nested/items/5": "/sub/nested/items/{item_id}",
+    }
+    for path in paths:
+        assert httpx.get(service.base + path).status_code == 200, path
+    for path, route in paths.items():
+        span = otlp_receiver.wait_for_spans(name=f"GET {route}", kind="SERVER")[0]
+        assert span.attributes["http.route"] == route
+        assert span.attributes["url.path"] == path
+    for route in paths.values():
+        otlp_receiver.wait_for(
+            lambda route=route: otlp_receiver.histogram_count(
+                "http.server.request.duration", {"http.route": route}
+            )
+            >= 1,
+            what=f"http.server.request.duration for {route}",
+        )
+    shop_spans = [s for s in otlp_receiver.spans(kind="SERVER") if s.name.endswith("/shop/items/{item_id}")]
+    assert {s.name for s in shop_spans} == {
+        "GET /api/v1/shop/items/{item_id}",
+        "GET /api/v2/shop/items/{item_id}",
+    }
+
+
 def test_db_operation_duration_and_pool_metrics(service: Service, otlp_receiver: OTLPReceiver) -> None:
     httpx.get(service.base + "/items/5")
     otlp_receiver.wait_for(

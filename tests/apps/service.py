@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 from sqlalchemy import ForeignKey, String, create_engine, insert, select, text
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -343,3 +343,34 @@ def weird_sql() -> dict[str, object]:
         except Exception as exc:
             failed = type(exc).__name__
     return {"rows": rows, "failed": failed}
+
+
+# --- Routers included with prefixes, nested, and a mounted sub-application (issue 16). -------------
+shop = APIRouter()
+
+
+@shop.get("/items/{item_id}")
+def shop_item(item_id: int) -> dict[str, int]:
+    with Session(engine) as s:
+        s.get(Order, item_id)
+    return {"item": item_id}
+
+
+v1 = APIRouter(prefix="/v1")
+v1.include_router(shop, prefix="/shop")
+v2 = APIRouter()
+v2.include_router(shop, prefix="/shop")
+app.include_router(v1, prefix="/api")
+app.include_router(v2, prefix="/api/v2")
+
+sub_app = FastAPI()
+
+
+@sub_app.get("/ping/{name}")
+async def sub_ping(name: str) -> dict[str, str]:
+    return {"pong": name}
+
+
+sub_app.include_router(shop, prefix="/nested")
+app.mount("/sub", sub_app)
+

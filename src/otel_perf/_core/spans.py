@@ -263,7 +263,10 @@ class SpanStarter:
         if type(ids) is not PrimableIdGenerator:
             return
         self.ids = ids
-        self.random_bit = _RANDOM_BIT if ids.is_trace_id_random() else 0
+        # IdGenerator.is_trace_id_random() (and the RANDOM_TRACE_ID flag) came with SDK 1.42;
+        # before, no trace id is flagged random.
+        is_random = getattr(ids, "is_trace_id_random", None)
+        self.random_bit = _RANDOM_BIT if is_random is not None and is_random() else 0
         self._is_enabled = getattr(tracer, "_is_enabled", _enabled)
         sampler = getattr(tracer, "sampler", None)
         self.decide = compile_sampler(sampler)

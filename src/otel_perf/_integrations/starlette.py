@@ -23,15 +23,42 @@ _MARK = "_otel_perf_original"
 _state: dict[str, Any] = {}
 
 
+#: Where FastAPI keeps the effective (prefixed) route of a router it includes lazily:
+#: ``scope[key][context_key]``, an object whose ``original_route`` is ``scope["route"]``.
+#: Found on the installed FastAPI (see :func:`_find_effective_route_keys`); None when it has
+#: no lazy inclusion (there ``scope["route"]`` carries the prefix already).
+_EFFECTIVE_ROUTE: tuple[str, str] | None = None
+
+
+def _find_effective_route_keys(routing: Any) -> tuple[str, str] | None:
+    """FastAPI 0.165+ includes routers lazily: ``scope["route"]`` is the inner route, without
+    the prefixes, and the prefixed path is kept in FastAPI's own scope entry.  Its key names
+    are private: probed here, and without them (an older FastAPI, or one that moved them)
+    the route is read from ``scope["route"]`` as before.
+    """
+    scope_key = getattr(routing, "_FASTAPI_SCOPE_KEY", None)
+    context_key = getattr(routing, "_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY", None)
+    if isinstance(scope_key, str) and isinstance(context_key, str):
+        return scope_key, context_key
+    if hasattr(routing, "_IncludedRouter"):  # lazy inclusion without the keys we know
+        logger.warning(
+            "otel-perf: this FastAPI includes routers lazily but keeps the prefixed route where "
+            "we do not look; routes of included routers are reported without their prefix."
+        )
+    return None
+
+
 def route_template(scope: Scope, work: Work | None = None) -> str:
-    """The matched route's template (``/items/{item_id}``), including any mount prefix.
+    """The matched route's template (``/api/v1/items/{item_id}``), with router and mount prefixes.
 
     Also the middleware's ``route_of`` (it passes the request's unit, not needed here).
     """
     route = scope.get("route")
     if route is None:
         return ""
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    path = _effective_path(scope, route) if _EFFECTIVE_ROUTE is not None else None
+    if path is None:
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not isinstance(path, str):
         return ""
     root = scope.get("root_path", "")
@@ -39,6 +66,19 @@ def route_template(scope: Scope, work: Work | None = None) -> str:
     if root and isinstance(root, str) and isinstance(app_root, str) and len(root) > len(app_root):
         path = root[len(app_root) :] + path
     return path
+
+
+def _effective_path(scope: Scope, route: Any) -> Any:
+    """The prefixed path FastAPI keeps for ``route`` when it came from a lazily included router."""
+    scope_key, context_key = _EFFECTIVE_ROUTE  # type: ignore[misc]
+    fastapi_scope = scope.get(scope_key)
+    if not fastapi_scope:
+        return None
+    effective = fastapi_scope.get(context_key)
+    if effective is None or getattr(effective, "original_route", None) is not route:
+        return None
+    starlette_route = getattr(effective, "starlette_route", None)
+    return getattr(starlette_route, "path_format", None) or getattr(effective, "path_format", None)
 
 
 class StarletteWork(Work):
@@ -54,6 +94,8 @@ class StarletteWork(Work):
 def install(runtime: Runtime, applications: Any) -> None:
     """Patch Starlette (``starlette.applications`` was imported) or FastAPI (``fastapi.applications``)."""
     if applications.__name__ == "fastapi.applications":
+        global _EFFECTIVE_ROUTE
+        _EFFECTIVE_ROUTE = _find_effective_route_keys(sys.modules.get("fastapi.routing"))
         _patch_fastapi_init(applications.FastAPI)
         # FastAPI releases that override build_middleware_stack need their own patch.
         if "build_middleware_stack" in vars(applications.FastAPI):
@@ -158,6 +200,8 @@ def _skip_telemetry_lookups() -> None:
 
 
 def uninstall() -> None:
+    global _EFFECTIVE_ROUTE
+    _EFFECTIVE_ROUTE = None
     for module, name, function in _state.pop("lookups", []):
         vars(module)[name] = function
     for cls, original in _state.pop("stacks", []):
