@@ -12,7 +12,10 @@ COMMANDS = ("config", "demo", "rules", "loadtest")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from otel_perf import __version__
+
     parser = argparse.ArgumentParser(prog="otel-perf", description="otel-perf-instrument tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="tool", required=True, metavar="TOOL")
     modules = {}
     for name in COMMANDS:
