@@ -46,9 +46,13 @@ def start_service(
     name: str = "service",
     server: tuple[str, ...] = (),
     python_path: str = "",
+    port: int | None = None,
 ) -> Service:
-    """Run tests/apps/service.py under the launcher with uvicorn; wait until it answers."""
-    port = free_port()
+    """Run tests/apps/service.py under the launcher with uvicorn; wait until it answers.
+
+    ``server`` replaces the uvicorn command line; it must listen on ``port`` then.
+    """
+    port = port or free_port()
     full: dict[str, Any] = {
         "OTEL_SERVICE_NAME": name,
         "OTEL_PERF__RAISE_ERRORS": "1",

@@ -19,6 +19,8 @@ is found; the adapters supply those and nothing else.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from collections.abc import Callable, Iterable
 from time import perf_counter
@@ -32,6 +34,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
+from otel_perf._core import guard
 from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
 from otel_perf._core.work import Work, current_work
 
@@ -76,6 +79,27 @@ def server_timing(work: Work, start: float) -> bytes:
     return (
         f'total;dur={total:.1f}, db;dur={work.db_time * 1000.0:.1f};desc="{work.query_count} queries"'
     ).encode()
+
+
+#: Attribute a server adapter sets on an exception that escapes a request: that request's
+#: SpanContext, so the server's own error record ("Exception in ASGI application", logged
+#: by uvicorn after our middleware has left the request's context) still names its trace.
+FAILED_REQUEST = "_otel_perf_span_context"
+
+
+def mark_failed_request(exc: BaseException, span_context: SpanContext) -> None:
+    """Tie ``exc`` to the request it escaped from (a no-op for exceptions that take no attribute)."""
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(exc, FAILED_REQUEST, span_context)
+
+
+def failed_request(record: logging.LogRecord) -> SpanContext | None:
+    """The SpanContext of the request whose escaping exception ``record`` reports, if any."""
+    exc_info = record.exc_info
+    if not exc_info or not isinstance(exc_info, tuple) or exc_info[1] is None:
+        return None
+    found = getattr(exc_info[1], FAILED_REQUEST, None)
+    return found if isinstance(found, SpanContext) else None
 
 
 class ServerCore:
@@ -193,6 +217,28 @@ class ServerCore:
         insight.finish_request(self.rt, work, route, method, status, seconds, error_type)
         if recording:  # ending a span that does not record does nothing
             span.end()
+
+
+def server_stopped(runtime: Runtime) -> None:
+    """The server has stopped serving: report, and export what was recorded (bounded)."""
+    pipeline = runtime.pipeline
+    if pipeline is None:
+        return
+    try:
+        pipeline.report_once()
+        pipeline.flush(runtime.config.number("OTEL_PERF_SHUTDOWN_TIMEOUT"))
+    except Exception as exc:
+        guard.internal_error("server.stopped", exc)
+
+
+def supervising(runtime: Runtime, original: Any) -> Any:
+    """Wrap a supervisor's main loop (it serves no request): its process prints no exit report."""
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if runtime.pipeline is not None:
+            runtime.pipeline.supervisor = True
+        return original(self, *args, **kwargs)
+
+    return run
 
 
 def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:

@@ -108,6 +108,28 @@ REGISTRY: tuple[Integration, ...] = (
         replaces=("httpx",),
         extra="httpx",
     ),
+    Integration(
+        "uvicorn",
+        "uvicorn",
+        (
+            "uvicorn.config",
+            "uvicorn.server",
+            "uvicorn.supervisors.multiprocess",
+            "uvicorn.supervisors.basereload",
+        ),
+        library="uvicorn",
+        min_version="0.29",
+        provides="uvicorn's error log (with the failed request's trace id) in JSON lines and OTLP; "
+        "telemetry flushed when it stops on SIGTERM",
+    ),
+    Integration(
+        "gunicorn",
+        "gunicorn",
+        ("gunicorn.glogging", "gunicorn.arbiter"),
+        library="gunicorn",
+        min_version="22",
+        provides="gunicorn's error log in JSON lines and OTLP; no exit report from the arbiter",
+    ),
 )
 
 BY_NAME: dict[str, Integration] = {row.name: row for row in REGISTRY}

@@ -33,6 +33,7 @@ from otel_perf._core.server import (
     KNOWN_METHODS,
     MAX_PATH_ATTR,
     ServerCore,
+    mark_failed_request,
     server_timing,
     tag_from_baggage,
     traceresponse,
@@ -211,6 +212,7 @@ class PerfMiddleware:
                 responder.status = 500
             if span.is_recording():
                 span.set_attribute("exception.type", error_type)
+            mark_failed_request(exc, work.context)
             raise
         finally:
             seconds = perf_counter() - start

@@ -21,7 +21,10 @@ import traceback
 from datetime import datetime, timezone
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+
+from otel_perf._core.server import failed_request
 
 _MARK = "_otel_perf_handler"
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {
@@ -50,13 +53,48 @@ def install_record_factory(service_name: str) -> None:
             record.trace_id = f"{ctx.trace_id:032x}"
             record.span_id = f"{ctx.span_id:016x}"
         else:
-            record.trace_id = ""
-            record.span_id = ""
+            failed = failed_request(record)
+            record.trace_id = f"{failed.trace_id:032x}" if failed is not None else ""
+            record.span_id = f"{failed.span_id:016x}" if failed is not None else ""
         record.service_name = service_name
         return record
 
     logging.setLogRecordFactory(factory)
     _state["factory"] = previous
+
+
+class _RequestContextHandler(logging.Handler):
+    """The OTLP handler, given the failed request's context for records outside any span.
+
+    The SDK's handler reads the trace ids of a record from the current context; a server's
+    error record about an exception that escaped a request is written after the request's
+    context is gone.  Only such records (no current span, an exception tied to a request)
+    take the extra step.
+    """
+
+    def __init__(self, inner: logging.Handler) -> None:
+        super().__init__(inner.level)
+        self.inner = inner
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        failed = failed_request(record) if record.exc_info else None
+        if failed is None or trace.get_current_span().get_span_context().is_valid:
+            return bool(self.inner.handle(record))
+        token = otel_context.attach(trace.set_span_in_context(trace.NonRecordingSpan(failed)))
+        try:
+            return bool(self.inner.handle(record))
+        finally:
+            otel_context.detach(token)
+
+    def emit(self, record: logging.LogRecord) -> None:  # handle() does it all
+        self.inner.emit(record)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
 
 
 class JsonFormatter(logging.Formatter):
@@ -117,9 +155,34 @@ def install_handlers(fmt: str, service_name: str, otlp_handler: logging.Handler 
     # Our own findings and warnings must be visible even if the app never configured logging.
     logging.getLogger("otel_perf").setLevel(logging.INFO)
     if otlp_handler is not None and not any(getattr(h, "_otel_perf_otlp", False) for h in root.handlers):
-        otlp_handler._otel_perf_otlp = True  # type: ignore[attr-defined]
-        root.addHandler(otlp_handler)
-        _state["otlp"] = otlp_handler
+        wrapped = _RequestContextHandler(otlp_handler)
+        wrapped._otel_perf_otlp = True  # type: ignore[attr-defined]
+        root.addHandler(wrapped)
+        _state["otlp"] = wrapped
+
+
+def adopt(name: str, is_default: Any) -> None:
+    """Make a server's own logger (``uvicorn``, ``gunicorn.error``) write like the app's.
+
+    Servers configure their loggers not to propagate, with a text handler of their own, so
+    their error records (with the traceback of a failed request) reached neither the JSON
+    lines on stderr nor OTLP.  Their *default* stderr handlers (``is_default(handler)``; a
+    log file or a logging config of your own is kept) are replaced by ours when
+    ``OTEL_PERF_LOG_FORMAT`` is json or text, and our OTLP handler is added.  The logger
+    keeps not propagating, so nothing is written twice, and a server that copies this
+    logger's handlers to another (gunicorn's uvicorn worker class does, for
+    ``uvicorn.error``) copies ours.
+    """
+    lg = logging.getLogger(name)
+    stream = _state.get("stream")
+    otlp = _state.get("otlp")
+    for handler in list(lg.handlers):
+        if stream is not None and is_default(handler):
+            lg.removeHandler(handler)
+            if stream not in lg.handlers:
+                lg.addHandler(stream)
+    if otlp is not None and otlp not in lg.handlers and not lg.propagate:
+        lg.addHandler(otlp)
 
 
 def install(runtime: Any, _module: Any = None) -> None:

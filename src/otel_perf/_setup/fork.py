@@ -148,6 +148,9 @@ def _reset_identity() -> None:
     rt.started = time.time()
     rt.findings.clear()
     rt.active.clear()
+    pipeline = _pipeline(rt)
+    if pipeline is not None:  # a worker forked from a supervisor (gunicorn's arbiter) serves
+        pipeline.supervisor = False
 
 
 def _preload_lazy_imports() -> None:

@@ -153,17 +153,17 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
     _end_startup_logging(startup_handler)
     providers.rate_limit_sdk_logs(config.number("OTEL_PERF_WARN_INTERVAL"))
 
-    before_exit = None
     if config.flag("OTEL_PERF_REPORT"):
 
-        def before_exit() -> None:
+        def report() -> None:
             from otel_perf._analysis.stats import summary
             from otel_perf._export.report import render
 
             sys.stderr.write(render(summary(rt)))
             sys.stderr.flush()
 
-    providers.register_exit(pipeline, config.number("OTEL_PERF_SHUTDOWN_TIMEOUT"), before_exit)
+        pipeline.report = report
+    providers.register_exit(pipeline, config.number("OTEL_PERF_SHUTDOWN_TIMEOUT"))
     return rt
 
 

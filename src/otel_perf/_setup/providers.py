@@ -584,7 +584,43 @@ class Pipeline:
     log_handler: logging.Handler | None = None
     readers: list[MetricReader] = field(default_factory=list)
     shutdown_hooks: list[Callable[[], None]] = field(default_factory=list)
+    #: the exit report (OTEL_PERF_REPORT), printed once by :meth:`report_once`
+    report: Callable[[], None] | None = None
+    #: set in supervisor processes (gunicorn's arbiter, uvicorn's process manager and
+    #: reloader): they serve no request, so they print no report
+    supervisor: bool = False
     _done: bool = False
+    _reported: bool = False
+
+    def report_once(self) -> None:
+        """Print the exit report, once per process, and not in a supervisor."""
+        if self._reported or self.supervisor or self.report is None:
+            return
+        self._reported = True
+        try:
+            self.report()
+        except Exception:
+            logger.debug("exit report failed", exc_info=True)
+
+    def flush(self, timeout: float) -> None:
+        """Export everything recorded so far within ``timeout`` seconds; keep running.
+
+        For a server that stopped and whose process may die without ``atexit`` (uvicorn
+        re-raises the SIGTERM it caught once its graceful shutdown is over).
+        """
+        if self._done:
+            return
+
+        def run() -> None:
+            for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+                if provider is None:
+                    continue
+                try:
+                    provider.force_flush(int(timeout * 1000))
+                except Exception:
+                    logger.debug("provider flush failed", exc_info=True)
+
+        self._bounded(run, timeout, "otel-perf-flush")
 
     def shutdown(self, timeout: float) -> None:
         """Flush and stop everything within ``timeout`` seconds, whatever the backend does."""
@@ -607,7 +643,11 @@ class Pipeline:
                 except Exception:
                     logger.debug("provider shutdown failed", exc_info=True)
 
-        worker = threading.Thread(target=run, name="otel-perf-shutdown", daemon=True)
+        self._bounded(run, timeout, "otel-perf-shutdown")
+
+    @staticmethod
+    def _bounded(run: Callable[[], None], timeout: float, name: str) -> None:
+        worker = threading.Thread(target=run, name=name, daemon=True)
         worker.start()
         worker.join(timeout)
         if worker.is_alive():
@@ -858,7 +898,7 @@ def _drop_counting_logs(processor: Any, health: Health, capacity: int, scrubber:
     return ScrubbingDropCountingLogProcessor()
 
 
-def register_exit(pipeline: Pipeline, timeout: float, before: Callable[[], None] | None = None) -> None:
+def register_exit(pipeline: Pipeline, timeout: float) -> None:
     """Flush (and print the report) once at exit, including exit by SIGTERM.
 
     uvicorn and others re-raise SIGTERM after their graceful shutdown with the handler that
@@ -872,11 +912,7 @@ def register_exit(pipeline: Pipeline, timeout: float, before: Callable[[], None]
         if done.is_set():
             return
         done.set()
-        if before is not None:
-            try:
-                before()
-            except Exception:
-                logger.debug("exit report failed", exc_info=True)
+        pipeline.report_once()
         pipeline.shutdown(timeout)
 
     atexit.register(at_exit)

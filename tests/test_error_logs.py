@@ -1,0 +1,62 @@
+"""Issue 16: the server's own error record for a failed request reaches OTLP, with that request's trace.
+
+uvicorn and gunicorn log an unhandled exception ("Exception in ASGI application", with its
+traceback) on loggers that do not propagate, after our middleware has left the request's
+context.  The record must still be exported over OTLP with the failed request's trace id
+and the exception, and follow ``OTEL_PERF_LOG_FORMAT`` on stderr (one JSON object per line).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.launch import BIN, sqlite_urls, start_service
+from support.otlp_receiver import OTLPReceiver
+from support.procs import AppProcess, free_port
+
+pytestmark = pytest.mark.slow
+
+MESSAGE = "Exception in ASGI application"
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_unhandled_exception_record_is_exported_with_the_request_trace(
+    server: str, otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    port = free_port()
+    args: tuple[str, ...] = ()
+    if server == "gunicorn":
+        args = (str(BIN / "gunicorn"), "-w", "1", "-k", "uvicorn.workers.UvicornWorker",
+                "-b", f"127.0.0.1:{port}", "service:app")  # fmt: skip
+    else:
+        args = (str(BIN / "uvicorn"), "service:app", "--host", "127.0.0.1", "--port", str(port))
+    sync_url, _ = sqlite_urls(tmp_path)
+    svc = start_service(app_process, otlp_receiver, sync_url, server=args, port=port)
+    failed = 3
+    for _ in range(failed):
+        assert httpx.get(svc.base + "/boom").status_code == 500
+    spans = otlp_receiver.wait_for(
+        lambda: otlp_receiver.spans(name="GET /boom", kind="SERVER") if len(
+            otlp_receiver.spans(name="GET /boom", kind="SERVER")) == failed else [],
+        what="the failed requests' spans",
+    )  # fmt: skip
+    records = otlp_receiver.wait_for(
+        lambda: r if len(r := otlp_receiver.logs(MESSAGE)) == failed else [],
+        what=f"{failed} exported '{MESSAGE}' records",
+    )
+    assert {r.trace_id for r in records} == {s.trace_id for s in spans}
+    assert {r.span_id for r in records} == {s.span_id for s in spans}
+    for record in records:
+        assert record.severity_text == "ERROR"
+        assert record.attributes["exception.type"] == "RuntimeError"
+        assert "raise RuntimeError" in record.attributes["exception.stacktrace"]
+    svc.proc.stop()
+    lines = [json.loads(line) for line in svc.proc.stderr().splitlines() if MESSAGE in line]
+    assert len(lines) == failed, svc.proc.stderr()[-3000:]
+    assert {line["trace_id"] for line in lines} == {s.trace_id for s in spans}
+    assert all(line["exception"]["type"] == "RuntimeError" for line in lines)
