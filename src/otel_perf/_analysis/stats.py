@@ -14,6 +14,7 @@ Health status rules (documented in the README):
   over the slow-request threshold), the event loop was blocked in the last five minutes,
   or telemetry was dropped.
 * ``healthy`` otherwise.
+* ``no_requests`` when no request was recorded at all (with what is known about why).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from otel_perf._core.runtime import Runtime
 from otel_perf._metrics.instruments import Histogram, HistogramSeries, Key
+
+if TYPE_CHECKING:
+    from otel_perf._core.runtime import Runtime
 
 MIN_REQUESTS = 20
 
@@ -207,7 +210,10 @@ def summary(rt: Runtime, base: Baseline | None = None) -> dict[str, Any]:
         "findings": findings,
         "telemetry": rt.health.snapshot() if rt.health is not None else {},
     }
-    status, reasons = health(rt, endpoints, findings, out["telemetry"])
+    if endpoints:
+        status, reasons = health(rt, endpoints, findings, out["telemetry"])
+    else:
+        status, reasons = NO_REQUESTS, why_no_requests(rt)
     out["status"] = status
     out["status_reasons"] = reasons
     return out
@@ -276,6 +282,21 @@ def _outgoing(rt: Runtime, base: Baseline | None) -> list[dict[str, Any]]:
             entry["ratelimit"] = rl
         out.append(entry)
     return out
+
+
+#: The status when nothing was recorded: no verdict, rather than a "healthy" nobody earned.
+NO_REQUESTS = "no_requests"
+
+
+def why_no_requests(rt: Runtime) -> list[str]:
+    """What is known about why no request was recorded."""
+    reasons = ["no requests recorded", *rt.notes]
+    if not rt.apps:
+        reasons.append(
+            "no app of a framework we instrument was built in this process "
+            "(the server log says whether the app loaded; `otel-perf config` lists what we instrument)"
+        )
+    return reasons
 
 
 def health(

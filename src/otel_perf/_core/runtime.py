@@ -80,6 +80,16 @@ class Runtime:
     loop_monitor: Any = None
     #: The SDK pipeline (providers, log handler, shutdown hooks), set by the bootstrap.
     pipeline: Any = None
+    #: Apps our server adapters instrumented in this process ("FastAPI/Starlette", "Django", ...).
+    apps: set[str] = field(default_factory=set)
+    #: What the report should say when no request was recorded (the app failed to load, an
+    #: integration failed its self-check); bounded.
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        """Remember why this process may record nothing (said in the report and stats)."""
+        if text not in self.notes and len(self.notes) < 20:
+            self.notes.append(text[:300])
 
     # Hot-path settings resolved once.
     slow_request_s: float = 1.0

@@ -21,11 +21,14 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
 
 def render(stats: dict[str, Any]) -> str:
     """Human-readable report of a :func:`otel_perf._analysis.stats.summary` result."""
-    lines = [
-        f"otel-perf report: service {stats['service']!r}, {stats['window_seconds']:.0f}s window, "
-        f"status {stats['status'].upper()}",
-    ]
-    lines += [f"  - {r}" for r in stats.get("status_reasons", [])]
+    head = f"otel-perf report: service {stats['service']!r}, {stats['window_seconds']:.0f}s window"
+    reasons = list(stats.get("status_reasons", []))
+    if stats["status"] == "no_requests":
+        lines = [f"{head}: {reasons[0] if reasons else 'no requests recorded'}"]
+        reasons = reasons[1:]
+    else:
+        lines = [f"{head}, status {stats['status'].upper()}"]
+    lines += [f"  - {r}" for r in reasons]
     rows = []
     for e in stats["endpoints"]:
         budget = e.get("budget")
@@ -50,8 +53,6 @@ def render(stats: dict[str, Any]) -> str:
             rows,
             ["endpoint", "count", "rpm", "errors", "p50 ms", "p95 ms", "p99 ms", "queries", "slow", "budget"],
         )
-    else:
-        lines.append("no requests recorded")
     f = stats["findings"]
     if f["n_plus_one"]:
         lines += ["", "N+1 findings:"]

@@ -117,7 +117,8 @@ class PerfMiddleware:
     """ASGI middleware wrapping an app (installed outermost by the framework adapter).
 
     ``route_of(scope, work)`` gives the route template at the end of the request;
-    ``work_type`` is the adapter's :class:`Work` (it may know the route while the request runs).
+    ``work_type`` is the adapter's :class:`Work` (it may know the route while the request runs);
+    ``framework`` names what was instrumented (startup log, exit report).
     """
 
     def __init__(
@@ -126,9 +127,11 @@ class PerfMiddleware:
         runtime: Runtime,
         route_of: RouteOf = route_from_work,
         work_type: type[Work] = Work,
+        framework: str = "ASGI",
     ) -> None:
         self.app = app
         self.rt = runtime
+        runtime.apps.add(framework)
         self.core = core = ServerCore(runtime)
         self.route_of = route_of
         self.work_type = work_type

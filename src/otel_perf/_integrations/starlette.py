@@ -128,7 +128,7 @@ def _patch_stack(cls: Any, runtime: Runtime) -> None:
         if isinstance(stack, PerfMiddleware):  # a subclass's stack built through ours already
             return stack
         _disable_fastapi_native_telemetry(self)
-        return PerfMiddleware(stack, runtime, route_template, StarletteWork)
+        return PerfMiddleware(stack, runtime, route_template, StarletteWork, "FastAPI/Starlette")
 
     setattr(build_middleware_stack, _MARK, original)
     cls.build_middleware_stack = build_middleware_stack

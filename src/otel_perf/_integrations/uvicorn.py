@@ -65,6 +65,8 @@ def _capture_signals(runtime: Runtime, original: Any) -> Any:
             try:
                 yield
             finally:
+                if not getattr(self, "started", True):
+                    runtime.note("the server stopped before it served (did the app fail to load? see above)")
                 server_stopped(runtime)
 
     return capture_signals

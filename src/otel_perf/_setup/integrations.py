@@ -172,6 +172,7 @@ def _install(row: Integration, runtime: Any, module: ModuleType | None) -> None:
             raise
         lost = f"its self-check failed ({type(exc).__name__}: {exc})"
     if lost:
+        runtime.note(f"{label} records nothing: {lost}")
         note(Status(row.name, "ours", "failed", lost, version))
         logger.warning("otel-perf: %s is installed but records nothing: %s", label, lost)
 
