@@ -30,6 +30,7 @@ from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
 from otel_perf._analysis.work import Work, current_work
+from otel_perf._instrumentation import asgi_browser
 from otel_perf._instrumentation.fastspan import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
 from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
@@ -155,6 +156,8 @@ class PerfMiddleware:
         self.spans = SpanStarter(runtime.tracer)
         self._context_var = runtime_context_var()
         self._attributes_at_start = self._start_attributes  # bound once, not per request
+        # otel-perf browser (issue #22): the script and HTML Server-Timing; None while off.
+        self.browser = asgi_browser.script_for(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine frame per request: the prologue and epilogue are inlined here
@@ -166,6 +169,9 @@ class PerfMiddleware:
         path: str = scope.get("path", "")
         if self.stats_path and (path == self.stats_path or path.startswith(self.stats_path + "/")):
             await self.stats.handle(scope, receive, send)
+            return
+        if self.browser is not None and path == self.browser.path:  # otel-perf browser (issue #22)
+            await asgi_browser.serve_script(self.browser, scope, send)
             return
         if self.excluded is not None and self.excluded.search(path):
             await self.app(scope, receive, send)
@@ -213,6 +219,8 @@ class PerfMiddleware:
             await self.app(scope, receive, send)
             return
 
+        if self.browser is not None:  # otel-perf browser (issue #22): Server-Timing on HTML responses
+            send = asgi_browser.HtmlServerTiming(send, work, scope)
         responder = _Responder(self, send, work, start)
         error_type = ""
         try:

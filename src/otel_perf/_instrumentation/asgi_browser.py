@@ -1,0 +1,80 @@
+"""ASGI glue for the browser feature (issue #22): serve the script, add Server-Timing to HTML.
+
+:class:`otel_perf._instrumentation.asgi.PerfMiddleware` calls these two, and only while
+``OTEL_PERF_BROWSER_ENDPOINT`` is set (its ``browser`` attribute is None otherwise).  The
+framework-neutral work is in :mod:`otel_perf._export.browser`; this file only moves ASGI
+messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from otel_perf._analysis.work import Work
+from otel_perf._export.browser import BrowserScript, is_html, server_timing
+from otel_perf._setup import guard
+from otel_perf._setup.runtime import Runtime
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+logger = logging.getLogger("otel_perf")
+_scripts: dict[int, tuple[Runtime, BrowserScript | None]] = {}
+
+
+def script_for(runtime: Runtime) -> BrowserScript | None:
+    """The process's browser script (built once per runtime), or None while the feature is off."""
+    cached = _scripts.get(id(runtime))
+    if cached is not None and cached[0] is runtime:
+        return cached[1]
+    script = None
+    try:
+        script = BrowserScript.from_config(runtime.config, dict(runtime.resource.attributes))
+    except Exception as exc:  # a broken install (bundle missing) must not stop the app
+        if guard.raising():
+            raise
+        logger.warning("otel-perf: browser script not served: %s: %s", type(exc).__name__, exc)
+    _scripts[id(runtime)] = (runtime, script)
+    return script
+
+
+async def serve_script(script: BrowserScript, scope: MutableMapping[str, Any], send: Send) -> bool:
+    """Answer the request if it is for the script's path; False when it is not."""
+    if_none_match = accept_encoding = b""
+    for key, value in scope.get("headers") or ():
+        if key == b"if-none-match":
+            if_none_match = value
+        elif key == b"accept-encoding":
+            accept_encoding = value
+    method, path = scope.get("method", "GET"), scope.get("path", "")
+    response = script.respond(method, path, if_none_match, accept_encoding)
+    if response is None:
+        return False
+    await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
+    await send({"type": "http.response.body", "body": response.body})
+    return True
+
+
+class HtmlServerTiming:
+    """Wraps ``send``: an HTML response's start gets ``Server-Timing: traceparent;desc=...``."""
+
+    __slots__ = ("scope", "send", "work")
+
+    def __init__(self, send: Send, work: Work, scope: MutableMapping[str, Any]) -> None:
+        self.send = send
+        self.work = work
+        self.scope = scope
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and self.work.trace_id:
+            try:
+                headers = message.get("headers") or ()
+                if is_html(headers):
+                    from otel_perf._instrumentation.asgi import route_template
+
+                    value = server_timing(self.work.context, route_template(self.scope))
+                    message["headers"] = [*headers, (b"server-timing", value)]
+            except Exception as exc:
+                guard.internal_error("asgi.browser", exc)
+        await self.send(message)

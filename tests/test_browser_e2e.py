@@ -1,0 +1,158 @@
+"""Real browsers, one trace: headless Chromium loads a page served under ``otel-perf-instrument``
+with the browser script, and a real OTLP receiver on loopback (answering CORS preflights) gets the
+page load, its Web Vitals and the fetch call, in the traces of the server's SERVER spans."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from support import AppProcess, OTLPReceiver, Span, closed_port, free_port
+from support.chromium import Chromium, Page, chromium_path, start_chromium
+from support.launch import APPS, BIN, launcher
+from support.procs import skip_or_fail
+
+pytestmark = [pytest.mark.slow, pytest.mark.chromium]
+AppFactory = Callable[..., AppProcess]
+
+
+@pytest.fixture
+def chromium() -> Iterator[Chromium]:
+    binary = chromium_path()
+    if binary is None:
+        skip_or_fail("chromium not installed (Debian package chromium)")
+    browser = start_chromium(binary)
+    try:
+        yield browser
+    finally:
+        browser.stop()
+
+
+def _start_app(app_process: AppFactory, tmp_path: Path, endpoint: str, receiver: OTLPReceiver | None) -> str:
+    port = free_port()
+    env = {
+        "OTEL_SERVICE_NAME": "shop",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=test",
+        "OTEL_PERF__RAISE_ERRORS": "1",
+        "OTEL_PERF_BROWSER_ENDPOINT": endpoint,
+        "APP_DATABASE_URL": f"sqlite:///{tmp_path / 'items.db'}",
+        "APP_COLLECTOR": endpoint,
+        "PYTHONPATH": str(APPS),
+    }
+    if receiver is not None:
+        env |= receiver.exporter_env()
+    else:
+        env |= {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+    args = [launcher(), str(BIN / "uvicorn"), "browser_app:app", "--host", "127.0.0.1", "--port", str(port)]
+    proc = app_process(args, env, name="browser-app")
+    base = f"http://127.0.0.1:{port}"
+    proc.wait_http(base + "/hello", timeout=30)
+    return base
+
+
+def _browser_client_spans(receiver: OTLPReceiver) -> list[Span]:
+    return [s for s in receiver.spans(kind="CLIENT") if s.resource.get("service.name") == "shop-browser"]
+
+
+def _visit(page: Page, base: str, receiver: OTLPReceiver) -> None:
+    """Load the page, wait for its fetch span to be exported, click, then leave (pagehide flushes)."""
+    page.navigate(base + "/")
+    page.wait_for("document.getElementById('out').textContent === 'seven'", what="the page's fetch")
+    receiver.wait_for(lambda: _browser_client_spans(receiver), what="the browser's fetch span")
+    page.wait_for("performance.getEntriesByType('paint').length > 0", what="the first paint")
+    page.click("#go")
+    page.wait_for("document.getElementById('title').textContent.includes('refreshed')", what="the click")
+    page.navigate("about:blank")
+
+
+def _one(spans: list[Span], what: str) -> Span:
+    assert len(spans) == 1, f"expected one {what}, got {spans}"
+    return spans[0]
+
+
+def test_page_load_and_fetch_join_the_server_traces(
+    app_process: AppFactory, otlp_receiver: OTLPReceiver, chromium: Chromium, tmp_path: Path
+) -> None:
+    base = _start_app(app_process, tmp_path, otlp_receiver.endpoint, otlp_receiver)
+    page = chromium.new_page()
+    _visit(page, base, otlp_receiver)
+
+    page_load = _one(otlp_receiver.wait_for_spans(1, name="page load", timeout=20), "page load")
+    fetch_span = _one(_browser_client_spans(otlp_receiver), "fetch CLIENT span")
+    servers = otlp_receiver.wait_for(
+        lambda: found if len(found := otlp_receiver.spans(kind="SERVER")) >= 2 else [],
+        what="the server spans of the page and the API call",
+    )
+    html_server = _one([s for s in servers if s.attributes.get("http.route") == "/"], "SERVER span of /")
+    api_server = _one(
+        [s for s in servers if s.attributes.get("http.route") == "/api/items/{item_id}"], "SERVER span of the API"
+    )
+
+    # The page load is a child of the server span that rendered the page: one trace.
+    assert page_load.trace_id == html_server.trace_id
+    assert page_load.parent_span_id == html_server.span_id
+    assert page_load.resource["service.name"] == "shop-browser"
+    assert page_load.resource["deployment.environment.name"] == "test"
+    attrs = page_load.attributes
+    assert attrs["http.route"] == "/"
+    for vital in ("perf.browser.lcp_ms", "perf.browser.fcp_ms", "perf.browser.ttfb_ms"):
+        assert isinstance(attrs.get(vital), float | int) and attrs[vital] >= 0, (vital, attrs)
+    assert attrs["perf.browser.load_ms"] >= attrs["perf.browser.dom_content_loaded_ms"] > 0
+    assert page_load.end_ns > page_load.start_ns
+
+    # The fetch call carried traceparent: the API's SERVER span is its child.
+    assert fetch_span.trace_id == api_server.trace_id
+    assert api_server.parent_span_id == fetch_span.span_id
+    assert fetch_span.attributes["url.template"] == "/api/items/{id}"
+    assert fetch_span.attributes["http.response.status_code"] == 200
+    # ...and the query ran inside that server span.
+    queries = [s for s in otlp_receiver.spans(trace_id=api_server.trace_id) if s.kind == "CLIENT"
+               and s.resource.get("service.name") == "shop"]
+    assert queries and all(q.parent_span_id == api_server.span_id for q in queries)
+
+    # Web Vitals as histograms keyed by the page's route (exported as OTLP/JSON, delta).
+    for name in ("perf.browser.lcp", "perf.browser.fcp", "perf.browser.ttfb", "perf.browser.page_load.duration"):
+        otlp_receiver.wait_for(lambda n=name: otlp_receiver.metric_points(n), what=f"metric {name}")
+        assert otlp_receiver.histogram_count(name, {"http.route": "/"}) == 1, otlp_receiver.dump()
+    assert otlp_receiver.histogram_count(
+        "perf.browser.request.duration", {"url.template": "/api/items/{id}", "http.request.method": "GET"}
+    ) == 1
+
+    # The browser asked before posting cross-origin, and nothing went wrong in the page.
+    assert otlp_receiver.preflights() and all(p.allowed for p in otlp_receiver.preflights())
+    assert otlp_receiver.errors() == []
+    assert page.exceptions == []
+    assert [m for m in page.console if m.type in ("error", "warning", "browser:error")] == []
+
+
+@pytest.mark.parametrize("broken", ["refused", "status:500"])
+def test_a_broken_collector_leaves_the_page_working_with_one_warning(
+    app_process: AppFactory, chromium: Chromium, tmp_path: Path, broken: str
+) -> None:
+    with OTLPReceiver() as receiver:
+        if broken == "refused":
+            endpoint = f"http://127.0.0.1:{closed_port()}"
+        else:
+            receiver.mode = broken
+            endpoint = receiver.endpoint
+        base = _start_app(app_process, tmp_path, endpoint, None)
+        page = chromium.new_page()
+        page.navigate(base + "/")
+        page.wait_for("document.getElementById('out').textContent === 'seven'", what="the page's fetch")
+        # Leaving the page makes the script export at once (pagehide); that export fails.
+        page.evaluate("dispatchEvent(new PageTransitionEvent('pagehide')), true")
+        page.wait_for_console(lambda m: m.type == "warning", what="the export warning")
+        page.click("#go")
+        page.wait_for("document.getElementById('title').textContent.includes('refreshed')", what="the click")
+        page.evaluate("dispatchEvent(new PageTransitionEvent('pagehide')), true")  # fails again: silent
+        page.wait_for("fetch('/hello').then(r => r.ok)", what="the app still answering")
+        assert page.exceptions == []
+        ours = [m for m in page.console if not m.type.startswith("browser:")]
+        assert len(ours) == 1, ours
+        assert ours[0].type == "warning" and ours[0].text.startswith("otel-perf:"), ours
+        if broken != "refused":
+            assert receiver.request_count() >= 1  # it did try, and got the 500
