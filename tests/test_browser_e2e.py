@@ -4,8 +4,6 @@ page load, its Web Vitals and the fetch call, in the traces of the server's SERV
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -89,7 +87,8 @@ def test_page_load_and_fetch_join_the_server_traces(
     )
     html_server = _one([s for s in servers if s.attributes.get("http.route") == "/"], "SERVER span of /")
     api_server = _one(
-        [s for s in servers if s.attributes.get("http.route") == "/api/items/{item_id}"], "SERVER span of the API"
+        [s for s in servers if s.attributes.get("http.route") == "/api/items/{item_id}"],
+        "SERVER span of the API",
     )
 
     # The page load is a child of the server span that rendered the page: one trace.
@@ -110,17 +109,28 @@ def test_page_load_and_fetch_join_the_server_traces(
     assert fetch_span.attributes["url.template"] == "/api/items/{id}"
     assert fetch_span.attributes["http.response.status_code"] == 200
     # ...and the query ran inside that server span.
-    queries = [s for s in otlp_receiver.spans(trace_id=api_server.trace_id) if s.kind == "CLIENT"
-               and s.resource.get("service.name") == "shop"]
+    queries = [
+        s
+        for s in otlp_receiver.spans(trace_id=api_server.trace_id)
+        if s.kind == "CLIENT" and s.resource.get("service.name") == "shop"
+    ]
     assert queries and all(q.parent_span_id == api_server.span_id for q in queries)
 
     # Web Vitals as histograms keyed by the page's route (exported as OTLP/JSON, delta).
-    for name in ("perf.browser.lcp", "perf.browser.fcp", "perf.browser.ttfb", "perf.browser.page_load.duration"):
+    for name in (
+        "perf.browser.lcp",
+        "perf.browser.fcp",
+        "perf.browser.ttfb",
+        "perf.browser.page_load.duration",
+    ):
         otlp_receiver.wait_for(lambda n=name: otlp_receiver.metric_points(n), what=f"metric {name}")
         assert otlp_receiver.histogram_count(name, {"http.route": "/"}) == 1, otlp_receiver.dump()
-    assert otlp_receiver.histogram_count(
-        "perf.browser.request.duration", {"url.template": "/api/items/{id}", "http.request.method": "GET"}
-    ) == 1
+    assert (
+        otlp_receiver.histogram_count(
+            "perf.browser.request.duration", {"url.template": "/api/items/{id}", "http.request.method": "GET"}
+        )
+        == 1
+    )
 
     # The browser asked before posting cross-origin, and nothing went wrong in the page.
     assert otlp_receiver.preflights() and all(p.allowed for p in otlp_receiver.preflights())

@@ -11,6 +11,7 @@ browser is killed at ``stop()`` (or interpreter exit, through :class:`AppProcess
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import shutil
@@ -113,7 +114,9 @@ class Page:
             description = details.get("exception", {}).get("description") or details.get("text", "")
             self.exceptions.append(str(description))
 
-    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
         """Send a DevTools command and return its result (raises on a protocol error)."""
         ident = next(self._ids)
         payload = json.dumps({"id": ident, "method": method, "params": params or {}})
@@ -170,7 +173,9 @@ class Page:
             if found:
                 return found
             if time.monotonic() >= deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}; console: {self.console}")
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what}; console: {self.console}"
+                )
             time.sleep(0.05)
 
     def click(self, selector: str) -> None:
@@ -194,10 +199,8 @@ class Page:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-        try:
+        with contextlib.suppress(Exception):
             self._ws.close()
-        except Exception:
-            pass
         self._reader.join(5)
 
 
@@ -207,8 +210,14 @@ class Chromium:
     def __init__(self, binary: str, profile: Path, port: int) -> None:
         self.port = port
         self.profile = profile
-        args = [binary, *FLAGS, f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
-                f"--user-data-dir={profile}", "about:blank"]
+        args = [
+            binary,
+            *FLAGS,
+            f"--remote-debugging-port={port}",
+            "--remote-debugging-address=127.0.0.1",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ]
         self.proc = AppProcess(args, name="chromium")
         self.pages: list[Page] = []
 

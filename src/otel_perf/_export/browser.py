@@ -105,7 +105,7 @@ class BrowserScript:
             "propagateOrigins": [o.rstrip("/") for o in propagate_origins],
             "version": __version__,
         }
-        prologue = f"self.__OTEL_PERF_BROWSER__={_js_literal(self.config)};\n".encode()
+        prologue = f"self.__otelPerfBrowser={_js_literal(self.config)};\n".encode()
         self.body = prologue + (load_bundle() if bundle is None else bundle)
         self.gzipped = gzip.compress(self.body, compresslevel=9, mtime=0)
         self.etag = b'"' + hashlib.sha256(self.body).hexdigest()[:32].encode() + b'"'

@@ -3,7 +3,7 @@
  * JavaScript errors, exported as OTLP/JSON to the collector, joined to the server's traces.
  *
  * The server serves this bundle at OTEL_PERF_BROWSER_PATH with a one-line prologue that sets
- * `self.__OTEL_PERF_BROWSER__` (endpoint, service name, environment, sampling ratio, origins
+ * `self.__otelPerfBrowser` (endpoint, service name, environment, sampling ratio, origins
  * that may receive `traceparent`). Without that configuration the script does nothing.
  *
  * Rules this file keeps: never throw into the page (every entry point is guarded), never
@@ -368,9 +368,9 @@ function start(cfg) {
 }
 
 function main() {
-  const cfg = self.__OTEL_PERF_BROWSER__;
-  if (!cfg || !cfg.tracesUrl || self.__OTEL_PERF_BROWSER_STARTED__) return;
-  self.__OTEL_PERF_BROWSER_STARTED__ = true;
+  const cfg = self.__otelPerfBrowser;
+  if (!cfg || !cfg.tracesUrl || self.__otelPerfBrowserStarted) return;
+  self.__otelPerfBrowserStarted = true;
   // Run as soon as the (deferred) script does, so calls made from DOMContentLoaded handlers
   // are traced too; the page-load span starts at navigation start whenever this runs.
   start(cfg);
