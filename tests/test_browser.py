@@ -14,6 +14,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from otel_perf._analysis.budgets import parse_budgets
 from otel_perf._config import load
 from otel_perf._export.browser import (
     BrowserScript,
@@ -61,6 +62,7 @@ def test_the_script_is_the_bundle_behind_a_configuration_prologue() -> None:
         "environment": "prod",
         "ratio": 0.25,
         "propagateOrigins": ["https://api.example.com"],
+        "bounds": {},
         "version": _config(body)["version"],
     }
     h = dict(headers)
@@ -138,6 +140,16 @@ def test_from_config_is_off_without_an_endpoint_and_takes_the_servers_settings()
     assert script.body.endswith(load_bundle())
     named = BrowserScript.from_config(load(env | {"OTEL_PERF_BROWSER_SERVICE_NAME": "storefront"}), attrs)
     assert named is not None and _config(named.body)["serviceName"] == "storefront"
+
+
+def test_page_budgets_become_histogram_bounds_of_the_browser() -> None:
+    budgets = parse_budgets(
+        "version: 1\npage_defaults: {lcp_ms: 2500, cls: 0.1}\n"
+        "pages:\n  /checkout: {lcp_ms: 1800, inp_ms: 150}\n"
+    )
+    script = BrowserScript.from_config(load({"OTEL_PERF_BROWSER_ENDPOINT": "http://c:4318"}), {}, budgets)
+    assert script is not None
+    assert _config(script.body)["bounds"] == {"lcp": [1.8, 2.5], "cls": [0.1], "inp": [0.15]}
 
 
 def test_bad_browser_settings_are_reported_and_replaced() -> None:

@@ -23,14 +23,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from opentelemetry.trace import SpanContext
 
 from otel_perf._config import Config
 from otel_perf._version import __version__
+
+if TYPE_CHECKING:
+    from otel_perf._analysis.budgets import Budgets
 
 #: Where the built bundle lives inside the package (rebuilt by ``_browser/build.mjs``).
 BUNDLE = ("_browser", "browser.js")
@@ -92,6 +95,7 @@ class BrowserScript:
         environment: str = "",
         ratio: float = 1.0,
         propagate_origins: Iterable[str] = (),
+        bounds: Mapping[str, Sequence[float]] | None = None,
         bundle: bytes | None = None,
     ) -> None:
         base = endpoint.rstrip("/")
@@ -103,6 +107,8 @@ class BrowserScript:
             "environment": environment,
             "ratio": ratio,
             "propagateOrigins": [o.rstrip("/") for o in propagate_origins],
+            # page budgets (seconds; CLS score) added to the histogram bounds, so alerts are exact
+            "bounds": {vital: list(values) for vital, values in (bounds or {}).items()},
             "version": __version__,
         }
         prologue = f"self.__otelPerfBrowser={_js_literal(self.config)};\n".encode()
@@ -111,7 +117,9 @@ class BrowserScript:
         self.etag = b'"' + hashlib.sha256(self.body).hexdigest()[:32].encode() + b'"'
 
     @classmethod
-    def from_config(cls, config: Config, resource_attributes: dict[str, object]) -> BrowserScript | None:
+    def from_config(
+        cls, config: Config, resource_attributes: Mapping[str, object], budgets: Budgets | None = None
+    ) -> BrowserScript | None:
         """The script for this process's settings, or None while OTEL_PERF_BROWSER_ENDPOINT is unset."""
         endpoint = config.text("OTEL_PERF_BROWSER_ENDPOINT")
         if not endpoint:
@@ -128,6 +136,7 @@ class BrowserScript:
                 config.text("OTEL_TRACES_SAMPLER"), config.number("OTEL_TRACES_SAMPLER_ARG")
             ),
             propagate_origins=config.items("OTEL_PERF_BROWSER_PROPAGATE_ORIGINS"),
+            bounds=budgets.page_bounds() if budgets is not None else None,
         )
 
     def respond(

@@ -30,7 +30,7 @@ def script_for(runtime: Runtime) -> BrowserScript | None:
         return cached[1]
     script = None
     try:
-        script = BrowserScript.from_config(runtime.config, dict(runtime.resource.attributes))
+        script = BrowserScript.from_config(runtime.config, runtime.resource.attributes, runtime.budgets)
     except Exception as exc:  # a broken install (bundle missing) must not stop the app
         if guard.raising():
             raise

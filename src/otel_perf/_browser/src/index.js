@@ -164,7 +164,18 @@ function ms(value) {
   return Math.round(value * 10) / 10;
 }
 
+/** The default bounds plus the server's page budgets (so "within budget" is an exact bucket). */
+function withBudgets(extra) {
+  const out = {};
+  for (const key of Object.keys(BOUNDS)) {
+    const more = (extra && extra[key]) || [];
+    out[key] = Array.from(new Set(BOUNDS[key].concat(more.filter((b) => b > 0 && isFinite(b))))).sort((a, b) => a - b);
+  }
+  return out;
+}
+
 function start(cfg) {
+  const bounds = withBudgets(cfg.bounds);
   const resource = resourceFromAttributes({
     'service.name': cfg.serviceName,
     'deployment.environment.name': cfg.environment || undefined,
@@ -185,13 +196,13 @@ function start(cfg) {
   const histogram = (name, unit, description, bounds) =>
     meter.createHistogram(name, { unit: unit, description: description, advice: { explicitBucketBoundaries: bounds } });
   const metrics = {
-    lcp: histogram('perf.browser.lcp', 's', 'Largest Contentful Paint per page load.', BOUNDS.lcp),
-    fcp: histogram('perf.browser.fcp', 's', 'First Contentful Paint per page load.', BOUNDS.fcp),
-    ttfb: histogram('perf.browser.ttfb', 's', 'Time to first byte of the page.', BOUNDS.ttfb),
-    inp: histogram('perf.browser.inp', 's', 'Interaction to Next Paint per page (pages with interactions).', BOUNDS.inp),
-    cls: histogram('perf.browser.cls', '1', 'Cumulative Layout Shift per page.', BOUNDS.cls),
-    load: histogram('perf.browser.page_load.duration', 's', 'Navigation start to the end of the load event.', BOUNDS.load),
-    request: histogram('perf.browser.request.duration', 's', 'fetch/XHR calls as the browser saw them.', BOUNDS.request),
+    lcp: histogram('perf.browser.lcp', 's', 'Largest Contentful Paint per page load.', bounds.lcp),
+    fcp: histogram('perf.browser.fcp', 's', 'First Contentful Paint per page load.', bounds.fcp),
+    ttfb: histogram('perf.browser.ttfb', 's', 'Time to first byte of the page.', bounds.ttfb),
+    inp: histogram('perf.browser.inp', 's', 'Interaction to Next Paint per page (pages with interactions).', bounds.inp),
+    cls: histogram('perf.browser.cls', '1', 'Cumulative Layout Shift per page.', bounds.cls),
+    load: histogram('perf.browser.page_load.duration', 's', 'Navigation start to the end of the load event.', bounds.load),
+    request: histogram('perf.browser.request.duration', 's', 'fetch/XHR calls as the browser saw them.', bounds.request),
     errors: meter.createCounter('perf.browser.errors', { unit: '{error}', description: 'Uncaught JavaScript errors.' }),
   };
 
