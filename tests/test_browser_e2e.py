@@ -64,6 +64,8 @@ def _visit(page: Page, base: str, receiver: OTLPReceiver) -> None:
     page.wait_for("performance.getEntriesByType('paint').length > 0", what="the first paint")
     page.click("#go")
     page.wait_for("document.getElementById('title').textContent.includes('refreshed')", what="the click")
+    # The browser records the interaction once the next frame is shown; a person does not leave sooner.
+    page.wait_for("performance.getEntriesByType('first-input').length > 0", what="the interaction's timing")
     page.navigate("about:blank")
 
 
@@ -125,12 +127,14 @@ def test_page_load_and_fetch_join_the_server_traces(
     ):
         otlp_receiver.wait_for(lambda n=name: otlp_receiver.metric_points(n), what=f"metric {name}")
         assert otlp_receiver.histogram_count(name, {"http.route": "/"}) == 1, otlp_receiver.dump()
-    assert (
-        otlp_receiver.histogram_count(
-            "perf.browser.request.duration", {"url.template": "/api/items/{id}", "http.request.method": "GET"}
-        )
-        == 1
-    )
+    api_call = {"url.template": "/api/items/{id}", "http.request.method": "GET"}
+    assert otlp_receiver.histogram_count("perf.browser.request.duration", api_call) == 1
+    # The click was an interaction: INP is reported when the page is hidden.
+    otlp_receiver.wait_for(lambda: otlp_receiver.metric_points("perf.browser.inp"), what="INP")
+    assert otlp_receiver.histogram_count("perf.browser.inp", {"http.route": "/"}) == 1
+    assert {p.temporality for p in otlp_receiver.metric_points("perf.browser.lcp")} == {"delta"}
+    vitals = [s for s in otlp_receiver.spans(trace_id=page_load.trace_id) if s.name in ("page load", "web vitals")]
+    assert any("perf.browser.inp_ms" in s.attributes for s in vitals), vitals
 
     # The browser asked before posting cross-origin, and nothing went wrong in the page.
     assert otlp_receiver.preflights() and all(p.allowed for p in otlp_receiver.preflights())

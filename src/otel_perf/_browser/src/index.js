@@ -118,9 +118,12 @@ function exporter(url, serializer, temporality) {
         done(FAILED);
         return;
       }
-      post(url, body).then((ok) => done(ok ? SUCCESS : FAILED));
+      // Fire and forget: the SDKs wait for `done` before their next export, and a page being
+      // hidden cannot wait for the network; a failure is reported (once) by `post` and dropped.
+      post(url, body);
+      done(SUCCESS);
     },
-    selectAggregationTemporality: temporality ? () => temporality : undefined,
+    selectAggregationTemporality: temporality === undefined ? undefined : () => temporality,
     forceFlush: () => Promise.resolve(),
     shutdown: () => Promise.resolve(),
   };
@@ -301,29 +304,38 @@ function start(cfg) {
   let errors = 0;
   const late = {};
 
-  const onVital = guard((metric) => {
-    const name = metric.name.toLowerCase();
-    const value = name === 'cls' ? metric.value : metric.value / 1000;
-    metrics[name].record(value, routeAttrs);
+  // Each vital is recorded in its histogram once per page: when web-vitals reports it final,
+  // or, for LCP, CLS and INP, when the page is hidden with a value seen so far (web-vitals may
+  // finalize INP only after our hide handler ran, or never when the page goes within a second
+  // of the interaction). Span attributes always show the latest value.
+  const recorded = {};
+  const latest = {};
+  const record = (name, value) => {
+    if (recorded[name]) return;
+    recorded[name] = true;
+    metrics[name].record(name === 'cls' ? value : value / 1000, routeAttrs);
+  };
+  const show = (name, value) => {
+    latest[name] = value;
     const key = 'perf.browser.' + name + (name === 'cls' ? '' : '_ms');
-    const shown = name === 'cls' ? Math.round(metric.value * 10000) / 10000 : ms(metric.value);
+    const shown = name === 'cls' ? Math.round(value * 10000) / 10000 : ms(value);
     if (pageOpen) pageSpan.setAttribute(key, shown);
     else late[key] = shown;
-  });
-  // Final values feed the histograms; LCP and CLS also report as they change, so a page load
-  // that ends before the page is hidden still carries the value seen so far.
-  onTTFB(onVital);
-  onFCP(onVital);
-  onLCP(onVital);
-  onCLS(onVital);
-  onINP(onVital);
-  const current = guard((metric) => {
-    if (!pageOpen) return;
+  };
+  const onFinal = guard((metric) => {
     const name = metric.name.toLowerCase();
-    pageSpan.setAttribute('perf.browser.' + name + (name === 'cls' ? '' : '_ms'), name === 'cls' ? Math.round(metric.value * 10000) / 10000 : ms(metric.value));
+    show(name, metric.value);
+    record(name, metric.value);
   });
-  onLCP(current, { reportAllChanges: true });
-  onCLS(current, { reportAllChanges: true });
+  const onChange = guard((metric) => show(metric.name.toLowerCase(), metric.value));
+  onTTFB(onFinal);
+  onFCP(onFinal);
+  onLCP(onFinal);
+  onCLS(onFinal);
+  onINP(onFinal);
+  onLCP(onChange, { reportAllChanges: true });
+  onCLS(onChange, { reportAllChanges: true });
+  onINP(onChange, { reportAllChanges: true });
 
   const onError = guard((event) => {
     if (++errors > MAX_ERRORS) return;
@@ -357,7 +369,8 @@ function start(cfg) {
     pageSpan.end(n ? origin + n.loadEventEnd : undefined);
   });
 
-  const flush = guard(() => {
+  const flush = guard((hidden) => {
+    if (hidden === true) for (const name of Object.keys(latest)) record(name, latest[name]);
     endPage();
     if (Object.keys(late).length) {
       const span = tracer.startSpan('web vitals', { kind: SpanKind.INTERNAL, attributes: late }, pageContext);
@@ -369,13 +382,13 @@ function start(cfg) {
   });
   // The load event's end is only known once its handlers ran; then the page has `flushMs` to
   // paint before the page load is sent. Hiding the page sends everything at once.
-  const afterLoad = () => setTimeout(flush, cfg.flushMs || 5000);
+  const afterLoad = () => setTimeout(() => flush(false), cfg.flushMs || 5000);
   if (document.readyState === 'complete') afterLoad();
   else addEventListener('load', afterLoad, { once: true });
   addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'hidden') flush();
+    if (document.visibilityState === 'hidden') flush(true);
   });
-  addEventListener('pagehide', flush);
+  addEventListener('pagehide', () => flush(true));
 }
 
 function main() {
