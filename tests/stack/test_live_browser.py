@@ -10,7 +10,8 @@ Browser panel runs, names only metrics Prometheus has, and returns data.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def stack() -> Iterator[tuple[PrometheusServer, OTLPReceiver]]:
         skip_or_fail("chromium not installed (Debian package chromium)")
     if prometheus_path() is None:
         skip_or_fail("prometheus binary not installed (Debian package prometheus)")
-    tmp = Path(__import__("tempfile").mkdtemp(prefix="otel-perf-live-browser-"))
+    tmp = Path(tempfile.mkdtemp(prefix="otel-perf-live-browser-"))
     with OTLPReceiver() as receiver, ExpositionServer(receiver.metric_points) as collector:
         port, metrics_port = free_port(), free_port()
         env = {
@@ -92,8 +93,8 @@ def stack() -> Iterator[tuple[PrometheusServer, OTLPReceiver]]:
                 "scrape_configs": [
                     {"job_name": SERVER_JOB, "scrape_interval": "1s", "scrape_timeout": "1s",
                      "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]},
-                    {"job_name": "otel-apps", "honor_labels": True, "scrape_interval": "1s", "scrape_timeout": "1s",
-                     "static_configs": [{"targets": [collector.target]}]},
+                    {"job_name": "otel-apps", "honor_labels": True, "scrape_interval": "1s",
+                     "scrape_timeout": "1s", "static_configs": [{"targets": [collector.target]}]},
                 ],
             }  # fmt: skip
             prometheus = start_prometheus(config=config)
