@@ -71,8 +71,19 @@ function guard(fn) {
   };
 }
 
+// After a failed export the page sends nothing more: a dead collector then costs a page one
+// request per signal (browsers log each failed request themselves) and one warning.
+let broken = false;
+
+function failed(reason) {
+  broken = true;
+  warnOnce(reason);
+  return false;
+}
+
 /** POST an OTLP/JSON body; resolves true when the collector took it. Never rejects. */
 function post(url, body) {
+  if (broken) return Promise.resolve(false);
   try {
     if (nativeFetch) {
       return nativeFetch(url, {
@@ -83,14 +94,8 @@ function post(url, body) {
         credentials: 'omit',
         mode: 'cors',
       }).then(
-        (response) => {
-          if (!response.ok) warnOnce('HTTP ' + response.status + ' from ' + url);
-          return response.ok;
-        },
-        () => {
-          warnOnce('cannot reach ' + url);
-          return false;
-        },
+        (response) => response.ok || failed('HTTP ' + response.status + ' from ' + url),
+        () => failed('cannot reach ' + url),
       );
     }
     if (navigator.sendBeacon && navigator.sendBeacon(url, new Blob([body], { type: 'application/json' }))) {
@@ -99,8 +104,7 @@ function post(url, body) {
   } catch (e) {
     /* fall through */
   }
-  warnOnce('cannot send to ' + url);
-  return Promise.resolve(false);
+  return Promise.resolve(failed('cannot send to ' + url));
 }
 
 /** A span or metric exporter over `post`: the official OTLP/JSON serializers, our transport. */
