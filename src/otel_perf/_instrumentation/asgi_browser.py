@@ -1,9 +1,11 @@
 """ASGI glue for the browser feature (issue #22): serve the script, add Server-Timing to HTML.
 
-:class:`otel_perf._instrumentation.asgi.PerfMiddleware` calls these two, and only while
-``OTEL_PERF_BROWSER_ENDPOINT`` is set (its ``browser`` attribute is None otherwise).  The
-framework-neutral work is in :mod:`otel_perf._export.browser`; this file only moves ASGI
-messages.
+:class:`otel_perf._instrumentation.asgi.PerfMiddleware` uses these only while
+``OTEL_PERF_BROWSER_ENDPOINT`` is set (its ``browser`` attribute is None otherwise): it answers
+the script's path with :func:`serve_script` before tracing (like the stats endpoint), and wraps
+the app it traces in :class:`HtmlServerTimingApp`, which finds the request's span in
+``current_work``.  The framework-neutral work is in :mod:`otel_perf._export.browser`; this file
+only moves ASGI messages.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from otel_perf._analysis.work import Work
+from otel_perf._analysis.work import Work, current_work
 from otel_perf._export.browser import BrowserScript, is_html, server_timing
 from otel_perf._setup import guard
 from otel_perf._setup.runtime import Runtime
 
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
+Receive = Callable[[], Awaitable[Message]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 logger = logging.getLogger("otel_perf")
 _scripts: dict[int, tuple[Runtime, BrowserScript | None]] = {}
 
@@ -78,3 +82,19 @@ class HtmlServerTiming:
             except Exception as exc:
                 guard.internal_error("asgi.browser", exc)
         await self.send(message)
+
+
+class HtmlServerTimingApp:
+    """The traced app, with :class:`HtmlServerTiming` on the ``send`` of every traced request."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        work = current_work.get(None) if scope.get("type") == "http" else None
+        if work is None or work.kind != "request":  # not traced (excluded URL, websocket)
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, HtmlServerTiming(send, work, scope))
