@@ -64,6 +64,8 @@ def _visit(page: Page, base: str, receiver: OTLPReceiver) -> None:
     page.wait_for("performance.getEntriesByType('paint').length > 0", what="the first paint")
     page.click("#go")
     page.wait_for("document.getElementById('title').textContent.includes('refreshed')", what="the click")
+    page.wait_for("document.getElementById('xhr').textContent === 'seven'", what="the button's XHR")
+    receiver.wait_for(lambda: len(_browser_client_spans(receiver)) >= 2, what="the browser's XHR span")
     # The browser records the interaction once the next frame is shown; a person does not leave sooner.
     page.wait_for("performance.getEntriesByType('first-input').length > 0", what="the interaction's timing")
     page.navigate("about:blank")
@@ -82,21 +84,24 @@ def test_page_load_and_fetch_join_the_server_traces(
     _visit(page, base, otlp_receiver)
 
     page_load = _one(otlp_receiver.wait_for_spans(1, name="page load", timeout=20), "page load")
-    fetch_span = _one(_browser_client_spans(otlp_receiver), "fetch CLIENT span")
+    calls = _browser_client_spans(otlp_receiver)
+    fetch_span = _one([s for s in calls if "fetch" in s.scope], "fetch CLIENT span")
+    xhr_span = _one([s for s in calls if "xml-http-request" in s.scope], "XHR CLIENT span")
 
     def servers_of_page_and_api() -> list[Span]:
         found = otlp_receiver.spans(kind="SERVER")
-        routes = {s.attributes.get("http.route") for s in found}
-        return found if {"/", "/api/items/{item_id}"} <= routes else []
+        routes = [s.attributes.get("http.route") for s in found]
+        return found if "/" in routes and routes.count("/api/items/{item_id}") == 2 else []
 
     servers = otlp_receiver.wait_for(
         servers_of_page_and_api, what="the server spans of the page and the API call"
     )
     html_server = _one([s for s in servers if s.attributes.get("http.route") == "/"], "SERVER span of /")
+    api_servers = [s for s in servers if s.attributes.get("http.route") == "/api/items/{item_id}"]
     api_server = _one(
-        [s for s in servers if s.attributes.get("http.route") == "/api/items/{item_id}"],
-        "SERVER span of the API",
+        [s for s in api_servers if s.trace_id == fetch_span.trace_id], "API SERVER span of fetch"
     )
+    xhr_server = _one([s for s in api_servers if s.trace_id == xhr_span.trace_id], "API SERVER span of XHR")
 
     # The page load is a child of the server span that rendered the page: one trace.
     assert page_load.trace_id == html_server.trace_id
@@ -115,6 +120,10 @@ def test_page_load_and_fetch_join_the_server_traces(
     assert api_server.parent_span_id == fetch_span.span_id
     assert fetch_span.attributes["url.template"] == "/api/items/{id}"
     assert fetch_span.attributes["http.response.status_code"] == 200
+    # So did the XMLHttpRequest.
+    assert xhr_server.parent_span_id == xhr_span.span_id
+    assert xhr_span.attributes["url.template"] == "/api/items/{id}"
+    assert xhr_server.attributes["url.query"] == "via=xhr"
     # ...and the query ran inside that server span.
     queries = [
         s
@@ -133,7 +142,7 @@ def test_page_load_and_fetch_join_the_server_traces(
         otlp_receiver.wait_for(lambda n=name: otlp_receiver.metric_points(n), what=f"metric {name}")
         assert otlp_receiver.histogram_count(name, {"http.route": "/"}) == 1, otlp_receiver.dump()
     api_call = {"url.template": "/api/items/{id}", "http.request.method": "GET"}
-    assert otlp_receiver.histogram_count("perf.browser.request.duration", api_call) == 1
+    assert otlp_receiver.histogram_count("perf.browser.request.duration", api_call) == 2  # fetch + XHR
     # The click was an interaction: INP is reported when the page is hidden.
     otlp_receiver.wait_for(lambda: otlp_receiver.metric_points("perf.browser.inp"), what="INP")
     assert otlp_receiver.histogram_count("perf.browser.inp", {"http.route": "/"}) == 1

@@ -3,7 +3,8 @@
 ``GET /`` is an HTML page with the one-line set-up (``<script src="/_otel_perf/browser.js" defer>``)
 under a strict Content-Security-Policy (no inline script, no eval; ``connect-src`` allows the
 collector URL from ``APP_COLLECTOR``), and ``/page.js`` fetches ``/api/items/7`` once the DOM is
-ready and shows the answer in ``#out``. ``/api/items/{item_id}`` runs one SQL query.
+ready and shows the answer in ``#out``; the button asks again with an XMLHttpRequest (``#xhr``).
+``/api/items/{item_id}`` runs one SQL query.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PAGE = """<!doctype html>
 <h1 id="title">Orders</h1>
 <p>Every order placed this week, with the customer who placed it and what it is waiting for.</p>
 <button id="go">Refresh</button>
-<p>Item: <span id="out">loading</span></p>
+<p>Item: <span id="out">loading</span> <span id="xhr"></span></p>
 </body></html>
 """
 SCRIPT = """
@@ -40,6 +41,12 @@ document.addEventListener('DOMContentLoaded', function () {
   });
   document.getElementById('go').addEventListener('click', function () {
     document.getElementById('title').textContent = 'Orders (refreshed)';
+    var xhr = new XMLHttpRequest();
+    xhr.open('GET', '/api/items/7?via=xhr');
+    xhr.onload = function () {
+      document.getElementById('xhr').textContent = JSON.parse(xhr.responseText).name;
+    };
+    xhr.send();
   });
 });
 """
