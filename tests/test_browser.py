@@ -237,3 +237,11 @@ def test_the_middleware_serves_the_script_and_times_html_only() -> None:
     assert re.fullmatch(rb'traceparent;desc="00-[0-9a-f]{32}-[0-9a-f]{16}-0[0-3]"', html[b"server-timing"])
     assert b"traceresponse" in html  # what was there before stays
     assert b"server-timing" not in dict(_call(middleware, "/api")[0]["headers"])
+
+
+def test_untraced_requests_get_no_server_timing() -> None:
+    rt = _runtime(
+        {"OTEL_PERF_BROWSER_ENDPOINT": "http://127.0.0.1:4318", "OTEL_PYTHON_EXCLUDED_URLS": "^/page"}
+    )
+    start = _call(PerfMiddleware(_app, rt), "/page")[0]
+    assert b"server-timing" not in dict(start["headers"])  # an excluded URL has no span to hand over
