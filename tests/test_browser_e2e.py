@@ -108,6 +108,10 @@ def test_page_load_and_fetch_join_the_server_traces(
     assert page_load.parent_span_id == html_server.span_id
     assert page_load.resource["service.name"] == "shop-browser"
     assert page_load.resource["deployment.environment.name"] == "test"
+    # One resource per service and environment (the collector sums pages per resource); the
+    # browser's details go on the span.
+    assert "user_agent.original" not in page_load.resource
+    assert "Chrome" in page_load.attributes["user_agent.original"]
     attrs = page_load.attributes
     assert attrs["http.route"] == "/"
     for vital in ("perf.browser.lcp_ms", "perf.browser.fcp_ms", "perf.browser.ttfb_ms"):

@@ -189,7 +189,8 @@ function start(cfg) {
     'telemetry.sdk.language': 'webjs',
     'telemetry.distro.name': 'otel-perf-instrument',
     'telemetry.distro.version': cfg.version || '',
-    'user_agent.original': navigator.userAgent,
+    // Nothing per browser here (no user agent, no instance id): the collector sums the pages'
+    // delta histograms per resource, so one resource per service and environment.
   });
   const ratio = typeof cfg.ratio === 'number' ? cfg.ratio : 1;
 
@@ -298,6 +299,7 @@ function start(cfg) {
         'url.path': location.pathname,
         'url.full': location.origin + location.pathname,
         'perf.browser.navigation_type': (nav && nav.type) || 'navigate',
+        'user_agent.original': navigator.userAgent,
       },
     },
     parent,
