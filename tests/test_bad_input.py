@@ -66,8 +66,9 @@ def _conforms(setting: Setting, value: Any) -> bool:
         return value in setting.choices
     if kind in ("list", "plugins"):
         return isinstance(value, tuple) and all(isinstance(i, str) and i.isprintable() for i in value)
-    if kind == "url":
-        return isinstance(value, str) and value.startswith(("http://", "https://"))
+    if kind == "url":  # an optional URL (OTEL_PERF_BROWSER_ENDPOINT) may stay unset
+        optional = value == "" and setting.default == ""
+        return isinstance(value, str) and (value.startswith(("http://", "https://")) or optional)
     return isinstance(value, str) and (value == "" or value.isprintable()) and len(value) <= MAX_VALUE_LENGTH
 
 

@@ -6,7 +6,9 @@ import subprocess
 
 import pytest
 
+from support.chromium import chromium_path
 from support.launch import BIN
+from support.procs import skip_or_fail
 
 pytestmark = pytest.mark.slow
 
@@ -26,3 +28,19 @@ def test_demo_shows_report_findings_and_captured_telemetry() -> None:
     for metric in ("http.server.request.duration", "db.client.operation.duration", "perf.n_plus_one"):
         assert f"    {metric}\n" in out
     assert " with a trace id" in out and "traceresponse: 00-" in out
+
+
+@pytest.mark.chromium
+def test_demo_opens_its_page_in_chromium_and_shows_one_trace_from_page_to_query() -> None:
+    if chromium_path() is None:
+        skip_or_fail("chromium not installed (Debian package chromium)")
+    result = subprocess.run([str(BIN / "otel-perf"), "demo", "--rounds", "1"], capture_output=True, text=True,
+                            timeout=180, check=False)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    browser = out[out.index("\nBrowser: headless Chromium opened http://127.0.0.1:"):]
+    assert "page load /: TTFB " in browser and " LCP " in browser, browser
+    assert "child of the server span 'GET /' in trace " in browser and ": one trace" in browser, browser
+    assert "fetch GET /api/v1/appointments (200) trace " in browser, browser
+    assert "-> server span 'GET /api/v1/appointments' in the same trace" in browser, browser
+    assert "perf.browser.lcp" in browser and "perf.browser.request.duration" in browser

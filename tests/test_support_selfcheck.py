@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry._logs import SeverityNumber
@@ -300,7 +302,7 @@ def test_clear_forgets_everything(otlp_receiver: OTLPReceiver) -> None:
 
 def test_bad_requests_are_rejected_and_reported(otlp_receiver: OTLPReceiver) -> None:
     assert _post(otlp_receiver, "/v1/nope", _empty_traces()).status == 404
-    assert _post(otlp_receiver, body=b"{}", content_type="application/json").status == 415
+    assert _post(otlp_receiver, body=b"{}", content_type="text/plain").status == 415
     assert _post(otlp_receiver, body=b"\xff\xff\xff garbage").status == 400
     assert _post(otlp_receiver, body=_empty_traces()).status == 200
     errors = otlp_receiver.errors()
@@ -617,3 +619,150 @@ def test_generated_prometheus_config_passes_promtool(tmp_path: Path) -> None:
         [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# Browsers: OTLP/JSON and CORS (what the browser script sends)
+# ---------------------------------------------------------------------------------------------------
+
+_TRACE_HEX = "5b8efff798038103d269b633813fc60c"
+_SPAN_HEX = "eee19b7ec3c1b174"
+_PARENT_HEX = "eee19b7ec3c1b173"
+
+
+def _json_traces() -> bytes:
+    """An OTLP/JSON trace export as the OpenTelemetry JS exporters write it (hex ids, int enums)."""
+    return json.dumps({
+        "resourceSpans": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-browser"}}]},
+            "scopeSpans": [{
+                "scope": {"name": "otel-perf-browser", "version": "1"},
+                "spans": [{
+                    "traceId": _TRACE_HEX,
+                    "spanId": _SPAN_HEX,
+                    "parentSpanId": _PARENT_HEX,
+                    "name": "page load",
+                    "kind": 1,
+                    "startTimeUnixNano": "1700000000000000000",
+                    "endTimeUnixNano": "1700000001500000000",
+                    "attributes": [
+                        {"key": "http.route", "value": {"stringValue": "/"}},
+                        {"key": "perf.browser.lcp_ms", "value": {"doubleValue": 812.5}},
+                        {"key": "perf.browser.transfer_size", "value": {"intValue": "2048"}},
+                    ],
+                    "events": [{
+                        "timeUnixNano": "1700000000500000000",
+                        "name": "exception",
+                        "attributes": [{"key": "exception.type", "value": {"stringValue": "TypeError"}}],
+                    }],
+                    "status": {"code": 0},
+                }],
+            }],
+        }],
+    }).encode()
+
+
+def _json_metrics() -> bytes:
+    return json.dumps({
+        "resourceMetrics": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop-browser"}}]},
+            "scopeMetrics": [{
+                "scope": {"name": "otel-perf-browser"},
+                "metrics": [{
+                    "name": "perf.browser.lcp",
+                    "unit": "s",
+                    "histogram": {
+                        "aggregationTemporality": 1,
+                        "dataPoints": [{
+                            "attributes": [{"key": "http.route", "value": {"stringValue": "/"}}],
+                            "startTimeUnixNano": "1700000000000000000",
+                            "timeUnixNano": "1700000030000000000",
+                            "count": "2",
+                            "sum": 1.7,
+                            "bucketCounts": ["0", "1", "1", "0"],
+                            "explicitBounds": [0.5, 1, 2.5],
+                            "min": 0.8,
+                            "max": 0.9,
+                        }],
+                    },
+                }],
+            }],
+        }],
+    }).encode()
+
+
+def _request(
+    receiver: OTLPReceiver, method: str, path: str, headers: dict[str, str], body: bytes = b""
+) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def test_receiver_decodes_otlp_json_traces_with_hex_ids(otlp_receiver: OTLPReceiver) -> None:
+    resp = _post(otlp_receiver, "/v1/traces", _json_traces(), "application/json")
+    assert resp.status == 200 and resp.getheader("Content-Type") == "application/json"
+    [span] = otlp_receiver.spans("page load")
+    assert (span.trace_id, span.span_id, span.parent_span_id) == (_TRACE_HEX, _SPAN_HEX, _PARENT_HEX)
+    assert span.kind == "INTERNAL"
+    assert span.attributes == {
+        "http.route": "/",
+        "perf.browser.lcp_ms": 812.5,
+        "perf.browser.transfer_size": 2048,
+    }
+    assert span.resource == {"service.name": "shop-browser"}
+    assert span.event_names() == ["exception"] and span.duration_s == 1.5
+    assert otlp_receiver.errors() == []
+
+
+def test_receiver_decodes_otlp_json_delta_histograms(otlp_receiver: OTLPReceiver) -> None:
+    assert _post(otlp_receiver, "/v1/metrics", _json_metrics(), "application/json").status == 200
+    [point] = otlp_receiver.metric_points("perf.browser.lcp")
+    assert point.kind == "histogram" and point.temporality == "delta"
+    assert (point.count, point.sum) == (2, 1.7)
+    assert (point.bucket_counts, point.explicit_bounds) == ([0, 1, 1, 0], [0.5, 1, 2.5])
+    assert otlp_receiver.histogram_count("perf.browser.lcp", {"http.route": "/"}) == 2
+
+
+def test_receiver_rejects_malformed_json(otlp_receiver: OTLPReceiver) -> None:
+    assert _post(otlp_receiver, "/v1/traces", b"{not json", "application/json").status == 400
+    assert _post(otlp_receiver, "/v1/traces", b'{"resourceSpans": 3}', "application/json").status == 400
+    assert len(otlp_receiver.errors()) == 2
+
+
+def test_receiver_answers_cors_preflights_and_tags_cross_origin_answers(otlp_receiver: OTLPReceiver) -> None:
+    origin = "http://127.0.0.1:8000"
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    status, headers, _ = _request(otlp_receiver, "OPTIONS", "/v1/traces", preflight)
+    assert status == 204
+    assert headers["access-control-allow-origin"] == origin
+    assert headers["access-control-allow-methods"] == "POST"
+    assert headers["access-control-allow-headers"] == "content-type"
+    otlp_receiver.mode = "status:500"  # preflights are answered whatever the mode; POSTs are not
+    assert _request(otlp_receiver, "OPTIONS", "/v1/traces", preflight)[0] == 204
+    cross_origin = {"Origin": origin, "Content-Type": "application/json"}
+    status, headers, _ = _request(otlp_receiver, "POST", "/v1/traces", cross_origin, _json_traces())
+    assert status == 500 and headers["access-control-allow-origin"] == origin
+    assert otlp_receiver.request_count("/v1/traces") == 1  # preflights are not exports
+    assert [p.allowed for p in otlp_receiver.preflights()] == [True, True]
+
+    otlp_receiver.allowed_origins = {"https://shop.example.com"}
+    status, headers, _ = _request(otlp_receiver, "OPTIONS", "/v1/traces", preflight)
+    assert status == 403 and "access-control-allow-origin" not in headers
+    assert otlp_receiver.preflights()[-1].allowed is False
+
+
+def test_protobuf_exports_get_no_cors_headers(otlp_receiver: OTLPReceiver) -> None:
+    status, headers, _ = _request(
+        otlp_receiver, "POST", "/v1/traces", {"Content-Type": "application/x-protobuf"}, _empty_traces()
+    )
+    assert status == 200 and not any(k.startswith("access-control-") for k in headers)

@@ -894,7 +894,146 @@ def telemetry() -> Board:
     return b
 
 
+# --- Browser (issue #22) --------------------------------------------------------------------
+# The browser script's metrics (job = the browser service, "<service>-browser" by default),
+# next to the server's own (job = $job). Names: the Browser section of src/otel_perf/_names.py.
+BRW = 'job=~"$browser", http_route=~"$page"'
+API = 'job=~"$browser"'
+
+
+def _server_route_as_template(inner: str) -> str:
+    """The server's http_route relabelled as url_template, route parameters as {id}, the way the
+    browser names a call it made (up to three parameters per route)."""
+    expr = f'label_replace({inner}, "url_template", "${{1}}", "http_route", "(.*)")'
+    for _ in range(3):  # each pass turns one parameter other than {id} into {id}
+        expr = (
+            f'label_replace({expr}, "url_template", "${{1}}{{id}}${{2}}", "url_template",'
+            f' "(.*)\\\\{{(?:[^i}}][^}}]*|i[^d}}][^}}]*|id[^}}]+)\\\\}}(.*)")'
+        )
+    return expr
+
+
+def browser() -> Board:
+    b = Board(
+        "otel-perf-browser",
+        "otel-perf / Browser",
+        "What real browsers saw: Web Vitals p75 per page against the Web Vitals thresholds (page budgets "
+        "alert through `otel-perf rules`), slowest pages, JavaScript errors, and API calls as the "
+        "browser saw them next to the server's own duration for the same route.",
+    )
+    _job_var(b)
+    b.query_var(
+        "browser", "Browser service", "label_values(perf_browser_page_load_duration_seconds_count, job)"
+    )
+    b.query_var(
+        "page",
+        "Page",
+        'label_values(perf_browser_page_load_duration_seconds_count{job=~"$browser"}, http_route)',
+        multi=True,
+    )
+    page = "{{http_route}}"
+    for title, metric, unit, good, poor in (
+        ("LCP p75", "perf_browser_lcp_seconds", "s", 2.5, 4.0),
+        ("INP p75", "perf_browser_inp_seconds", "s", 0.2, 0.5),
+        ("CLS p75", "perf_browser_cls", "none", 0.1, 0.25),
+    ):
+        b.stat(
+            f"{title} (all pages)",
+            f"75th percentile over the selected pages; Web Vitals good up to {good:g}, poor from {poor:g}.",
+            unit,
+            f"histogram_quantile(0.75, sum by (le) (rate({metric}_bucket{{{BRW}}}[$__range])))",
+            thresholds=_thresholds((good, "orange"), (poor, "red")),
+        )
+    b.stat(
+        "Page loads",
+        "Page loads per second over the selected pages.",
+        "reqps",
+        f"sum(rate(perf_browser_page_load_duration_seconds_count{{{BRW}}}{RATE}))",
+    )
+    for title, metric, unit, good, poor, what in (
+        ("LCP p75 per page", "perf_browser_lcp_seconds", "s", 2.5, 4.0, "Largest Contentful Paint"),
+        ("INP p75 per page", "perf_browser_inp_seconds", "s", 0.2, 0.5, "Interaction to Next Paint"),
+        ("CLS p75 per page", "perf_browser_cls", "none", 0.1, 0.25, "Cumulative Layout Shift"),
+        ("TTFB p75 per page", "perf_browser_ttfb_seconds", "s", 0.8, 1.8, "Time to first byte"),
+    ):
+        b.timeseries(
+            title,
+            f"{what}, 75th percentile of page loads per page. Dashed lines: Web Vitals good ({good:g}) and "
+            f"poor ({poor:g}); page budgets from the budgets file alert as PerfPageVitalOverBudget.",
+            unit,
+            [_target(_q(0.75, metric, BRW, "http_route"), page)],
+            thresholds=_thresholds((good, "orange"), (poor, "red")),
+        )
+    b.table(
+        "Slowest pages (page load p75)",
+        "Navigation start to the end of the load event, 75th percentile over the time range.",
+        "s",
+        "topk(10, histogram_quantile(0.75, sum by (http_route, le) "
+        f"(rate(perf_browser_page_load_duration_seconds_bucket{{{BRW}}}[$__range]))))",
+    )
+    b.timeseries(
+        "FCP p75 per page",
+        "First Contentful Paint, 75th percentile per page.",
+        "s",
+        [_target(_q(0.75, "perf_browser_fcp_seconds", BRW, "http_route"), page)],
+        thresholds=_thresholds((1.8, "orange"), (3.0, "red")),
+    )
+    template = "{{url_template}}"
+    server = _server_route_as_template(
+        f'sum by (http_route, le) (rate(http_server_request_duration_seconds_bucket{{job="$job"}}{RATE}))'
+    )
+    b.timeseries(
+        "API calls p95: browser vs server",
+        "fetch/XHR calls as the browser saw them (network, queueing and server) next to the server's own "
+        "duration for the same route (route parameters shown as {id}). The gap is what the network "
+        "and the browser add.",
+        "s",
+        [
+            _target(
+                _q(0.95, "perf_browser_request_duration_seconds", API, "url_template"), f"browser {template}"
+            ),
+            _target(
+                "histogram_quantile(0.95, sum by (url_template, le) ("
+                + server
+                + " and on (url_template) sum by (url_template, le) "
+                f"(rate(perf_browser_request_duration_seconds_bucket{{{API}}}{RATE}))))",
+                f"server {template}",
+            ),
+        ],
+        w=24,
+    )
+    b.timeseries(
+        "API calls from the browser",
+        "fetch/XHR calls per second by template and status.",
+        "reqps",
+        [
+            _target(
+                "sum by (url_template, http_response_status_code) "
+                f"(rate(perf_browser_request_duration_seconds_count{{{API}}}{RATE}))",
+                "{{url_template}} {{http_response_status_code}}",
+            )
+        ],
+    )
+    b.timeseries(
+        "JavaScript errors per page",
+        "Uncaught errors and unhandled promise rejections per second; each is an exception event on "
+        "the page-load span in Tempo.",
+        "cps",
+        [_target(f"sum by (http_route) (rate(perf_browser_errors_total{{{BRW}}}{RATE}))", page)],
+    )
+    b.traces(
+        "Slowest page loads",
+        "Page-load spans (child of the server span that rendered the page: open one to see the "
+        "server request and its queries in the same trace).",
+        '{ resource.service.name =~ "$browser" && name = "page load" } | select(span.http.route, '
+        "span.perf.browser.lcp_ms, span.perf.browser.inp_ms)",
+        w=24,
+    )
+    return b
+
+
 BOARDS: dict[str, Callable[[], Board]] = {
+    "browser.json": browser,
     "service.json": service,
     "database.json": database,
     "http-client.json": http_client,

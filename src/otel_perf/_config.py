@@ -100,6 +100,34 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Add a `Server-Timing` header (total, db time, query count) for browser devtools.",
     ),
+    # --- ours: browser (issue #22) ---------------------------------------------------------
+    _s(
+        "OTEL_PERF_BROWSER_ENDPOINT",
+        "url",
+        "",
+        "OTLP/HTTP base URL browsers send to (the collector's OTLP/HTTP receiver, with CORS). "
+        "Set, the app serves the browser script at OTEL_PERF_BROWSER_PATH and HTML responses get "
+        "`Server-Timing: traceparent`; unset, the feature is off.",
+    ),
+    _s(
+        "OTEL_PERF_BROWSER_PATH",
+        "str",
+        "/_otel_perf/browser.js",
+        "Path the browser script is served at; pages add `<script src=\"<path>\" defer></script>`.",
+    ),
+    _s(
+        "OTEL_PERF_BROWSER_SERVICE_NAME",
+        "str",
+        "",
+        "`service.name` of browser telemetry; defaults to the server's name with `-browser` appended.",
+    ),
+    _s(
+        "OTEL_PERF_BROWSER_PROPAGATE_ORIGINS",
+        "list",
+        (),
+        "Other origins (`https://api.example.com`) whose fetch/XHR calls from the page get a "
+        "`traceparent` header; same-origin calls always do. Those servers must allow the header (CORS).",
+    ),
     _s(
         "OTEL_PERF_CAPTURE_SQL",
         "bool",
@@ -722,6 +750,25 @@ def _cross_checks(values: dict[str, Any], problems: list[Problem], environ: Mapp
     _check_batches(values, problems)
     _check_resource_attributes(values, problems)
     _check_excluded_urls(values, problems)
+    _check_browser(values, problems)
+
+
+def _check_browser(values: dict[str, Any], problems: list[Problem]) -> None:
+    path = values["OTEL_PERF_BROWSER_PATH"]
+    if not path.startswith("/") or len(path) < 2 or "?" in path or "#" in path:
+        default = BY_ENV["OTEL_PERF_BROWSER_PATH"].default
+        problems.append(Problem("OTEL_PERF_BROWSER_PATH", path, default, "expected a path like /browser.js"))
+        values["OTEL_PERF_BROWSER_PATH"] = default
+    origins: tuple[str, ...] = values["OTEL_PERF_BROWSER_PROPAGATE_ORIGINS"]
+    good = tuple(o for o in origins if _ORIGIN.fullmatch(o))
+    if good != origins:
+        bad = ", ".join(o for o in origins if o not in good)
+        reason = f"expected origins like https://api.example.com (scheme, host, optional port): {bad}"
+        problems.append(Problem("OTEL_PERF_BROWSER_PROPAGATE_ORIGINS", ",".join(origins), good, reason[:300]))
+        values["OTEL_PERF_BROWSER_PROPAGATE_ORIGINS"] = good
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?/?")
 
 
 def _check_batches(values: dict[str, Any], problems: list[Problem]) -> None:

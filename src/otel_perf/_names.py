@@ -39,6 +39,28 @@ OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
 # labels: http_route, http_request_method, perf_budget_quantile
 BUDGET_DURATION: Final = "perf.budget.duration"  # perf_budget_duration_seconds
 BUDGET_ERROR_RATE: Final = "perf.budget.error_rate"  # perf_budget_error_rate_ratio
+# --- Browser (issue #22): sent by the browser script (_browser/src/index.js) as OTLP, delta
+# temporality; the collector sums them (delta_to_cumulative). Resource service.name is the
+# browser service (OTEL_PERF_BROWSER_SERVICE_NAME, default "<service>-browser"), so `job` is too.
+# labels of the vitals and page loads: http_route (the server's route template of the page)
+BROWSER_LCP: Final = "perf.browser.lcp"  # perf_browser_lcp_seconds (histogram)
+BROWSER_FCP: Final = "perf.browser.fcp"  # perf_browser_fcp_seconds
+BROWSER_TTFB: Final = "perf.browser.ttfb"  # perf_browser_ttfb_seconds
+BROWSER_INP: Final = "perf.browser.inp"  # perf_browser_inp_seconds (pages with an interaction)
+BROWSER_CLS: Final = "perf.browser.cls"  # perf_browser_cls (unit 1: no suffix on a histogram)
+BROWSER_PAGE_LOAD: Final = "perf.browser.page_load.duration"  # perf_browser_page_load_duration_seconds
+# labels: http_request_method, url_template (ids as {id}), http_response_status_code
+BROWSER_REQUEST: Final = "perf.browser.request.duration"  # perf_browser_request_duration_seconds
+BROWSER_ERRORS: Final = "perf.browser.errors"  # perf_browser_errors_total{http_route}
+# The Prometheus names, as the dashboards and generated page alerts use them.
+PROM_BROWSER_LCP: Final = "perf_browser_lcp_seconds"
+PROM_BROWSER_FCP: Final = "perf_browser_fcp_seconds"
+PROM_BROWSER_TTFB: Final = "perf_browser_ttfb_seconds"
+PROM_BROWSER_INP: Final = "perf_browser_inp_seconds"
+PROM_BROWSER_CLS: Final = "perf_browser_cls"
+PROM_BROWSER_PAGE_LOAD: Final = "perf_browser_page_load_duration_seconds"
+PROM_BROWSER_REQUEST: Final = "perf_browser_request_duration_seconds"
+PROM_BROWSER_ERRORS: Final = "perf_browser_errors_total"
 # --- Runtime ----------------------------------------------------------------------------
 PROCESS_CPU_TIME: Final = "process.cpu.time"  # process_cpu_time_seconds_total{type}
 PROCESS_CPU_UTILIZATION: Final = "process.cpu.utilization"  # process_cpu_utilization_ratio
@@ -74,3 +96,12 @@ A_PERF_DB_DURATION: Final = "perf.db.duration"
 A_PERF_STATEMENT: Final = "perf.db.statement"
 A_PERF_REPEAT: Final = "perf.db.repeat_count"
 EVENT_N_PLUS_ONE: Final = "perf.n_plus_one"
+# Browser span attributes ("page load" span; values in ms except CLS and sizes)
+A_BROWSER_LCP: Final = "perf.browser.lcp_ms"
+A_BROWSER_FCP: Final = "perf.browser.fcp_ms"
+A_BROWSER_TTFB: Final = "perf.browser.ttfb_ms"
+A_BROWSER_INP: Final = "perf.browser.inp_ms"
+A_BROWSER_CLS: Final = "perf.browser.cls"
+A_BROWSER_DCL: Final = "perf.browser.dom_content_loaded_ms"
+A_BROWSER_LOAD: Final = "perf.browser.load_ms"
+A_URL_TEMPLATE: Final = "url.template"  # fetch/XHR CLIENT spans: the path with ids as {id}

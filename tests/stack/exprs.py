@@ -34,7 +34,13 @@ BUILTIN_VALUES: dict[str, str] = {
     "__range_ms": "3600000",
     "__interval_ms": "15000",
 }
-TEMPLATE_DEFAULTS: dict[str, str] = {"route": ".*", "host": ".*", "instance": ".*"}
+TEMPLATE_DEFAULTS: dict[str, str] = {
+    "route": ".*",
+    "host": ".*",
+    "instance": ".*",
+    "browser": ".*",  # the Browser dashboard's browser service and pages
+    "page": ".*",
+}
 
 _VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)(?::\w+)?\]\]|\$(\w+)")
 
@@ -50,12 +56,14 @@ def concretize(expr: str, job: str = DEFAULT_JOB, **values: str) -> str:
 
     def sub(match: re.Match[str]) -> str:
         name = next(g for g in match.groups() if g is not None)
+        if name.isdigit():  # ${1}: a label_replace back-reference, which Grafana leaves alone
+            return match.group(0)
         if name not in table:
             raise ValueError(f"unknown Grafana variable ${name} in {expr!r}")
         return table[name]
 
     out = _VAR.sub(sub, expr)
-    if "$" in out:
+    if "$" in re.sub(r"\$\{\d+\}", "", out):
         raise ValueError(f"unresolved '$' left in {out!r}")
     return out
 

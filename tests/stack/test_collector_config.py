@@ -19,7 +19,7 @@ TARGET_RELEASE = "0.155.0"
 # Component types used here, as otelcol-contrib 0.155.0 registers them.
 KNOWN_TYPES: dict[str, set[str]] = {
     "receivers": {"otlp"},
-    "processors": {"memory_limiter", "batch", "resource_detection", "tail_sampling"},
+    "processors": {"memory_limiter", "batch", "resource_detection", "tail_sampling", "delta_to_cumulative"},
     "exporters": {"otlp_grpc", "otlp_http", "prometheus", "load_balancing", "debug"},
     "connectors": {"span_metrics"},
     "extensions": {"health_check", "file_storage", "bearertokenauth", "pprof", "zpages"},
@@ -33,7 +33,7 @@ DEPRECATED: dict[str, dict[str, str]] = {
         "prometheusremotewrite": "prometheus_remote_write",
     },
     "connectors": {"spanmetrics": "span_metrics"},
-    "processors": {"resourcedetection": "resource_detection"},
+    "processors": {"resourcedetection": "resource_detection", "deltatocumulative": "delta_to_cumulative"},
 }
 # Connector type -> (pipeline type it exports from, pipeline type it receives into).
 CONNECTOR_SIGNALS = {"span_metrics": ("traces", "metrics")}
@@ -257,6 +257,29 @@ def test_agent_otlp_receiver_grpc_http_with_cors() -> None:
     assert {"grpc", "http"} <= set(otlp)
     cors = otlp["http"]["cors"]
     assert cors["allowed_origins"], "browser telemetry needs allowed origins"
+    # Browser telemetry: every allowed origin comes from the environment, none is a bare '*'.
+    for origin in cors["allowed_origins"]:
+        assert ENV_FORM.fullmatch(origin[2:-1]), origin
+        assert origin.startswith("${env:OTELCOL_CORS_ALLOWED_ORIGIN"), origin
+        assert not origin.endswith(":-*}"), origin
+    # The browser script's fetch/XHR calls carry traceparent to the app, not to the collector;
+    # what the collector must allow is the script's Content-Type (implicitly allowed) from those origins.
+    assert {"traceparent", "tracestate"} <= set(cors["allowed_headers"])
+
+
+@pytest.mark.parametrize("name", ["agent", "agent+gateway-overlay"])
+def test_browser_telemetry_is_routed_like_the_servers(name: str) -> None:
+    config = load(name)
+    lines = pipelines(config)
+    # Browser spans arrive on the same otlp receiver, so they take the server's traces pipeline.
+    assert "otlp" in lines["traces"]["receivers"]
+    # Browser histograms are delta: summed into cumulative series before the prometheus exporter.
+    metrics = lines["metrics"]
+    assert "prometheus" in metrics["exporters"]
+    processors = metrics["processors"]
+    assert "delta_to_cumulative" in processors
+    assert processors.index("delta_to_cumulative") < processors.index("batch")
+    assert config["processors"]["delta_to_cumulative"]["max_stale"]
 
 
 def test_agent_exports_to_tempo_prometheus_loki() -> None:

@@ -131,7 +131,7 @@ DASHBOARDS = dashboard_files()
 
 def test_expected_dashboards_exist() -> None:
     titles = {load_dashboard(p)["title"] for p in DASHBOARDS}
-    for name in ("Service", "Database", "Outgoing APIs", "Runtime", "Telemetry health"):
+    for name in ("Service", "Database", "Outgoing APIs", "Runtime", "Telemetry health", "Browser"):
         assert f"otel-perf / {name}" in titles
 
 
@@ -198,7 +198,7 @@ def test_variables_are_defined_and_job_selects_the_service(path: Path) -> None:
     assert job["datasource"]["uid"] == "prometheus"
     assert job["query"]["query"] == "label_values(http_server_request_duration_seconds_count, job)"
     text = json.dumps([p.get("targets", []) for p in iter_panels(board)])
-    used = set(re.findall(r"\$\{?(\w+)", text))
+    used = {name for name in re.findall(r"\$\{?(\w+)", text) if not name.isdigit()}  # ${1}: back-reference
     undefined = used - set(variables) - GRAFANA_BUILTINS
     assert undefined == set(), f"{path.name}: undefined variables"
 
@@ -225,3 +225,18 @@ def test_service_dashboard_shows_red_per_route_with_budgets() -> None:
     assert all(t.get("exemplar") for p in latency for t in p["targets"][:1])
     types = {p["type"] for p in iter_panels(board)}
     assert "nodeGraph" in types, "service map"
+
+
+def test_browser_dashboard_shows_vitals_per_page_and_api_calls_from_both_sides() -> None:
+    board = load_dashboard(next(p for p in DASHBOARDS if p.name == "browser.json"))
+    exprs = " ".join(t.get("expr", "") for p in iter_panels(board) for t in p.get("targets", []))
+    for metric in ("perf_browser_lcp_seconds", "perf_browser_inp_seconds", "perf_browser_cls",
+                   "perf_browser_ttfb_seconds", "perf_browser_fcp_seconds"):
+        assert f"histogram_quantile(0.75, sum by (http_route, le) (rate({metric}_bucket" in exprs, metric
+    assert "perf_browser_page_load_duration_seconds_bucket" in exprs  # slowest pages
+    both = next(p for p in iter_panels(board) if p["title"] == "API calls p95: browser vs server")
+    browser_side, server_side = (t["expr"] for t in both["targets"])
+    assert "perf_browser_request_duration_seconds_bucket" in browser_side
+    assert 'http_server_request_duration_seconds_bucket{job="$job"}' in server_side
+    assert "and on (url_template)" in server_side  # only the routes the browser calls
+    assert any(p["type"] == "table" and p["datasource"]["uid"] == "tempo" for p in iter_panels(board))

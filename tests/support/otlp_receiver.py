@@ -19,11 +19,19 @@ exporter does when the backend misbehaves:
 * ``"slow:<seconds>"`` -- wait that long, then behave as ``"ok"``.
 
 Every request is counted per path whatever the mode (:meth:`OTLPReceiver.request_count`).
+
+Browsers: payloads may also be OTLP/JSON (``Content-Type: application/json``, ids as hex, as the
+OpenTelemetry JS exporters send them); they are decoded into the same dataclasses. Cross-origin
+requests are answered with CORS headers, and CORS preflights (``OPTIONS``) are answered whatever
+the mode, from the origins in :attr:`OTLPReceiver.allowed_origins` (``None``: any origin), and
+recorded apart from the POSTs (:meth:`OTLPReceiver.preflights`), so request counts stay those of
+exports.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import dataclasses
 import gzip
@@ -39,6 +47,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -459,6 +468,44 @@ _DECODERS: dict[str, tuple[Callable[[bytes], Any], Callable[[], Any]]] = {
 }
 
 
+#: OTLP/JSON spells ids as hex; protobuf's JSON mapping expects base64 for bytes fields.
+_JSON_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+
+
+def _hex_ids_to_base64(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: base64.b64encode(bytes.fromhex(v)).decode() if k in _JSON_ID_KEYS and isinstance(v, str)
+            else _hex_ids_to_base64(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_hex_ids_to_base64(v) for v in value]
+    return value
+
+
+def parse_otlp_json(path: str, body: bytes) -> Any:
+    """Decode an OTLP/JSON export request for ``path`` into its protobuf message."""
+    request_type = {
+        TRACES_PATH: ExportTraceServiceRequest,
+        METRICS_PATH: ExportMetricsServiceRequest,
+        LOGS_PATH: ExportLogsServiceRequest,
+    }[path]
+    data = _hex_ids_to_base64(json.loads(body))
+    return json_format.ParseDict(data, request_type(), ignore_unknown_fields=True)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """One CORS preflight (``OPTIONS``) as it arrived, and whether it was allowed."""
+
+    path: str
+    origin: str
+    request_method: str
+    request_headers: str
+    allowed: bool
+
+
 class _Server(http.server.ThreadingHTTPServer):
     """ThreadingHTTPServer that knows its receiver and can cut open connections at stop."""
 
@@ -511,6 +558,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         receiver = self.server.receiver
+        origin = self.headers.get("Origin")
+        if origin and receiver._origin_allowed(origin):  # what a collector with CORS adds
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Access-Control-Allow-Credentials", "true")
+            self.send_header("Vary", "Origin")
         if status in (429, 503) and receiver.retry_after is not None:
             self.send_header("Retry-After", str(receiver.retry_after))
         self.end_headers()
@@ -532,6 +584,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._send(405, b"OTLP receiver: POST only\n", "text/plain")
+
+    def do_OPTIONS(self) -> None:
+        """A CORS preflight, answered like the collector's OTLP/HTTP receiver (whatever the mode)."""
+        self._read_body()
+        receiver = self.server.receiver
+        origin = self.headers.get("Origin", "")
+        method = self.headers.get("Access-Control-Request-Method", "")
+        wanted = self.headers.get("Access-Control-Request-Headers", "")
+        allowed = bool(origin) and receiver._origin_allowed(origin) and method in ("POST", "")
+        receiver._note_preflight(Preflight(urlsplit(self.path).path, origin, method, wanted, allowed))
+        self.send_response(204 if allowed else 403)
+        if allowed:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Access-Control-Allow-Credentials", "true")
+            self.send_header("Access-Control-Allow-Methods", "POST")
+            if wanted:
+                self.send_header("Access-Control-Allow-Headers", wanted)
+            self.send_header("Access-Control-Max-Age", "7200")
+        self.send_header("Vary", "Origin")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_POST(self) -> None:
         receiver = self.server.receiver
@@ -555,19 +628,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(404, f"unknown OTLP path {path}\n".encode(), "text/plain")
             return
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type != "application/x-protobuf":
+        if content_type not in ("application/x-protobuf", "application/json"):
             receiver._record_error(f"{path}: unsupported Content-Type {content_type!r}")
-            self._send(415, b"only application/x-protobuf is supported\n", "text/plain")
+            self._send(415, b"only application/x-protobuf and application/json are supported\n", "text/plain")
             return
+        as_json = content_type == "application/json"
         try:
             body = _decompress(raw, self.headers.get("Content-Encoding", ""))
             parse, response_type = _DECODERS[path]
-            receiver._store(path, parse(body))
-        except (DecodeError, OSError, zlib.error, ValueError) as exc:
+            receiver._store(path, parse_otlp_json(path, body) if as_json else parse(body))
+        except (DecodeError, OSError, zlib.error, ValueError, json_format.ParseError) as exc:
             receiver._record_error(f"{path}: cannot decode {len(raw)} bytes: {exc!r}")
             self._send(400, f"bad OTLP payload: {exc}\n".encode(), "text/plain")
             return
-        self._send(200, response_type().SerializeToString())
+        if as_json:
+            self._send(200, b"{}", "application/json")
+        else:
+            self._send(200, response_type().SerializeToString())
 
 
 def _decompress(raw: bytes, encoding: str) -> bytes:
@@ -631,6 +708,9 @@ class OTLPReceiver:
         self._thread: threading.Thread | None = None
         #: Seconds sent as ``Retry-After`` with 429/503 answers; None sends no header.
         self.retry_after: float | int | None = None
+        #: Origins whose cross-origin requests (and preflights) are allowed; None allows any.
+        self.allowed_origins: set[str] | None = None
+        self._preflights: list[Preflight] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -777,6 +857,18 @@ class OTLPReceiver:
             with self._lock:
                 self._logs.extend(logs)
 
+    def _origin_allowed(self, origin: str) -> bool:
+        return self.allowed_origins is None or origin in self.allowed_origins
+
+    def _note_preflight(self, preflight: Preflight) -> None:
+        with self._lock:
+            self._preflights.append(preflight)
+
+    def preflights(self) -> list[Preflight]:
+        """CORS preflights received (not counted among :meth:`requests`)."""
+        with self._lock:
+            return list(self._preflights)
+
     def _record_error(self, text: str) -> None:
         with self._lock:
             self._errors.append(text)
@@ -791,6 +883,7 @@ class OTLPReceiver:
             self._logs.clear()
             self._requests.clear()
             self._errors.clear()
+            self._preflights.clear()
 
     def spans(
         self,

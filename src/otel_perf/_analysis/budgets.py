@@ -18,6 +18,13 @@ File shape (``version: 1``)::
       users: 100
       spawn_rate: 20
       duration: 60s
+    page_defaults:                # optional: page-load objectives of every page (browser script)
+      lcp_ms: 2500
+      inp_ms: 200
+      cls: 0.1
+    pages:                        # optional: "/page/route" -> page-load objectives
+      "/checkout": {lcp_ms: 2000, inp_ms: 150}
+    browser_service: shop-browser # optional: the browser's job (default: service + "-browser")
 
 Objectives (all optional): ``p50_ms``, ``p95_ms``, ``p99_ms`` (latency in milliseconds that the
 quantile must not exceed), ``error_rate`` (largest share of failed requests, 0 <= x < 1),
@@ -25,6 +32,13 @@ quantile must not exceed), ``error_rate`` (largest share of failed requests, 0 <
 ``1 - error_rate`` where a target is needed), ``min_rps`` (throughput floor in requests per
 second).  ``tier`` names the tier; when a ``tiers`` section exists the name must be defined
 there, otherwise it is a free-form label.
+
+Page-load objectives (``page_defaults`` and ``pages``, measured by the browser script at the 75th
+percentile of page loads, the Web Vitals convention): ``lcp_ms`` (Largest Contentful Paint),
+``inp_ms`` (Interaction to Next Paint), ``cls`` (Cumulative Layout Shift, a unitless score,
+0 < x <= 1), ``fcp_ms`` (First Contentful Paint) and ``ttfb_ms`` (time to first byte).  Page
+keys are the route templates the server reports (``/orders/{order_id}``), without a method.
+A page's budget is ``page_defaults`` overlaid by its own keys (``null`` removes one).
 
 Resolution: a route's budget is ``defaults``, overlaid by its tier's objectives, overlaid by
 the route's own keys.  ``null`` removes an inherited objective (``p99_ms: null``).
@@ -45,16 +59,18 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
 
 __all__ = [
     "OBJECTIVE_KEYS",
+    "PAGE_KEYS",
     "BudgetError",
     "Budgets",
     "LoadProfile",
+    "PageBudget",
     "RouteBudget",
     "load_budgets",
     "parse_budgets",
@@ -70,7 +86,10 @@ LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms")
 #: Keys that hold an objective (everything a tier may set).
 OBJECTIVE_KEYS = (*LATENCY_KEYS, "error_rate", "availability", "min_rps")
 _ENTRY_KEYS = (*OBJECTIVE_KEYS, "tier")
-_TOP_KEYS = ("version", "service", "defaults", "tiers", "routes", "load")
+_TOP_KEYS = ("version", "service", "defaults", "tiers", "routes", "load", "page_defaults", "pages",
+             "browser_service")
+#: Page-load objectives (browser script, p75 of page loads): milliseconds, except the CLS score.
+PAGE_KEYS = ("lcp_ms", "inp_ms", "cls", "fcp_ms", "ttfb_ms")
 _LOAD_KEYS = ("users", "spawn_rate", "duration")
 _ROUTE_KEY = re.compile(r"^(?P<method>[A-Za-z]+)\s+(?P<route>/\S*)$")
 _TIER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
@@ -142,6 +161,32 @@ class LoadProfile:
 
 
 @dataclass(frozen=True)
+class PageBudget:
+    """The resolved page-load objectives of one page (``None``: no objective of that kind)."""
+
+    lcp_ms: float | None = None
+    inp_ms: float | None = None
+    cls: float | None = None
+    fcp_ms: float | None = None
+    ttfb_ms: float | None = None
+
+    def objectives(self) -> dict[str, float]:
+        """``{"lcp": seconds, ..., "cls": score}`` for the objectives that are set, in PAGE_KEYS order.
+
+        Latencies are in seconds, the unit of the browser's histograms.
+        """
+        out: dict[str, float] = {}
+        for key in PAGE_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key.removesuffix("_ms")] = value / 1000.0 if key.endswith("_ms") else float(value)
+        return out
+
+    def has_objective(self) -> bool:
+        return any(getattr(self, key) is not None for key in PAGE_KEYS)
+
+
+@dataclass(frozen=True)
 class Budgets:
     """A validated budgets file.  Build with :func:`load_budgets` or :func:`parse_budgets`."""
 
@@ -151,6 +196,35 @@ class Budgets:
     tiers: Mapping[str, RouteBudget]
     load: LoadProfile
     service: str | None = None
+    page_defaults: PageBudget = PageBudget()
+    pages: Mapping[str, PageBudget] = field(default_factory=dict)
+    browser_service: str | None = None
+
+    def page_lookup(self, route: str) -> PageBudget | None:
+        """The page-load budget of the page ``route``: its own entry, else ``page_defaults``."""
+        found = self.pages.get(route)
+        if found is not None:
+            return found
+        return self.page_defaults if self.page_defaults.has_objective() else None
+
+    def browser_job(self, job: str | None = None) -> str | None:
+        """The Prometheus job of the browser telemetry: ``browser_service``, else the server's + -browser."""
+        if self.browser_service:
+            return self.browser_service
+        server = job if job is not None else self.service
+        return f"{server}-browser" if server else None
+
+    def page_bounds(self) -> dict[str, list[float]]:
+        """Every page objective per vital (seconds; CLS as a score), sorted, without duplicates.
+
+        The browser script adds these to its histogram bounds, so "share of page loads within the
+        budget" is exact in the metrics and the alert rules.
+        """
+        values: dict[str, set[float]] = {}
+        for budget in (self.page_defaults, *self.pages.values()):
+            for vital, bound in budget.objectives().items():
+                values.setdefault(vital, set()).add(bound)
+        return {vital: sorted(bounds) for vital, bounds in values.items()}
 
     def lookup(self, method: str, route: str) -> RouteBudget | None:
         """The budget of ``method route``: its own entry, else the defaults (see module docs)."""
@@ -422,6 +496,71 @@ def _load_section(doc: _Doc, raw: Any) -> LoadProfile:
     return LoadProfile(users=users, spawn_rate=spawn_rate, duration_s=duration)
 
 
+def _page_objectives(doc: _Doc, path: tuple[str, ...], raw: Any) -> dict[str, Any]:
+    """Validate one page_defaults/pages mapping; values are kept (None = explicitly removed)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise doc.error(path, f"expected a mapping of page-load objectives (lcp_ms, inp_ms, cls, ...), "
+                              f"got {raw!r}.")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = (*path, key)
+        if key not in PAGE_KEYS:
+            hint = ""
+            if key in ("lcp", "inp", "fcp", "ttfb"):
+                hint = f" Page latencies are in milliseconds: {key}_ms."
+            elif key in OBJECTIVE_KEYS or key == "tier":
+                hint = " Server objectives go under routes:, keyed \"METHOD /route\"."
+            raise doc.error(where, f"unknown key {key!r}; expected one of {', '.join(PAGE_KEYS)}.{hint}")
+        if value is None:
+            out[key] = None
+            continue
+        number = _number(doc, where, value)
+        if key == "cls":
+            if not 0 < number <= 1:
+                raise doc.error(where, f"{value!r} is not a CLS budget; CLS is a unitless score, e.g. 0.1 "
+                                       "(good) or 0.25 (poor), between 0 and 1.")
+        elif number <= 0:
+            raise doc.error(where, f"{value!r} ms is not a page-load budget; use a positive number of "
+                                   "milliseconds, e.g. 2500.")
+        out[key] = number
+    return out
+
+
+def _page_key(doc: _Doc, key: str) -> str:
+    path = ("pages", key)
+    route = key.strip()
+    if _ROUTE_KEY.match(route):
+        raise doc.error(path, "a page key is the page's route template alone, without a method, e.g. "
+                              "\"/orders/{order_id}\".")
+    if not route.startswith("/") or any(c.isspace() for c in route):
+        raise doc.error(path, "a page key is a route template starting with '/', e.g. \"/checkout\".")
+    if "?" in route or "#" in route:
+        raise doc.error(path, "a route template has no query string or fragment; remove the part "
+                              "from '?' or '#'.")
+    return route
+
+
+def _pages(doc: _Doc, root: dict[str, Any]) -> tuple[PageBudget, dict[str, PageBudget]]:
+    defaults_raw = _page_objectives(doc, ("page_defaults",), root.get("page_defaults"))
+    defaults = PageBudget(**{k: v for k, v in defaults_raw.items() if v is not None})
+    raw = root.get("pages")
+    if raw is None:
+        return defaults, {}
+    if not isinstance(raw, dict):
+        raise doc.error(("pages",), "expected a mapping of \"/page/route\" -> page-load objectives.")
+    pages: dict[str, PageBudget] = {}
+    for key, value in raw.items():
+        route = _page_key(doc, key)
+        if route in pages:
+            raise doc.error(("pages", key), "the same page twice; merge the two entries.")
+        own = _page_objectives(doc, ("pages", key), value)
+        merged = {**defaults_raw, **own}
+        pages[route] = PageBudget(**{k: v for k, v in merged.items() if v is not None})
+    return defaults, pages
+
+
 def parse_budgets(text: str, source: str = "<budgets>") -> Budgets:
     """Parse and validate the YAML ``text`` of a budgets file (``source`` names it in errors)."""
     doc = _Doc(source)
@@ -491,9 +630,17 @@ def parse_budgets(text: str, source: str = "<budgets>") -> Budgets:
         entries[(method, route)] = _resolve(
             doc, path, [("defaults", defaults_raw), (f"tier {tier!r}", layer), ("the route entry", own)],
             tier=tier or "default")
+    page_defaults, pages = _pages(doc, root)
+    browser_service = root.get("browser_service")
+    if browser_service is not None and (not isinstance(browser_service, str) or not browser_service.strip()):
+        raise doc.error(("browser_service",), "expected the browser's service name (its Prometheus job) "
+                                              "as text.")
     return Budgets(
         source=source,
         defaults=defaults,
+        page_defaults=page_defaults,
+        pages=pages,
+        browser_service=browser_service.strip() if isinstance(browser_service, str) else None,
         entries=entries,
         tiers={name: replace(RouteBudget(**layer), tier=name)
                for name, layer in tiers.items()},

@@ -6,6 +6,11 @@ otel_perf._demo.app:app`` against it, drives a fixed set of requests (an N+1 lis
 eager twin, a slow query, a slow request, a blocking call, a rate-limited upstream, an
 error), prints the performance report from the stats endpoint, stops the app (which
 flushes its telemetry) and prints the spans, trace ids, metrics and logs that arrived.
+
+When Chromium is installed, the demo page (``/``, with the browser script) is also opened in
+headless Chromium: the page load, its Web Vitals and its fetch call arrive as browser
+telemetry, and the output shows them joined to the server's traces (and where a screenshot of
+the page was saved).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="how many times to run the request mix (1-50)")
     parser.add_argument("--database-url", default="", help="SQLAlchemy URL for the demo (default: SQLite)")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
+    parser.add_argument(
+        "--no-browser", action="store_true", help="do not open the demo page in headless Chromium"
+    )
 
 
 def _free_port() -> int:
@@ -111,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             "OTEL_PERF_STATS_PATH": "/_perf",
             "OTEL_PERF_STATS_TOKEN": token,
             "DEMO_UPSTREAM_LIMIT": "20",
+            # The demo page's browser script posts to the same loopback sink (OTLP/JSON, CORS).
+            "OTEL_PERF_BROWSER_ENDPOINT": sink.endpoint,
         }
     )
     if args.database_url:
@@ -139,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             _wait_ready(client, base + "/hello", proc, deadline)
             sent, example = _drive(client, base, rounds, deadline)
             stats = client.get(base + "/_perf", headers={"Authorization": f"Bearer {token}"}).json()
+            browser = "" if args.no_browser else _open_in_browser(base + "/", workdir, deadline)
         print(f"sent {sent} requests\n")
         print(render(stats))
     finally:
@@ -151,7 +163,75 @@ def run(args: argparse.Namespace) -> int:
     time.sleep(0.3)
     sink.stop()
     _print_captured(sink.tally, example)
+    _print_browser(sink.tally, browser)
     return 0 if sink.tally.spans else 1
+
+
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+
+
+def _open_in_browser(url: str, workdir: str, deadline: float) -> str:
+    """Load the demo page in headless Chromium (if installed); return what happened, for the output.
+
+    ``--virtual-time-budget`` lets the page run its timers (the script sends the page load a few
+    seconds after ``load``) without waiting that long; ``--screenshot`` keeps a picture of it.
+    """
+    binary = next((found for name in CHROMIUM if (found := shutil.which(name))), None)
+    if binary is None:
+        return "Chromium not found: open the demo page in a browser while the app runs to see browser data."
+    profile = tempfile.mkdtemp(prefix="profile-", dir=workdir)
+    screenshot = os.path.join(workdir, "demo-page.png")
+    cmd = [binary, "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--window-size=1024,640", "--virtual-time-budget=8000",
+           f"--screenshot={screenshot}", url]  # fmt: skip
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.insert(2, "--no-sandbox")  # Chromium refuses to sandbox as root
+    try:
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                       timeout=max(5.0, min(60.0, deadline - time.monotonic())))  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"headless Chromium did not finish ({type(exc).__name__}); no browser telemetry."
+    time.sleep(0.5)  # the last export is a fetch the page fired on its way out
+    shown = f" (screenshot: {screenshot})" if os.path.exists(screenshot) else ""
+    return f"headless Chromium opened {url}{shown}"
+
+
+def _print_browser(tally: Any, what: str) -> None:
+    if not what:
+        return
+    print(f"\nBrowser: {what}")
+    with tally.lock:
+        spans = list(tally.browser)
+        servers = dict(tally.server_spans)
+        metrics = sorted(tally.browser_metrics)
+    for span in spans:
+        a = span.attributes
+        if span.name == "page load":
+            vitals = ", ".join(
+                f"{label} {a[key]:g}{unit}"
+                for label, key, unit in (
+                    ("TTFB", "perf.browser.ttfb_ms", " ms"),
+                    ("FCP", "perf.browser.fcp_ms", " ms"),
+                    ("LCP", "perf.browser.lcp_ms", " ms"),
+                    ("CLS", "perf.browser.cls", ""),
+                    ("load", "perf.browser.load_ms", " ms"),
+                )
+                if isinstance(a.get(key), int | float)
+            )
+            print(f"  page load {a.get('http.route', '')}: {vitals}")
+            parent = servers.get(span.parent_span_id)
+            if parent is not None and parent[1] == span.trace_id:
+                print(f"    child of the server span {parent[0]!r} in trace {span.trace_id}: one trace")
+        elif span.kind == "CLIENT":
+            children = [name for name, trace in servers.values() if trace == span.trace_id]
+            joined = f" -> server span {children[0]!r} in the same trace" if children else ""
+            template = a.get("url.template", "")
+            status = a.get("http.response.status_code", "")
+            method = a.get("http.request.method", "")
+            print(f"  fetch {method} {template} ({status}) trace {span.trace_id}{joined}")
+    if metrics:
+        print(f"  browser metrics: {', '.join(metrics)}")
 
 
 def _print_captured(tally: Any, example: str) -> None:

@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     shown = args.budgets + (f" --job {args.job}" if args.job is not None else "")
     rules = render_yaml(rule_groups(budgets, args.job), _header(args.budgets, shown))
     slos = build_slos(budgets)
-    if not slos:
-        print(f"otel-perf rules: {args.budgets} defines no p95_ms, p99_ms, error_rate or availability "
-              "objective; nothing to alert on.", file=sys.stderr)
+    if not slos and not budgets.page_bounds():
+        print(f"otel-perf rules: {args.budgets} defines no p95_ms, p99_ms, error_rate, availability or "
+              "page-load objective; nothing to alert on.", file=sys.stderr)
     workdir = None
     output = args.output
     if output is None:

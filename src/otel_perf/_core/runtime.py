@@ -76,6 +76,8 @@ class Runtime:
     health: Any = None
     #: The stats endpoint server adapters answer at OTEL_PERF_STATS_PATH (None: off).
     stats_endpoint: Any = None
+    #: The browser script server adapters serve (None: OTEL_PERF_BROWSER_ENDPOINT unset).
+    browser_script: Any = None
     #: The asyncio event-loop monitor server adapters register requests with (None: off).
     loop_monitor: Any = None
     #: The SDK pipeline (providers, log handler, shutdown hooks), set by the bootstrap.

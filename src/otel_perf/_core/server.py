@@ -111,6 +111,8 @@ class ServerCore:
         #: the stats endpoint (answered before the app sees the request), or None
         self.stats: Any = runtime.stats_endpoint
         self.stats_path = cfg.text("OTEL_PERF_STATS_PATH") if self.stats is not None else ""
+        #: the browser script (served at its path, Server-Timing on HTML), or None
+        self.browser: Any = runtime.browser_script
         patterns = cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
         #: requests whose path matches are passed straight through, unmeasured
         self.excluded = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None

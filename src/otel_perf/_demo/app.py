@@ -135,6 +135,53 @@ async def hello() -> dict[str, str]:
     return {"hello": "world"}
 
 
+# The browser half (issue #22): a page with the one-line set-up. With OTEL_PERF_BROWSER_ENDPOINT
+# set, the launcher's middleware serves /_otel_perf/browser.js and joins the page load to the
+# trace of this request; /demo.js fetches the (N+1) appointment list, in a trace of its own.
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>otel-perf demo: appointments</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<script src="/_otel_perf/browser.js" defer></script>
+<script src="/demo.js" defer></script>
+<style>body{font:16px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:40rem;padding:0 1rem}
+h1{font-size:1.6rem}li{padding:.2rem 0}button{font:inherit;padding:.3rem .9rem}</style>
+</head><body>
+<h1>Appointments this week</h1>
+<p>Loaded by <code>/demo.js</code> from <code>GET /api/v1/appointments</code>. The browser script
+records this page load, its Web Vitals and the API call, in the same traces as the server.</p>
+<button id="refresh">Refresh</button>
+<ul id="list"><li>loading&hellip;</li></ul>
+</body></html>
+"""
+PAGE_SCRIPT = """document.addEventListener('DOMContentLoaded', function () {
+  var list = document.getElementById('list');
+  function load() {
+    fetch('/api/v1/appointments?limit=5').then(function (r) { return r.json(); }).then(function (rows) {
+      list.innerHTML = '';
+      rows.forEach(function (a) {
+        var li = document.createElement('li');
+        var when = a.starts_at.slice(0, 16).replace('T', ' ');
+        li.textContent = when + '  ' + a.patient + ' (' + a.reason + ')';
+        list.appendChild(li);
+      });
+    });
+  }
+  document.getElementById('refresh').addEventListener('click', load);
+  load();
+});
+"""
+
+
+@app.get("/")
+async def page() -> Response:
+    return Response(PAGE, media_type="text/html; charset=utf-8")
+
+
+@app.get("/demo.js")
+async def page_script() -> Response:
+    return Response(PAGE_SCRIPT, media_type="text/javascript")
+
+
 @app.get("/api/v1/appointments")
 def list_appointments(limit: int = 10) -> list[dict[str, Any]]:
     """N+1: each appointment lazily loads its patient with one more query."""

@@ -3,11 +3,16 @@
 Decodes the protobuf the exporters send and keeps a compact tally (spans by name and
 kind, trace ids, metric names, log records and how many carry a trace id).  Loopback only,
 bounded memory (at most ``MAX_TRACES`` trace ids are kept).
+
+The browser script's OTLP/JSON is taken too (with CORS preflights from loopback pages): its
+spans are kept apart (:attr:`Tally.browser`, at most ``MAX_BROWSER_SPANS``), with the server
+spans' ids, so the demo can show that a page load and its fetch calls joined the server traces.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +21,21 @@ from typing import Any
 
 MAX_TRACES = 1000
 MAX_BODY = 32 * 1024 * 1024
+MAX_BROWSER_SPANS = 200
+MAX_SERVER_SPANS = 5000
+_LOOPBACK_ORIGINS = ("http://127.0.0.1:", "http://localhost:", "http://[::1]:")
+
+
+@dataclass(frozen=True)
+class BrowserSpan:
+    """A span the browser script sent (ids hex, attributes as plain values)."""
+
+    name: str
+    kind: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    attributes: dict[str, Any]
 
 
 @dataclass
@@ -26,6 +46,10 @@ class Tally:
     logs: int = 0
     logs_with_trace: int = 0
     log_examples: list[str] = field(default_factory=list)
+    #: browser (OTLP/JSON) spans and metric names; server span id -> (name, trace id)
+    browser: list[BrowserSpan] = field(default_factory=list)
+    browser_metrics: set[str] = field(default_factory=set)
+    server_spans: dict[str, tuple[str, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -41,21 +65,63 @@ def _handler(tally: Tally) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
+        def _cors(self) -> None:
+            origin = self.headers.get("Origin", "")
+            if origin.startswith(_LOOPBACK_ORIGINS):  # the demo page, served on loopback
+                self.send_header("Access-Control-Allow-Origin", origin)
+                self.send_header("Access-Control-Allow-Credentials", "true")
+                self.send_header("Vary", "Origin")
+
+        def do_OPTIONS(self) -> None:
+            self.send_response(204)
+            self._cors()
+            self.send_header("Access-Control-Allow-Methods", "POST")
+            self.send_header("Access-Control-Allow-Headers", "content-type")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_POST(self) -> None:
             length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
             body = self.rfile.read(length)
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
+            as_json = self.headers.get("Content-Type", "").startswith("application/json")
             try:
-                self._tally(self.path, body)
+                if as_json:
+                    self._tally_json(self.path, json.loads(body))
+                else:
+                    self._tally(self.path, body)
             except Exception:
                 self.send_response(400)
+                self._cors()
+                self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
+            self._cors()
+            self.send_header("Content-Type", "application/json" if as_json else "application/x-protobuf")
+            self.send_header("Content-Length", "2" if as_json else "0")
             self.end_headers()
+            if as_json:
+                self.wfile.write(b"{}")
+
+        def _tally_json(self, path: str, data: dict[str, Any]) -> None:
+            if path.endswith("/v1/traces"):
+                with tally.lock:
+                    for rs in data.get("resourceSpans", []):
+                        for ss in rs.get("scopeSpans", []):
+                            for span in ss.get("spans", []):
+                                kind = _KINDS.get(int(span.get("kind", 0)), "UNSPECIFIED")
+                                tally.spans[(str(span.get("name", "")), kind)] += 1
+                                if len(tally.browser) < MAX_BROWSER_SPANS:
+                                    tally.browser.append(_browser_span(span, kind))
+            elif path.endswith("/v1/metrics"):
+                with tally.lock:
+                    for rm in data.get("resourceMetrics", []):
+                        for sm in rm.get("scopeMetrics", []):
+                            names = {str(m.get("name", "")) for m in sm.get("metrics", [])}
+                            tally.metric_names.update(names)
+                            tally.browser_metrics.update(names)
 
         def _tally(self, path: str, body: bytes) -> None:
             if path.endswith("/v1/traces"):
@@ -67,6 +133,9 @@ def _handler(tally: Tally) -> type[BaseHTTPRequestHandler]:
                                 kind = _KINDS.get(span.kind, "UNSPECIFIED")
                                 tally.spans[(span.name, kind)] += 1
                                 if kind == "SERVER":
+                                    if len(tally.server_spans) < MAX_SERVER_SPANS:
+                                        entry = (span.name, span.trace_id.hex())
+                                        tally.server_spans[span.span_id.hex()] = entry
                                     ids = tally.server_traces.setdefault(span.name, [])
                                     if (
                                         len(ids) < 3
@@ -94,6 +163,27 @@ def _handler(tally: Tally) -> type[BaseHTTPRequestHandler]:
                                         tally.log_examples.append(f"{line} (trace_id={trace_hex})")
 
     return Handler
+
+
+def _value(value: dict[str, Any]) -> Any:
+    for key in ("stringValue", "boolValue", "doubleValue"):
+        if key in value:
+            return value[key]
+    if "intValue" in value:
+        return int(value["intValue"])
+    return None
+
+
+def _browser_span(span: dict[str, Any], kind: str) -> BrowserSpan:
+    attrs = {str(a.get("key", "")): _value(a.get("value", {})) for a in span.get("attributes", [])}
+    return BrowserSpan(
+        name=str(span.get("name", "")),
+        kind=kind,
+        trace_id=str(span.get("traceId", "")),
+        span_id=str(span.get("spanId", "")),
+        parent_span_id=str(span.get("parentSpanId", "")),
+        attributes=attrs,
+    )
 
 
 class Sink:

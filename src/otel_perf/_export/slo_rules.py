@@ -320,6 +320,7 @@ def _bucket_alert(slo: SLO, job: str | None) -> dict[str, Any]:
 
 
 def rule_groups(budgets: Budgets, job: str | None = None) -> dict[str, Any]:
+    from otel_perf._export import page_rules  # imports this module
     """The rules file as a dict (``{"groups": [...]}``); ``job`` defaults to the file's ``service``."""
     job = job if job is not None else budgets.service
     slos = build_slos(budgets)
@@ -343,6 +344,9 @@ def rule_groups(budgets: Budgets, job: str | None = None) -> dict[str, Any]:
         {"name": "otel-perf-slo-meta", "rules": meta},
         {"name": "otel-perf-slo-alerts", "rules": alerts},
     ]
+    pages = page_rules.page_rule_group(budgets, job)  # browser page-load objectives (issue #22)
+    if pages is not None:
+        groups.append(pages)
     return {"groups": [g for g in groups if g["rules"]]}
 
 
@@ -662,6 +666,7 @@ def _cases(budgets: Budgets, slos: list[SLO]) -> list[_Case]:
 
 def promtool_tests(budgets: Budgets, rules_file: str, job: str | None = None) -> dict[str, Any]:
     """A ``promtool test rules`` file for the rules of ``budgets`` stored at ``rules_file``."""
+    from otel_perf._export import page_rules  # imports this module
     job_name = job if job is not None else (budgets.service or "demo")
     slos = build_slos(budgets)
     alert_names = [ALERT_LATENCY, ALERT_ERRORS, ALERT_BUCKET]
@@ -684,4 +689,5 @@ def promtool_tests(budgets: Budgets, rules_file: str, job: str | None = None) ->
         series = [s for t in case.traffic for s in _input_series(t, job_name)]
         tests.append({"name": case.name, "interval": f"{_SAMPLE_MIN}m", "input_series": series,
                       "alert_rule_test": checks})
+    tests += page_rules.page_promtool_tests(budgets, job)  # browser page-load objectives (issue #22)
     return {"rule_files": [rules_file], "evaluation_interval": f"{_EVAL_MIN}m", "tests": tests}

@@ -39,6 +39,7 @@ from otel_perf._core.server import (
     traceresponse,
 )
 from otel_perf._core.work import Work, current_work
+from otel_perf._integrations import asgi_browser
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -143,6 +144,11 @@ class PerfMiddleware:
         self.spans = core.spans
         self._context_var = core.context_var
         self._attributes_at_start = self._start_attributes  # bound once, not per request
+        # The browser script (answered below) and, inside the span, the HTML Server-Timing
+        # header; None while off, and then requests pay one attribute check.
+        self.browser = core.browser
+        if self.browser is not None:
+            self.app = asgi_browser.HtmlServerTimingApp(app, route_of)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine frame per request: the prologue and epilogue are inlined here
@@ -155,6 +161,9 @@ class PerfMiddleware:
         path: str = scope.get("path", "")
         if self.stats_path and (path == self.stats_path or path.startswith(self.stats_path + "/")):
             await self.core.stats.handle(scope, receive, send)
+            return
+        if self.browser is not None and path == self.browser.path:
+            await asgi_browser.serve_script(self.browser, scope, send)
             return
         if self.excluded is not None and self.excluded.search(path):
             await self.app(scope, receive, send)

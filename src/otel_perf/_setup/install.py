@@ -18,7 +18,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_perf import _names as n
 from otel_perf._config import Config, ConfigError, load
-from otel_perf._core import runtime
+from otel_perf._core import guard, runtime
 from otel_perf._core.runtime import Runtime, build_instruments
 from otel_perf._metrics.instruments import Registry
 from otel_perf._setup import fork, integrations, providers
@@ -140,6 +140,7 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
         _budget_gauges(rt, registry)
     rt.pipeline = pipeline
     rt.stats_endpoint = _stats_endpoint(rt, config)
+    rt.browser_script = _browser_script(rt, config)
     runtime.set_runtime(rt)
     fork.register()
     # Not skipped with the system metrics: the memory-limit gauge it always registers is what
@@ -193,6 +194,19 @@ def _budget_gauges(rt: Runtime, registry: Registry) -> None:
         (n.A_ROUTE, n.A_METHOD),
         lambda: error_points,
     )
+
+
+def _browser_script(rt: Runtime, config: Config) -> Any:
+    """The browser script, built once (None while OTEL_PERF_BROWSER_ENDPOINT is unset)."""
+    try:
+        from otel_perf._export.browser import BrowserScript
+
+        return BrowserScript.from_config(config, rt.resource.attributes, rt.budgets)
+    except Exception as exc:  # a broken install (bundle missing) must not stop the app
+        if guard.raising():
+            raise
+        logger.warning("otel-perf: browser script not served: %s: %s", type(exc).__name__, exc)
+        return None
 
 
 def _stats_endpoint(rt: Runtime, config: Config) -> Any:
