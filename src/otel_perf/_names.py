@@ -34,6 +34,15 @@ N_PLUS_ONE: Final = "perf.n_plus_one"  # perf_n_plus_one_total
 LOOP_LAG: Final = "perf.asyncio.loop.lag"  # perf_asyncio_loop_lag_seconds
 OPERATION_DURATION: Final = "perf.operation.duration"  # perf_operation_duration_seconds
 OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
+# --- Caches (ours; one family for Redis, Django's cache framework and others) -----------
+# labels: perf.cache.system ("redis", "django"), perf.cache.name (the cache: server/db or alias),
+# perf.cache.result ("hit" | "miss"); hit ratio = rate(hit) / rate(hit + miss) per cache
+CACHE_OPERATIONS: Final = "perf.cache.operations"  # perf_cache_operations_total
+# --- Background jobs (ours; Celery tasks, FastAPI/Starlette BackgroundTasks, ...) -------
+# labels: perf.job.system ("celery", "background"), perf.job.name, error.type
+JOB_DURATION: Final = "perf.job.duration"  # perf_job_duration_seconds
+JOB_QUEUE_WAIT: Final = "perf.job.queue_wait"  # perf_job_queue_wait_seconds
+JOB_QUERIES: Final = "perf.job.queries"  # perf_job_queries (statements per job run)
 # --- Budgets (exported as gauges when OTEL_PERF_BUDGETS is set, so rules and dashboards
 # compare against the same numbers the budgets file holds) ------------------------------
 # labels: http_route, http_request_method, perf_budget_quantile
@@ -90,6 +99,11 @@ A_DB_CONN_STATE: Final = "db.client.connection.state"
 A_SIGNAL: Final = "signal"
 A_BUDGET_QUANTILE: Final = "perf.budget.quantile"  # "p50" | "p95" | "p99"
 A_OPERATION: Final = "perf.operation.name"
+A_CACHE_SYSTEM: Final = "perf.cache.system"
+A_CACHE_NAME: Final = "perf.cache.name"
+A_CACHE_RESULT: Final = "perf.cache.result"
+A_JOB_SYSTEM: Final = "perf.job.system"
+A_JOB_NAME: Final = "perf.job.name"
 A_PERF_SLOW: Final = "perf.slow"
 A_PERF_QUERY_COUNT: Final = "perf.db.query_count"
 A_PERF_DB_DURATION: Final = "perf.db.duration"

@@ -54,6 +54,16 @@ def finish_request(
         n_plus_one(rt, work, route, method, display_route(route), f"{method} {display_route(route)}")
 
 
+def finish_job(rt: Runtime, work: Work, system: str, seconds: float, error_type: str) -> None:
+    """Record a finished background job run: duration, statements, N+1 findings inside it."""
+    name = work.name
+    trace_id, span_id = (work.trace_id, work.span_id) if work.span_id else (0, 0)
+    rt.inst.job_duration.record(seconds, (system, name, error_type), trace_id, span_id)
+    rt.inst.job_queries.record(work.query_count, (system, name))
+    if work.query_count >= rt.n_plus_one_threshold:
+        n_plus_one(rt, work, name, system, name, f"{system} job {name}")
+
+
 def _slow_request(
     rt: Runtime, work: Work, route: str, method: str, status: int, seconds: float, span: Span, recording: bool
 ) -> None:

@@ -54,6 +54,10 @@ class Instruments:
     loop_lag: Histogram
     operation_duration: Histogram
     operation_errors: Counter
+    cache_operations: Counter
+    job_duration: Histogram
+    job_queue_wait: Histogram
+    job_queries: Histogram
 
 
 @dataclass
@@ -188,6 +192,33 @@ def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -
         ),
         operation_errors=registry.counter(
             n.OPERATION_ERRORS, "{error}", "Measured operations that raised.", (n.A_OPERATION, n.A_ERROR_TYPE)
+        ),
+        cache_operations=registry.counter(
+            n.CACHE_OPERATIONS,
+            "{operation}",
+            "Cache reads by result (hit or miss).",
+            (n.A_CACHE_SYSTEM, n.A_CACHE_NAME, n.A_CACHE_RESULT),
+        ),
+        job_duration=registry.histogram(
+            n.JOB_DURATION,
+            "s",
+            "Duration of background job runs.",
+            (n.A_JOB_SYSTEM, n.A_JOB_NAME, n.A_ERROR_TYPE),
+            (*DURATION_BOUNDS, 30.0, 60.0, 120.0, 300.0),
+        ),
+        job_queue_wait=registry.histogram(
+            n.JOB_QUEUE_WAIT,
+            "s",
+            "Time a job waited between being sent and starting.",
+            (n.A_JOB_SYSTEM, n.A_JOB_NAME),
+            (*DURATION_BOUNDS, 30.0, 60.0, 120.0, 300.0),
+        ),
+        job_queries=registry.histogram(
+            n.JOB_QUERIES,
+            "{query}",
+            "SQL statements executed per job run.",
+            (n.A_JOB_SYSTEM, n.A_JOB_NAME),
+            COUNT_BOUNDS,
         ),
     )
 
