@@ -20,6 +20,9 @@ which is what it costs inside a busy app.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +55,29 @@ _SYSTEMS = {
     "sqlite3": "sqlite",
     "mariadb": "mariadb",
 }
+
+
+#: True while an outer layer (SQLAlchemy's dialect hooks, Django's execute wrapper) records the
+#: statement being run: a driver adapter under it (psycopg, sqlite3, ...) passes it through, so
+#: a statement counts once whichever layers it crosses.  Outer layers that can tell their
+#: driver connections apart at connect time (cheaper than a per-statement flag) may do that
+#: instead; this flag is the general mechanism.
+_OUTER: ContextVar[bool] = ContextVar("otel_perf_statement_outer", default=False)
+
+
+def recorded_above() -> bool:
+    """Whether the statement now running is recorded by an outer layer (drivers: pass it through)."""
+    return _OUTER.get()
+
+
+@contextmanager
+def outer_layer() -> Iterator[None]:
+    """Mark the statements run inside as recorded by the caller (an ORM's own hook)."""
+    token = _OUTER.set(True)
+    try:
+        yield
+    finally:
+        _OUTER.reset(token)
 
 
 def db_system(name: str) -> str:
