@@ -55,6 +55,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
+from otel_perf._core.probes import forced_off
+
 try:
     from opentelemetry.sdk.trace import _Span
 except ImportError:  # pragma: no cover - an SDK without it: no lean spans
@@ -114,6 +116,8 @@ def runtime_context_var() -> ContextVar[Context] | None:
     from opentelemetry import context as api
     from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
+    if forced_off("api-context-var"):
+        return None
     runtime = getattr(api, "_RUNTIME_CONTEXT", None)
     var = getattr(runtime, "_current_context", None)
     if type(runtime) is ContextVarsRuntimeContext and isinstance(var, ContextVar):
@@ -133,7 +137,7 @@ def _direct_construction_works() -> bool:
         return False
 
 
-_DIRECT = _direct_construction_works()
+_DIRECT = not forced_off("sdk-span-layout") and _direct_construction_works()
 #: SpanContext is the tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid):
 #: hot paths may index it (each of its properties is a Python call).
 CONTEXT_IS_TUPLE = _DIRECT
@@ -142,6 +146,8 @@ CONTEXT_IS_TUPLE = _DIRECT
 def _context_in_field() -> frozenset[type]:
     """Span types whose ``get_span_context()`` returns their ``_context`` field (checked on probes)."""
     found: set[type] = set()
+    if forced_off("sdk-span-context-field"):
+        return frozenset()
     ctx = SpanContext(5, 6, False, TraceFlags(1))
     probes: list[Any] = [NonRecordingSpan(ctx)]
     if _Span is not None:
@@ -269,7 +275,7 @@ class SpanStarter:
         self.random_bit = _RANDOM_BIT if is_random is not None and is_random() else 0
         self._is_enabled = getattr(tracer, "_is_enabled", _enabled)
         sampler = getattr(tracer, "sampler", None)
-        self.decide = compile_sampler(sampler)
+        self.decide = None if forced_off("sdk-sampler") else compile_sampler(sampler)
         root = getattr(sampler, "_root", None) if isinstance(sampler, sdk_sampling.ParentBased) else sampler
         self.root_bound = _root_bound(root) if self.decide is not None else None
         self.lean = LeanSpans.for_tracer(tracer) if self.decide is not None else None
@@ -513,7 +519,7 @@ class LeanSpans:
     @classmethod
     def for_tracer(cls, tracer: Tracer) -> LeanSpans | None:
         """The builder, if this SDK's span is laid out as expected (checked on a probe span)."""
-        if _Span is None:
+        if _Span is None or forced_off("sdk-lean-spans"):
             return None
         try:
             metrics = tracer._tracer_metrics.start_span(None, sdk_sampling.Decision.RECORD_AND_SAMPLE)

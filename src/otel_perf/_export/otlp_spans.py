@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_STATE
 
+from otel_perf._core.probes import forced_off
 from otel_perf._core.spans import CONTEXT_IS_TUPLE, FrozenAttributes
 
 logger = logging.getLogger("otel_perf")
@@ -479,7 +480,7 @@ def lean_http_transport(signal: str) -> Any:
 
 def http_exporter(cls: Any, signal: str) -> Any:
     """``cls()`` (an SDK OTLP/HTTP exporter) on the lean transport when it applies."""
-    transport = lean_http_transport(signal)
+    transport = None if forced_off("otlp-lean-transport") else lean_http_transport(signal)
     if transport is not None:
         try:
             return cls(_transport=transport)
@@ -539,9 +540,8 @@ def http_span_exporter() -> Any:
                     return SpanExportResult.FAILURE
             return SpanExportResult.SUCCESS
 
-    exporter = http_exporter(
-        FastOTLPSpanExporter if too_large and too_large_error else sdk.OTLPSpanExporter, "traces"
-    )
+    fast = too_large and too_large_error and not forced_off("otlp-encoder")
+    exporter = http_exporter(FastOTLPSpanExporter if fast else sdk.OTLPSpanExporter, "traces")
     if not all(hasattr(exporter, a) for a in ("_shutdown", "_metrics", "_client", "_max_request_size")):
         return http_exporter(sdk.OTLPSpanExporter, "traces")
     return exporter

@@ -29,6 +29,7 @@ from typing import Any
 
 from otel_perf._analysis.findings import LoopBlock, recommend_loop_block
 from otel_perf._core import guard
+from otel_perf._core.probes import forced_off
 from otel_perf._core.runtime import Runtime
 from otel_perf._core.work import Work
 
@@ -145,6 +146,8 @@ def _task_getter(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Task[A
     """
     current = asyncio.current_task
     tasks: Any = getattr(asyncio.tasks, "_current_tasks", None)
+    if forced_off("asyncio-current-tasks"):
+        tasks = None
     if not isinstance(current, types.BuiltinFunctionType) and isinstance(tasks, dict):
         return functools.partial(tasks.get, loop)
     return functools.partial(current, loop)

@@ -26,6 +26,7 @@ from typing import Any
 
 from otel_perf import _names as n
 from otel_perf._core import guard
+from otel_perf._core.probes import forced_off
 from otel_perf._core.runtime import Runtime
 from otel_perf._core.statements import DbTarget, Statements, batch_size, db_system
 from otel_perf._metrics.instruments import Key
@@ -147,6 +148,8 @@ class SQLAlchemyListener:
         the hooks are really in place: a failed attempt is retried on the next connect.
         """
         if engine.dialect.__dict__.get(_HOOKED) is not self or "connect" in engine.__dict__:
+            return
+        if forced_off("sqlalchemy-connect-bypass"):
             return
         engine.__dict__["connect"] = types.MethodType(original, engine)
         self._bypassed.add(engine)

@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+from otel_perf._core.probes import forced_off
 from otel_perf._core.runtime import Runtime
 from otel_perf._core.work import Work
 from otel_perf._integrations.asgi import PerfMiddleware, Scope
@@ -169,7 +170,7 @@ def _skip_telemetry_lookups() -> None:
     is one built before we loaded and never rebuilt (no launcher, a late ``instrument()``):
     its native request span stays, its operation spans go.
     """
-    if "lookups" in _state:
+    if "lookups" in _state or forced_off("fastapi-telemetry-lookups"):
         return
     try:
         from fastapi.telemetry import _api

@@ -60,6 +60,7 @@ from otel_perf._config import (
     sdk_problems,
 )
 from otel_perf._core import guard
+from otel_perf._core.probes import forced_off
 from otel_perf._core.spans import PrimableIdGenerator
 from otel_perf._export.otlp_spans import SpanEncoder
 from otel_perf._metrics.bridge import MergingExporter
@@ -178,9 +179,8 @@ class DropCountingProcessor(SpanProcessor):
         self.health = health
         self.capacity = capacity
         #: the batch queue's own emit, which pre-encoded spans (bytes) go to directly
-        self._emit: Callable[[Any], None] | None = getattr(
-            getattr(inner, "_batch_processor", None), "emit", None
-        )
+        batch = None if forced_off("sdk-batch-queue") else getattr(inner, "_batch_processor", None)
+        self._emit: Callable[[Any], None] | None = getattr(batch, "emit", None)
         self.encoder = encoder if self._emit is not None else None
         queue = getattr(getattr(inner, "_batch_processor", None), "_queue", None)
         self._queue: Any = queue

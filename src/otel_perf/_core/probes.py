@@ -1,0 +1,51 @@
+"""Every private API of a library that a fast path of ours leans on, by name.
+
+Each is checked (probed) before it is used, and each has a fallback on the library's public
+path that exports the same data, only slower.  ``OTEL_PERF__PROBES_OFF`` (a private variable,
+like ``OTEL_PERF__RAISE_ERRORS``; names separated by commas, or ``all``) forces probes to
+fail, so the tests can prove every fallback (tests/test_probes.py runs the same app and
+requests with all of them off and compares what is exported).
+
+Private APIs used for correctness rather than speed (the fork hooks' SDK locks, FastAPI's
+native-telemetry switch and its effective-route scope entry, SQLAlchemy's first-connect
+marker) are probed where they are used, fail safe, and are listed in the README's
+"Library versions" section; they are not in this table because their fallback necessarily
+exports something different (a duplicate span, a route without its prefix).
+"""
+
+from __future__ import annotations
+
+import os
+
+#: name -> what it makes faster, and the public path used when it fails
+PROBES: dict[str, str] = {
+    "sdk-span-layout": "SpanContext and NonRecordingSpan built directly (SDK tuple layout checked); "
+    "fallback: their constructors",
+    "sdk-span-context-field": "a span's context read from its field; fallback: get_span_context()",
+    "sdk-sampler": "the SDK's own samplers taken as one decision before a span exists; "
+    "fallback: Tracer.start_span and the sampler",
+    "sdk-lean-spans": "recording SDK spans built without Tracer.start_span's re-checks; "
+    "fallback: Tracer.start_span",
+    "api-context-var": "context attached through the API's ContextVar; fallback: context.attach",
+    "sdk-batch-queue": "sampled spans encoded as they end and queued as bytes in the SDK batch "
+    "processor; fallback: the processor's on_end",
+    "otlp-encoder": "OTLP span bytes written directly by our encoder inside the SDK exporter; "
+    "fallback: the SDK's OTLPSpanExporter",
+    "otlp-lean-transport": "the SDK exporters' urllib3 transport for plain-http endpoints; "
+    "fallback: their default requests session",
+    "fastapi-telemetry-lookups": "FastAPI's per-request telemetry lookups skipped while its native "
+    "telemetry is off; fallback: left as they are",
+    "sqlalchemy-connect-bypass": "hooked engines connect straight to SQLAlchemy's method; "
+    "fallback: through our Engine.connect wrapper",
+    "asyncio-current-tasks": "the running task read from asyncio's task table; "
+    "fallback: asyncio.current_task",
+}
+
+FORCED_OFF_ENV = "OTEL_PERF__PROBES_OFF"
+_FORCED = frozenset(x.strip() for x in os.environ.get(FORCED_OFF_ENV, "").split(",") if x.strip())
+
+
+def forced_off(name: str) -> bool:
+    """Whether probe ``name`` is forced to fail (tests): take the fallback."""
+    assert name in PROBES, name
+    return name in _FORCED or "all" in _FORCED
