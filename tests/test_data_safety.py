@@ -28,10 +28,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from otel_perf._analysis.redact import LogScrubber
 from otel_perf._analysis.sql import normalize
 from otel_perf._cli.launcher import SANITIZE_ENV, sanitize_fields
 from otel_perf._config import load
-from otel_perf._setup.providers import LogScrubber
 from support.launch import Service, sqlite_urls, start_service
 from support.otlp_receiver import OTLPReceiver
 from support.procs import AppProcess

@@ -13,7 +13,9 @@ from typing import Final
 
 # --- HTTP server (stable semconv) -------------------------------------------------------
 HTTP_SERVER_DURATION: Final = "http.server.request.duration"  # http_server_request_duration_seconds
-HTTP_SERVER_ACTIVE: Final = "http.server.active_requests"  # http_server_active_requests
+HTTP_SERVER_ACTIVE: Final = "http.server.active_requests"  # http_server_active_requests (UpDownCounter)
+HTTP_SERVER_RESPONSE_SIZE: Final = "http.server.response.body.size"  # http_server_response_body_size_bytes
+HTTP_SERVER_REQUEST_SIZE: Final = "http.server.request.body.size"  # http_server_request_body_size_bytes
 # --- HTTP client ------------------------------------------------------------------------
 HTTP_CLIENT_DURATION: Final = "http.client.request.duration"  # http_client_request_duration_seconds
 RATELIMIT_REMAINING: Final = "perf.http.client.ratelimit.remaining"  # perf_http_client_ratelimit_remaining
@@ -90,6 +92,9 @@ A_METHOD: Final = "http.request.method"
 A_STATUS: Final = "http.response.status_code"
 A_ERROR_TYPE: Final = "error.type"
 A_SERVER_ADDRESS: Final = "server.address"
+A_SERVER_PORT: Final = "server.port"
+A_URL_SCHEME: Final = "url.scheme"
+A_PROTOCOL_VERSION: Final = "network.protocol.version"
 A_DB_SYSTEM: Final = "db.system.name"
 A_DB_OPERATION: Final = "db.operation.name"
 A_DB_COLLECTION: Final = "db.collection.name"

@@ -33,17 +33,31 @@ def display_route(route: str) -> str:
 
 
 def finish_request(
-    rt: Runtime, work: Work, route: str, method: str, status: int, seconds: float, error_type: str
+    rt: Runtime,
+    work: Work,
+    route: str,
+    method: str,
+    status: int,
+    seconds: float,
+    error_type: str,
+    scheme: str = "http",
+    version: str = "",
+    response_size: int = -1,
+    request_size: int = -1,
 ) -> None:
     """Record a finished HTTP request: RED metrics, queries per request, slow and N+1 findings.
 
     Runs for every request, sampled or not; the caller has set the span's attributes.
+    ``response_size``/``request_size``: body bytes (-1: not known).
     """
     inst = rt.inst
     key = (route, method)
-    inst.server_duration.record(
-        seconds, (route, method, status, error_type), work.trace_id if work.span_id else 0, work.span_id
-    )
+    http_key = (route, method, status, error_type, scheme, version)
+    inst.server_duration.record(seconds, http_key, work.trace_id if work.span_id else 0, work.span_id)
+    if response_size >= 0:
+        inst.response_size.record(response_size, http_key)
+    if request_size >= 0:
+        inst.request_size.record(request_size, http_key)
     inst.queries_per_request.record(work.query_count, key)
     # The middleware puts perf.db.query_count / perf.db.duration on the span with its other
     # end-of-request attributes (one set_attributes call).

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote
+
+from otel_perf._analysis.sql import normalize
 
 _SEPARATORS = re.compile(r"([&;])")
 
@@ -22,3 +25,61 @@ def redact_query(query: str, names: frozenset[str]) -> str:
         redacted = sep and unquote(name.replace("+", " ")).strip().lower() in names
         out.append(f"{name}=REDACTED" if redacted else part)
     return "".join(out)
+
+
+class LogScrubber:
+    """Takes values out of the text of exported log records (the local log output is untouched).
+
+    Application logs carry what we never export elsewhere: SQLAlchemy errors quote the
+    statement and its parameters (``[SQL: ...]``, ``[parameters: ...]``), PostgreSQL errors
+    echo the statement line and the conflicting key (``LINE 1:``, ``Key (email)=(...)``),
+    and httpx logs every request URL with its query string.  Statements are normalized,
+    parameters and key values replaced, sensitive query parameters redacted.
+    """
+
+    _SQL = re.compile(r"\[SQL: (?P<sql>.*?)\](?=\n\[parameters: |\n\(Background on this error|\s*\Z)", re.S)
+    _PARAMS = re.compile(r"\[parameters: [^\n]*")
+    _PG_LINE = re.compile(r"^(LINE \d+: ).*$", re.M)
+    _PG_KEY = re.compile(r"((?:Key \([^\n]*?\)=|Failing row contains ))\([^\n]*")
+    _FIELDS = ("exception.message", "exception.stacktrace")
+
+    def __init__(self, redact_params: tuple[str, ...]) -> None:
+        names = "|".join(re.escape(p) for p in redact_params if p)
+        self._query = re.compile(rf"(?<=[?&;])({names})=[^&\s\"'#;]*", re.I) if names else None
+
+    def text(self, value: str) -> str:
+        if "[SQL: " in value:
+            value = self._SQL.sub(lambda m: f"[SQL: {normalize(m.group('sql'))}]", value)
+        if "[parameters: " in value:
+            value = self._PARAMS.sub("[parameters: REDACTED]", value)
+        if "LINE " in value:
+            value = self._PG_LINE.sub(lambda m: m.group(1) + normalize(m.group()[len(m.group(1)) :]), value)
+        if "Key (" in value or "Failing row contains" in value:
+            value = self._PG_KEY.sub(r"\1(?)", value)
+        if self._query is not None and "=" in value and ("?" in value or "&" in value):
+            value = self._query.sub(r"\1=REDACTED", value)
+        return value
+
+    def record(self, log_record: Any) -> None:
+        record = getattr(log_record, "log_record", log_record)
+        body = getattr(record, "body", None)
+        if isinstance(body, str):
+            record.body = self.text(body)
+        attributes = getattr(record, "attributes", None)
+        if attributes:
+            for key in self._FIELDS:
+                value = attributes.get(key)
+                if isinstance(value, str):
+                    attributes[key] = self.text(value)
+
+    def exception(self, exc: BaseException) -> dict[str, str]:
+        """The ``exception`` event attributes of ``exc`` (semconv), its text scrubbed as above."""
+        import traceback
+
+        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return {  # the keys and values Span.record_exception gives, text scrubbed
+            "exception.type": type(exc).__name__,
+            "exception.message": self.text(str(exc)),
+            "exception.stacktrace": self.text(stack),
+            "exception.escaped": "False",
+        }

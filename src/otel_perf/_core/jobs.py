@@ -97,7 +97,7 @@ class Jobs:
                 span.set_attribute(n.A_PERF_QUERY_COUNT, work.query_count)
                 span.set_attribute(n.A_PERF_DB_DURATION, work.db_time)
                 if run.own_span and error is not None:
-                    span.record_exception(error)
+                    span.add_event("exception", self.rt.scrubber.exception(error))
                 if run.own_span and error_type:
                     span.set_attribute(n.A_ERROR_TYPE, error_type)
                     span.set_status(Status(StatusCode.ERROR))

@@ -208,7 +208,7 @@ class OutgoingCalls:
                 attrs.update(self.capture.response(headers()))
             self.spans.set_attributes(span, attrs)
             if error is not None:
-                span.record_exception(error)
+                span.add_event("exception", self.rt.scrubber.exception(error))
             if error_type:
                 span.set_status(_ERROR)
             span.end()

@@ -18,11 +18,13 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_perf import _names as n
 from otel_perf._analysis.findings import FindingStore, RateLimiter
+from otel_perf._analysis.redact import LogScrubber
 from otel_perf._analysis.sql import ShapeCache
 from otel_perf._config import Config
 from otel_perf._metrics.instruments import (
     COUNT_BOUNDS,
     DURATION_BOUNDS,
+    SIZE_BOUNDS,
     Counter,
     Gauge,
     Histogram,
@@ -41,6 +43,8 @@ class Instruments:
     """Every fast instrument, by role."""
 
     server_duration: Histogram
+    response_size: Histogram
+    request_size: Histogram
     client_duration: Histogram
     db_duration: Histogram
     queries_per_request: Histogram
@@ -73,8 +77,8 @@ class Runtime:
     findings: FindingStore = field(default_factory=FindingStore)
     shapes: ShapeCache = field(default_factory=ShapeCache)
     started: float = field(default_factory=time.time)
-    #: method -> in-flight requests (event-loop thread only; read by a gauge callback)
-    active: dict[str, int] = field(default_factory=dict)
+    #: (method, scheme) -> in-flight requests (read by the http.server.active_requests callback)
+    active: dict[tuple[str, str], int] = field(default_factory=dict)
     warn_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(60.0))
     #: Exporter/queue self-telemetry, filled by the providers.
     health: Any = None
@@ -105,6 +109,7 @@ class Runtime:
     traceresponse: bool = True
     server_timing: bool = False
     capture_sql: bool = True
+    scrubber: LogScrubber = field(default_factory=lambda: LogScrubber(()))
 
     def __post_init__(self) -> None:
         c = self.config
@@ -117,9 +122,11 @@ class Runtime:
         self.capture_sql = c.flag("OTEL_PERF_CAPTURE_SQL")
         self.shapes = ShapeCache(int(c.number("OTEL_PERF_SQL_CACHE_SIZE")))
         self.warn_limiter = RateLimiter(c.number("OTEL_PERF_WARN_INTERVAL"))
+        #: takes values out of exception text before it leaves (span events, exported logs)
+        self.scrubber = LogScrubber(c.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
 
     def active_points(self) -> Iterable[tuple[float, Key]]:
-        return [(float(v), (m,)) for m, v in self.active.items()]
+        return [(float(v), key) for key, v in list(self.active.items())]
 
 
 def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -> Instruments:
@@ -130,14 +137,35 @@ def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -
             n.HTTP_SERVER_DURATION,
             "s",
             "Duration of HTTP server requests.",
-            (n.A_ROUTE, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE),
+            (n.A_ROUTE, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE, n.A_URL_SCHEME, n.A_PROTOCOL_VERSION),
             server_bounds,
+        ),
+        response_size=registry.histogram(
+            n.HTTP_SERVER_RESPONSE_SIZE,
+            "By",
+            "Size of HTTP server response bodies.",
+            (n.A_ROUTE, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE, n.A_URL_SCHEME, n.A_PROTOCOL_VERSION),
+            SIZE_BOUNDS,
+        ),
+        request_size=registry.histogram(
+            n.HTTP_SERVER_REQUEST_SIZE,
+            "By",
+            "Size of HTTP server request bodies (requests that declare a Content-Length).",
+            (n.A_ROUTE, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE, n.A_URL_SCHEME, n.A_PROTOCOL_VERSION),
+            SIZE_BOUNDS,
         ),
         client_duration=registry.histogram(
             n.HTTP_CLIENT_DURATION,
             "s",
             "Duration of outgoing HTTP requests.",
-            (n.A_SERVER_ADDRESS, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE),
+            (
+                n.A_SERVER_ADDRESS,
+                n.A_METHOD,
+                n.A_STATUS,
+                n.A_ERROR_TYPE,
+                n.A_SERVER_PORT,
+                n.A_PROTOCOL_VERSION,
+            ),
         ),
         db_duration=registry.histogram(
             n.DB_DURATION,

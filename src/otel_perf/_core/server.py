@@ -35,6 +35,7 @@ from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
 from otel_perf._core import guard
+from otel_perf._core.capture import HeaderCapture, Pairs
 from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
 from otel_perf._core.work import Work, current_work
 
@@ -118,6 +119,8 @@ class ServerCore:
         self.excluded = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
         self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
+        #: OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* (nothing is read while unset)
+        self.capture = HeaderCapture("SERVER")
         self.spans = SpanStarter(runtime.tracer)
         self.context_var = runtime_context_var()
 
@@ -129,18 +132,51 @@ class ServerCore:
         return None
 
     def start_attributes(
-        self, method: str, path: str, query: str, scheme: str, version: str
+        self,
+        method: str,
+        original_method: str,
+        path: str,
+        query: str,
+        scheme: str,
+        version: str,
+        host: str = "",
+        server: tuple[str, int] | None = None,
+        client: tuple[str, int] | None = None,
+        user_agent: str = "",
+        headers: Callable[[], Pairs] | None = None,
     ) -> dict[str, Any]:
-        """The SERVER span's attributes known at start (built only when the span records)."""
+        """The SERVER span's attributes known at start (built only when the span records).
+
+        Stable HTTP semconv, as the official instrumentations set them: ``server.address``
+        and ``server.port`` from the Host header (else the listening socket), ``client.*`` from
+        the peer, ``http.request.method_original`` for a method outside the known set.
+        """
         attrs: dict[str, Any] = {
             n.A_METHOD: method,
             "url.path": path[:MAX_PATH_ATTR],
-            "url.scheme": scheme,
+            n.A_URL_SCHEME: scheme,
         }
+        if method != original_method:
+            attrs["http.request.method_original"] = original_method[:64]
         if query:
             attrs["url.query"] = redact_query(query[:MAX_PATH_ATTR], self.redact)
         if version:
-            attrs["network.protocol.version"] = version
+            attrs[n.A_PROTOCOL_VERSION] = version
+        address, port = _host_and_port(host)
+        if not address and server:
+            address, port = str(server[0]), server[1]
+        if address:
+            attrs[n.A_SERVER_ADDRESS] = address[:256]
+            if port:
+                attrs[n.A_SERVER_PORT] = port
+        if client:
+            attrs["client.address"] = str(client[0])[:256]
+            if client[1]:
+                attrs["client.port"] = int(client[1])
+        if user_agent:
+            attrs["user_agent.original"] = user_agent[:512]
+        if headers is not None and self.capture.request_names:
+            attrs.update(self.capture.request(headers()))
         return attrs
 
     def begin(
@@ -153,6 +189,7 @@ class ServerCore:
         args: tuple[Any, ...],
         work_type: type[Work] = Work,
         scope: Any = None,
+        scheme: str = "http",
     ) -> tuple[Work, Token[Context], Token[Work | None]]:
         """Start the SERVER span and open its unit of work as the current context.
 
@@ -161,7 +198,9 @@ class ServerCore:
         only when the span records.  Pair with :meth:`end` in a ``finally``.
         """
         parent = propagate.extract(carrier, getter=getter) if has_parent else None
-        span = self.spans.start(method, parent, SpanKind.SERVER, attributes, None, args)
+        span = self.spans.start(
+            method if method != "_OTHER" else "HTTP", parent, SpanKind.SERVER, attributes, None, args
+        )
         if parent is not None and span.is_recording():
             tag_from_baggage(span, parent)
         work = work_type("request", "", span, self.rt.max_statements, method, scope)
@@ -174,10 +213,13 @@ class ServerCore:
             ctx_token = context.attach(trace.set_span_in_context(span, parent))
         work_token = current_work.set(work)
         active = self.rt.active
-        active[method] = active.get(method, 0) + 1
+        key = (method, scheme)
+        active[key] = active.get(key, 0) + 1
         return work, ctx_token, work_token
 
-    def end(self, work: Work, ctx_token: Token[Context], work_token: Token[Work | None]) -> None:
+    def end(
+        self, work: Work, ctx_token: Token[Context], work_token: Token[Work | None], scheme: str = "http"
+    ) -> None:
         """Undo :meth:`begin`'s context changes (the unit itself is finished by :meth:`finish`)."""
         current_work.reset(work_token)
         var = self.context_var
@@ -189,10 +231,27 @@ class ServerCore:
             except Exception:  # reset from another context: what context.detach does, log it
                 context.detach(ctx_token)
         active = self.rt.active
-        active[work.method] = active.get(work.method, 1) - 1
+        key = (work.method, scheme)
+        active[key] = active.get(key, 1) - 1
 
-    def finish(self, work: Work, route: str, status: int, error_type: str, seconds: float) -> None:
-        """Name the span by ``route``, set its end attributes, record metrics and findings, end it."""
+    def finish(
+        self,
+        work: Work,
+        route: str,
+        status: int,
+        error_type: str,
+        seconds: float,
+        scheme: str = "http",
+        version: str = "",
+        response_size: int = -1,
+        request_size: int = -1,
+        exc: BaseException | None = None,
+        response_headers: Callable[[], Pairs] | None = None,
+    ) -> None:
+        """Name the span by ``route``, set its end attributes, record metrics and findings, end it.
+
+        ``exc``: the exception that escaped the app (an ``exception`` event on the span).
+        """
         if len(route) > MAX_PATH_ATTR:
             route = route[:MAX_PATH_ATTR]
         work.name = route
@@ -202,8 +261,8 @@ class ServerCore:
         span = work.span
         recording = type(span) is not NonRecordingSpan and span.is_recording()  # most are not: no call
         if recording:
-            if route:
-                span.update_name(f"{method} {route}")
+            if route:  # semconv: a method outside the known set is named HTTP
+                span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
             attrs: dict[str, Any] = {}
             if route:
                 attrs[n.A_ROUTE] = route
@@ -213,10 +272,26 @@ class ServerCore:
                 attrs[n.A_ERROR_TYPE] = error_type
             attrs[n.A_PERF_QUERY_COUNT] = work.query_count
             attrs[n.A_PERF_DB_DURATION] = work.db_time
+            if response_headers is not None and self.capture.response_names:
+                attrs.update(self.capture.response(response_headers()))
             self.spans.set_attributes(span, attrs)
+            if exc is not None:
+                span.add_event("exception", self.rt.scrubber.exception(exc))
             if error_type:
                 span.set_status(Status(StatusCode.ERROR))
-        insight.finish_request(self.rt, work, route, method, status, seconds, error_type)
+        insight.finish_request(
+            self.rt,
+            work,
+            route,
+            method,
+            status,
+            seconds,
+            error_type,
+            scheme,
+            version,
+            response_size,
+            request_size,
+        )
         if recording:  # ending a span that does not record does nothing
             span.end()
 
@@ -235,12 +310,23 @@ def server_stopped(runtime: Runtime) -> None:
 
 def supervising(runtime: Runtime, original: Any) -> Any:
     """Wrap a supervisor's main loop (it serves no request): its process prints no exit report."""
+
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         if runtime.pipeline is not None:
             runtime.pipeline.supervisor = True
         return original(self, *args, **kwargs)
 
     return run
+
+
+def _host_and_port(host: str) -> tuple[str, int]:
+    """``server.address`` and ``server.port`` from a Host header (``[::1]:8000``, ``example.com``)."""
+    if not host:
+        return "", 0
+    name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not name or not port.isdigit():
+        return host.strip("[]"), 0
+    return name.strip("[]"), int(port)
 
 
 def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:

@@ -33,6 +33,7 @@ from otel_perf._core.server import (
     KNOWN_METHODS,
     MAX_PATH_ATTR,
     ServerCore,
+    header_value,
     mark_failed_request,
     server_timing,
     tag_from_baggage,
@@ -81,6 +82,19 @@ class _HeaderGetter:
 _GETTER = _HeaderGetter()
 
 
+#: methods whose requests usually carry a body (their Content-Length is read for the size metric)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "QUERY"})
+
+
+def _request_size(scope: Scope) -> int:
+    value = header_value(scope.get("headers") or (), b"content-length")
+    return int(value) if value.isdigit() else -1
+
+
+def _decoded(headers: Any) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+
+
 class _Responder:
     """The ``send`` the app is given: notes the status and adds our response headers.
 
@@ -88,7 +102,7 @@ class _Responder:
     each of them into a cell, a dozen more objects per request for the collector to count.
     """
 
-    __slots__ = ("middleware", "send", "start", "status", "traceresponse", "work")
+    __slots__ = ("headers", "middleware", "send", "size", "start", "status", "traceresponse", "work")
 
     def __init__(self, middleware: PerfMiddleware, send: Send, work: Work, start: float) -> None:
         self.middleware = middleware
@@ -96,13 +110,22 @@ class _Responder:
         self.work = work
         self.start = start
         self.status = 0
+        #: response body bytes sent so far
+        self.size = 0
+        self.headers: Any = ()
         rt = middleware.rt
         # The common case (traceresponse only) is done inline; Server-Timing takes the helper.
         self.traceresponse = rt.traceresponse and not rt.server_timing and work.trace_id
 
     async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
+        kind = message["type"]
+        if kind == "http.response.body":
+            body = message.get("body")
+            if body:
+                self.size += len(body)
+        elif kind == "http.response.start":
             self.status = message["status"]
+            self.headers = message.get("headers") or ()
             if self.traceresponse:
                 header = (b"traceresponse", traceresponse(self.work))
                 message["headers"] = [*(message.get("headers") or ()), header]
@@ -112,6 +135,9 @@ class _Responder:
                 except Exception as exc:
                     guard.internal_error("asgi.headers", exc)
         await self.send(message)
+
+    def headers_of_response(self) -> list[tuple[str, str]]:
+        return _decoded(self.headers)
 
 
 class PerfMiddleware:
@@ -144,6 +170,7 @@ class PerfMiddleware:
         self.spans = core.spans
         self._context_var = core.context_var
         self._attributes_at_start = self._start_attributes  # bound once, not per request
+        self._capture_response = bool(core.capture.response_names)
         # The browser script (answered below) and, inside the span, the HTML Server-Timing
         # header; None while off, and then requests pay one attribute check.
         self.browser = core.browser
@@ -179,6 +206,7 @@ class PerfMiddleware:
             method = scope.get("method", "GET")
             if method not in KNOWN_METHODS:
                 method = "_OTHER"
+            scheme = scope.get("scheme") or "http"
             parent = None
             headers = scope.get("headers") or ()
             for key, _ in headers:
@@ -186,7 +214,12 @@ class PerfMiddleware:
                     parent = propagate.extract(headers, getter=_GETTER)  # type: ignore[arg-type]
                     break
             span = self.spans.start(
-                method, parent, SpanKind.SERVER, self._attributes_at_start, None, (scope, method)
+                method if method != "_OTHER" else "HTTP",
+                parent,
+                SpanKind.SERVER,
+                self._attributes_at_start,
+                None,
+                (scope, method),
             )
             if parent is not None and span.is_recording():
                 tag_from_baggage(span, parent)
@@ -200,7 +233,8 @@ class PerfMiddleware:
                 ctx_token = context.attach(trace.set_span_in_context(span, parent))
             work_token = current_work.set(work)
             active = rt.active
-            active[method] = active.get(method, 0) + 1
+            active_key = (method, scheme)
+            active[active_key] = active.get(active_key, 0) + 1
             # The loop monitor's task -> request map, filled inline (two calls fewer per request)
             task = monitor.current_task() if monitor is not None else None
             if task is not None:
@@ -213,6 +247,7 @@ class PerfMiddleware:
 
         responder = _Responder(self, send, work, start)
         error_type = ""
+        failure: BaseException | None = None
         try:
             if self.subspans and span.is_recording():
                 await self.app(scope, self._traced_receive(receive), self._traced_send(responder))
@@ -220,16 +255,27 @@ class PerfMiddleware:
                 await self.app(scope, receive, responder)
         except BaseException as exc:
             error_type = type(exc).__qualname__
+            failure = exc
             if responder.status == 0:
                 responder.status = 500
-            if span.is_recording():
-                span.set_attribute("exception.type", error_type)
             mark_failed_request(exc, work.context)
             raise
         finally:
             seconds = perf_counter() - start
             try:
-                self.core.finish(work, self.route_of(scope, work), responder.status, error_type, seconds)
+                self.core.finish(
+                    work,
+                    self.route_of(scope, work),
+                    responder.status,
+                    error_type,
+                    seconds,
+                    scheme,
+                    scope.get("http_version") or "",
+                    responder.size,
+                    _request_size(scope) if method in _BODY_METHODS else -1,
+                    failure,
+                    responder.headers_of_response if self._capture_response else None,
+                )
             except Exception as exc:
                 guard.internal_error("asgi.finish", exc)
             finally:
@@ -241,19 +287,26 @@ class PerfMiddleware:
                         var.reset(ctx_token)
                     except Exception:  # what context.detach does: log it
                         context.detach(ctx_token)
-                active[method] = active.get(method, 1) - 1
+                active[active_key] = active.get(active_key, 1) - 1
                 if task is not None:
                     monitor.requests.pop(id(task), None)
 
     def _start_attributes(self, scope: Scope, method: str) -> dict[str, Any]:
         """The SERVER span's attributes known at start (built only when the span records)."""
         query = scope.get("query_string", b"")
+        headers = scope.get("headers") or ()
         return self.core.start_attributes(
             method,
+            scope.get("method", "GET"),
             scope.get("path", ""),
             query.decode("latin-1") if query else "",
-            scope.get("scheme", "http"),
+            scope.get("scheme") or "http",
             scope.get("http_version") or "",
+            header_value(headers, b"host").decode("latin-1"),
+            scope.get("server"),
+            scope.get("client"),
+            header_value(headers, b"user-agent").decode("latin-1"),
+            lambda: _decoded(headers),
         )
 
     def _response_headers(self, message: Message, work: Work, start: float) -> None:

@@ -48,6 +48,10 @@ DURATION_BOUNDS: tuple[float, ...] = (
     7.5,
     10.0,
 )
+#: Body sizes (bytes): the SDK's default histogram bounds, as the official instrumentations use.
+SIZE_BOUNDS: tuple[float, ...] = (
+    0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000,
+)  # fmt: skip
 #: Queries per request.
 COUNT_BOUNDS: tuple[float, ...] = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 
@@ -293,9 +297,20 @@ class Counter(_Scalar):
         attribute_names: tuple[str, ...],
         monotonic: bool = True,
         max_series: int = 1000,
+        callback: Callable[[], Iterable[tuple[float, Key]]] | None = None,
     ) -> None:
         super().__init__(name, unit, description, attribute_names, max_series)
         self.monotonic = monotonic
+        #: an observed sum (e.g. requests in flight, an UpDownCounter kept by its owner): its
+        #: values come from this callback at collection
+        self.callback = callback
+
+    def values(self) -> dict[Key, float]:
+        out = super().values()
+        if self.callback is not None:
+            for value, key in self.callback():
+                out[key] = value
+        return out
 
     def add(self, amount: float, key: Key) -> None:
         with self._lock:
@@ -365,8 +380,11 @@ class Registry:
         description: str,
         attribute_names: tuple[str, ...],
         monotonic: bool = True,
+        callback: Callable[[], Iterable[tuple[float, Key]]] | None = None,
     ) -> Counter:
-        return self._add(Counter(name, unit, description, attribute_names, monotonic, self.max_series))
+        return self._add(
+            Counter(name, unit, description, attribute_names, monotonic, self.max_series, callback)
+        )
 
     def gauge(
         self,

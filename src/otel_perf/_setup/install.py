@@ -133,8 +133,13 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
     tracer = trace.get_tracer("otel_perf", __version__)
     rt = Runtime(config, tracer, registry, inst, pipeline.resource, budgets=budgets)
     rt.health = health
-    registry.gauge(
-        n.HTTP_SERVER_ACTIVE, "{request}", "HTTP requests in flight.", (n.A_METHOD,), rt.active_points
+    registry.counter(
+        n.HTTP_SERVER_ACTIVE,
+        "{request}",
+        "HTTP requests in flight.",
+        (n.A_METHOD, n.A_URL_SCHEME),
+        monotonic=False,
+        callback=rt.active_points,
     )
     if budgets is not None:
         _budget_gauges(rt, registry)

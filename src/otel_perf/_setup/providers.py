@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -50,6 +49,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otel_perf import _names as n
+from otel_perf._analysis.redact import LogScrubber
 from otel_perf._config import (
     RATIO_SAMPLERS,
     READ_BY_SDK_TOO,
@@ -816,54 +816,6 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
     set_logger_provider(provider)
     pipeline.logger_provider = provider
     pipeline.log_handler = LoggingHandler(level=logging.NOTSET, logger_provider=provider)
-
-
-class LogScrubber:
-    """Takes values out of the text of exported log records (the local log output is untouched).
-
-    Application logs carry what we never export elsewhere: SQLAlchemy errors quote the
-    statement and its parameters (``[SQL: ...]``, ``[parameters: ...]``), PostgreSQL errors
-    echo the statement line and the conflicting key (``LINE 1:``, ``Key (email)=(...)``),
-    and httpx logs every request URL with its query string.  Statements are normalized,
-    parameters and key values replaced, sensitive query parameters redacted.
-    """
-
-    _SQL = re.compile(r"\[SQL: (?P<sql>.*?)\](?=\n\[parameters: |\n\(Background on this error|\s*\Z)", re.S)
-    _PARAMS = re.compile(r"\[parameters: [^\n]*")
-    _PG_LINE = re.compile(r"^(LINE \d+: ).*$", re.M)
-    _PG_KEY = re.compile(r"((?:Key \([^\n]*?\)=|Failing row contains ))\([^\n]*")
-    _FIELDS = ("exception.message", "exception.stacktrace")
-
-    def __init__(self, redact_params: tuple[str, ...]) -> None:
-        names = "|".join(re.escape(p) for p in redact_params if p)
-        self._query = re.compile(rf"(?<=[?&;])({names})=[^&\s\"'#;]*", re.I) if names else None
-
-    def text(self, value: str) -> str:
-        from otel_perf._analysis.sql import normalize
-
-        if "[SQL: " in value:
-            value = self._SQL.sub(lambda m: f"[SQL: {normalize(m.group('sql'))}]", value)
-        if "[parameters: " in value:
-            value = self._PARAMS.sub("[parameters: REDACTED]", value)
-        if "LINE " in value:
-            value = self._PG_LINE.sub(lambda m: m.group(1) + normalize(m.group()[len(m.group(1)) :]), value)
-        if "Key (" in value or "Failing row contains" in value:
-            value = self._PG_KEY.sub(r"\1(?)", value)
-        if self._query is not None and "=" in value and ("?" in value or "&" in value):
-            value = self._query.sub(r"\1=REDACTED", value)
-        return value
-
-    def record(self, log_record: Any) -> None:
-        record = getattr(log_record, "log_record", log_record)
-        body = getattr(record, "body", None)
-        if isinstance(body, str):
-            record.body = self.text(body)
-        attributes = getattr(record, "attributes", None)
-        if attributes:
-            for key in self._FIELDS:
-                value = attributes.get(key)
-                if isinstance(value, str):
-                    attributes[key] = self.text(value)
 
 
 def _drop_counting_logs(processor: Any, health: Health, capacity: int, scrubber: LogScrubber) -> Any:
