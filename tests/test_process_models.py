@@ -356,6 +356,32 @@ def test_fork_while_the_metric_thread_holds_locks(otlp_receiver: OTLPReceiver) -
     assert {p.resource["process.pid"] for p in points} == {child}
 
 
+FORK_AFTER_EXPORTING = """
+import os
+from otel_perf._core import runtime
+from otel_perf._setup import fork
+
+pipeline = runtime.get().pipeline
+pipeline.meter_provider.force_flush()  # the parent's exporter opens its keep-alive connection
+pools = fork._http_pools(pipeline.exporters)
+print("parent", sum(len(p.pools) for p in pools))
+pid = os.fork()
+if pid == 0:
+    os._exit(10 + sum(len(p.pools) for p in fork._http_pools(pipeline.exporters)))
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status) - 10)
+"""
+
+
+def test_a_forked_child_opens_its_own_exporter_connections(otlp_receiver: OTLPReceiver) -> None:
+    """gunicorn --preload: the master exports before it forks; a worker sharing the master's
+    keep-alive socket lost span batches (responses read by the wrong process)."""
+    result = _run_script(FORK_AFTER_EXPORTING, otlp_receiver, {"OTEL_TRACES_EXPORTER": "none"})
+    lines = dict(line.split() for line in result.stdout.splitlines() if line.startswith(("parent", "child")))
+    assert int(lines["parent"]) >= 1, result.stdout  # the parent holds a pooled connection
+    assert int(lines["child"]) == 0, result.stdout  # the child kept none of them
+
+
 LAZY_IMPORTS = r"""
 import builtins, logging, sys, threading, time
 imported = {}

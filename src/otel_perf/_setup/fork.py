@@ -107,6 +107,64 @@ def _after_fork_in_child() -> None:
         _reset_identity()
     except Exception:  # never break the worker; telemetry keeps the master's identity at worst
         logger.warning("otel-perf: could not give this worker its own service.instance.id", exc_info=True)
+    try:
+        _forget_connections()
+    except Exception:
+        logger.debug("could not drop the parent's exporter connections", exc_info=True)
+
+
+def _forget_connections() -> None:
+    """Drop the exporters' pooled HTTP connections the child inherited from its parent.
+
+    A keep-alive connection the parent's exporters opened (the master of ``gunicorn
+    --preload`` exports its own telemetry) is one socket shared by the parent and every
+    worker forked from it: their requests and responses interleave on it, and one process
+    reads another's answer.  Each child closes its copies (closing a copy does not end the
+    parent's connection) and opens its own on its first export.
+    """
+    rt = runtime.get()
+    pipeline = _pipeline(rt) if rt is not None else None
+    if pipeline is None:
+        return
+    for pool in _http_pools(pipeline.exporters):
+        pool.clear()
+
+
+def _http_pools(root: Any, depth: int = 6) -> list[Any]:
+    """The urllib3 pool managers reachable from ``root`` through instance attributes (bounded walk).
+
+    The SDK's OTLP/HTTP exporters keep theirs privately, in a transport object or a requests
+    session (whose adapters hold one each); walking from the exporters finds them wherever
+    the SDK release keeps them.  gRPC exporters hold no urllib3 pool (gRPC handles forks).
+    """
+    try:
+        from urllib3 import PoolManager
+    except ImportError:
+        return []
+    found: list[Any] = []
+    seen: set[int] = set()
+    level = [root]
+    for _ in range(depth):
+        following: list[Any] = []
+        for obj in level:
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, PoolManager):
+                found.append(obj)
+                continue
+            children: Any
+            if isinstance(obj, (list, tuple)):
+                children = obj
+            elif isinstance(obj, dict):
+                children = obj.values()
+            else:
+                children = getattr(obj, "__dict__", {}).values()
+            following.extend(
+                c for c in children if not isinstance(c, (str, bytes, int, float, bool, type(None)))
+            )
+        level = following
+    return found
 
 
 def _fresh_locks() -> None:

@@ -583,6 +583,8 @@ class Pipeline:
     logger_provider: Any = None
     log_handler: logging.Handler | None = None
     readers: list[MetricReader] = field(default_factory=list)
+    #: every exporter built (their HTTP connections are dropped in forked children)
+    exporters: list[Any] = field(default_factory=list)
     shutdown_hooks: list[Callable[[], None]] = field(default_factory=list)
     #: the exit report (OTEL_PERF_REPORT), printed once by :meth:`report_once`
     report: Callable[[], None] | None = None
@@ -674,10 +676,12 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
         shutdown_on_exit=False,
         id_generator=build_id_generator(config),
     )
+    exporters: list[Any] = []
     for name in config.items("OTEL_TRACES_EXPORTER"):
         exporter = _span_exporter(name, config)
         if exporter is None:
             continue
+        exporters.append(exporter)
         batch = BatchSpanProcessor(CountingSpanExporter(exporter, health), max_queue_size=queue_size,
                                    max_export_batch_size=batch_size)
         # Our OTLP/HTTP exporter takes spans encoded as they end (see DropCountingProcessor).
@@ -708,6 +712,7 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
             )
             readers.append(m_exporter)
         elif m_exporter is not None:
+            exporters.append(m_exporter)
             readers.append(PeriodicExportingMetricReader(
                 CountingMergingExporter(m_exporter, registry, resource, health,
                                         exemplar_filter=exemplar_filter, views=views),
@@ -720,7 +725,7 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     )
     trace_api.set_tracer_provider(tracer_provider)
     metrics_api.set_meter_provider(meter_provider)
-    pipeline = Pipeline(resource, tracer_provider, meter_provider, readers=readers)
+    pipeline = Pipeline(resource, tracer_provider, meter_provider, readers=readers, exporters=exporters)
     log_names = [x for x in config.items("OTEL_LOGS_EXPORTER") if x != "none"]
     if log_names:
         _build_logs(config, pipeline, health, log_names)
@@ -806,6 +811,7 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
         exporter = _log_exporter(name, config)
         if exporter is None:
             continue
+        pipeline.exporters.append(exporter)
         processor = BatchLogRecordProcessor(
             _CountingLogExporter(exporter, health),  # type: ignore[arg-type]
             max_queue_size=queue_size,
