@@ -67,11 +67,12 @@ def protocol_version(raw: object) -> str:
 class Call:
     """One call in flight: what :meth:`OutgoingCalls.end` needs."""
 
-    __slots__ = ("host", "method", "span", "start", "token")
+    __slots__ = ("host", "method", "port", "span", "start", "token")
 
-    def __init__(self, span: trace.Span, host: str, method: str, token: Any) -> None:
+    def __init__(self, span: trace.Span, host: str, port: int, method: str, token: Any) -> None:
         self.span = span
         self.host = host
+        self.port = port
         self.method = method
         self.token = token
         self.start = perf_counter()
@@ -133,7 +134,7 @@ class OutgoingCalls:
             ctx = trace.set_span_in_context(span)
             propagate.inject(_Carrier(set_header), context=ctx)
             token = context.attach(context.set_value(SUPPRESS_HTTP_KEY, True, ctx))
-            return Call(span, host, known, token)
+            return Call(span, host, port or _DEFAULT_PORTS.get(scheme, 0), known, token)
         except Exception as exc:
             guard.internal_error("outgoing.start", exc)
             return None
@@ -160,8 +161,11 @@ class OutgoingCalls:
         header: Callable[[str], str | None] | None = None,
         error: BaseException | None = None,
         headers: Callable[[], Pairs] | None = None,
+        peer: Callable[[], Any] | None = None,
     ) -> None:
         """Finish a call: ``status`` 0 when there is no response (``error`` says why). Never raises.
+
+        ``peer()`` gives the connected socket's (address, port), read only for recorded spans.
 
         ``header(name)`` reads one response header (rate limits); ``headers()`` all of them,
         only when response header capture is on.
@@ -172,7 +176,7 @@ class OutgoingCalls:
         except Exception as exc:  # detached in another context: the API logs it; go on
             guard.internal_error("outgoing.detach", exc)
         try:
-            self._record(call, seconds, status, version, header, error, headers)
+            self._record(call, seconds, status, version, header, error, headers, peer)
         except Exception as exc:
             guard.internal_error("outgoing.end", exc)
 
@@ -185,27 +189,31 @@ class OutgoingCalls:
         header: Callable[[str], str | None] | None,
         error: BaseException | None,
         headers: Callable[[], Pairs] | None,
+        peer: Callable[[], Any] | None,
     ) -> None:
         inst = self.rt.inst
         host = call.host
         error_type = type(error).__qualname__ if error is not None else str(status) if status >= 400 else ""
         span = call.span
+        protocol = protocol_version(version)
+        key = (host, call.method, status, error_type, call.port or None, protocol)
         recording = type(span) is not NonRecordingSpan and span.is_recording()
         if recording:
             ctx = span.get_span_context()
-            inst.client_duration.record(
-                seconds, (host, call.method, status, error_type), ctx.trace_id, ctx.span_id
-            )
+            inst.client_duration.record(seconds, key, ctx.trace_id, ctx.span_id)
             attrs: dict[str, Any] = {}
             if status:
                 attrs[n.A_STATUS] = status
-            protocol = protocol_version(version)
             if protocol:
                 attrs["network.protocol.version"] = protocol
             if error_type:
                 attrs[n.A_ERROR_TYPE] = error_type
             if headers is not None and self.capture.response_names:
                 attrs.update(self.capture.response(headers()))
+            address = peer() if peer is not None else None
+            if isinstance(address, tuple) and len(address) >= 2:
+                attrs["network.peer.address"] = str(address[0])
+                attrs["network.peer.port"] = int(address[1])
             self.spans.set_attributes(span, attrs)
             if error is not None:
                 span.add_event("exception", self.rt.scrubber.exception(error))
@@ -213,19 +221,19 @@ class OutgoingCalls:
                 span.set_status(_ERROR)
             span.end()
         else:
-            inst.client_duration.record(seconds, (host, call.method, status, error_type))
+            inst.client_duration.record(seconds, key)
         if status == 429:
             inst.throttled.add(1, (host,))
         if header is not None and status:
             limits = ratelimit.parse(header)
             if limits:
-                key = (host,)
+                by_host = (host,)
                 if limits.remaining is not None:
-                    inst.ratelimit_remaining.set(limits.remaining, key)
+                    inst.ratelimit_remaining.set(limits.remaining, by_host)
                 if limits.limit is not None:
-                    inst.ratelimit_limit.set(limits.limit, key)
+                    inst.ratelimit_limit.set(limits.limit, by_host)
                 if limits.reset_seconds is not None:
-                    inst.ratelimit_reset.set(limits.reset_seconds, key)
+                    inst.ratelimit_reset.set(limits.reset_seconds, by_host)
 
 
 class _Carrier(MutableMapping[str, str]):

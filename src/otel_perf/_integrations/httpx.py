@@ -43,6 +43,12 @@ def _version(response: Any) -> object:
     return response.extensions.get("http_version") if response is not None else None
 
 
+def _peer(response: Any) -> Any:
+    """The connected server's (address, port), as httpcore's network stream reports it."""
+    stream = response.extensions.get("network_stream")
+    return stream.get_extra_info("server_addr") if stream is not None else None
+
+
 def install(runtime: Runtime, httpx: ModuleType) -> None:
     calls = OutgoingCalls(runtime)
     _patches.wrap(httpx.HTTPTransport, "handle_request", lambda original: _sync(calls, original))
@@ -60,7 +66,15 @@ def _sync(calls: OutgoingCalls, sync_send: Any) -> Any:
             calls.end(call, 0, None, None, exc)
             raise
         headers = response.headers
-        calls.end(call, response.status_code, _version(response), headers.get, None, headers.multi_items)
+        calls.end(
+            call,
+            response.status_code,
+            _version(response),
+            headers.get,
+            None,
+            headers.multi_items,
+            lambda: _peer(response),
+        )
         return response
 
     return handle_request
@@ -77,7 +91,15 @@ def _async(calls: OutgoingCalls, async_send: Any) -> Any:
             calls.end(call, 0, None, None, exc)
             raise
         headers = response.headers
-        calls.end(call, response.status_code, _version(response), headers.get, None, headers.multi_items)
+        calls.end(
+            call,
+            response.status_code,
+            _version(response),
+            headers.get,
+            None,
+            headers.multi_items,
+            lambda: _peer(response),
+        )
         return response
 
     return handle_async_request

@@ -25,6 +25,9 @@ class OtelPerfDistro(BaseDistro):  # type: ignore[misc]
         # sensitive headers never exported even when header capture is turned on.
         os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
         os.environ[SANITIZE_ENV] = sanitize_fields(dict(os.environ))
+        # opentelemetry-instrument runs *every* installed configurator unless this names one:
+        # with the official distro installed too, there would be two pipelines.
+        os.environ.setdefault("OTEL_PYTHON_CONFIGURATOR", "otel_perf")
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         """Load an official instrumentation unless a row of ours instruments its library."""
