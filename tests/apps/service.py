@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response, WebSocket
 from sqlalchemy import ForeignKey, String, create_engine, insert, select, text
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -376,4 +376,22 @@ async def sub_ping(name: str) -> dict[str, str]:
 
 sub_app.include_router(shop, prefix="/nested")
 app.mount("/sub", sub_app)
+
+
+# --- Semantic conventions and drop-in behaviour (issue 20). ---------------------------------------
+@app.websocket("/ws/{room}")
+async def websocket_echo(websocket: WebSocket, room: str) -> None:
+    await websocket.accept()
+    with Session(engine) as s:
+        s.get(Order, 1)
+    text = await websocket.receive_text()
+    await websocket.send_text(f"{room}:{text}")
+    await websocket.close()
+
+
+@app.get("/log-correlation")
+def log_correlation() -> dict[str, object]:
+    """The ids the official logging instrumentation's formats use (OTEL_PYTHON_LOG_CORRELATION)."""
+    record = log.makeRecord("service", logging.INFO, __file__, 1, "x", (), None)
+    return {k: getattr(record, k, None) for k in ("otelTraceID", "otelSpanID", "otelServiceName")}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable
 from time import perf_counter
@@ -106,7 +107,9 @@ def failed_request(record: logging.LogRecord) -> SpanContext | None:
 class ServerCore:
     """What every server adapter of one runtime shares: settings resolved once, the span starter."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, framework: str = "") -> None:
+        """``framework``: the official instrumentations' name for it (``FASTAPI``, ``DJANGO``...),
+        so ``OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS`` applies as it does there."""
         self.rt = runtime
         cfg = runtime.config
         #: the stats endpoint (answered before the app sees the request), or None
@@ -114,7 +117,7 @@ class ServerCore:
         self.stats_path = cfg.text("OTEL_PERF_STATS_PATH") if self.stats is not None else ""
         #: the browser script (served at its path, Server-Timing on HTML), or None
         self.browser: Any = runtime.browser_script
-        patterns = cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
+        patterns = excluded_urls(framework) or cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
         #: requests whose path matches are passed straight through, unmeasured
         self.excluded = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
         self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
@@ -317,6 +320,28 @@ def supervising(runtime: Runtime, original: Any) -> Any:
         return original(self, *args, **kwargs)
 
     return run
+
+
+def excluded_urls(framework: str) -> tuple[str, ...]:
+    """``OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS`` (which wins over ``OTEL_PYTHON_EXCLUDED_URLS``, as
+    in the official instrumentations); patterns that do not compile are dropped, each named once."""
+    if not framework:
+        return ()
+    name = f"OTEL_PYTHON_{framework}_EXCLUDED_URLS"
+    raw = os.environ.get(name, "")
+    kept = []
+    for pattern in (p.strip() for p in raw.split(",")):
+        if not pattern:
+            continue
+        try:
+            re.compile(pattern)
+        except (re.error, RecursionError, OverflowError) as exc:
+            logging.getLogger("otel_perf").warning(
+                "otel-perf: %s: %r is not a regular expression (%s); it is ignored.", name, pattern, exc
+            )
+            continue
+        kept.append(pattern)
+    return tuple(kept)
 
 
 def _host_and_port(host: str) -> tuple[str, int]:

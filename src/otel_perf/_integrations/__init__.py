@@ -77,7 +77,12 @@ REGISTRY: tuple[Integration, ...] = (
     Integration(
         "fastapi",
         "starlette",
-        ("starlette.applications", "fastapi.applications"),
+        (
+            "starlette.applications",
+            "fastapi.applications",
+            "opentelemetry.instrumentation.fastapi",
+            "opentelemetry.instrumentation.starlette",
+        ),
         library="starlette",
         min_version="0.37",
         provides="SERVER spans and RED metrics by route template, traceresponse, stats endpoint, "

@@ -24,9 +24,10 @@ from typing import Any
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+from otel_perf import _names as n
 from otel_perf._core import guard
 from otel_perf._core.runtime import Runtime
 from otel_perf._core.server import (
@@ -155,11 +156,12 @@ class PerfMiddleware:
         route_of: RouteOf = route_from_work,
         work_type: type[Work] = Work,
         framework: str = "ASGI",
+        excluded_env: str = "ASGI",
     ) -> None:
         self.app = app
         self.rt = runtime
         runtime.apps.add(framework)
-        self.core = core = ServerCore(runtime)
+        self.core = core = ServerCore(runtime, excluded_env)
         self.route_of = route_of
         self.work_type = work_type
         self.stats_path = core.stats_path
@@ -183,7 +185,10 @@ class PerfMiddleware:
         # adapters), and nothing is allocated that a request does not need (no attribute
         # dict unless the span records, one object for send).
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket" and not self._is_excluded(scope):
+                await self._websocket(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
         if self.stats_path and (path == self.stats_path or path.startswith(self.stats_path + "/")):
@@ -290,6 +295,54 @@ class PerfMiddleware:
                 active[active_key] = active.get(active_key, 1) - 1
                 if task is not None:
                     monitor.requests.pop(id(task), None)
+
+    def _is_excluded(self, scope: Scope) -> bool:
+        return self.excluded is not None and bool(self.excluded.search(scope.get("path", "")))
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A websocket connection: one SERVER span for its whole life, named by its route.
+
+        As the official ASGI instrumentation does: no HTTP metrics (a connection is not a
+        request); statements run while it is open count towards it.
+        """
+        path: str = scope.get("path", "")
+        headers = scope.get("headers") or ()
+        parent = None
+        if any(key in _PROPAGATION_HEADERS for key, _ in headers):
+            parent = propagate.extract(headers, getter=_GETTER)  # type: ignore[arg-type]
+        span = self.spans.start(path, parent, SpanKind.SERVER, self._websocket_attributes, None, (scope,))
+        work = self.work_type("request", "", span, self.rt.max_statements, "", scope)
+        ctx_token = context.attach(trace.set_span_in_context(span, parent))
+        work_token = current_work.set(work)
+        failure: BaseException | None = None
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            failure = exc
+            mark_failed_request(exc, work.context)
+            raise
+        finally:
+            current_work.reset(work_token)
+            context.detach(ctx_token)
+            if span.is_recording():
+                try:
+                    route = self.route_of(scope, work)
+                    if route:
+                        span.update_name(route)
+                        span.set_attribute(n.A_ROUTE, route)
+                    span.set_attribute(n.A_PERF_QUERY_COUNT, work.query_count)
+                    if failure is not None:
+                        span.set_attribute(n.A_ERROR_TYPE, type(failure).__qualname__)
+                        span.add_event("exception", self.rt.scrubber.exception(failure))
+                        span.set_status(Status(StatusCode.ERROR))
+                except Exception as exc:
+                    guard.internal_error("asgi.websocket", exc)
+                span.end()
+
+    def _websocket_attributes(self, scope: Scope) -> dict[str, Any]:
+        attrs = self._start_attributes(scope, "GET")
+        del attrs[n.A_METHOD]  # a connection, not a request
+        return attrs
 
     def _start_attributes(self, scope: Scope, method: str) -> dict[str, Any]:
         """The SERVER span's attributes known at start (built only when the span records)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -34,13 +35,20 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys
     "span_id",
     "otelTraceID",
     "otelSpanID",
+    "otelServiceName",
+    "otelTraceSampled",
     "taskName",
 }
 _state: dict[str, Any] = {}
 
 
-def install_record_factory(service_name: str) -> None:
-    """Give every new record ``trace_id``, ``span_id`` and ``service_name`` attributes."""
+def install_record_factory(service_name: str, correlation: bool = False) -> None:
+    """Give every new record ``trace_id``, ``span_id`` and ``service_name`` attributes.
+
+    ``correlation`` (``OTEL_PYTHON_LOG_CORRELATION=true``): also the official logging
+    instrumentation's ``otelTraceID``, ``otelSpanID``, ``otelServiceName`` and
+    ``otelTraceSampled``, so log formats written for it keep working.
+    """
     if "factory" in _state:
         return
     previous = logging.getLogRecordFactory()
@@ -50,13 +58,20 @@ def install_record_factory(service_name: str) -> None:
         record = previous(*args, **kwargs)
         ctx = get_span().get_span_context()
         if ctx.trace_id:
-            record.trace_id = f"{ctx.trace_id:032x}"
-            record.span_id = f"{ctx.span_id:016x}"
+            trace_id = f"{ctx.trace_id:032x}"
+            span_id = f"{ctx.span_id:016x}"
         else:
             failed = failed_request(record)
-            record.trace_id = f"{failed.trace_id:032x}" if failed is not None else ""
-            record.span_id = f"{failed.span_id:016x}" if failed is not None else ""
+            trace_id = f"{failed.trace_id:032x}" if failed is not None else ""
+            span_id = f"{failed.span_id:016x}" if failed is not None else ""
+        record.trace_id = trace_id
+        record.span_id = span_id
         record.service_name = service_name
+        if correlation:
+            record.otelTraceID = trace_id or "0"
+            record.otelSpanID = span_id or "0"
+            record.otelServiceName = service_name
+            record.otelTraceSampled = bool(ctx.trace_flags.sampled)
         return record
 
     logging.setLogRecordFactory(factory)
@@ -188,7 +203,8 @@ def adopt(name: str, is_default: Any) -> None:
 def install(runtime: Any, _module: Any = None) -> None:
     """The logging row: ids on every record, our stream handler, the OTLP handler."""
     service_name = str(runtime.resource.attributes.get("service.name", ""))
-    install_record_factory(service_name)
+    correlation = os.environ.get("OTEL_PYTHON_LOG_CORRELATION", "").strip().lower() == "true"
+    install_record_factory(service_name, correlation)
     pipeline = runtime.pipeline
     install_handlers(
         runtime.config.text("OTEL_PERF_LOG_FORMAT"),

@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+from otel_perf._core.patching import Patches
 from otel_perf._core.probes import forced_off
 from otel_perf._core.runtime import Runtime
 from otel_perf._core.work import Work
@@ -22,6 +23,7 @@ from otel_perf._integrations.asgi import PerfMiddleware, Scope
 logger = logging.getLogger("otel_perf")
 _MARK = "_otel_perf_original"
 _state: dict[str, Any] = {}
+_patches = Patches("starlette")
 
 
 #: Where FastAPI keeps the effective (prefixed) route of a router it includes lazily:
@@ -93,7 +95,16 @@ class StarletteWork(Work):
 
 
 def install(runtime: Runtime, applications: Any) -> None:
-    """Patch Starlette (``starlette.applications`` was imported) or FastAPI (``fastapi.applications``)."""
+    """Patch Starlette (``starlette.applications`` was imported) or FastAPI (``fastapi.applications``).
+
+    When the app's code calls the official FastAPI/Starlette instrumentor itself
+    (``FastAPIInstrumentor.instrument_app(app)``, very common), that call is let through as a
+    no-op, said once: our middleware is in every app already, and two would mean two SERVER
+    spans and two metric streams per request.
+    """
+    if applications.__name__ in _OFFICIAL:
+        _stand_in_for_official(applications, _OFFICIAL[applications.__name__])
+        return
     if applications.__name__ == "fastapi.applications":
         global _EFFECTIVE_ROUTE
         _EFFECTIVE_ROUTE = _find_effective_route_keys(sys.modules.get("fastapi.routing"))
@@ -103,6 +114,39 @@ def install(runtime: Runtime, applications: Any) -> None:
             _patch_stack(applications.FastAPI, runtime)
     else:
         _patch_stack(applications.Starlette, runtime)
+
+
+#: official instrumentation module -> its instrumentor class
+_OFFICIAL = {
+    "opentelemetry.instrumentation.fastapi": "FastAPIInstrumentor",
+    "opentelemetry.instrumentation.starlette": "StarletteInstrumentor",
+}
+
+
+def _stand_in_for_official(module: Any, name: str) -> None:
+    instrumentor = getattr(module, name, None)
+    if instrumentor is None:
+        return
+
+    def skipped(what: str) -> Any:
+        def no_op(*args: Any, **kwargs: Any) -> None:
+            said: set[str] = _state.setdefault("said", set())
+            if name not in said:
+                said.add(name)
+                logger.info(
+                    "otel-perf: %s.%s skipped: otel-perf-instrument instruments every FastAPI/Starlette "
+                    "app already (one SERVER span per request). Set "
+                    "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=fastapi to use the official one instead.",
+                    name,
+                    what,
+                )
+
+        return no_op
+
+    if "instrument_app" in vars(instrumentor):
+        no_op = staticmethod(skipped("instrument_app"))
+        _patches.wrap(instrumentor, "instrument_app", lambda original: no_op)
+    _patches.wrap(instrumentor, "_instrument", lambda original: skipped("instrument"))
 
 
 def _patch_fastapi_init(cls: Any) -> None:
@@ -119,6 +163,11 @@ def _patch_fastapi_init(cls: Any) -> None:
     _state["fastapi"] = (cls, original)
 
 
+def _excluded_env(app: Any) -> str:
+    """Which ``OTEL_PYTHON_<X>_EXCLUDED_URLS`` the official instrumentation of this app reads."""
+    return "FASTAPI" if any(c.__name__ == "FastAPI" for c in type(app).__mro__) else "STARLETTE"
+
+
 def _patch_stack(cls: Any, runtime: Runtime) -> None:
     if getattr(vars(cls).get("build_middleware_stack"), _MARK, None) is not None:
         return
@@ -129,7 +178,9 @@ def _patch_stack(cls: Any, runtime: Runtime) -> None:
         if isinstance(stack, PerfMiddleware):  # a subclass's stack built through ours already
             return stack
         _disable_fastapi_native_telemetry(self)
-        return PerfMiddleware(stack, runtime, route_template, StarletteWork, "FastAPI/Starlette")
+        return PerfMiddleware(
+            stack, runtime, route_template, StarletteWork, "FastAPI/Starlette", _excluded_env(self)
+        )
 
     setattr(build_middleware_stack, _MARK, original)
     cls.build_middleware_stack = build_middleware_stack
@@ -201,6 +252,7 @@ def _skip_telemetry_lookups() -> None:
 
 
 def uninstall() -> None:
+    _patches.restore()
     global _EFFECTIVE_ROUTE
     _EFFECTIVE_ROUTE = None
     for module, name, function in _state.pop("lookups", []):
