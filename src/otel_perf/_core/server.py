@@ -37,7 +37,7 @@ from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
 from otel_perf._core import guard
 from otel_perf._core.capture import HeaderCapture, Pairs
-from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
+from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, ValidAttributes, runtime_context_var
 from otel_perf._core.work import Work, current_work
 
 if TYPE_CHECKING:
@@ -154,11 +154,10 @@ class ServerCore:
         and ``server.port`` from the Host header (else the listening socket), ``client.*`` from
         the peer, ``http.request.method_original`` for a method outside the known set.
         """
-        attrs: dict[str, Any] = {
-            n.A_METHOD: method,
-            "url.path": path[:MAX_PATH_ATTR],
-            n.A_URL_SCHEME: scheme,
-        }
+        attrs = ValidAttributes()
+        attrs[n.A_METHOD] = method
+        attrs["url.path"] = path[:MAX_PATH_ATTR]
+        attrs[n.A_URL_SCHEME] = str(scheme)
         if method != original_method:
             attrs["http.request.method_original"] = original_method[:64]
         if query:
@@ -167,7 +166,7 @@ class ServerCore:
             attrs[n.A_PROTOCOL_VERSION] = version
         address, port = _host_and_port(host)
         if not address and server:
-            address, port = str(server[0]), server[1]
+            address, port = str(server[0]), int(server[1] or 0)
         if address:
             attrs[n.A_SERVER_ADDRESS] = address[:256]
             if port:
@@ -179,7 +178,9 @@ class ServerCore:
         if user_agent:
             attrs["user_agent.original"] = user_agent[:512]
         if headers is not None and self.capture.request_names:
-            attrs.update(self.capture.request(headers()))
+            captured = dict(attrs)  # lists of strings: the SDK's validation takes these
+            captured.update(self.capture.request(headers()))
+            return captured
         return attrs
 
     def begin(
@@ -266,17 +267,17 @@ class ServerCore:
         if recording:
             if route:  # semconv: a method outside the known set is named HTTP
                 span.update_name(f"{method if method != '_OTHER' else 'HTTP'} {route}")
-            attrs: dict[str, Any] = {}
+            attrs: dict[str, Any] = ValidAttributes()
             if route:
                 attrs[n.A_ROUTE] = route
             if status:
-                attrs[n.A_STATUS] = status
+                attrs[n.A_STATUS] = int(status)
             if error_type:
                 attrs[n.A_ERROR_TYPE] = error_type
             attrs[n.A_PERF_QUERY_COUNT] = work.query_count
             attrs[n.A_PERF_DB_DURATION] = work.db_time
             if response_headers is not None and self.capture.response_names:
-                attrs.update(self.capture.response(response_headers()))
+                attrs = {**attrs, **self.capture.response(response_headers())}
             self.spans.set_attributes(span, attrs)
             if exc is not None:
                 span.add_event("exception", self.rt.scrubber.exception(exc))

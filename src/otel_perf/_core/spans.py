@@ -107,6 +107,17 @@ class FrozenAttributes(dict[str, Any]):
         return (dict, (dict(self),))
 
 
+class ValidAttributes(dict[str, Any]):
+    """Span attributes built by our own code: non-empty str keys, str/bool/int/float values only.
+
+    What the SDK's attribute validation would keep exactly as they are, so the lean span builder
+    takes them without checking each one again (limits on count and length still apply).
+    Builders of such a dict are responsible for the value types (coerce with ``int()``/``str()``).
+    """
+
+    __slots__ = ()
+
+
 def runtime_context_var() -> ContextVar[Context] | None:
     """The ContextVar behind the API's default runtime context, or None for any other.
 
@@ -650,6 +661,8 @@ class LeanSpans:
             return False
         if self._max_attributes is not None and present + len(attributes) > self._max_attributes:
             return False
+        if type(attributes) is ValidAttributes:
+            return True
         for key, value in attributes.items():
             if type(key) is not str or not key or type(value) not in _TRUSTED_VALUES:
                 return False

@@ -348,6 +348,12 @@ class PerfMiddleware:
         """The SERVER span's attributes known at start (built only when the span records)."""
         query = scope.get("query_string", b"")
         headers = scope.get("headers") or ()
+        host = user_agent = b""
+        for key, value in headers:  # one pass for both
+            if key == b"host":
+                host = value
+            elif key == b"user-agent":
+                user_agent = value
         return self.core.start_attributes(
             method,
             scope.get("method", "GET"),
@@ -355,11 +361,11 @@ class PerfMiddleware:
             query.decode("latin-1") if query else "",
             scope.get("scheme") or "http",
             scope.get("http_version") or "",
-            header_value(headers, b"host").decode("latin-1"),
+            host.decode("latin-1"),
             scope.get("server"),
             scope.get("client"),
-            header_value(headers, b"user-agent").decode("latin-1"),
-            lambda: _decoded(headers),
+            user_agent.decode("latin-1"),
+            (lambda: _decoded(headers)) if self.core.capture.request_names else None,
         )
 
     def _response_headers(self, message: Message, work: Work, start: float) -> None:
