@@ -128,3 +128,11 @@ def test_forcing_probes_off_really_takes_the_fallbacks() -> None:
     assert off.stdout.split() == ["False", "False", "True", "True", "True"]
     on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert on.stdout.split() == ["True", "True", "False", "False", "False"]
+
+
+def test_the_readme_lists_every_probe() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for name in PROBES:
+        assert f"| `{name}` |" in readme, name
