@@ -36,6 +36,8 @@ from otel_perf._core.spans import PrimableIdGenerator, SpanStarter, compile_samp
 from otel_perf._export import otlp_spans
 from otel_perf._export.otlp_spans import SpanEncoder
 
+pytestmark = pytest.mark.matrix
+
 SAMPLERS = {
     "always_on": sampling.ALWAYS_ON,
     "always_off": sampling.ALWAYS_OFF,
@@ -738,6 +740,7 @@ def test_finished_spans_with_shared_attributes_are_the_sdk_bytes() -> None:
     provider.shutdown()
 
 
+@pytest.mark.sqlalchemy
 def test_statement_spans_share_attributes_without_carrying_one_executions_flags() -> None:
     """A statement's usual span attributes are built once; a slow or failed run gets its own."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
@@ -784,6 +787,7 @@ def test_statement_spans_share_attributes_without_carrying_one_executions_flags(
     assert all(s.status.status_code == StatusCode.UNSET for s in statements[:3])
 
 
+@pytest.mark.sqlalchemy
 def test_hooked_engines_connect_past_the_wrapper_until_the_listener_detaches() -> None:
     """After an engine's first connect, Engine.connect is SQLAlchemy's own for it; statements
     are still recorded, a new listener still instruments it, and detaching restores it."""

@@ -18,7 +18,7 @@ from support.launch import Service, sqlite_urls, start_service
 from support.otlp_receiver import OTLPReceiver, Span
 from support.procs import AppProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.matrix]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -39,6 +39,7 @@ def service(
     return start_service(app_process, otlp_receiver, sync_url, async_db_url=async_url)
 
 
+@pytest.mark.sqlalchemy
 def test_server_span_has_route_template_and_semconv_attributes(
     service: Service, otlp_receiver: OTLPReceiver
 ) -> None:
@@ -56,6 +57,7 @@ def test_server_span_has_route_template_and_semconv_attributes(
     assert span.resource["telemetry.distro.name"] == "otel-perf-instrument"
 
 
+@pytest.mark.sqlalchemy
 def test_sql_child_spans_sync_and_async(service: Service, otlp_receiver: OTLPReceiver) -> None:
     httpx.get(service.base + "/items/2")
     httpx.get(service.base + "/async-items/3")
@@ -74,6 +76,7 @@ def test_sql_child_spans_sync_and_async(service: Service, otlp_receiver: OTLPRec
         assert "?" in sql.attributes["db.query.text"] or "%" not in sql.attributes["db.query.text"]
 
 
+@pytest.mark.sqlalchemy
 def test_failed_statement_is_measured_with_its_error(service: Service, otlp_receiver: OTLPReceiver) -> None:
     """A statement the database refuses: an ERROR span and a duration point naming the error."""
     error = httpx.get(service.base + "/orders/broken").json()
@@ -179,6 +182,7 @@ def test_routes_of_included_routers_and_mounts_keep_every_prefix(
     }
 
 
+@pytest.mark.sqlalchemy
 def test_db_operation_duration_and_pool_metrics(service: Service, otlp_receiver: OTLPReceiver) -> None:
     httpx.get(service.base + "/items/5")
     otlp_receiver.wait_for(
@@ -350,6 +354,7 @@ def test_system_metrics_can_be_switched_off(
     assert "perf.process.memory.limit" in quiet_names  # ours, not the system-metrics instrumentation
 
 
+@pytest.mark.sqlalchemy
 def test_pool_exhaustion_is_measured(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:

@@ -134,6 +134,7 @@ def _check_exact(receiver: OTLPReceiver, per_pid: Counter[int], min_workers: int
     assert {i for ids in by_pid.values() for i in ids} <= metric_ids
 
 
+@pytest.mark.matrix
 def test_uvicorn_workers(otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess]) -> None:
     port = free_port()
     base = _start(
@@ -154,6 +155,7 @@ def test_uvicorn_workers(otlp_receiver: OTLPReceiver, app_process: Callable[...,
     _check_exact(otlp_receiver, _send(base, N), min_workers=2)
 
 
+@pytest.mark.matrix
 @pytest.mark.parametrize("preload", [False, True], ids=["fork", "preload"])
 def test_gunicorn_uvicorn_worker(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], preload: bool

@@ -479,6 +479,7 @@ def test_content_negotiation(accept: str | None, expected: bool) -> None:
 # --- the reader and its HTTP endpoint -------------------------------------------------------------
 
 
+@pytest.mark.matrix
 def test_serves_sdk_and_our_metrics_with_negotiated_format(
     reader: PrometheusMetricReader, registry: Registry
 ) -> None:
@@ -499,6 +500,7 @@ def test_serves_sdk_and_our_metrics_with_negotiated_format(
     assert any(s.name == "http_server_request_duration_seconds_count" for s in _samples(body.decode(), False))
 
 
+@pytest.mark.matrix
 def test_sdk_instruments_are_included(registry: Registry) -> None:
     reader = PrometheusMetricReader(registry, RESOURCE, "127.0.0.1", 0)
     provider = MeterProvider(resource=RESOURCE, metric_readers=[reader], shutdown_on_exit=False)
@@ -518,6 +520,7 @@ def test_sdk_instruments_are_included(registry: Registry) -> None:
         provider.shutdown()
 
 
+@pytest.mark.matrix
 def test_serves_our_metrics_when_the_sdk_has_none(registry: Registry) -> None:
     # With no SDK instrument, collect() never calls _receive_metrics; ours must still be served.
     reader = PrometheusMetricReader(registry, RESOURCE, "127.0.0.1", 0)

@@ -134,6 +134,7 @@ def test_missing_backend_skips_locally_and_fails_under_ci(monkeypatch: pytest.Mo
 # ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.matrix
 def test_receiver_decodes_spans_from_the_real_exporter(otlp_receiver: OTLPReceiver) -> None:
     provider = _tracer_provider(otlp_receiver)
     tracer = provider.get_tracer("selfcheck.scope")
@@ -183,6 +184,7 @@ def test_receiver_accepts_compressed_payloads(otlp_receiver: OTLPReceiver, compr
     assert otlp_receiver.requests("/v1/traces")[0].headers["content-encoding"] == compression.value
 
 
+@pytest.mark.matrix
 def test_receiver_decodes_histogram_with_exemplar_and_counter(otlp_receiver: OTLPReceiver) -> None:
     tracer_provider = TracerProvider()
     meter_provider = _meter_provider(otlp_receiver)
@@ -245,6 +247,7 @@ def test_histogram_count_takes_latest_cumulative_point_per_instance(otlp_receive
     }
 
 
+@pytest.mark.matrix
 def test_receiver_decodes_logs_correlated_with_the_span(otlp_receiver: OTLPReceiver) -> None:
     tracer_provider = TracerProvider()
     logger_provider = LoggerProvider(resource=Resource.create({"service.name": "selfcheck"}))
