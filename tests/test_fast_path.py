@@ -902,3 +902,25 @@ def test_fastapi_telemetry_lookups_return_at_once_while_native_telemetry_is_off(
         ours_starlette.uninstall()
     assert routing._operation is original
     assert routing.get_telemetry_data is api.get_telemetry_data
+
+
+def test_route_templates_of_plain_starlette_apps_without_scope_route() -> None:
+    """Starlette before 1.8 sets no scope["route"]: the template is found by matching the routes."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from otel_perf._integrations.starlette import route_template
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    inner = [Route("/users/{user_id:int}", hello)]
+    app = Starlette(routes=[Route("/items/{item_id}", hello), Mount("/admin", routes=inner)])
+
+    def scope(path: str) -> dict[str, Any]:
+        return {"type": "http", "method": "GET", "path": path, "root_path": "", "router": app.router}
+
+    assert route_template(scope("/items/7")) == "/items/{item_id}"
+    assert route_template(scope("/admin/users/3")) == "/admin/users/{user_id}"
+    assert route_template(scope("/nowhere")) == ""

@@ -58,7 +58,7 @@ def route_template(scope: Scope, work: Work | None = None) -> str:
     """
     route = scope.get("route")
     if route is None:
-        return ""
+        return _matched_route(scope)
     path = _effective_path(scope, route) if _EFFECTIVE_ROUTE is not None else None
     if path is None:
         path = getattr(route, "path_format", None) or getattr(route, "path", None)
@@ -69,6 +69,40 @@ def route_template(scope: Scope, work: Work | None = None) -> str:
     if root and isinstance(root, str) and isinstance(app_root, str) and len(root) > len(app_root):
         path = root[len(app_root) :] + path
     return path
+
+
+def _matched_route(scope: Scope) -> str:
+    """The template of the route that matches ``scope``, found by asking the app's routes.
+
+    Starlette sets ``scope["route"]`` from 1.8 on (FastAPI's routes always do): a plain
+    Starlette app on an older release, and a request no route matched, end up here.
+    """
+    routes = getattr(scope.get("router"), "routes", None)
+    if not routes:
+        return ""
+    try:
+        from starlette.routing import Match, Mount
+    except ImportError:
+        return ""
+    prefix = ""
+    for _ in range(8):  # mounts inside mounts, bounded
+        for route in routes:
+            try:
+                match, child = route.matches(scope)
+            except Exception:  # a route that cannot judge this scope
+                continue
+            if match != Match.FULL:
+                continue
+            if isinstance(route, Mount) and getattr(route, "routes", None):
+                prefix += route.path
+                scope = {**scope, **child}
+                routes = route.routes
+                break
+            path = getattr(route, "path_format", None) or getattr(route, "path", None)
+            return prefix + path if isinstance(path, str) else ""
+        else:
+            return ""
+    return ""
 
 
 def _effective_path(scope: Scope, route: Any) -> Any:

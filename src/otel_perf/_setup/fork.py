@@ -214,6 +214,10 @@ def _reset_identity() -> None:
 def _preload_lazy_imports() -> None:
     """Import now, in this thread, what background export threads would import on first use."""
     "localhost".encode("idna")  # urllib3/http.client resolve the codec (encodings.idna) lazily
+    # requests (the SDK exporters' transport for https, proxies, netrc or credential providers)
+    # reads ~/.netrc on every request: netrc, and shlex on Python 3.10, are imported then.
+    import netrc  # noqa: F401
+    import shlex  # noqa: F401
 
 
 def register() -> None:
