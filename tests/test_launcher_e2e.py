@@ -362,7 +362,8 @@ def test_pool_exhaustion_is_measured(
 
     url, _ = sqlite_urls(tmp_path)
     svc = start_service(app_process, otlp_receiver, url)
-    holder = threading.Thread(target=lambda: httpx.get(svc.base + "/pool/hold?ms=1200", timeout=10))
+    # Held long enough that the next export (0.5 s) shows it and the second checkout still waits.
+    holder = threading.Thread(target=lambda: httpx.get(svc.base + "/pool/hold?ms=3000", timeout=10))
     holder.start()
     otlp_receiver.wait_for(
         lambda: any(

@@ -84,7 +84,7 @@ REGISTRY: tuple[Integration, ...] = (
             "opentelemetry.instrumentation.starlette",
         ),
         library="starlette",
-        min_version="0.37",
+        min_version="0.36.3",
         provides="SERVER spans and RED metrics by route template, traceresponse, stats endpoint, "
         "slow-request and N+1 findings per request",
         replaces=("fastapi", "starlette", "asgi"),
