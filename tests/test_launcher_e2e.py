@@ -366,6 +366,10 @@ def test_pool_exhaustion_is_measured(
     holder = threading.Thread(target=lambda: httpx.get(svc.base + "/pool/hold?ms=3000", timeout=10))
     holder.start()
     otlp_receiver.wait_for(
+        lambda: httpx.get(svc.base + "/pool/checked-out").json() == 1, what="the holder's checkout"
+    )
+    assert httpx.get(svc.base + "/pool/use").json() == {"error": "TimeoutError"}
+    otlp_receiver.wait_for(
         lambda: any(
             p.value == 1
             for p in otlp_receiver.latest_points(
@@ -374,7 +378,6 @@ def test_pool_exhaustion_is_measured(
         ),
         what="the small pool's one connection in use",
     )
-    assert httpx.get(svc.base + "/pool/use").json() == {"error": "TimeoutError"}
     holder.join()
     otlp_receiver.wait_for(
         lambda: otlp_receiver.sum_value("db.client.connection.timeouts") == 1, what="one pool timeout counted"

@@ -268,6 +268,11 @@ def pool_use() -> dict[str, str]:
     return {"error": ""}
 
 
+@app.get("/pool/checked-out")
+def pool_checked_out() -> int:
+    return int(small_engine.pool.checkedout())  # type: ignore[attr-defined]
+
+
 # --- Data safety (issue 7): secrets in SQL literals, bound values, errors and headers. --------------
 # Every secret carries the marker S3KR1T, which appears in no route, so tests can search for it.
 
