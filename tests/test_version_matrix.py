@@ -60,3 +60,12 @@ def test_oldest_environment_runs_on_the_oldest_declared_python() -> None:
     assert declared, "requires-python should be a plain >=X.Y"
     script = (ROOT / ".ci" / "matrix").read_text()
     assert re.search(rf"^OLDEST_PYTHON={re.escape(declared.group(1))}\b", script, re.M)
+
+
+def test_the_readme_table_names_every_oldest_pin() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| package | oldest (CI) |", 1)[1].split("\n\n", 1)[0]
+    for line in (ROOT / ".ci" / "constraints-oldest.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            assert version.strip() in table, f"README's version table lacks {name} {version}"
