@@ -64,9 +64,14 @@ def note(status: Status) -> None:
 WILDCARD = "*"
 
 
+def normal_name(name: str) -> str:
+    """An instrumentation name as compared: ``aiohttp-client`` is ``aiohttp_client``."""
+    return name.strip().lower().replace("-", "_")
+
+
 def disabled_names(items: Iterable[str]) -> set[str]:
     """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` entries, normalised, with each row's aliases."""
-    names = {x.strip().lower().replace("-", "_") for x in items if x.strip()}
+    names = {normal_name(x) for x in items if x.strip()}
     for row in REGISTRY:
         if WILDCARD in names or names & set(row.aliases):
             names.add(row.name)
@@ -75,7 +80,7 @@ def disabled_names(items: Iterable[str]) -> set[str]:
 
 def replaced_names(disabled: set[str]) -> set[str]:
     """Official instrumentations a row of ours replaces (rows switched off replace nothing)."""
-    return {name for row in REGISTRY if row.name not in disabled for name in row.replaces}
+    return {normal_name(name) for row in REGISTRY if row.name not in disabled for name in row.replaces}
 
 
 def library_version(distribution: str) -> str:
@@ -201,14 +206,19 @@ def official_decision(entry_point: metadata.EntryPoint, disabled: set[str], repl
     source = getattr(dist, "name", "") or entry_point.value.split(":")[0]
     version = getattr(dist, "version", "") or ""
     name = entry_point.name
-    if name in disabled or WILDCARD in disabled:
+    key = normal_name(name)
+    if key in disabled or WILDCARD in disabled:
         return Status(name, source, "disabled", "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", version)
-    if name in replaced:
-        return Status(name, source, "replaced", "ours instruments this library", version)
+    if key in replaced:
+        return Status(name, source, "replaced", f"ours instruments this library ({_replacer(key)})", version)
     conflict = _conflict(dist)
     if conflict:
         return Status(name, source, "missing", conflict, version)
     return Status(name, source, "waiting", "", version)
+
+
+def _replacer(key: str) -> str:
+    return next((row.name for row in REGISTRY if key in {normal_name(x) for x in row.replaces}), "")
 
 
 def _conflict(dist: Any) -> str:
