@@ -244,7 +244,8 @@ def outgoing(client: str, path: str = "/items/3") -> dict[str, int]:
         with requests.Session() as session:
             return {"status": session.get(url, timeout=10).status_code}
     if client == "urllib3":
-        return {"status": _pool.request("GET", url, timeout=10).status}
+        # No retries: urllib3 would honour a 429's Retry-After (30 s) before answering.
+        return {"status": _pool.request("GET", url, timeout=10, retries=False).status}
     if client == "urllib":
         import urllib.error
         import urllib.request

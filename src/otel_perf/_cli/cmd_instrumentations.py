@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{line[0]:<{widths[0]}}  {line[1]:<{widths[1]}}  {line[2]:<{widths[2]}}  {line[3]}")
     missing = [row.requirement for row in rows if row.by == "install"]
     if missing:
-        print(f"\n{len(missing)} official instrumentation(s) to install: otel-perf instrumentations "
-              "--requirements | pip install -r /dev/stdin")
+        print(
+            f"\n{len(missing)} official instrumentation(s) to install: otel-perf instrumentations "
+            "--requirements | pip install -r /dev/stdin"
+        )
     return 0

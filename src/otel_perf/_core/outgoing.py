@@ -72,13 +72,15 @@ def protocol_version(raw: object) -> str:
 class Call:
     """One call in flight: what :meth:`OutgoingCalls.end` needs."""
 
-    __slots__ = ("host", "method", "span", "start", "token")
+    __slots__ = ("host", "method", "recorded", "span", "start", "token")
 
-    def __init__(self, span: trace.Span, host: str, method: str, token: Any) -> None:
+    def __init__(self, span: trace.Span, host: str, method: str, token: Any, recorded: bool = True) -> None:
         self.span = span
         self.host = host
         self.method = method
         self.token = token
+        #: False for an excluded URL: nothing is recorded, layers below are only kept quiet
+        self.recorded = recorded
         self.start = perf_counter()
 
 
@@ -127,15 +129,21 @@ class OutgoingCalls:
         other instrumented library.
 
         None when HTTP instrumentation is suppressed here (an outer layer records this call,
-        or it is an exporter's own request) or the URL is excluded: send it untouched and do
-        not call :meth:`end`.  Never raises.
+        or it is an exporter's own request): send it untouched and do not call :meth:`end`.
+        For an excluded URL, a call that records nothing at :meth:`end` (no span, no metric,
+        no ``traceparent``) but keeps the libraries under this one from recording it.
+        Never raises.
         """
         try:
             if not is_http_instrumentation_enabled():
                 return None
             excluded = self.excluded
             if excluded is not None and excluded.search(url):
-                return None
+                # Not recorded, and not by a library underneath either (urllib3 under requests).
+                if not attach:
+                    return None
+                token = context.attach(context.set_value(SUPPRESS_HTTP_KEY, True))
+                return Call(trace.INVALID_SPAN, host, "", token, recorded=False)
             known = method.upper()
             if known not in KNOWN_METHODS:
                 known = "_OTHER"
@@ -151,8 +159,9 @@ class OutgoingCalls:
                 span.set_attributes(self.capture.request(headers()))
             ctx = trace.set_span_in_context(span)
             propagate.inject(_Carrier(set_header), context=ctx)
-            token = context.attach(context.set_value(SUPPRESS_HTTP_KEY, True, ctx)) if attach else None
-            return Call(span, host, known, token)
+            if not attach:
+                return Call(span, host, known, None)
+            return Call(span, host, known, context.attach(context.set_value(SUPPRESS_HTTP_KEY, True, ctx)))
         except Exception as exc:
             guard.internal_error("outgoing.start", exc)
             return None
@@ -191,6 +200,8 @@ class OutgoingCalls:
                 context.detach(call.token)
             except Exception as exc:  # detached in another context: the API logs it; go on
                 guard.internal_error("outgoing.detach", exc)
+        if not call.recorded:
+            return
         try:
             self._record(call, seconds, status, version, header, error, headers)
         except Exception as exc:
