@@ -383,16 +383,19 @@ def coverage() -> list[Coverage]:
     entries = [(entry["library"], entry["instrumentation"]) for entry in libraries]
     entries += [("", requirement) for requirement in defaults]  # the standard library's
     for library_spec, instrumentation in entries:
-        package = Requirement(instrumentation).name
+        try:
+            package = Requirement(instrumentation).name
+            lib_req = Requirement(library_spec) if library_spec else None
+        except Exception:  # a row this packaging cannot read: leave it out
+            continue
         entry_name = normal_name(package.removeprefix(_PREFIX))
-        if library_spec:
-            lib_req = Requirement(library_spec)
+        if lib_req is not None:
             library = lib_req.name
             version = library_version(library)
             if not version:
                 continue
         else:
-            lib_req, library, version = None, "(standard library)", ""
+            library, version = "(standard library)", ""
         if (library, entry_name) in seen:
             continue
         seen.add((library, entry_name))
@@ -403,7 +406,7 @@ def coverage() -> list[Coverage]:
         installed = library_version(package)
         extra = extras.get(_dist_key(package))
         hint = f"pip install '{DISTRIBUTION}[{extra}]'" if extra else f"pip install '{instrumentation}'"
-        if lib_req is not None and version and not lib_req.specifier.contains(version, prereleases=True):
+        if lib_req is not None and version and not _satisfies(lib_req, version):
             out.append(Coverage(library, version, "unsupported", entry_name, instrumentation,
                                 detail=f"{package} supports {lib_req}"))
         elif installed:
@@ -417,3 +420,10 @@ def coverage() -> list[Coverage]:
         if version and row.library.lower() not in listed:
             out.append(Coverage(row.library, version, "ours", row.name, detail=row.provides))
     return sorted(out, key=lambda c: (c.library == "(standard library)", c.library.lower(), c.name))
+
+
+def _satisfies(requirement: Any, version: str) -> bool:
+    try:
+        return bool(requirement.specifier.contains(version, prereleases=True))
+    except Exception:  # a version packaging cannot parse: let the instrumentation decide
+        return True

@@ -63,7 +63,6 @@ from otel_perf._config import (
 )
 from otel_perf._core import guard
 from otel_perf._core.probes import forced_off
-from otel_perf._core.server import MAX_PATH_ATTR
 from otel_perf._core.spans import PrimableIdGenerator
 from otel_perf._export.otlp_spans import SpanEncoder
 from otel_perf._metrics.bridge import MergingExporter
@@ -755,6 +754,10 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
         shutdown_on_exit=False,
         id_generator=build_id_generator(config),
     )
+    # Imported here, after _settle_sdk_environment: the server core imports
+    # opentelemetry.propagate, which reads OTEL_PROPAGATORS once, at import.
+    from otel_perf._core.server import MAX_PATH_ATTR
+
     redactor = UrlRedactor(
         frozenset(x.lower() for x in config.items("OTEL_PERF_REDACT_QUERY_PARAMS")), MAX_PATH_ATTR
     )
