@@ -472,17 +472,39 @@ SETTINGS: tuple[Setting, ...] = (
         "Comma-separated URL regexes to leave untraced and unmeasured.",
         standard=True,
     ),
+    *(
+        _s(
+            f"OTEL_PYTHON_{library}_EXCLUDED_URLS",
+            "list",
+            (),
+            f"Comma-separated URL regexes whose outgoing {label} calls get no span, metric or "
+            "`traceparent` (unset: OTEL_PYTHON_EXCLUDED_URLS applies).",
+            standard=True,
+        )
+        for library, label in (
+            ("REQUESTS", "`requests`"),
+            ("URLLIB3", "`urllib3`"),
+            ("AIOHTTP_CLIENT", "aiohttp client"),
+            ("HTTPX", "httpx"),
+        )
+    ),
     _s(
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
         "list",
         (),
-        "Instrumentations to skip: `fastapi` (or `asgi`), `sqlalchemy`, `httpx`, `logging`, "
-        "`system_metrics`, `asyncio`.",
+        "Instrumentations to skip, ours and official ones (`otel-perf config` lists them): "
+        "`fastapi` (or `asgi`), `sqlalchemy`, `httpx`, `requests`, `urllib3`, `aiohttp_client`, "
+        "`logging`, `system_metrics`, `asyncio`, or an official instrumentation's name (`redis`); "
+        "`*` for all.",
         standard=True,
     ),
 )
 
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
+#: The per-library excluded-URL lists of the outgoing HTTP clients (the official instrumentations' names).
+EXCLUDED_URLS_BY_LIBRARY = tuple(
+    s.env for s in SETTINGS if s.env.endswith("_EXCLUDED_URLS") and s.env != "OTEL_PYTHON_EXCLUDED_URLS"
+)
 #: Standard variables that the SDK (or the API) reads straight from the environment too: a
 #: rejected value is replaced there by the value used, so the SDK does what the warning says.
 READ_BY_SDK_TOO = (
@@ -490,6 +512,7 @@ READ_BY_SDK_TOO = (
     "OTEL_SERVICE_NAME",
     "OTEL_RESOURCE_ATTRIBUTES",
     "OTEL_PYTHON_EXCLUDED_URLS",
+    *EXCLUDED_URLS_BY_LIBRARY,
     "OTEL_PROPAGATORS",
     "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
     "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
@@ -830,7 +853,12 @@ def _regex_error(pattern: str) -> str | None:
 
 def _check_excluded_urls(values: dict[str, Any], problems: list[Problem]) -> None:
     """Keep only patterns that compile: one bad regex must not fail every request."""
-    patterns: tuple[str, ...] = values.get("OTEL_PYTHON_EXCLUDED_URLS", ())
+    for name in ("OTEL_PYTHON_EXCLUDED_URLS", *EXCLUDED_URLS_BY_LIBRARY):
+        _check_url_patterns(name, values, problems)
+
+
+def _check_url_patterns(name: str, values: dict[str, Any], problems: list[Problem]) -> None:
+    patterns: tuple[str, ...] = values.get(name, ())
     if not patterns:
         return
     good = tuple(p for p in patterns if _regex_error(f"(?:{p})") is None)
@@ -841,8 +869,8 @@ def _check_excluded_urls(values: dict[str, Any], problems: list[Problem]) -> Non
         good = ()
     if errors:
         reason = "not a valid regular expression: " + "; ".join(errors)
-        problems.append(Problem("OTEL_PYTHON_EXCLUDED_URLS", ",".join(patterns), good, reason[:300]))
-        values["OTEL_PYTHON_EXCLUDED_URLS"] = good
+        problems.append(Problem(name, ",".join(patterns), good, reason[:300]))
+        values[name] = good
 
 
 #: Variables the OpenTelemetry SDK reads itself while we build the pipeline.  Malformed,

@@ -1,7 +1,9 @@
-"""Sample service for the end-to-end tests: plain FastAPI + SQLAlchemy + httpx, no telemetry code.
+"""Sample service for the end-to-end tests: plain FastAPI + SQLAlchemy + httpx, requests, urllib3,
+aiohttp (and Redis when asked), no telemetry code.
 
 Run under ``otel-perf-instrument``.  Environment: ``APP_DATABASE_URL`` (sync URL),
-``APP_ASYNC_DATABASE_URL`` (async URL, optional), ``APP_PEER_URL`` (another instance to call).
+``APP_ASYNC_DATABASE_URL`` (async URL, optional), ``APP_PEER_URL`` (another instance to call),
+``APP_REDIS_URL`` (a Redis server, optional).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import os
 import time
 from typing import Any
 
+import aiohttp
 import httpx
+import requests
+import urllib3
 from fastapi import APIRouter, FastAPI, Response, WebSocket
 from sqlalchemy import ForeignKey, String, create_engine, insert, select, text
 from sqlalchemy.orm import (
@@ -223,6 +228,61 @@ async def call_upstream() -> dict[str, int]:
     async with httpx.AsyncClient() as client:
         response = await client.get(f"{PEER}/upstream/quota")
     return {"status": response.status_code}
+
+
+# --- Every HTTP client (issue 17): GET PEER + path with each, from a sync or an async endpoint. ------
+_pool = urllib3.PoolManager()
+
+
+@app.get("/outgoing/{client}")
+def outgoing(client: str, path: str = "/items/3") -> dict[str, int]:
+    """GET ``PEER + path`` with a synchronous client; the peer's status (a 429 included)."""
+    url = PEER + path
+    if client == "requests":
+        return {"status": requests.get(url, timeout=10).status_code}
+    if client == "requests-session":
+        with requests.Session() as session:
+            return {"status": session.get(url, timeout=10).status_code}
+    if client == "urllib3":
+        # No retries: urllib3 would honour a 429's Retry-After (30 s) before answering.
+        return {"status": _pool.request("GET", url, timeout=10, retries=False).status}
+    if client == "urllib":
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return {"status": response.status}
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return {"status": exc.code}
+    return {"status": -1}
+
+
+@app.get("/outgoing-async/aiohttp")
+async def outgoing_aiohttp(path: str = "/items/3", raise_for_status: bool = False) -> dict[str, int]:
+    async with aiohttp.ClientSession(raise_for_status=raise_for_status) as session:
+        try:
+            async with session.get(PEER + path) as response:
+                await response.read()
+                return {"status": response.status}
+        except aiohttp.ClientResponseError as exc:
+            return {"status": exc.status}
+
+
+_redis: Any = None
+
+
+@app.get("/redis/{key}")
+def redis_roundtrip(key: str) -> dict[str, Any]:
+    global _redis
+    import redis
+
+    if _redis is None:
+        _redis = redis.Redis.from_url(os.environ["APP_REDIS_URL"])
+    _redis.set(f"svc:{key}", key)
+    value = _redis.get(f"svc:{key}")
+    return {"value": value.decode() if value is not None else None}
 
 
 @app.get("/job")

@@ -1,5 +1,6 @@
-"""``otel-perf config``: the effective configuration, where each value came from, and
-whether the configured OTLP endpoint answers."""
+"""``otel-perf config``: the effective configuration, where each value came from, the
+instrumentations that would be loaded or skipped here and why, and whether the configured
+OTLP endpoint answers."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import time
 from urllib.parse import urlsplit
 
 from otel_perf._cli.flags import add_setting_flags, apply_flags
-from otel_perf._config import describe, load, markdown_table
+from otel_perf._config import Config, describe, load, markdown_table
 
 NAME = "config"
-HELP = "Print the effective configuration, the source of every value, and check the OTLP endpoint."
+HELP = (
+    "Print the effective configuration, the source of every value, the instrumentations loaded and "
+    "skipped here, and check the OTLP endpoint."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{var:<{width}}  {source:<7}  {value}")
     for problem in config.problems:
         print(f"warning: {problem.message()}")
+    print()
+    print(instrumentations_table(config))
     if not args.no_check and "otlp" in (
         *config.items("OTEL_TRACES_EXPORTER"),
         *config.items("OTEL_METRICS_EXPORTER"),
@@ -84,3 +90,44 @@ def run(args: argparse.Namespace) -> int:
         _ok, text = check_endpoint(endpoint, protocol, signal_url=bool(specific))
         print(f"\nOTLP endpoint {endpoint} {text}")
     return 1 if (config.strict and config.problems) else 0
+
+
+#: plan() state -> what the table says
+_VERDICT = {"active": "loaded", "waiting": "loaded"}
+
+
+def instrumentations_table(config: Config) -> str:
+    """Every instrumentation, ours and the official ones installed: loaded or skipped, and why."""
+    from otel_perf._integrations import BY_NAME
+    from otel_perf._setup import integrations
+
+    rows: list[tuple[str, str, str, str]] = []
+    for status in integrations.plan(integrations.disabled_by(config)):
+        if status.source == "ours":
+            row = BY_NAME[status.name]
+            by = f"ours ({row.library} {status.version})" if row.library and status.version else "ours"
+            why = status.detail if status.state == "active" else _why(status)
+        else:
+            by = f"{status.source} {status.version}".strip()
+            why = _why(status) if status.state != "active" else "official instrumentation"
+        rows.append((status.name, _VERDICT.get(status.state, "skipped"), by, why))
+    widths = [max(len(r[i]) for r in (("instrumentation", "state", "by", ""), *rows)) for i in range(3)]
+    lines = [
+        "instrumentations (switch any off with OTEL_PYTHON_DISABLED_INSTRUMENTATIONS; "
+        "`otel-perf instrumentations` lists what to install):",
+        f"{'instrumentation':<{widths[0]}}  {'state':<{widths[1]}}  {'by':<{widths[2]}}  what / why",
+    ]
+    lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def _why(status: object) -> str:
+    state = getattr(status, "state", "")
+    detail = getattr(status, "detail", "")
+    if state == "replaced":
+        return f"replaced: {detail}"
+    if state == "disabled":
+        return f"disabled by {detail}"
+    if state == "missing":
+        return f"library missing or unsupported: {detail}"
+    return f"{state}: {detail}" if detail else state

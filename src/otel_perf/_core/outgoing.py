@@ -16,14 +16,19 @@ While a call runs, HTTP instrumentation is suppressed in its context (the standa
 ``suppress_http_instrumentation`` key), so a library under another (``requests`` over
 ``urllib3``), ours or an official one, does not record the same call twice; and a call made
 where instrumentation is suppressed (the exporters' own requests) is not recorded at all.
+
+A URL matching ``OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS`` (``REQUESTS``, ``URLLIB3``,
+``AIOHTTP_CLIENT``, ``HTTPX``), or ``OTEL_PYTHON_EXCLUDED_URLS`` when that is unset, as for
+the official instrumentations' ``get_excluded_urls``, is sent untouched: no span, no
+metric, no ``traceparent``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, MutableMapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import create_key
@@ -32,7 +37,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 
 from otel_perf import _names as n
 from otel_perf._analysis import ratelimit
-from otel_perf._analysis.redact import redact_query
+from otel_perf._analysis.redact import safe_url
 from otel_perf._core import guard
 from otel_perf._core.capture import HeaderCapture, Pairs
 from otel_perf._core.server import KNOWN_METHODS, MAX_PATH_ATTR
@@ -67,35 +72,45 @@ def protocol_version(raw: object) -> str:
 class Call:
     """One call in flight: what :meth:`OutgoingCalls.end` needs."""
 
-    __slots__ = ("host", "method", "port", "span", "start", "token")
+    __slots__ = ("host", "method", "port", "recorded", "span", "start", "token")
 
-    def __init__(self, span: trace.Span, host: str, port: int, method: str, token: Any) -> None:
+    def __init__(
+        self, span: trace.Span, host: str, port: int, method: str, token: Any, recorded: bool = True
+    ) -> None:
         self.span = span
         self.host = host
         self.port = port
         self.method = method
         self.token = token
+        #: False for an excluded URL: nothing is recorded, layers below are only kept quiet
+        self.recorded = recorded
         self.start = perf_counter()
 
 
-class OutgoingCalls:
-    """The outgoing-call recorder of one runtime, shared by every HTTP client adapter."""
+def excluded_urls(runtime: Runtime, library: str) -> re.Pattern[str] | None:
+    """What ``OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS`` (else ``OTEL_PYTHON_EXCLUDED_URLS``) excludes."""
+    config = runtime.config
+    name = f"OTEL_PYTHON_{library.upper()}_EXCLUDED_URLS"
+    patterns = config.items(name) if library and name in config.values else ()
+    patterns = patterns or config.items("OTEL_PYTHON_EXCLUDED_URLS")
+    # The patterns were checked one by one and together when the configuration was loaded.
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
-    def __init__(self, runtime: Runtime) -> None:
+
+class OutgoingCalls:
+    """The outgoing-call recorder of one runtime for one client library (``library`` names
+    its excluded-URL variable: ``requests``, ``urllib3``, ``aiohttp_client``, ``httpx``)."""
+
+    def __init__(self, runtime: Runtime, library: str = "") -> None:
         self.rt = runtime
         self.spans = SpanStarter(runtime.tracer)
         self.redact = frozenset(x.lower() for x in runtime.config.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.capture = HeaderCapture("CLIENT")
+        self.excluded = excluded_urls(runtime, library)
 
     def safe_url(self, url: str) -> str:
         """``url`` as it may be exported: no user or password, sensitive parameters redacted."""
-        try:
-            parts = urlsplit(url[: MAX_PATH_ATTR * 2])
-        except ValueError:
-            return ""
-        netloc = parts.netloc.rpartition("@")[2]
-        query = redact_query(parts.query, self.redact)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))[:MAX_PATH_ATTR]
+        return safe_url(url, self.redact, MAX_PATH_ATTR)
 
     def start(
         self,
@@ -106,18 +121,32 @@ class OutgoingCalls:
         scheme: str,
         set_header: Callable[[str, str], None],
         headers: Callable[[], Pairs] | None = None,
+        attach: bool = True,
     ) -> Call | None:
         """Begin a call: span, propagation headers (through ``set_header``), suppression.
 
         ``headers()`` gives the request's headers, read only when header capture is on.
+        ``attach=False``: leave the current context alone (the span is not made current and
+        nested HTTP instrumentation is not suppressed), for libraries whose start and end
+        hooks may not run in one context (aiohttp's trace hooks) and that send through no
+        other instrumented library.
 
         None when HTTP instrumentation is suppressed here (an outer layer records this call,
         or it is an exporter's own request): send it untouched and do not call :meth:`end`.
+        For an excluded URL, a call that records nothing at :meth:`end` (no span, no metric,
+        no ``traceparent``) but keeps the libraries under this one from recording it.
         Never raises.
         """
         try:
             if not is_http_instrumentation_enabled():
                 return None
+            excluded = self.excluded
+            if excluded is not None and excluded.search(url):
+                # Not recorded, and not by a library underneath either (urllib3 under requests).
+                if not attach:
+                    return None
+                token = context.attach(context.set_value(SUPPRESS_HTTP_KEY, True))
+                return Call(trace.INVALID_SPAN, host, 0, "", token, recorded=False)
             known = method.upper()
             if known not in KNOWN_METHODS:
                 known = "_OTHER"
@@ -133,8 +162,10 @@ class OutgoingCalls:
                 span.set_attributes(self.capture.request(headers()))
             ctx = trace.set_span_in_context(span)
             propagate.inject(_Carrier(set_header), context=ctx)
-            token = context.attach(context.set_value(SUPPRESS_HTTP_KEY, True, ctx))
-            return Call(span, host, port or _DEFAULT_PORTS.get(scheme, 0), known, token)
+            port = port or _DEFAULT_PORTS.get(scheme, 0)
+            if not attach:
+                return Call(span, host, port, known, None)
+            return Call(span, host, port, known, context.attach(context.set_value(SUPPRESS_HTTP_KEY, True, ctx)))
         except Exception as exc:
             guard.internal_error("outgoing.start", exc)
             return None
@@ -171,10 +202,13 @@ class OutgoingCalls:
         only when response header capture is on.
         """
         seconds = perf_counter() - call.start
-        try:
-            context.detach(call.token)
-        except Exception as exc:  # detached in another context: the API logs it; go on
-            guard.internal_error("outgoing.detach", exc)
+        if call.token is not None:
+            try:
+                context.detach(call.token)
+            except Exception as exc:  # detached in another context: the API logs it; go on
+                guard.internal_error("outgoing.detach", exc)
+        if not call.recorded:
+            return
         try:
             self._record(call, seconds, status, version, header, error, headers, peer)
         except Exception as exc:

@@ -114,6 +114,40 @@ REGISTRY: tuple[Integration, ...] = (
         extra="httpx",
     ),
     Integration(
+        "requests",
+        "requests",
+        ("requests",),
+        library="requests",
+        min_version="2.20",
+        provides="CLIENT spans with traceparent, http.client.request.duration, rate-limit "
+        "headroom and 429s per host",
+        replaces=("requests",),
+        extra="requests",
+    ),
+    Integration(
+        "urllib3",
+        "urllib3",
+        ("urllib3",),
+        library="urllib3",
+        min_version="1.26",
+        provides="CLIENT spans with traceparent, http.client.request.duration, rate-limit "
+        "headroom and 429s per host",
+        replaces=("urllib3",),
+        extra="urllib3",
+    ),
+    Integration(
+        "aiohttp_client",
+        "aiohttp",
+        ("aiohttp",),
+        library="aiohttp",
+        min_version="3.8",
+        provides="CLIENT spans with traceparent, http.client.request.duration, rate-limit "
+        "headroom and 429s per host",
+        replaces=("aiohttp-client",),
+        aliases=("aiohttp",),
+        extra="aiohttp",
+    ),
+    Integration(
         "uvicorn",
         "uvicorn",
         (

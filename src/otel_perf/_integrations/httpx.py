@@ -50,7 +50,7 @@ def _peer(response: Any) -> Any:
 
 
 def install(runtime: Runtime, httpx: ModuleType) -> None:
-    calls = OutgoingCalls(runtime)
+    calls = OutgoingCalls(runtime, "httpx")
     _patches.wrap(httpx.HTTPTransport, "handle_request", lambda original: _sync(calls, original))
     _patches.wrap(httpx.AsyncHTTPTransport, "handle_async_request", lambda original: _async(calls, original))
 

@@ -101,11 +101,7 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
     _warn_problems(config)
     if config.flag("OTEL_SDK_DISABLED"):
         return None
-    disabled = integrations.disabled_names(config.items("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"))
-    if not config.flag("OTEL_PERF_SYSTEM_METRICS"):
-        disabled.add("system_metrics")
-    if not config.flag("OTEL_PERF_LOOP_MONITOR"):
-        disabled.add("asyncio")
+    disabled = integrations.disabled_by(config)
 
     budgets: Any = None
     budget_bounds: list[float] = []

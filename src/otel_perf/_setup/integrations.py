@@ -64,18 +64,34 @@ def note(status: Status) -> None:
 WILDCARD = "*"
 
 
+def normal_name(name: str) -> str:
+    """An instrumentation name as compared: ``aiohttp-client`` is ``aiohttp_client``."""
+    return name.strip().lower().replace("-", "_")
+
+
 def disabled_names(items: Iterable[str]) -> set[str]:
     """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` entries, normalised, with each row's aliases."""
-    names = {x.strip().lower().replace("-", "_") for x in items if x.strip()}
+    names = {normal_name(x) for x in items if x.strip()}
     for row in REGISTRY:
         if WILDCARD in names or names & set(row.aliases):
             names.add(row.name)
     return names
 
 
+def disabled_by(config: Any) -> set[str]:
+    """What the configuration switches off: the disabled list, and the rows our own switches
+    (``OTEL_PERF_SYSTEM_METRICS``, ``OTEL_PERF_LOOP_MONITOR``) turn off."""
+    disabled = disabled_names(config.items("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"))
+    if not config.flag("OTEL_PERF_SYSTEM_METRICS"):
+        disabled.add("system_metrics")
+    if not config.flag("OTEL_PERF_LOOP_MONITOR"):
+        disabled.add("asyncio")
+    return disabled
+
+
 def replaced_names(disabled: set[str]) -> set[str]:
     """Official instrumentations a row of ours replaces (rows switched off replace nothing)."""
-    return {name for row in REGISTRY if row.name not in disabled for name in row.replaces}
+    return {normal_name(name) for row in REGISTRY if row.name not in disabled for name in row.replaces}
 
 
 def library_version(distribution: str) -> str:
@@ -201,14 +217,19 @@ def official_decision(entry_point: metadata.EntryPoint, disabled: set[str], repl
     source = getattr(dist, "name", "") or entry_point.value.split(":")[0]
     version = getattr(dist, "version", "") or ""
     name = entry_point.name
-    if name in disabled or WILDCARD in disabled:
+    key = normal_name(name)
+    if key in disabled or WILDCARD in disabled:
         return Status(name, source, "disabled", "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", version)
-    if name in replaced:
-        return Status(name, source, "replaced", "ours instruments this library", version)
+    if key in replaced:
+        return Status(name, source, "replaced", f"ours instruments this library ({_replacer(key)})", version)
     conflict = _conflict(dist)
     if conflict:
         return Status(name, source, "missing", conflict, version)
     return Status(name, source, "waiting", "", version)
+
+
+def _replacer(key: str) -> str:
+    return next((row.name for row in REGISTRY if key in {normal_name(x) for x in row.replaces}), "")
 
 
 def _conflict(dist: Any) -> str:
@@ -285,3 +306,124 @@ def plan(disabled: set[str]) -> list[Status]:
             status.state = "active"
         out.append(status)
     return out
+
+
+# --- what instruments the libraries installed here (``otel-perf instrumentations``) ------------
+
+DISTRIBUTION = "otel-perf-instrument"
+_PREFIX = "opentelemetry-instrumentation-"
+
+
+@dataclass
+class Coverage:
+    """One library installed here and what instruments it."""
+
+    library: str
+    version: str
+    #: "ours", "official" (installed), "install" (an official one exists, not installed),
+    #: "unsupported" (this version of the library is outside what the official one supports)
+    by: str
+    #: our row, or the official instrumentation's entry-point name
+    name: str
+    #: the official instrumentation requirement (as ``opentelemetry-bootstrap`` pins it)
+    requirement: str = ""
+    #: what to run to get it ("" when nothing is to install)
+    install: str = ""
+    detail: str = ""
+
+
+def _our_extras() -> dict[str, str]:
+    """Distribution (normalised) -> the extra of ours that installs it."""
+    from packaging.requirements import Requirement
+
+    extras: dict[str, str] = {}
+    try:
+        requires = metadata.requires(DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        return extras
+    for line in requires:
+        try:
+            req = Requirement(line)
+        except Exception:
+            continue
+        marker = str(req.marker or "")
+        if "extra ==" not in marker:
+            continue
+        extra = marker.split("extra ==", 1)[1].strip().strip("'\"")
+        if extra in ("dev", "demo", "loadtest"):
+            continue
+        extras.setdefault(_dist_key(req.name), extra)
+    return extras
+
+
+def _dist_key(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _official_libraries() -> tuple[list[dict[str, str]], list[str]]:
+    """contrib's library -> instrumentation table (what ``opentelemetry-bootstrap`` reads)."""
+    try:
+        from opentelemetry.instrumentation import bootstrap_gen
+    except ImportError:  # an opentelemetry-instrumentation without it
+        return [], []
+    return list(bootstrap_gen.libraries), list(getattr(bootstrap_gen, "default_instrumentations", []))
+
+
+def coverage() -> list[Coverage]:
+    """For every library installed here that we or an official instrumentation instrument: by what,
+    and what to install for the ones not instrumented yet."""
+    from packaging.requirements import Requirement
+
+    extras = _our_extras()
+    ours_by_library = {_dist_key(row.library): row for row in REGISTRY if row.library}
+    replaced = {normal_name(name): row for row in REGISTRY for name in row.replaces}
+    out: list[Coverage] = []
+    seen: set[tuple[str, str]] = set()
+    libraries, defaults = _official_libraries()
+    entries = [(entry["library"], entry["instrumentation"]) for entry in libraries]
+    entries += [("", requirement) for requirement in defaults]  # the standard library's
+    for library_spec, instrumentation in entries:
+        try:
+            package = Requirement(instrumentation).name
+            lib_req = Requirement(library_spec) if library_spec else None
+        except Exception:  # a row this packaging cannot read: leave it out
+            continue
+        entry_name = normal_name(package.removeprefix(_PREFIX))
+        if lib_req is not None:
+            library = lib_req.name
+            version = library_version(library)
+            if not version:
+                continue
+        else:
+            library, version = "(standard library)", ""
+        if (library, entry_name) in seen:
+            continue
+        seen.add((library, entry_name))
+        row = replaced.get(entry_name)
+        if row is not None:
+            out.append(Coverage(library, version, "ours", row.name, instrumentation, detail=row.provides))
+            continue
+        installed = library_version(package)
+        extra = extras.get(_dist_key(package))
+        hint = f"pip install '{DISTRIBUTION}[{extra}]'" if extra else f"pip install '{instrumentation}'"
+        if lib_req is not None and version and not _satisfies(lib_req, version):
+            out.append(Coverage(library, version, "unsupported", entry_name, instrumentation,
+                                detail=f"{package} supports {lib_req}"))
+        elif installed:
+            out.append(Coverage(library, version, "official", entry_name, instrumentation,
+                                detail=f"{package} {installed}"))
+        else:
+            out.append(Coverage(library, version, "install", entry_name, instrumentation, hint))
+    listed = {c.library.lower() for c in out}
+    for row in ours_by_library.values():  # ours with no official counterpart (uvicorn, ...)
+        version = library_version(row.library)
+        if version and row.library.lower() not in listed:
+            out.append(Coverage(row.library, version, "ours", row.name, detail=row.provides))
+    return sorted(out, key=lambda c: (c.library == "(standard library)", c.library.lower(), c.name))
+
+
+def _satisfies(requirement: Any, version: str) -> bool:
+    try:
+        return bool(requirement.specifier.contains(version, prereleases=True))
+    except Exception:  # a version packaging cannot parse: let the instrumentation decide
+        return True

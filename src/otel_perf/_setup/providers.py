@@ -28,6 +28,7 @@ from typing import Any
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -49,7 +50,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otel_perf import _names as n
-from otel_perf._analysis.redact import LogScrubber
+from otel_perf._analysis.redact import LogScrubber, redacted_url_attributes
 from otel_perf._config import (
     RATIO_SAMPLERS,
     READ_BY_SDK_TOO,
@@ -160,6 +161,78 @@ class CountingSpanExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
+#: our tracer's instrumentation scope (``trace.get_tracer("otel_perf")`` in the bootstrap)
+OUR_SCOPE = "otel_perf"
+
+
+class UrlRedactor:
+    """Redacts the URL attributes of spans not made by us, as they end.
+
+    Ours never carry credentials or a sensitive query parameter (the cores redact them as
+    they set them).  An official instrumentation loaded beside ours, or the app's own
+    spans, may: ``url.full``, ``url.query``, ``http.url`` and ``http.target`` (the last two
+    are back with ``OTEL_SEMCONV_STABILITY_OPT_IN=http/dup``) lose credentials and the
+    values of ``OTEL_PERF_REDACT_QUERY_PARAMS``, whatever exporter follows.  Armed by the
+    first tracer of another scope (:class:`ScopeWatchingTracerProvider`): until then a span
+    pays one attribute check.
+    """
+
+    def __init__(self, names: frozenset[str], limit: int) -> None:
+        self.names = names
+        self.limit = limit
+        self.processors: list[DropCountingProcessor] = []
+
+    def arm(self) -> None:
+        for processor in self.processors:
+            processor.redact = self.span
+
+    def span(self, span: ReadableSpan) -> ReadableSpan:
+        """``span``, or a copy with its URL attributes redacted (public SDK constructor)."""
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == OUR_SCOPE:
+            return span
+        attributes = span.attributes
+        if not attributes:
+            return span
+        try:
+            changed = redacted_url_attributes(attributes, self.names, self.limit)
+            if not changed:
+                return span
+            bounded = BoundedAttributes(None, {**attributes, **changed}, immutable=True)
+            bounded.dropped = span.dropped_attributes
+            return ReadableSpan(
+                name=span.name,
+                context=span.context,
+                parent=span.parent,
+                resource=span.resource,
+                attributes=bounded,
+                events=span.events,
+                links=span.links,
+                kind=span.kind,
+                status=span.status,
+                start_time=span.start_time,
+                end_time=span.end_time,
+                instrumentation_scope=scope,
+            )
+        except Exception as exc:
+            guard.internal_error("traces.redact", exc)
+            return span
+
+
+class ScopeWatchingTracerProvider(TracerProvider):
+    """The SDK's tracer provider; the first tracer of a scope other than ours arms the
+    :class:`UrlRedactor` (an official instrumentation, or the app's own spans)."""
+
+    redactor: UrlRedactor | None = None
+
+    def get_tracer(self, instrumenting_module_name: str, *args: Any, **kwargs: Any) -> trace_api.Tracer:
+        redactor = self.redactor
+        if redactor is not None and instrumenting_module_name != OUR_SCOPE:
+            self.redactor = None
+            redactor.arm()
+        return super().get_tracer(instrumenting_module_name, *args, **kwargs)
+
+
 class DropCountingProcessor(SpanProcessor):
     """Wraps the batch processor; counts spans the full queue pushes out.
 
@@ -191,7 +264,13 @@ class DropCountingProcessor(SpanProcessor):
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         self.inner.on_start(span, parent_context)
 
+    #: set by :meth:`UrlRedactor.arm` once spans not made by us may exist
+    redact: Callable[[ReadableSpan], ReadableSpan] | None = None
+
     def on_end(self, span: ReadableSpan) -> None:
+        redact = self.redact
+        if redact is not None:
+            span = redact(span)
         queue = self._queue
         if queue is not None and len(queue) >= self.capacity:
             self.health.dropped.add(1, ("traces",))
@@ -670,13 +749,20 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
     # The primable id generator is the SDK's random one; it lets the ASGI middleware take the
     # sampler's decision before building a span (see _core/spans.py).  Another
     # (OTEL_PYTHON_ID_GENERATOR) makes spans take the SDK's path.
-    tracer_provider = TracerProvider(
+    tracer_provider = ScopeWatchingTracerProvider(
         resource=resource,
         sampler=build_sampler(config),
         shutdown_on_exit=False,
         id_generator=build_id_generator(config),
     )
     exporters: list[Any] = []
+    # Imported here, after _settle_sdk_environment: the server core imports
+    # opentelemetry.propagate, which reads OTEL_PROPAGATORS once, at import.
+    from otel_perf._core.server import MAX_PATH_ATTR
+
+    redactor = UrlRedactor(
+        frozenset(x.lower() for x in config.items("OTEL_PERF_REDACT_QUERY_PARAMS")), MAX_PATH_ATTR
+    )
     for name in config.items("OTEL_TRACES_EXPORTER"):
         exporter = _span_exporter(name, config)
         if exporter is None:
@@ -686,9 +772,12 @@ def build(config: Config, registry: Registry, health: Health) -> Pipeline:
                                    max_export_batch_size=batch_size)
         # Our OTLP/HTTP exporter takes spans encoded as they end (see DropCountingProcessor).
         encoder = getattr(exporter, "_encoder", None)
-        tracer_provider.add_span_processor(DropCountingProcessor(
+        processor = DropCountingProcessor(
             batch, health, queue_size, encoder if isinstance(encoder, SpanEncoder) else None
-        ))
+        )
+        redactor.processors.append(processor)
+        tracer_provider.add_span_processor(processor)
+    tracer_provider.redactor = redactor
     readers: list[MetricReader] = []
     interval = config.number("OTEL_METRIC_EXPORT_INTERVAL")
     exemplar_filter = config.text("OTEL_METRICS_EXEMPLAR_FILTER")
