@@ -64,6 +64,16 @@ def test_config_lists_every_instrumentation_loaded_or_skipped_and_why() -> None:
     assert rows[("system_metrics", "ours")][1] == "skipped"
 
 
+def test_config_says_how_to_pick_our_distro_when_another_is_installed() -> None:
+    """opentelemetry-distro (dev extra) beside ours: opentelemetry-instrument would take either."""
+    out = _run("config", "--no-check")
+    assert "distro 'distro'" in out and "OTEL_PYTHON_DISTRO=otel_perf" in out
+    chosen = _run(
+        "config", "--no-check", OTEL_PYTHON_DISTRO="otel_perf", OTEL_PYTHON_CONFIGURATOR="otel_perf"
+    )
+    assert "other OpenTelemetry distros" not in chosen
+
+
 def test_instrumentations_lists_what_instruments_each_installed_library() -> None:
     lines = _run("instrumentations").splitlines()
     by_library: dict[str, list[str]] = {}

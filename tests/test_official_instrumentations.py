@@ -141,6 +141,8 @@ def _start(
         "--port",
         str(port),
     ]
+    if launcher == "opentelemetry-instrument":  # the dev extra installs opentelemetry-distro too
+        env |= {"OTEL_PYTHON_DISTRO": "otel_perf", "OTEL_PYTHON_CONFIGURATOR": "otel_perf"}
     proc = app_process(args, env, name=launcher)
     proc.wait_http(base + "/hello", timeout=30)
     return Service(proc, base)

@@ -118,7 +118,31 @@ def instrumentations_table(config: Config) -> str:
         f"{'instrumentation':<{widths[0]}}  {'state':<{widths[1]}}  {'by':<{widths[2]}}  what / why",
     ]
     lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
+    other = other_distros()
+    if other:
+        lines.append(
+            f"\nnote: other OpenTelemetry distros or configurators are installed ({', '.join(other)}): "
+            "`opentelemetry-instrument` takes whichever it finds first, so under it set "
+            "OTEL_PYTHON_DISTRO=otel_perf and OTEL_PYTHON_CONFIGURATOR=otel_perf (otel-perf-instrument "
+            "needs neither)"
+        )
     return "\n".join(lines)
+
+
+def other_distros() -> list[str]:
+    """Entry-point names of distros/configurators not ours (``opentelemetry-instrument`` picks the
+    first it finds when ``OTEL_PYTHON_DISTRO``/``_CONFIGURATOR`` are unset)."""
+    from importlib.metadata import entry_points
+
+    env = os.environ
+    found: list[str] = []
+    for group, var in (("opentelemetry_distro", "OTEL_PYTHON_DISTRO"),
+                       ("opentelemetry_configurator", "OTEL_PYTHON_CONFIGURATOR")):
+        if env.get(var, "").strip() == "otel_perf":
+            continue
+        found += [f"{group.rsplit('_', 1)[1]} '{ep.name}'" for ep in entry_points(group=group)
+                  if ep.name != "otel_perf"]
+    return found
 
 
 def _why(status: object) -> str:

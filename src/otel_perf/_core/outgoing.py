@@ -165,7 +165,8 @@ class OutgoingCalls:
             port = port or _DEFAULT_PORTS.get(scheme, 0)
             if not attach:
                 return Call(span, host, port, known, None)
-            return Call(span, host, port, known, context.attach(context.set_value(SUPPRESS_HTTP_KEY, True, ctx)))
+            token = context.attach(context.set_value(SUPPRESS_HTTP_KEY, True, ctx))
+            return Call(span, host, port, known, token)
         except Exception as exc:
             guard.internal_error("outgoing.start", exc)
             return None
