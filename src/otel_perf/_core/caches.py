@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from otel_perf import _names as n
+
 if TYPE_CHECKING:
     from otel_perf._core.runtime import Runtime
+    from otel_perf._metrics.instruments import Key
 
 HIT = "hit"
 MISS = "miss"
@@ -25,6 +28,7 @@ class Caches:
 
     def __init__(self, runtime: Runtime) -> None:
         self.counter = runtime.inst.cache_operations
+        register_floor(runtime)
 
     def read(self, system: str, name: str, hits: int, misses: int = 0) -> None:
         """``hits`` keys found and ``misses`` not found in one read of cache ``name``."""
@@ -44,3 +48,34 @@ class Caches:
             hits, misses = out.get(cache, (0.0, 0.0))
             out[cache] = (hits + value, misses) if result == HIT else (hits, misses + value)
         return out
+
+
+def register_floor(runtime: Runtime) -> None:
+    """Export ``perf.cache.hit_ratio.floor`` for every cache read so far (once per runtime).
+
+    The alert rule ``PerfCacheHitRatioLow`` compares each cache's hit ratio with this gauge, so
+    the floor is the app's setting (``OTEL_PERF_CACHE_HIT_RATIO_FLOOR``), not a number in the
+    rule file; a floor of 0 exports nothing and the alert stays silent.
+    """
+    if runtime.registry.get(n.CACHE_HIT_RATIO_FLOOR) is not None:
+        return
+    floor = hit_ratio_floor(runtime)
+    counter = runtime.inst.cache_operations
+
+    def points() -> list[tuple[float, Key]]:
+        if floor <= 0:
+            return []
+        seen = {(key[0], key[1]) for key in counter.values() if len(key) == 3}
+        return [(floor, cache) for cache in sorted(seen, key=str)]
+
+    runtime.registry.gauge(
+        n.CACHE_HIT_RATIO_FLOOR,
+        "1",
+        "Hit ratio below which a cache is flagged (OTEL_PERF_CACHE_HIT_RATIO_FLOOR).",
+        (n.A_CACHE_SYSTEM, n.A_CACHE_NAME),
+        points,
+    )
+
+
+def hit_ratio_floor(runtime: Runtime) -> float:
+    return float(runtime.config.number("OTEL_PERF_CACHE_HIT_RATIO_FLOOR"))

@@ -98,6 +98,60 @@ REGISTRY: tuple[Integration, ...] = (
         extra="sqlalchemy",
     ),
     Integration(
+        "sqlite3",
+        "sqlite3",
+        ("sqlite3",),
+        provides="raw sqlite3 statements: a span and a db.client.operation.duration point per "
+        "statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's counted once)",
+        replaces=("sqlite3",),
+    ),
+    Integration(
+        "psycopg",
+        "psycopg",
+        ("psycopg",),
+        library="psycopg",
+        min_version="3.1",
+        provides="raw psycopg 3 statements (sync and async): a span and a db.client.operation.duration "
+        "point per statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's "
+        "counted once)",
+        replaces=("psycopg",),
+        extra="psycopg",
+    ),
+    Integration(
+        "asyncpg",
+        "asyncpg",
+        ("asyncpg",),
+        library="asyncpg",
+        min_version="0.27",
+        provides="raw asyncpg statements (prepared ones too): a span and a db.client.operation.duration "
+        "point per statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's "
+        "counted once)",
+        replaces=("asyncpg",),
+        extra="asyncpg",
+    ),
+    Integration(
+        "pymysql",
+        "pymysql",
+        ("pymysql",),
+        library="PyMySQL",
+        min_version="1.0",
+        provides="raw PyMySQL statements: a span and a db.client.operation.duration point per "
+        "statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's counted once)",
+        replaces=("pymysql",),
+        extra="pymysql",
+    ),
+    Integration(
+        "redis",
+        "redis",
+        ("redis.client", "redis.asyncio.client"),
+        library="redis",
+        min_version="4.2",
+        provides="a span and a db.client.operation.duration point per Redis command (sync, asyncio, "
+        "pipelines); cache hits and misses of GET/MGET/HGET/HMGET/HGETALL/EXISTS per cache",
+        replaces=("redis",),
+        extra="redis",
+    ),
+    Integration(
         "httpx",
         "httpx",
         ("httpx",),
