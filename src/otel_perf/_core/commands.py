@@ -72,13 +72,13 @@ class Commands:
         end_ns = time.time_ns()
         start_ns = end_ns - int(seconds * 1e9)
         if parent is None:
-            attrs, name = self._attributes(target, operation, batch)
-            span = self.spans.start(name, None, SpanKind.CLIENT, None, start_ns)
+            root_attrs, root_name = self._attributes(target, operation, batch)
+            span = self.spans.start(root_name, None, SpanKind.CLIENT, None, start_ns)
             if not span.is_recording():
                 rt.inst.db_duration.record(seconds, key)
                 return
             ctx = span.get_span_context()
-            self.spans.set_attributes(span, self._with_error(attrs, error_type))
+            self.spans.set_attributes(span, self._with_error(root_attrs, error_type))
             if error_type:
                 span.set_status(_ERROR)
             span.end(end_time=end_ns)
