@@ -84,6 +84,11 @@ _GETTER = _HeaderGetter()
 class _Responder:
     """The ``send`` the app is given: notes the status and adds our response headers.
 
+    It also ends the request when its response is complete (the last body message is sent):
+    what the app runs after that, such as Starlette's ``BackgroundTasks``, is not the
+    request's time, nor its queries (the background job adapter makes each task a unit of
+    its own).
+
     An object rather than a closure: a closure over the request's variables would turn
     each of them into a cell, a dozen more objects per request for the collector to count.
     """
@@ -93,25 +98,30 @@ class _Responder:
     def __init__(self, middleware: PerfMiddleware, send: Send, work: Work, start: float) -> None:
         self.middleware = middleware
         self.send = send
-        self.work = work
+        #: the request, until it is recorded (then None)
+        self.work: Work | None = work
         self.start = start
         self.status = 0
-        rt = middleware.rt
         # The common case (traceresponse only) is done inline; Server-Timing takes the helper.
-        self.traceresponse = rt.traceresponse and not rt.server_timing and work.trace_id
+        self.traceresponse = middleware.inline_traceresponse and work.trace_id
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             if self.traceresponse:
-                header = (b"traceresponse", traceresponse(self.work))
+                header = (b"traceresponse", traceresponse(self.work))  # type: ignore[arg-type]
                 message["headers"] = [*(message.get("headers") or ()), header]
             elif self.middleware.rt.server_timing:
                 try:
-                    self.middleware._response_headers(message, self.work, self.start)
+                    self.middleware._response_headers(message, self.work, self.start)  # type: ignore[arg-type]
                 except Exception as exc:
                     guard.internal_error("asgi.headers", exc)
+            await self.send(message)
+            return
         await self.send(message)
+        # The last body message (or a path send): the response is complete.
+        if "more_body" not in message or not message["more_body"]:
+            self.middleware._complete(self, "")
 
 
 class PerfMiddleware:
@@ -144,6 +154,8 @@ class PerfMiddleware:
         self.spans = core.spans
         self._context_var = core.context_var
         self._attributes_at_start = self._start_attributes  # bound once, not per request
+        #: traceresponse without Server-Timing: written by the responder itself
+        self.inline_traceresponse = runtime.traceresponse and not runtime.server_timing
         # The browser script (answered below) and, inside the span, the HTML Server-Timing
         # header; None while off, and then requests pay one attribute check.
         self.browser = core.browser
@@ -219,19 +231,18 @@ class PerfMiddleware:
             else:
                 await self.app(scope, receive, responder)
         except BaseException as exc:
-            error_type = type(exc).__qualname__
-            if responder.status == 0:
-                responder.status = 500
-            if span.is_recording():
-                span.set_attribute("exception.type", error_type)
-            mark_failed_request(exc, work.context)
+            if responder.work is not None:  # else: raised after the response (a background task's)
+                error_type = type(exc).__qualname__
+                if responder.status == 0:
+                    responder.status = 500
+                if span.is_recording():
+                    span.set_attribute("exception.type", error_type)
+                mark_failed_request(exc, work.context)
             raise
         finally:
-            seconds = perf_counter() - start
             try:
-                self.core.finish(work, self.route_of(scope, work), responder.status, error_type, seconds)
-            except Exception as exc:
-                guard.internal_error("asgi.finish", exc)
+                if responder.work is not None:  # no complete response: the request ends here
+                    self._complete(responder, error_type)
             finally:
                 current_work.reset(work_token)
                 if var is None:
@@ -244,6 +255,18 @@ class PerfMiddleware:
                 active[method] = active.get(method, 1) - 1
                 if task is not None:
                     monitor.requests.pop(id(task), None)
+
+    def _complete(self, responder: _Responder, error_type: str) -> None:
+        """The request is over (its response complete, or the app returned or raised): record it once."""
+        work = responder.work
+        if work is None:  # recorded already (a message after the last body: trailers)
+            return
+        responder.work = None
+        seconds = perf_counter() - responder.start
+        try:
+            self.core.finish(work, self.route_of(work.scope, work), responder.status, error_type, seconds)
+        except Exception as exc:
+            guard.internal_error("asgi.finish", exc)
 
     def _start_attributes(self, scope: Scope, method: str) -> dict[str, Any]:
         """The SERVER span's attributes known at start (built only when the span records)."""
