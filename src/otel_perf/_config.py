@@ -486,7 +486,8 @@ SETTINGS: tuple[Setting, ...] = (
         "list",
         (),
         "Instrumentations to skip: `fastapi` (or `asgi`), `sqlalchemy`, `httpx`, `logging`, "
-        "`system_metrics`, `asyncio`.",
+        "`system_metrics`, `asyncio`, `sqlite3`, `psycopg`, `asyncpg`, `pymysql`, `redis`, `celery`, "
+        "`background_tasks`.",
         standard=True,
     ),
 )

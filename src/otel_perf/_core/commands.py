@@ -3,11 +3,13 @@
 Per command, sampled or not: ``db.client.operation.duration`` by ``db.system.name`` and
 ``db.operation.name`` (the command; names outside a known set collapse into ``OTHER`` so a
 client sending odd names cannot grow the series), and, when the enclosing span is sampled,
-a CLIENT span with explicit start/end times (a root span the sampler decides on outside any
-span).  A command is not a SQL statement: it does not count in the unit of work's queries
-(they would distort queries per request), but the request's span, when sampled, carries
-``perf.redis.command_count`` and ``perf.redis.duration`` (seconds).  Cache reads among the
-commands are classified hit or miss by the adapter and go to :mod:`otel_perf._core.caches`.
+a CLIENT span with explicit start/end times.  A command outside any span gets no span of its
+own (only its duration point): a job broker polling Redis (Celery's, kombu's) would otherwise
+fill the traces with one-command traces.  A command is not a SQL statement: it does not count
+in the unit of work's queries (they would distort queries per request), but the request's span,
+when sampled, carries ``perf.redis.command_count`` and ``perf.redis.duration`` (seconds).
+Cache reads among the commands are classified hit or miss by the adapter and go to
+:mod:`otel_perf._core.caches`.
 """
 
 from __future__ import annotations
@@ -71,18 +73,8 @@ class Commands:
         parent: Span | None = (var.get() if var is not None else _current_context()).get(_SPAN_KEY)  # type: ignore[assignment]
         end_ns = time.time_ns()
         start_ns = end_ns - int(seconds * 1e9)
-        if parent is None:
-            root_attrs, root_name = self._attributes(target, operation, batch)
-            span = self.spans.start(root_name, None, SpanKind.CLIENT, None, start_ns)
-            if not span.is_recording():
-                rt.inst.db_duration.record(seconds, key)
-                return
-            ctx = span.get_span_context()
-            self.spans.set_attributes(span, self._with_error(root_attrs, error_type))
-            if error_type:
-                span.set_status(_ERROR)
-            span.end(end_time=end_ns)
-            rt.inst.db_duration.record(seconds, key, ctx.trace_id, ctx.span_id)
+        if parent is None:  # no root span: a broker's or a cache's own polling would flood traces
+            rt.inst.db_duration.record(seconds, key)
             return
         pctx = parent.get_span_context()
         if not (pctx.trace_flags & _SAMPLED and parent.is_recording()):

@@ -87,6 +87,16 @@ REGISTRY: tuple[Integration, ...] = (
         extra="fastapi",
     ),
     Integration(
+        "background_tasks",
+        "background",
+        ("starlette.background",),
+        library="starlette",
+        min_version="0.37",
+        provides="FastAPI/Starlette BackgroundTasks as jobs of their own (span, perf.job.duration, "
+        "queries and N+1 per task), not part of the request's duration",
+        extra="fastapi",
+    ),
+    Integration(
         "sqlalchemy",
         "sqlalchemy",
         ("sqlalchemy",),
@@ -150,6 +160,17 @@ REGISTRY: tuple[Integration, ...] = (
         "pipelines); cache hits and misses of GET/MGET/HGET/HMGET/HGETALL/EXISTS per cache",
         replaces=("redis",),
         extra="redis",
+    ),
+    Integration(
+        "celery",
+        "celery",
+        ("celery",),
+        library="celery",
+        min_version="5.2",
+        provides="every task run a job of its own: perf.job.duration and failures by task, queue wait, "
+        "queries and N+1/slow-query findings per task, the worker's logs with the task's trace id "
+        "(spans and propagation: the official celery instrumentation)",
+        extra="celery",
     ),
     Integration(
         "httpx",
