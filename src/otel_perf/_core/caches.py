@@ -11,6 +11,9 @@ counter ``perf.cache.operations`` by ``perf.cache.system``, ``perf.cache.name`` 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from otel_perf import _names as n
@@ -21,6 +24,23 @@ if TYPE_CHECKING:
 
 HIT = "hit"
 MISS = "miss"
+#: True while a library reads a key-value store for its own bookkeeping (a job system's result
+#: backend): those reads are not cache reads and stay out of the hit ratio.
+_BOOKKEEPING: ContextVar[bool] = ContextVar("otel_perf_cache_bookkeeping", default=False)
+
+
+@contextmanager
+def bookkeeping() -> Iterator[None]:
+    """Reads made inside are a library's own bookkeeping, not cache reads."""
+    token = _BOOKKEEPING.set(True)
+    try:
+        yield
+    finally:
+        _BOOKKEEPING.reset(token)
+
+
+def is_bookkeeping() -> bool:
+    return _BOOKKEEPING.get()
 
 
 class Caches:

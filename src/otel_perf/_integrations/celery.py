@@ -37,7 +37,10 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan
 
 from otel_perf._core import guard
+from otel_perf._core.caches import bookkeeping
+from otel_perf._core.imports import when_imported
 from otel_perf._core.jobs import JobRun, Jobs
+from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
 
 SYSTEM = "celery"
@@ -48,6 +51,7 @@ MAX_RUNNING = 10_000
 _state: dict[str, Any] = {}
 _lock = threading.Lock()
 _PLACEHOLDER = NonRecordingSpan(INVALID_SPAN_CONTEXT)
+_patches = Patches("celery")
 
 
 class _Tracker:
@@ -166,11 +170,28 @@ def _official_active() -> bool:
         return False
 
 
+def _backend_reads(original: Any) -> Any:
+    def read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with bookkeeping():
+            return original(self, *args, **kwargs)
+
+    return read
+
+
+def _hook_redis_backend(backend: ModuleType) -> None:
+    """The Redis result backend's reads (polling for a result) are not cache reads."""
+    for name in ("get", "mget"):
+        if name in vars(backend.RedisBackend):
+            _patches.wrap(backend.RedisBackend, name, _backend_reads)
+
+
 def install(runtime: Runtime, celery: ModuleType | None) -> None:
     """Connect to Celery's signals (``celery`` was imported)."""
     if "tracker" in _state:
         return
     from celery import signals
+
+    when_imported("celery.backends.redis", _hook_redis_backend)
 
     tracker = _Tracker(runtime)
     connections = [
@@ -188,6 +209,7 @@ def install(runtime: Runtime, celery: ModuleType | None) -> None:
 
 
 def uninstall() -> None:
+    _patches.restore()
     for signal, handler in _state.pop("connections", []):
         signal.disconnect(handler)
     _state.clear()

@@ -33,7 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from otel_perf._core import guard
-from otel_perf._core.caches import Caches
+from otel_perf._core.caches import Caches, is_bookkeeping
 from otel_perf._core.commands import Commands, CommandTarget
 from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
@@ -337,7 +337,7 @@ def _target(client: Any) -> CommandTarget:
 
 def _classify(caches: Caches, target: CommandTarget, name: str, args: tuple[Any, ...], result: Any) -> None:
     split = READS.get(name)
-    if split is None:
+    if split is None or is_bookkeeping():  # not a cache read: a job system's result backend
         return
     hits, misses = split(args, result)
     if hits or misses:
