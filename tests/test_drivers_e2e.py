@@ -261,7 +261,8 @@ def test_one_span_per_statement_with_the_official_driver_instrumentations_instal
     tmp_path: Path,
 ) -> None:
     system, _table = LOOPS[path]
-    svc = start_data_app(app_process, otlp_receiver, tmp_path, _pg_for(path, request), python_path=contrib_path)
+    pg = _pg_for(path, request)
+    svc = start_data_app(app_process, otlp_receiver, tmp_path, pg, python_path=contrib_path)
     trace_id = trace_of(httpx.get(svc.base + path, params={"n": 6}))
     assert server_span(otlp_receiver, trace_id).attributes["perf.db.query_count"] == 7
     otlp_receiver.wait_for(lambda: len(db_spans(otlp_receiver, trace_id, system)) >= 7, what="7 spans")

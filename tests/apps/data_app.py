@@ -64,7 +64,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await pool.close()
 
 
-def PG_DSN_URL() -> str:  # noqa: N802 - asyncpg wants a URL, psycopg the libpq DSN
+def PG_DSN_URL() -> str:
     parts = dict(item.split("=", 1) for item in PG_DSN.split())
     return f"postgresql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['dbname']}"
 
@@ -174,7 +174,8 @@ def sqlalchemy_sqlite() -> dict[str, Any]:
     if engine is None:
         engine = _state["sqlite_engine"] = create_engine(f"sqlite:///{SQLITE_PATH}")
     with engine.connect() as conn:
-        names = [conn.execute(text("SELECT name FROM items WHERE id = :id"), {"id": i}).scalar() for i in range(3)]
+        query = text("SELECT name FROM items WHERE id = :id")
+        names = [conn.execute(query, {"id": i}).scalar() for i in range(3)]
     return {"names": names}
 
 
