@@ -274,3 +274,10 @@ def celery_send(n: int = 6) -> dict[str, Any]:
 
     result = lookup_items.delay(n)
     return {"task_id": result.id}
+
+
+@app.get("/celery/fail")
+def celery_fail() -> dict[str, Any]:
+    from celery_tasks import fails
+
+    return {"task_id": fails.delay().id}
