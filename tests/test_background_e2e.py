@@ -29,9 +29,11 @@ def test_a_background_task_is_its_own_unit_and_leaves_the_request_alone(
     trace_id = trace_of(httpx.get(svc.base + "/background", params={"n": 6}))
 
     jobs = otlp_receiver.wait_for(
-        lambda: found
-        if len(found := [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "INTERNAL"]) >= 2
-        else [],
+        lambda: (
+            found
+            if len(found := [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "INTERNAL"]) >= 2
+            else []
+        ),
         what="the two job spans",
     )
     server = server_span(otlp_receiver, trace_id)

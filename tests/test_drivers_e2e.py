@@ -223,10 +223,13 @@ def test_statements_outside_a_request_get_root_spans_and_metrics(
     insert = next(s for s in roots if s.attributes["db.operation.name"] == "INSERT")
     assert insert.attributes["db.operation.batch.size"] == 10
     otlp_receiver.wait_for(
-        lambda: otlp_receiver.histogram_count(
-            "db.client.operation.duration", {"db.system.name": "postgresql", "db.operation.name": "TRUNCATE"}
-        )
-        == 1,
+        lambda: (
+            otlp_receiver.histogram_count(
+                "db.client.operation.duration",
+                {"db.system.name": "postgresql", "db.operation.name": "TRUNCATE"},
+            )
+            == 1
+        ),
         what="the TRUNCATE point",
     )
 

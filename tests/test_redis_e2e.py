@@ -75,9 +75,11 @@ def test_hits_and_misses_are_exact_and_each_command_is_one_span(
     assert server.attributes["perf.db.query_count"] == 0  # Redis commands are not SQL queries
     assert server.attributes["perf.redis.command_count"] == len(COMMANDS)
     spans = otlp_receiver.wait_for(
-        lambda: found
-        if len(found := [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "CLIENT"]) >= 11
-        else [],
+        lambda: (
+            found
+            if len(found := [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "CLIENT"]) >= 11
+            else []
+        ),
         what="11 command spans",
     )
     assert [s.name for s in spans] == COMMANDS
@@ -87,10 +89,12 @@ def test_hits_and_misses_are_exact_and_each_command_is_one_span(
     assert get["db.namespace"] == "3" and get["server.port"] == redis_server.port
     assert spans[-1].attributes["db.operation.batch.size"] == 2
     otlp_receiver.wait_for(
-        lambda: otlp_receiver.histogram_count(
-            "db.client.operation.duration", {"db.system.name": "redis", "db.operation.name": "GET"}
-        )
-        == 2,
+        lambda: (
+            otlp_receiver.histogram_count(
+                "db.client.operation.duration", {"db.system.name": "redis", "db.operation.name": "GET"}
+            )
+            == 2
+        ),
         what="2 GET points",
     )
 
