@@ -27,14 +27,15 @@ pytestmark = pytest.mark.slow
 TASK = "data.lookup_items"
 
 
-def _worker(
-    app_process: Callable[..., AppProcess], receiver: OTLPReceiver, broker: str, sqlite_path: Path
+def start_worker(
+    app_process: Callable[..., AppProcess], broker: str, sqlite_path: Path, env: dict[str, str]
 ) -> AppProcess:
-    env = {
-        **receiver.exporter_env(),
+    """A Celery worker for tests/apps/celery_tasks.py under the launcher; returns once it is ready."""
+    full = {
         "OTEL_SERVICE_NAME": "worker",
         "OTEL_PERF__RAISE_ERRORS": "1",
         "OTEL_PERF_REPORT": "true",
+        **env,
         "APP_BROKER_URL": broker,
         "APP_SQLITE_PATH": str(sqlite_path),
         "PYTHONPATH": str(APPS),
@@ -43,7 +44,7 @@ def _worker(
         launcher(), str(BIN / "celery"), "-A", "celery_tasks", "worker", "--pool", "solo",
         "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
     ]  # fmt: skip
-    worker = app_process(args, env, name="worker")
+    worker = app_process(args, full, name="worker")
     deadline = time.monotonic() + 30
     while "ready." not in worker.output():
         assert worker.is_running, worker.output()
@@ -60,7 +61,7 @@ def test_a_task_is_a_job_in_the_senders_trace_with_its_metrics_findings_and_logs
 ) -> None:
     broker = redis_server.url(9)
     svc = start_data_app(app_process, otlp_receiver, tmp_path, APP_BROKER_URL=broker)  # creates the table
-    worker = _worker(app_process, otlp_receiver, broker, tmp_path / "data.db")
+    worker = start_worker(app_process, broker, tmp_path / "data.db", otlp_receiver.exporter_env())
     trace_id = trace_of(httpx.get(svc.base + "/celery/send", params={"n": 6}))
     assert trace_of(httpx.get(svc.base + "/celery/fail"))
 

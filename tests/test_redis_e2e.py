@@ -66,7 +66,7 @@ def test_hits_and_misses_are_exact_and_each_command_is_one_span(
             what=f"{count} {result}s",
         )
     floor = otlp_receiver.wait_for(
-        lambda: otlp_receiver.latest_points("perf.cache.hit_ratio.floor", {"perf.cache.name": cache}),
+        lambda: otlp_receiver.latest_points("perf.cache.hit_floor", {"perf.cache.name": cache}),
         what="the floor gauge",
     )
     assert floor[0].value == 0.8

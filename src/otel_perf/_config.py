@@ -165,7 +165,7 @@ SETTINGS: tuple[Setting, ...] = (
         "float",
         0.8,
         "Cache hit ratio (0-1) below which a cache is flagged (stats, report) and PerfCacheHitRatioLow "
-        "fires; exported per cache as perf.cache.hit_ratio.floor. 0 switches it off.",
+        "fires; exported per cache as perf.cache.hit_floor. 0 switches it off.",
         minimum=0,
         maximum=1,
     ),

@@ -40,7 +40,7 @@ OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
 CACHE_OPERATIONS: Final = "perf.cache.operations"  # perf_cache_operations_total
 # the hit-ratio floor (OTEL_PERF_CACHE_HIT_RATIO_FLOOR) per cache seen, which the
 # PerfCacheHitRatioLow alert compares the hit ratio with; labels perf.cache.system, perf.cache.name
-CACHE_HIT_RATIO_FLOOR: Final = "perf.cache.hit_ratio.floor"  # perf_cache_hit_ratio_floor_ratio
+CACHE_HIT_FLOOR: Final = "perf.cache.hit_floor"  # perf_cache_hit_floor_ratio
 # --- Background jobs (ours; Celery tasks, FastAPI/Starlette BackgroundTasks, ...) -------
 # labels: perf.job.system ("celery", "background"), perf.job.name, error.type
 JOB_DURATION: Final = "perf.job.duration"  # perf_job_duration_seconds

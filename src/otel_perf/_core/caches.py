@@ -71,13 +71,13 @@ class Caches:
 
 
 def register_floor(runtime: Runtime) -> None:
-    """Export ``perf.cache.hit_ratio.floor`` for every cache read so far (once per runtime).
+    """Export ``perf.cache.hit_floor`` for every cache read so far (once per runtime).
 
     The alert rule ``PerfCacheHitRatioLow`` compares each cache's hit ratio with this gauge, so
     the floor is the app's setting (``OTEL_PERF_CACHE_HIT_RATIO_FLOOR``), not a number in the
     rule file; a floor of 0 exports nothing and the alert stays silent.
     """
-    if runtime.registry.get(n.CACHE_HIT_RATIO_FLOOR) is not None:
+    if runtime.registry.get(n.CACHE_HIT_FLOOR) is not None:
         return
     floor = hit_ratio_floor(runtime)
     counter = runtime.inst.cache_operations
@@ -89,7 +89,7 @@ def register_floor(runtime: Runtime) -> None:
         return [(floor, cache) for cache in sorted(seen, key=str)]
 
     runtime.registry.gauge(
-        n.CACHE_HIT_RATIO_FLOOR,
+        n.CACHE_HIT_FLOOR,
         "1",
         "Hit ratio below which a cache is flagged (OTEL_PERF_CACHE_HIT_RATIO_FLOOR).",
         (n.A_CACHE_SYSTEM, n.A_CACHE_NAME),
