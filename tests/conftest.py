@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from support.mysql import MySQLServer, mariadb_paths, start_mysql
 from support.otlp_receiver import OTLPReceiver
 from support.postgres import PostgresServer, find_pg_bindir, start_postgres
 from support.procs import SCRUBBED_ENV_PREFIXES, AppProcess, skip_or_fail, tail
@@ -20,6 +21,7 @@ _FIXTURE_MARKERS: dict[str, tuple[str, ...]] = {
     "postgres_url": ("postgres", "slow"),
     "prometheus_factory": ("prometheus", "slow"),
     "redis_server": ("redis", "slow"),
+    "mysql_server": ("mysql", "slow"),
 }
 
 
@@ -97,6 +99,16 @@ def redis_server() -> Iterator[RedisServer]:
     if redis_server_path() is None:
         skip_or_fail("redis-server not installed (Debian package redis-server)")
     with start_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[MySQLServer]:
+    """A throwaway MariaDB on a loopback port with database ``testdb``, for the whole session
+    (skipped locally if not installed; fails under CI)."""
+    if mariadb_paths() is None:
+        skip_or_fail("mariadbd not installed (Debian package mariadb-server)")
+    with start_mysql("testdb") as server:
         yield server
 
 

@@ -1,7 +1,7 @@
-"""Issue 18: database insight on every driver (raw sqlite3, psycopg sync and async, asyncpg).
+"""Issue 18: database insight on every driver (raw sqlite3, psycopg sync and async, asyncpg, PyMySQL).
 
-The app (tests/apps/data_app.py) runs under the launcher against a file SQLite database and the
-tests' PostgreSQL.  Per driver: the request's query count is exact, an N+1 loop is found (with
+The app (tests/apps/data_app.py) runs under the launcher against a file SQLite database, the
+tests' PostgreSQL and a MariaDB.  Per driver: the request's query count is exact, an N+1 loop is found (with
 the sampler off too: counts and findings cover every request), a slow statement is a finding,
 and each statement is exactly one CLIENT span even with the official driver instrumentations
 installed beside us; a statement through SQLAlchemy over a driver is recorded once.
@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from support.launch import BIN, Service, start_service
+from support.mysql import MySQLServer
 from support.otlp_receiver import OTLPReceiver, Span
 from support.postgres import PostgresServer
 from support.procs import AppProcess, free_port, skip_or_fail
@@ -37,6 +38,7 @@ LOOPS = {
     "/psycopg/loop": ("postgresql", "data_items"),
     "/psycopg-async/loop": ("postgresql", "data_items"),
     "/asyncpg/loop": ("postgresql", "data_items"),
+    "/pymysql/loop": ("mysql", "my_items"),
 }
 #: The official instrumentations of these drivers (installed beside us by a fixture).
 CONTRIB = (
@@ -44,6 +46,7 @@ CONTRIB = (
     "opentelemetry-instrumentation-sqlite3==0.66b1",
     "opentelemetry-instrumentation-psycopg==0.66b1",
     "opentelemetry-instrumentation-asyncpg==0.66b1",
+    "opentelemetry-instrumentation-pymysql==0.66b1",
     "opentelemetry-instrumentation-sqlalchemy==0.66b2",
 )
 
@@ -52,15 +55,17 @@ def start_data_app(
     app_process: Callable[..., AppProcess],
     receiver: OTLPReceiver | None,
     tmp_path: Path,
-    pg: PostgresServer | None = None,
+    pg: PostgresServer | MySQLServer | None = None,
     python_path: str = "",
     **env: str,
 ) -> Service:
-    """tests/apps/data_app.py under the launcher with uvicorn."""
+    """tests/apps/data_app.py under the launcher with uvicorn (``pg``: PostgreSQL or MariaDB)."""
     port = free_port()
     full = {"APP_SQLITE_PATH": str(tmp_path / "data.db"), **ENV, **env}
-    if pg is not None:
+    if isinstance(pg, PostgresServer):
         full["APP_PG_DSN"] = pg.dsn()
+    elif pg is not None:
+        full["APP_MYSQL_PORT"] = str(pg.port)
     server = (str(BIN / "uvicorn"), "data_app:app", "--host", "127.0.0.1", "--port", str(port))
     return start_service(
         app_process, receiver, "", env=full, server=server, port=port, python_path=python_path, name="data"
@@ -92,8 +97,11 @@ def db_spans(receiver: OTLPReceiver, trace_id: str, system: str) -> list[Span]:
     ]
 
 
-def _pg_for(path: str, request: pytest.FixtureRequest) -> PostgresServer | None:
-    return request.getfixturevalue("postgres_server") if LOOPS[path][0] == "postgresql" else None
+def _pg_for(path: str, request: pytest.FixtureRequest) -> PostgresServer | MySQLServer | None:
+    system = LOOPS[path][0]
+    if system == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_server" if system == "postgresql" else "mysql_server")  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("path", list(LOOPS))
@@ -120,7 +128,7 @@ def test_raw_driver_statements_count_feed_the_metric_and_find_n_plus_one(
     assert len(spans) == 7, [s.name for s in spans]
     assert {s.parent_span_id for s in spans} == {server.span_id}
     assert all(s.name == f"SELECT {table}" for s in spans)
-    if system == "postgresql":
+    if system != "sqlite":
         assert spans[0].attributes["db.namespace"] == "testdb"
         assert spans[0].attributes["server.address"] == "127.0.0.1"
     wanted = {"db.system.name": system, "db.operation.name": "SELECT", "db.collection.name": table}
@@ -159,7 +167,7 @@ def test_counts_and_n_plus_one_without_sampling(
     assert not [s for s in otlp_receiver.spans() if s.kind in ("SERVER", "CLIENT")]
 
 
-@pytest.mark.parametrize("path", ["/sqlite/slow", "/psycopg/slow", "/asyncpg/slow"])
+@pytest.mark.parametrize("path", ["/sqlite/slow", "/psycopg/slow", "/asyncpg/slow", "/pymysql/slow"])
 def test_a_slow_raw_statement_is_a_finding(
     path: str,
     request: pytest.FixtureRequest,
@@ -167,12 +175,12 @@ def test_a_slow_raw_statement_is_a_finding(
     otlp_receiver: OTLPReceiver,
     tmp_path: Path,
 ) -> None:
-    pg = request.getfixturevalue("postgres_server") if "sqlite" not in path else None
+    pg = _pg_for(path.replace("/slow", "/loop"), request)
     svc = start_data_app(app_process, otlp_receiver, tmp_path, pg)
     trace_id = trace_of(httpx.get(svc.base + path))
     slow = stats(svc)["findings"]["slow_queries"]
     assert [q["route"] for q in slow] == [path]
-    assert "sleep(?)" in slow[0]["statement"] and slow[0]["duration_ms"] >= 100
+    assert "sleep(?)" in slow[0]["statement"].lower() and slow[0]["duration_ms"] >= 100
     assert slow[0]["trace_id"] == trace_id
     span = otlp_receiver.wait_for(
         lambda: [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "CLIENT"], what="slow span"
@@ -254,7 +262,7 @@ def contrib_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(target)
 
 
-@pytest.mark.parametrize("path", ["/sqlite/loop", "/psycopg/loop", "/asyncpg/loop"])
+@pytest.mark.parametrize("path", ["/sqlite/loop", "/psycopg/loop", "/asyncpg/loop", "/pymysql/loop"])
 def test_one_span_per_statement_with_the_official_driver_instrumentations_installed(
     path: str,
     request: pytest.FixtureRequest,

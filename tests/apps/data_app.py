@@ -2,7 +2,8 @@
 
 Configured by environment variables the tests set: ``APP_SQLITE_PATH`` (a file), ``APP_PG_DSN``
 (libpq DSN of the tests' PostgreSQL; the PostgreSQL endpoints answer 503 without it),
-``APP_REDIS_URL``, ``APP_BROKER_URL`` (Celery's broker, for ``/celery/send``).  Every endpoint
+``APP_MYSQL_PORT`` (the tests' MariaDB, user root, database testdb), ``APP_REDIS_URL``,
+``APP_BROKER_URL`` (Celery's broker, for ``/celery/send``).  Every endpoint
 runs a known number of statements or commands, so tests can assert exact counts.
 """
 
@@ -22,6 +23,7 @@ from fastapi import BackgroundTasks, FastAPI, HTTPException
 SQLITE_PATH = os.environ.get("APP_SQLITE_PATH", "")
 PG_DSN = os.environ.get("APP_PG_DSN", "")
 REDIS_URL = os.environ.get("APP_REDIS_URL", "")
+MYSQL_PORT = int(os.environ.get("APP_MYSQL_PORT", "0") or 0)
 ROWS = 10
 log = logging.getLogger("data_app")
 _state: dict[str, Any] = {}
@@ -52,6 +54,26 @@ def _setup_postgres() -> None:
             )
 
 
+def _mysql() -> Any:
+    import pymysql
+
+    return pymysql.connect(host="127.0.0.1", port=MYSQL_PORT, user="root", password="", database="testdb")
+
+
+def _setup_mysql() -> None:
+    connection = _mysql()
+    try:
+        with connection.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS my_items (id INTEGER PRIMARY KEY, name TEXT)")
+            cur.execute("DELETE FROM my_items")
+            cur.executemany(
+                "INSERT INTO my_items (id, name) VALUES (%s, %s)", [(i, f"item {i}") for i in range(ROWS)]
+            )
+        connection.commit()
+    finally:
+        connection.close()
+
+
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     if PG_DSN:
@@ -73,6 +95,8 @@ if SQLITE_PATH:
     _setup_sqlite()
 if PG_DSN:
     _setup_postgres()
+if MYSQL_PORT:
+    _setup_mysql()
 app = FastAPI(lifespan=lifespan)
 
 
@@ -177,6 +201,37 @@ def sqlalchemy_sqlite() -> dict[str, Any]:
         query = text("SELECT name FROM items WHERE id = :id")
         names = [conn.execute(query, {"id": i}).scalar() for i in range(3)]
     return {"names": names}
+
+
+# --- PyMySQL ------------------------------------------------------------------------------------
+@app.get("/pymysql/loop")
+def pymysql_loop(n: int = 6) -> dict[str, Any]:
+    import pymysql.cursors
+
+    connection = _mysql()
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT id FROM my_items ORDER BY id LIMIT %s", (n,))
+            ids = [row[0] for row in cur.fetchall()]
+        with connection.cursor(pymysql.cursors.DictCursor) as cur:  # a cursor class of one's own
+            names = []
+            for i in ids:
+                cur.execute("SELECT name FROM my_items WHERE id = %s", (i,))
+                names.append(cur.fetchone()["name"])  # type: ignore[index]
+    finally:
+        connection.close()
+    return {"names": names}
+
+
+@app.get("/pymysql/slow")
+def pymysql_slow() -> dict[str, Any]:
+    connection = _mysql()
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT SLEEP(0.15)")
+    finally:
+        connection.close()
+    return {"slow": True}
 
 
 # --- asyncpg ------------------------------------------------------------------------------------
