@@ -13,6 +13,13 @@ statement between two clock reads and hands it to :meth:`Statements.record` with
   times (no context attach needed: a statement has no children).  A statement outside
   any span (start-up code, a script) starts a root span the sampler decides on.
 
+Driver adapters time a cursor call through :meth:`Statements.run` / :meth:`Statements.run_async`
+against a shared :meth:`Statements.target`.  A statement is recorded once whichever layers it
+crosses: an outer layer that records it (SQLAlchemy's hooks) either opens its driver connections
+inside :func:`outer_connection` (the driver adapters then leave them unwrapped, costing nothing per
+statement) and :func:`disown`\s any that were wrapped anyway, or runs the statement inside
+:func:`outer_layer` (driver adapters pass it through).
+
 The per-statement path is written for the number of Python calls and bytecodes it runs,
 which is what it costs inside a busy app.
 """

@@ -13,6 +13,11 @@ SQLAlchemy's slower evented path, and even the dialect events (``do_execute``,
 The contrib SQLAlchemy instrumentation declares ``sqlalchemy < 2.1`` and then instruments
 nothing on what pip installs today, and records no ``db.client.operation.duration``; this
 adapter does both.  Pool usage is read at collection time, so it costs the hot path nothing.
+
+The dialect's ``connect`` is hooked too, before the engine's first connection is made, so the
+driver adapters beneath (sqlite3, psycopg, asyncpg, PyMySQL) hand back their driver's own
+connection for the pool: a statement through SQLAlchemy is recorded once, by SQLAlchemy's hooks,
+at no per-statement cost (see :func:`_connect_as_outer_layer`).
 """
 
 from __future__ import annotations
