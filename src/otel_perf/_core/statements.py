@@ -17,7 +17,7 @@ Driver adapters time a cursor call through :meth:`Statements.run` / :meth:`State
 against a shared :meth:`Statements.target`.  A statement is recorded once whichever layers it
 crosses: an outer layer that records it (SQLAlchemy's hooks) either opens its driver connections
 inside :func:`outer_connection` (the driver adapters then leave them unwrapped, costing nothing per
-statement) and :func:`disown`\s any that were wrapped anyway, or runs the statement inside
+statement) and hands any that were wrapped anyway to :func:`disown`, or runs the statement inside
 :func:`outer_layer` (driver adapters pass it through).
 
 The per-statement path is written for the number of Python calls and bytecodes it runs,
