@@ -8,16 +8,20 @@ from typing import Any
 
 import pytest
 
+from support.mysql import MySQLServer, mariadb_paths, start_mysql
 from support.otlp_receiver import OTLPReceiver
 from support.postgres import PostgresServer, find_pg_bindir, start_postgres
 from support.procs import SCRUBBED_ENV_PREFIXES, AppProcess, skip_or_fail, tail
 from support.prometheus import PrometheusServer, prometheus_path, start_prometheus
+from support.redis import RedisServer, redis_server_path, start_redis
 
 # Tests that use these fixtures get the markers automatically, so `-m "not slow"` deselects them.
 _FIXTURE_MARKERS: dict[str, tuple[str, ...]] = {
     "postgres_server": ("postgres", "slow"),
     "postgres_url": ("postgres", "slow"),
     "prometheus_factory": ("prometheus", "slow"),
+    "redis_server": ("redis", "slow"),
+    "mysql_server": ("mysql", "slow"),
 }
 
 
@@ -86,6 +90,26 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     Shared by all tests: use unique table names, or ``postgres_server.create_database(name)``.
     """
     return postgres_server.url("testdb")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A throwaway Redis on a loopback port for the whole session (skipped locally if not installed;
+    fails under CI). Shared: tests use their own database numbers or key prefixes."""
+    if redis_server_path() is None:
+        skip_or_fail("redis-server not installed (Debian package redis-server)")
+    with start_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[MySQLServer]:
+    """A throwaway MariaDB on a loopback port with database ``testdb``, for the whole session
+    (skipped locally if not installed; fails under CI)."""
+    if mariadb_paths() is None:
+        skip_or_fail("mariadbd not installed (Debian package mariadb-server)")
+    with start_mysql("testdb") as server:
+        yield server
 
 
 PrometheusFactory = Callable[..., PrometheusServer]

@@ -41,7 +41,7 @@ def _rows(output: str) -> dict[tuple[str, str], list[str]]:
 
 def test_config_lists_every_instrumentation_loaded_or_skipped_and_why() -> None:
     # The official name with its dash, as opentelemetry-instrument users write it.
-    rows = _rows(_run("config", "--no-check", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="aiohttp-client,redis"))
+    rows = _rows(_run("config", "--no-check", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="aiohttp-client,celery"))
     assert rows[("requests", "ours")][1] == "loaded"
     assert rows[("urllib3", "ours")][1] == "loaded"
     official_requests = " ".join(rows[("requests", "opentelemetry-instrumentation-requests")])
@@ -53,11 +53,13 @@ def test_config_lists_every_instrumentation_loaded_or_skipped_and_why() -> None:
     assert "replaced" in official_sqlalchemy
     aiohttp = " ".join(rows[("aiohttp_client", "ours")])
     assert "skipped" in aiohttp and "disabled by OTEL_PYTHON_DISABLED_INSTRUMENTATIONS" in aiohttp
+    celery = " ".join(rows[("celery", "opentelemetry-instrumentation-celery")])
+    assert "skipped" in celery and "disabled" in celery
     redis = " ".join(rows[("redis", "opentelemetry-instrumentation-redis")])
-    assert "skipped" in redis and "disabled" in redis
+    assert "skipped" in redis and "replaced" in redis
 
     rows = _rows(_run("config", "--no-check"))
-    assert rows[("redis", "opentelemetry-instrumentation-redis")][1] == "loaded"
+    assert rows[("celery", "opentelemetry-instrumentation-celery")][1] == "loaded"
     assert rows[("aiohttp_client", "ours")][1] == "loaded"
     # Our own switches count: the system metrics off, their row is skipped.
     rows = _rows(_run("config", "--no-check", OTEL_PERF_SYSTEM_METRICS="false"))
@@ -85,7 +87,7 @@ def test_instrumentations_lists_what_instruments_each_installed_library() -> Non
         assert any(f"ours ({library})" in row for row in rows), rows
     assert any("ours (aiohttp_client)" in row for row in by_library["aiohttp"])
     assert any("official, not installed (aiohttp_server)" in row for row in by_library["aiohttp"])
-    assert "official, installed (redis)" in by_library["redis"][0]
+    assert "official, installed (celery)" in by_library["celery"][0]
 
     requirements = _run("instrumentations", "--requirements").split()
     replaced = {"requests", "urllib3", "aiohttp-client", "httpx", "fastapi", "sqlalchemy", "logging"}

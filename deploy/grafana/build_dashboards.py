@@ -464,7 +464,8 @@ def database() -> Board:
     b = Board(
         "otel-perf-database",
         "otel-perf / Database",
-        "Query latency by operation and table, queries per request, slow queries, N+1 findings, pools.",
+        "Query latency by operation and table, queries per request, slow queries, N+1 findings, pools, "
+        "caches (hit ratio) and background jobs.",
     )
     _job_var(b)
     sel = 'job="$job"'
@@ -590,7 +591,93 @@ def database() -> Board:
         '{resource.service.name="$job" && span.db.system.name != nil && duration > 100ms}',
         w=24,
     )
+    _caches_and_jobs(b, sel)
     return b
+
+
+def _caches_and_jobs(b: Board, sel: str) -> None:
+    """Caches (Redis hit ratio, command latency) and background jobs (Celery, BackgroundTasks)."""
+    cache = "perf_cache_system, perf_cache_name"
+    reads = f"sum by ({cache}) (rate(perf_cache_operations_total{{{sel}}}{RATE}))"
+    hits = f'sum by ({cache}) (rate(perf_cache_operations_total{{{sel}, perf_cache_result="hit"}}{RATE}))'
+    b.timeseries(
+        "Cache hit ratio by cache",
+        "Reads that found their key (perf.cache.operations); dashed: the floor the app exports "
+        "(OTEL_PERF_CACHE_HIT_RATIO_FLOOR), under which PerfCacheHitRatioLow fires.",
+        "percentunit",
+        [
+            _target(f"({hits} or 0 * {reads}) / {reads}", "{{perf_cache_name}}"),
+            _target(
+                f"max by ({cache}) (perf_cache_hit_floor_ratio{{{sel}}})", "floor {{perf_cache_name}}"
+            ),
+        ],
+        dashed="^floor .*",
+    )
+    b.timeseries(
+        "Cache reads by result",
+        "Cache reads per second, hits and misses, per cache.",
+        "ops",
+        [
+            _target(
+                f"sum by ({cache}, perf_cache_result) (rate(perf_cache_operations_total{{{sel}}}{RATE}))",
+                "{{perf_cache_name}} {{perf_cache_result}}",
+            )
+        ],
+        stack=True,
+    )
+    redis_by = "db_operation_name"
+    b.timeseries(
+        "Redis command p95 by command",
+        "95th percentile of db.client.operation.duration of Redis commands (exemplars link to traces).",
+        "s",
+        [
+            _target(
+                _q(0.95, "db_client_operation_duration_seconds", f'{sel}, db_system_name="redis"', redis_by),
+                "{{db_operation_name}}",
+                exemplar=True,
+            )
+        ],
+    )
+    job = "perf_job_system, perf_job_name"
+    job_legend = "{{perf_job_system}} {{perf_job_name}}"
+    b.timeseries(
+        "Job duration p95 by job",
+        "95th percentile of perf.job.duration: Celery tasks and BackgroundTasks, each run on its own.",
+        "s",
+        [_target(_q(0.95, "perf_job_duration_seconds", sel, job), job_legend, exemplar=True)],
+    )
+    b.timeseries(
+        "Job runs and failures",
+        "Runs per second by job; dashed: the failed ones (error.type set).",
+        "ops",
+        [
+            _target(f"sum by ({job}) (rate(perf_job_duration_seconds_count{{{sel}}}{RATE}))", job_legend),
+            _target(
+                f'sum by ({job}) (rate(perf_job_duration_seconds_count{{{sel}, error_type!=""}}{RATE}))',
+                "failed {{perf_job_system}} {{perf_job_name}}",
+            ),
+        ],
+        dashed="^failed .*",
+    )
+    b.timeseries(
+        "Job queue wait p95 by job",
+        "95th percentile of perf.job.queue_wait: from send (or eta) to start, Celery tasks sent by an "
+        "instrumented process.",
+        "s",
+        [_target(_q(0.95, "perf_job_queue_wait_seconds", sel, job), job_legend)],
+    )
+    b.timeseries(
+        "Queries per job run (mean)",
+        "Average number of SQL statements one run of the job executes (perf.job.queries).",
+        "short",
+        [
+            _target(
+                f"sum by ({job}) (rate(perf_job_queries_sum{{{sel}}}{RATE}))"
+                f" / sum by ({job}) (rate(perf_job_queries_count{{{sel}}}{RATE}))",
+                job_legend,
+            )
+        ],
+    )
 
 
 # --- Outgoing APIs ------------------------------------------------------------------------

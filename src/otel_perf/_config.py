@@ -160,6 +160,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=2,
         maximum=100000,
     ),
+    _s(
+        "OTEL_PERF_CACHE_HIT_RATIO_FLOOR",
+        "float",
+        0.8,
+        "Cache hit ratio (0-1) below which a cache is flagged (stats, report) and PerfCacheHitRatioLow "
+        "fires; exported per cache as perf.cache.hit_floor. 0 switches it off.",
+        minimum=0,
+        maximum=1,
+    ),
     _s("OTEL_PERF_LOOP_MONITOR", "bool", True, "Measure asyncio event-loop lag."),
     _s(
         "OTEL_PERF_LOOP_BLOCK_MS",
@@ -494,8 +503,8 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "Instrumentations to skip, ours and official ones (`otel-perf config` lists them): "
         "`fastapi` (or `asgi`), `sqlalchemy`, `httpx`, `requests`, `urllib3`, `aiohttp_client`, "
-        "`logging`, `system_metrics`, `asyncio`, or an official instrumentation's name (`redis`); "
-        "`*` for all.",
+        "`sqlite3`, `psycopg`, `asyncpg`, `pymysql`, `redis`, `celery`, `background_tasks`, "
+        "`logging`, `system_metrics`, `asyncio`, or an official instrumentation's name; `*` for all.",
         standard=True,
     ),
 )

@@ -40,6 +40,9 @@ OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
 # labels: perf.cache.system ("redis", "django"), perf.cache.name (the cache: server/db or alias),
 # perf.cache.result ("hit" | "miss"); hit ratio = rate(hit) / rate(hit + miss) per cache
 CACHE_OPERATIONS: Final = "perf.cache.operations"  # perf_cache_operations_total
+# the hit-ratio floor (OTEL_PERF_CACHE_HIT_RATIO_FLOOR) per cache seen, which the
+# PerfCacheHitRatioLow alert compares the hit ratio with; labels perf.cache.system, perf.cache.name
+CACHE_HIT_FLOOR: Final = "perf.cache.hit_floor"  # perf_cache_hit_floor_ratio
 # --- Background jobs (ours; Celery tasks, FastAPI/Starlette BackgroundTasks, ...) -------
 # labels: perf.job.system ("celery", "background"), perf.job.name, error.type
 JOB_DURATION: Final = "perf.job.duration"  # perf_job_duration_seconds
@@ -114,6 +117,8 @@ A_PERF_QUERY_COUNT: Final = "perf.db.query_count"
 A_PERF_DB_DURATION: Final = "perf.db.duration"
 A_PERF_STATEMENT: Final = "perf.db.statement"
 A_PERF_REPEAT: Final = "perf.db.repeat_count"
+A_PERF_REDIS_COUNT: Final = "perf.redis.command_count"  # on a sampled unit's span
+A_PERF_REDIS_DURATION: Final = "perf.redis.duration"  # seconds, on a sampled unit's span
 EVENT_N_PLUS_ONE: Final = "perf.n_plus_one"
 # Browser span attributes ("page load" span; values in ms except CLS and sizes)
 A_BROWSER_LCP: Final = "perf.browser.lcp_ms"

@@ -97,9 +97,18 @@ class Baseline:
             rt.inst.db_duration,
             rt.inst.client_duration,
             rt.inst.loop_lag,
+            rt.inst.job_duration,
+            rt.inst.job_queue_wait,
+            rt.inst.job_queries,
         ):
             b.histograms[h.name] = {s.key: s for s in h.series()}
-        for c in (rt.inst.slow_requests, rt.inst.n_plus_one, rt.inst.throttled, rt.inst.slow_queries):
+        for c in (
+            rt.inst.slow_requests,
+            rt.inst.n_plus_one,
+            rt.inst.throttled,
+            rt.inst.slow_queries,
+            rt.inst.cache_operations,
+        ):
             b.counters[c.name] = c.values()
         return b
 
@@ -210,13 +219,133 @@ def summary(rt: Runtime, base: Baseline | None = None) -> dict[str, Any]:
         "findings": findings,
         "telemetry": rt.health.snapshot() if rt.health is not None else {},
     }
+    out["jobs"] = jobs_section(rt, base, minutes)
+    out["caches"] = caches_section(rt, base)
     if endpoints:
         status, reasons = health(rt, endpoints, findings, out["telemetry"])
+    elif out["jobs"]:
+        status, reasons = job_health(out["jobs"], findings, out["telemetry"])
     else:
         status, reasons = NO_REQUESTS, why_no_requests(rt)
-    out["status"] = status
-    out["status_reasons"] = reasons
+    out["status"], out["status_reasons"] = cache_health(status, reasons, out["caches"])
     return out
+
+
+# --- background jobs and caches (Celery workers, BackgroundTasks, Redis) ---------------------
+
+#: A cache is judged against its hit-ratio floor only after this many reads in the window.
+MIN_CACHE_READS = 20
+
+
+def jobs_section(rt: Runtime, base: Baseline | None, minutes: float) -> list[dict[str, Any]]:
+    """Per job (system, name): runs, failures, duration percentiles, queue wait, queries per run."""
+    inst = rt.inst
+    bounds = inst.job_duration.bounds
+    runs = _group(inst.job_duration, base, lambda k: (k[0], k[1]) if len(k) > 2 else ("", ""))
+    failed = _group(
+        inst.job_duration, base, lambda k: (k[0], k[1], bool(k[2])) if len(k) > 2 else ("", "", False)
+    )
+    waits = _group(inst.job_queue_wait, base, lambda k: (k[0], k[1]) if len(k) > 1 else ("", ""))
+    queries = _group(inst.job_queries, base, lambda k: (k[0], k[1]) if len(k) > 1 else ("", ""))
+    n1 = _counter(inst.n_plus_one, base)
+    out = []
+    for (system, name), m in sorted(runs.items(), key=lambda kv: (-kv[1].count, str(kv[0]))):
+        if m.count <= 0:
+            continue
+        err = failed.get((system, name, True))
+        errors = err.count if err else 0
+        entry: dict[str, Any] = {
+            "system": system,
+            "name": name,
+            "count": m.count,
+            "runs_per_minute": round(m.count / minutes, 2),
+            "errors": errors,
+            "error_rate": round(errors / m.count, 4),
+            "mean_ms": round(m.sum / m.count * 1000.0, 3),
+            "p50_ms": m.quantile_ms(bounds, 0.50),
+            "p95_ms": m.quantile_ms(bounds, 0.95),
+            "p99_ms": m.quantile_ms(bounds, 0.99),
+            "max_ms": round(m.max * 1000.0, 3) if math.isfinite(m.max) else 0.0,
+            "n_plus_one_count": int(n1.get((name, system), 0)),
+        }
+        q = queries.get((system, name))
+        entry["mean_queries"] = round(q.sum / q.count, 2) if q and q.count else 0.0
+        w = waits.get((system, name))
+        if w is not None and w.count > 0:
+            entry["queue_wait_p50_ms"] = w.quantile_ms(inst.job_queue_wait.bounds, 0.50)
+            entry["queue_wait_p95_ms"] = w.quantile_ms(inst.job_queue_wait.bounds, 0.95)
+        out.append(entry)
+    return out
+
+
+def caches_section(rt: Runtime, base: Baseline | None) -> list[dict[str, Any]]:
+    """Per cache (system, name): hits, misses, hit ratio, the floor and whether it is below."""
+    from otel_perf._core.caches import HIT, hit_ratio_floor
+
+    floor = hit_ratio_floor(rt)
+    totals: dict[tuple[str, str], list[float]] = {}
+    for key, value in _counter(rt.inst.cache_operations, base).items():
+        if len(key) != 3:  # the overflow series
+            continue
+        cache = totals.setdefault((str(key[0]), str(key[1])), [0.0, 0.0])
+        cache[0 if key[2] == HIT else 1] += value
+    out = []
+    for (system, name), (hits, misses) in sorted(totals.items(), key=lambda kv: -(kv[1][0] + kv[1][1])):
+        reads = hits + misses
+        if reads <= 0:
+            continue
+        ratio = hits / reads
+        out.append(
+            {
+                "system": system,
+                "name": name,
+                "hits": int(hits),
+                "misses": int(misses),
+                "hit_ratio": round(ratio, 4),
+                "floor": floor,
+                "below_floor": bool(floor > 0 and reads >= MIN_CACHE_READS and ratio < floor),
+            }
+        )
+    return out
+
+
+def job_health(
+    jobs: list[dict[str, Any]], findings: dict[str, Any], telemetry: dict[str, Any]
+) -> tuple[str, list[str]]:
+    """A process that ran jobs and served no request (a worker): judged by its jobs' failures."""
+    unhealthy: list[str] = []
+    degraded: list[str] = []
+    for job in jobs:
+        if job["count"] < MIN_REQUESTS:
+            continue
+        name = f"{job['system']} job {job['name']}"
+        if job["error_rate"] >= 0.05:
+            unhealthy.append(f"{name}: failure rate {job['error_rate']:.1%}")
+        elif job["error_rate"] >= 0.01:
+            degraded.append(f"{name}: failure rate {job['error_rate']:.1%}")
+    recent = [b for b in findings["event_loop_blocks"] if time.time() - b["at"] < 300]
+    if recent:
+        degraded.append(f"event loop blocked {len(recent)} time(s) in the last 5 minutes")
+    dropped = sum(v.get("dropped", 0) for v in telemetry.values()) if telemetry else 0
+    if dropped:
+        degraded.append(f"{int(dropped)} telemetry item(s) dropped")
+    if unhealthy:
+        return "unhealthy", unhealthy + degraded
+    if degraded:
+        return "degraded", degraded
+    return "healthy", []
+
+
+def cache_health(status: str, reasons: list[str], caches: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """A cache below its hit-ratio floor makes a healthy process degraded (and says which)."""
+    low = [
+        f"cache {c['name']} ({c['system']}): hit ratio {c['hit_ratio']:.1%} below {c['floor']:.0%}"
+        for c in caches
+        if c["below_floor"]
+    ]
+    if not low or status == NO_REQUESTS:
+        return status, reasons
+    return ("degraded" if status == "healthy" else status), [*reasons, *low]
 
 
 def _budget_check(rt: Runtime, method: str, route: str, entry: dict[str, Any]) -> dict[str, Any] | None:

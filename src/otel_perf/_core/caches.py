@@ -11,13 +11,36 @@ counter ``perf.cache.operations`` by ``perf.cache.system``, ``perf.cache.name`` 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
+
+from otel_perf import _names as n
 
 if TYPE_CHECKING:
     from otel_perf._core.runtime import Runtime
+    from otel_perf._metrics.instruments import Key
 
 HIT = "hit"
 MISS = "miss"
+#: True while a library reads a key-value store for its own bookkeeping (a job system's result
+#: backend): those reads are not cache reads and stay out of the hit ratio.
+_BOOKKEEPING: ContextVar[bool] = ContextVar("otel_perf_cache_bookkeeping", default=False)
+
+
+@contextmanager
+def bookkeeping() -> Iterator[None]:
+    """Reads made inside are a library's own bookkeeping, not cache reads."""
+    token = _BOOKKEEPING.set(True)
+    try:
+        yield
+    finally:
+        _BOOKKEEPING.reset(token)
+
+
+def is_bookkeeping() -> bool:
+    return _BOOKKEEPING.get()
 
 
 class Caches:
@@ -25,6 +48,7 @@ class Caches:
 
     def __init__(self, runtime: Runtime) -> None:
         self.counter = runtime.inst.cache_operations
+        register_floor(runtime)
 
     def read(self, system: str, name: str, hits: int, misses: int = 0) -> None:
         """``hits`` keys found and ``misses`` not found in one read of cache ``name``."""
@@ -44,3 +68,34 @@ class Caches:
             hits, misses = out.get(cache, (0.0, 0.0))
             out[cache] = (hits + value, misses) if result == HIT else (hits, misses + value)
         return out
+
+
+def register_floor(runtime: Runtime) -> None:
+    """Export ``perf.cache.hit_floor`` for every cache read so far (once per runtime).
+
+    The alert rule ``PerfCacheHitRatioLow`` compares each cache's hit ratio with this gauge, so
+    the floor is the app's setting (``OTEL_PERF_CACHE_HIT_RATIO_FLOOR``), not a number in the
+    rule file; a floor of 0 exports nothing and the alert stays silent.
+    """
+    if runtime.registry.get(n.CACHE_HIT_FLOOR) is not None:
+        return
+    floor = hit_ratio_floor(runtime)
+    counter = runtime.inst.cache_operations
+
+    def points() -> list[tuple[float, Key]]:
+        if floor <= 0:
+            return []
+        seen = {(key[0], key[1]) for key in counter.values() if len(key) == 3}
+        return [(floor, cache) for cache in sorted(seen, key=str)]
+
+    runtime.registry.gauge(
+        n.CACHE_HIT_FLOOR,
+        "1",
+        "Hit ratio below which a cache is flagged (OTEL_PERF_CACHE_HIT_RATIO_FLOOR).",
+        (n.A_CACHE_SYSTEM, n.A_CACHE_NAME),
+        points,
+    )
+
+
+def hit_ratio_floor(runtime: Runtime) -> float:
+    return float(runtime.config.number("OTEL_PERF_CACHE_HIT_RATIO_FLOOR"))

@@ -16,7 +16,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, TraceFlags
 
 from otel_perf import _names as n
 from otel_perf._analysis import insight
@@ -77,6 +77,22 @@ class Jobs:
         except Exception as exc:
             guard.internal_error("jobs.begin", exc)
             return None
+
+    def adopt(self, run: JobRun, span: trace.Span) -> None:
+        """Make ``span`` the run's span from now on (a job system's span that appeared after :meth:`begin`).
+
+        The Celery instrumentation starts its consumer span in a signal handler that may run after
+        ours: the run begins with a placeholder and adopts that span before it ends, so the job's
+        metrics, exemplars and findings carry the task's trace.  Only for runs begun with a span.
+        """
+        if run.own_span:
+            return
+        work = run.work
+        ctx = span.get_span_context()
+        work.span = span
+        work.context = ctx
+        work.trace_id = ctx.trace_id
+        work.span_id = ctx.span_id if ctx.trace_flags & TraceFlags.SAMPLED else 0
 
     def end(self, run: JobRun | None, error: BaseException | None = None, error_type: str = "") -> None:
         """Close a job run: metrics, findings, span. Never raises."""

@@ -13,6 +13,13 @@ statement between two clock reads and hands it to :meth:`Statements.record` with
   times (no context attach needed: a statement has no children).  A statement outside
   any span (start-up code, a script) starts a root span the sampler decides on.
 
+Driver adapters time a cursor call through :meth:`Statements.run` / :meth:`Statements.run_async`
+against a shared :meth:`Statements.target`.  A statement is recorded once whichever layers it
+crosses: an outer layer that records it (SQLAlchemy's hooks) either opens its driver connections
+inside :func:`outer_connection` (the driver adapters then leave them unwrapped, costing nothing per
+statement) and hands any that were wrapped anyway to :func:`disown`, or runs the statement inside
+:func:`outer_layer` (driver adapters pass it through).
+
 The per-statement path is written for the number of Python calls and bytecodes it runs,
 which is what it costs inside a busy app.
 """
@@ -20,7 +27,7 @@ which is what it costs inside a busy app.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from time import perf_counter
@@ -45,6 +52,8 @@ _SAMPLED = int(TraceFlags.SAMPLED)
 #: Bound of a target's statement cache and of its span-attribute cache (each cleared whole
 #: when full).
 CACHED_STATEMENTS = 1024
+#: Bound of the shared targets of driver adapters (one per database server and name).
+MAX_TARGETS = 256
 _ERROR = Status(StatusCode.ERROR)
 #: ``db.system.name`` (stable semconv) for driver / dialect names that differ from it.
 _SYSTEMS = {
@@ -78,6 +87,70 @@ def outer_layer() -> Iterator[None]:
         yield
     finally:
         _OUTER.reset(token)
+
+
+#: True while an outer layer opens a driver connection for itself (SQLAlchemy's dialect
+#: ``connect``): driver adapters then hand back the driver's own connection, unwrapped, so the
+#: outer layer's statements pay nothing per statement for the driver adapter beneath it.
+_OUTER_CONNECT: ContextVar[bool] = ContextVar("otel_perf_outer_connect", default=False)
+#: Driver adapters' ``disown(obj) -> bool``: stop recording on a connection an outer layer took
+#: over after it was made (one made where :func:`outer_connection` could not reach, such as a
+#: driver that connects in its own thread: aiosqlite).
+_DISOWNERS: list[Callable[[Any], bool]] = []
+
+
+@contextmanager
+def outer_connection() -> Iterator[None]:
+    """Mark the driver connections opened inside as an outer layer's (it records their statements)."""
+    token = _OUTER_CONNECT.set(True)
+    try:
+        yield
+    finally:
+        _OUTER_CONNECT.reset(token)
+
+
+def connecting_for_outer_layer() -> bool:
+    """Whether a driver connection being opened now is for an outer layer (drivers: do not wrap it)."""
+    return _OUTER_CONNECT.get()
+
+
+def register_disowner(disown_one: Callable[[Any], bool]) -> None:
+    """A driver adapter's way to stop recording on one of its connections (see :func:`disown`)."""
+    if disown_one not in _DISOWNERS:
+        _DISOWNERS.append(disown_one)
+
+
+def unregister_disowner(disown_one: Callable[[Any], bool]) -> None:
+    if disown_one in _DISOWNERS:
+        _DISOWNERS.remove(disown_one)
+
+
+def disown(connection: Any) -> None:
+    """An outer layer records ``connection``'s statements: driver adapters under it stop.
+
+    ``connection`` may be an adapter around the driver's connection (SQLAlchemy's async
+    adapters, aiosqlite's thread): the objects it wraps are tried too.  Called once per
+    connection, at connect time; never raises.
+    """
+    if not _DISOWNERS:
+        return
+    try:
+        seen: list[Any] = []
+        todo = [connection]
+        while todo and len(seen) < 6:
+            obj = todo.pop()
+            if obj is None or any(obj is s for s in seen):
+                continue
+            seen.append(obj)
+            if any(disown_one(obj) for disown_one in _DISOWNERS):
+                return
+            for attribute in ("driver_connection", "_connection", "_conn"):
+                try:
+                    todo.append(getattr(obj, attribute, None))
+                except Exception:  # a property that raises (aiosqlite: not connected)
+                    continue
+    except Exception as exc:
+        guard.internal_error("statements.disown", exc)
 
 
 def db_system(name: str) -> str:
@@ -122,6 +195,70 @@ class Statements:
         self.rt = runtime
         self.spans = SpanStarter(runtime.tracer)
         self._context_var = runtime_context_var()
+        self._targets: dict[tuple[str, str, str, int | None], DbTarget] = {}
+
+    def target(self, system: str, namespace: str = "", host: str = "", port: int | None = None) -> DbTarget:
+        """The shared :class:`DbTarget` of one database (driver adapters: one per connection's server)."""
+        key = (system, namespace, host, port)
+        found = self._targets.get(key)
+        if found is None:
+            if len(self._targets) >= MAX_TARGETS:
+                self._targets.clear()
+            found = self._targets[key] = DbTarget(system, namespace, host, port)
+        return found
+
+    def run(
+        self,
+        target: DbTarget,
+        statement: Any,
+        batch: int,
+        call: Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """``call(*args, **kwargs)`` (a driver's execute) timed and recorded as ``statement``; its result.
+
+        Passes the call through untouched when an outer layer records it already.
+        """
+        if _OUTER.get():
+            return call(*args, **kwargs)
+        t0 = perf_counter()
+        try:
+            result = call(*args, **kwargs)
+        except BaseException as exc:
+            self.failed(target, statement_text(statement), t0, exc, batch)
+            raise
+        seconds = perf_counter() - t0
+        try:
+            self.record(target, statement_text(statement), seconds, "", batch)
+        except Exception as exc:
+            guard.internal_error("statements.run", exc)
+        return result
+
+    async def run_async(
+        self,
+        target: DbTarget,
+        statement: Any,
+        batch: int,
+        call: Callable[..., Awaitable[Any]],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """:meth:`run` for a coroutine function (asyncpg, psycopg's async cursors)."""
+        if _OUTER.get():
+            return await call(*args, **kwargs)
+        t0 = perf_counter()
+        try:
+            result = await call(*args, **kwargs)
+        except BaseException as exc:
+            self.failed(target, statement_text(statement), t0, exc, batch)
+            raise
+        seconds = perf_counter() - t0
+        try:
+            self.record(target, statement_text(statement), seconds, "", batch)
+        except Exception as exc:
+            guard.internal_error("statements.run_async", exc)
+        return result
 
     def failed(self, target: DbTarget, statement: str, t0: float, exc: BaseException, batch: int) -> None:
         """Record a statement the database refused (or that was interrupted); never raises."""
@@ -274,3 +411,22 @@ def batch_size(parameters: Any) -> int:
     except TypeError:  # a generator: its length is unknown
         return 0
     return size if size >= 2 else 0
+
+
+def statement_text(statement: Any) -> str:
+    """A driver's statement as text: ``str`` as it is, ``bytes`` decoded; anything else (psycopg's
+    ``sql.Composed``, SQLAlchemy constructs) through its ``as_string()`` or ``str()``."""
+    if type(statement) is str:
+        return statement
+    if isinstance(statement, (bytes, bytearray, memoryview)):
+        return bytes(statement).decode("utf-8", "replace")
+    as_string = getattr(statement, "as_string", None)
+    if as_string is not None:
+        try:
+            return str(as_string())
+        except Exception:  # psycopg < 3.2 needs a connection: fall back to str()
+            pass
+    try:
+        return str(statement)
+    except Exception:
+        return ""

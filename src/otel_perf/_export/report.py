@@ -91,4 +91,42 @@ def render(stats: dict[str, Any]) -> str:
                 f"  {o['host']}: {o['count']} calls, p95 {o['p95_ms']:.1f} ms, "
                 f"errors {o['error_rate']:.1%}, 429s {o['throttled']}{head}"
             )
+    lines += _jobs_lines(stats) + _caches_lines(stats)
     return "\n".join(lines) + "\n"
+
+
+def _jobs_lines(stats: dict[str, Any]) -> list[str]:
+    """The background jobs table (Celery tasks, BackgroundTasks)."""
+    jobs = stats.get("jobs") or []
+    if not jobs:
+        return []
+    rows = [
+        [
+            f"{j['system']} {j['name']}",
+            str(j["count"]),
+            f"{j['error_rate']:.1%}",
+            f"{j['p50_ms']:.1f}",
+            f"{j['p95_ms']:.1f}",
+            f"{j['p99_ms']:.1f}",
+            f"{j['queue_wait_p95_ms']:.1f}" if "queue_wait_p95_ms" in j else "-",
+            f"{j['mean_queries']:.1f}",
+        ]
+        for j in jobs
+    ]
+    header = ["job", "runs", "failed", "p50 ms", "p95 ms", "p99 ms", "wait p95 ms", "queries"]
+    return ["", "Jobs:", *_table(rows, header)]
+
+
+def _caches_lines(stats: dict[str, Any]) -> list[str]:
+    """One line per cache: hits, misses, hit ratio against its floor."""
+    caches = stats.get("caches") or []
+    if not caches:
+        return []
+    lines = ["", "Caches:"]
+    for c in caches:
+        flag = f"  BELOW the {c['floor']:.0%} floor" if c["below_floor"] else ""
+        lines.append(
+            f"  {c['system']} {c['name']}: {c['hits']} hits, {c['misses']} misses, "
+            f"hit ratio {c['hit_ratio']:.1%}{flag}"
+        )
+    return lines

@@ -92,6 +92,16 @@ REGISTRY: tuple[Integration, ...] = (
         extra="fastapi",
     ),
     Integration(
+        "background_tasks",
+        "background",
+        ("starlette.background",),
+        library="starlette",
+        min_version="0.37",
+        provides="FastAPI/Starlette BackgroundTasks as jobs of their own (span, perf.job.duration, "
+        "queries and N+1 per task), not part of the request's duration",
+        extra="fastapi",
+    ),
+    Integration(
         "sqlalchemy",
         "sqlalchemy",
         ("sqlalchemy",),
@@ -101,6 +111,71 @@ REGISTRY: tuple[Integration, ...] = (
         "request, slow-query and N+1 findings, connection-pool metrics",
         replaces=("sqlalchemy",),
         extra="sqlalchemy",
+    ),
+    Integration(
+        "sqlite3",
+        "sqlite3",
+        ("sqlite3",),
+        provides="raw sqlite3 statements: a span and a db.client.operation.duration point per "
+        "statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's counted once)",
+        replaces=("sqlite3",),
+    ),
+    Integration(
+        "psycopg",
+        "psycopg",
+        ("psycopg",),
+        library="psycopg",
+        min_version="3.1",
+        provides="raw psycopg 3 statements (sync and async): a span and a db.client.operation.duration "
+        "point per statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's "
+        "counted once)",
+        replaces=("psycopg",),
+        extra="psycopg",
+    ),
+    Integration(
+        "asyncpg",
+        "asyncpg",
+        ("asyncpg",),
+        library="asyncpg",
+        min_version="0.27",
+        provides="raw asyncpg statements (prepared ones too): a span and a db.client.operation.duration "
+        "point per statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's "
+        "counted once)",
+        replaces=("asyncpg",),
+        extra="asyncpg",
+    ),
+    Integration(
+        "pymysql",
+        "pymysql",
+        ("pymysql",),
+        library="PyMySQL",
+        min_version="1.0",
+        provides="raw PyMySQL statements: a span and a db.client.operation.duration point per "
+        "statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's counted once)",
+        replaces=("pymysql",),
+        extra="pymysql",
+    ),
+    Integration(
+        "redis",
+        "redis",
+        ("redis.client", "redis.asyncio.client"),
+        library="redis",
+        min_version="4.2",
+        provides="a span and a db.client.operation.duration point per Redis command (sync, asyncio, "
+        "pipelines); cache hits and misses of GET/MGET/HGET/HMGET/HGETALL/EXISTS per cache",
+        replaces=("redis",),
+        extra="redis",
+    ),
+    Integration(
+        "celery",
+        "celery",
+        ("celery",),
+        library="celery",
+        min_version="5.2",
+        provides="every task run a job of its own: perf.job.duration and failures by task, queue wait, "
+        "queries and N+1/slow-query findings per task, the worker's logs with the task's trace id "
+        "(spans and propagation: the official celery instrumentation)",
+        extra="celery",
     ),
     Integration(
         "httpx",

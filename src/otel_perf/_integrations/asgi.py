@@ -99,6 +99,11 @@ def _decoded(headers: Any) -> list[tuple[str, str]]:
 class _Responder:
     """The ``send`` the app is given: notes the status and adds our response headers.
 
+    It also ends the request when its response is complete (the last body message is sent):
+    what the app runs after that, such as Starlette's ``BackgroundTasks``, is not the
+    request's time, nor its queries (the background job adapter makes each task a unit of
+    its own).
+
     An object rather than a closure: a closure over the request's variables would turn
     each of them into a cell, a dozen more objects per request for the collector to count.
     """
@@ -108,34 +113,39 @@ class _Responder:
     def __init__(self, middleware: PerfMiddleware, send: Send, work: Work, start: float) -> None:
         self.middleware = middleware
         self.send = send
-        self.work = work
+        #: the request, until it is recorded (then None)
+        self.work: Work | None = work
         self.start = start
         self.status = 0
         #: response body bytes sent so far
         self.size = 0
         self.headers: Any = ()
-        rt = middleware.rt
         # The common case (traceresponse only) is done inline; Server-Timing takes the helper.
-        self.traceresponse = rt.traceresponse and not rt.server_timing and work.trace_id
+        self.traceresponse = middleware.inline_traceresponse and work.trace_id
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            self.headers = message.get("headers") or ()
+            if self.traceresponse:
+                header = (b"traceresponse", traceresponse(self.work))  # type: ignore[arg-type]
+                message["headers"] = [*(message.get("headers") or ()), header]
+            elif self.middleware.rt.server_timing:
+                try:
+                    self.middleware._response_headers(message, self.work, self.start)  # type: ignore[arg-type]
+                except Exception as exc:
+                    guard.internal_error("asgi.headers", exc)
+            await self.send(message)
+            return
         if kind == "http.response.body":
             body = message.get("body")
             if body:
                 self.size += len(body)
-        elif kind == "http.response.start":
-            self.status = message["status"]
-            self.headers = message.get("headers") or ()
-            if self.traceresponse:
-                header = (b"traceresponse", traceresponse(self.work))
-                message["headers"] = [*(message.get("headers") or ()), header]
-            elif self.middleware.rt.server_timing:
-                try:
-                    self.middleware._response_headers(message, self.work, self.start)
-                except Exception as exc:
-                    guard.internal_error("asgi.headers", exc)
         await self.send(message)
+        # The last body message (or a path send): the response is complete.
+        if not message.get("more_body"):
+            self.middleware._complete(self, "", None)
 
     def headers_of_response(self) -> list[tuple[str, str]]:
         return _decoded(self.headers)
@@ -173,6 +183,8 @@ class PerfMiddleware:
         self._context_var = core.context_var
         self._attributes_at_start = self._start_attributes  # bound once, not per request
         self._capture_response = bool(core.capture.response_names)
+        #: traceresponse without Server-Timing: written by the responder itself
+        self.inline_traceresponse = runtime.traceresponse and not runtime.server_timing
         # The browser script (answered below) and, inside the span, the HTML Server-Timing
         # header; None while off, and then requests pay one attribute check.
         self.browser = core.browser
@@ -259,30 +271,17 @@ class PerfMiddleware:
             else:
                 await self.app(scope, receive, responder)
         except BaseException as exc:
-            error_type = type(exc).__qualname__
-            failure = exc
-            if responder.status == 0:
-                responder.status = 500
-            mark_failed_request(exc, work.context)
+            if responder.work is not None:  # else: raised after the response (a background task's)
+                error_type = type(exc).__qualname__
+                failure = exc
+                if responder.status == 0:
+                    responder.status = 500
+                mark_failed_request(exc, work.context)
             raise
         finally:
-            seconds = perf_counter() - start
             try:
-                self.core.finish(
-                    work,
-                    self.route_of(scope, work),
-                    responder.status,
-                    error_type,
-                    seconds,
-                    scheme,
-                    scope.get("http_version") or "",
-                    responder.size,
-                    _request_size(scope) if method in _BODY_METHODS else -1,
-                    failure,
-                    responder.headers_of_response if self._capture_response else None,
-                )
-            except Exception as exc:
-                guard.internal_error("asgi.finish", exc)
+                if responder.work is not None:  # no complete response: the request ends here
+                    self._complete(responder, error_type, failure)
             finally:
                 current_work.reset(work_token)
                 if var is None:
@@ -295,6 +294,31 @@ class PerfMiddleware:
                 active[active_key] = active.get(active_key, 1) - 1
                 if task is not None:
                     monitor.requests.pop(id(task), None)
+
+    def _complete(self, responder: _Responder, error_type: str, failure: BaseException | None) -> None:
+        """The request is over (its response complete, or the app returned or raised): record it once."""
+        work = responder.work
+        if work is None:  # recorded already (a message after the last body: trailers)
+            return
+        responder.work = None
+        seconds = perf_counter() - responder.start
+        scope = work.scope
+        try:
+            self.core.finish(
+                work,
+                self.route_of(scope, work),
+                responder.status,
+                error_type,
+                seconds,
+                scope.get("scheme") or "http",
+                scope.get("http_version") or "",
+                responder.size,
+                _request_size(scope) if work.method in _BODY_METHODS else -1,
+                failure,
+                responder.headers_of_response if self._capture_response else None,
+            )
+        except Exception as exc:
+            guard.internal_error("asgi.finish", exc)
 
     def _is_excluded(self, scope: Scope) -> bool:
         return self.excluded is not None and bool(self.excluded.search(scope.get("path", "")))

@@ -200,6 +200,33 @@ def adopt(name: str, is_default: Any) -> None:
         lg.addHandler(otlp)
 
 
+def reattach(lg: logging.Logger, replace_stderr: bool) -> None:
+    """Give ``lg`` our handlers back after a framework reconfigured it (Celery's worker does).
+
+    ``replace_stderr``: its handlers writing to stderr are the framework's defaults, replaced by
+    our stream handler (JSON or text lines) when ``OTEL_PERF_LOG_FORMAT`` asks for one; handlers
+    writing elsewhere (a log file) are kept.  The OTLP handler is added to the root logger and
+    to loggers that do not propagate to it, so a record is exported once.
+    """
+    stream = _state.get("stream")
+    otlp = _state.get("otlp")
+    if stream is not None and replace_stderr:
+        for handler in list(lg.handlers):
+            if handler is not stream and _writes_to_stderr(handler):
+                lg.removeHandler(handler)
+        if stream not in lg.handlers:
+            lg.addHandler(stream)
+    if otlp is not None and otlp not in lg.handlers and (lg is logging.getLogger() or not lg.propagate):
+        lg.addHandler(otlp)
+
+
+def _writes_to_stderr(handler: logging.Handler) -> bool:
+    if isinstance(handler, logging.FileHandler) or not isinstance(handler, logging.StreamHandler):
+        return False
+    stream = getattr(handler, "stream", None)
+    return stream is sys.__stderr__ or stream is sys.stderr or getattr(stream, "name", "") == "<stderr>"
+
+
 def install(runtime: Any, _module: Any = None) -> None:
     """The logging row: ids on every record, our stream handler, the OTLP handler."""
     service_name = str(runtime.resource.attributes.get("service.name", ""))

@@ -13,6 +13,11 @@ SQLAlchemy's slower evented path, and even the dialect events (``do_execute``,
 The contrib SQLAlchemy instrumentation declares ``sqlalchemy < 2.1`` and then instruments
 nothing on what pip installs today, and records no ``db.client.operation.duration``; this
 adapter does both.  Pool usage is read at collection time, so it costs the hot path nothing.
+
+The dialect's ``connect`` is hooked too, before the engine's first connection is made, so the
+driver adapters beneath (sqlite3, psycopg, asyncpg, PyMySQL) hand back their driver's own
+connection for the pool: a statement through SQLAlchemy is recorded once, by SQLAlchemy's hooks,
+at no per-statement cost (see :func:`_connect_as_outer_layer`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ from otel_perf import _names as n
 from otel_perf._core import guard
 from otel_perf._core.probes import forced_off
 from otel_perf._core.runtime import Runtime
-from otel_perf._core.statements import DbTarget, Statements, batch_size, db_system
+from otel_perf._core.statements import (
+    DbTarget,
+    Statements,
+    batch_size,
+    db_system,
+    disown,
+    outer_connection,
+)
 from otel_perf._metrics.instruments import Key
 
 logger = logging.getLogger("otel_perf")
@@ -136,6 +148,7 @@ class SQLAlchemyListener:
         dialect.do_execute = do_execute
         dialect.do_executemany = do_executemany
         dialect.do_execute_no_params = do_execute_no_params
+        dialect.connect = _connect_as_outer_layer(dialect.connect)
         setattr(dialect, _HOOKED, self)
         self._dialects[dialect] = target
 
@@ -175,8 +188,11 @@ class SQLAlchemyListener:
         self._dialects = weakref.WeakKeyDictionary()
 
     def connect(self, conn: Any) -> None:
+        self.engine_seen(conn.engine)
+
+    def engine_seen(self, engine: Any) -> None:
+        """Know and hook ``engine``, before its first connection (see :func:`_connect_as_outer_layer`)."""
         try:
-            engine = conn.engine
             self.know(engine)
             self.hook(engine)
         except Exception as exc:
@@ -282,6 +298,27 @@ def _timed_with_parameters(
     return hooked
 
 
+def _connect_as_outer_layer(connect: Any) -> Any:
+    """``dialect.connect`` opening driver connections that driver adapters leave unwrapped.
+
+    SQLAlchemy records its statements itself (the hooks above), so the psycopg, sqlite3,
+    asyncpg and pymysql adapters must not record them a second time: the pool's connections
+    are opened with :func:`~otel_perf._core.statements.outer_connection` set, which those
+    adapters honour by handing back the driver's own connection (nothing added per
+    statement), and any that was wrapped anyway (aiosqlite connects in its own thread) is
+    disowned.  Runs once per pooled connection, never per statement.
+    """
+
+    def connect_outer(*cargs: Any, **cparams: Any) -> Any:
+        with outer_connection():
+            connection = connect(*cargs, **cparams)
+        disown(connection)
+        return connection
+
+    setattr(connect_outer, _MARK, connect)
+    return connect_outer
+
+
 def _pool_name(engine: Any) -> str:
     url = engine.url
     where = f"{url.host}:{url.port}" if url.host else ""
@@ -368,7 +405,7 @@ def install(runtime: Runtime, _sqlalchemy: Any) -> None:
         QueuePool._do_get = listener.checkout(QueuePool._do_get)  # type: ignore[method-assign]
 
 
-_HOOKS = ("do_execute", "do_executemany", "do_execute_no_params")
+_HOOKS = ("do_execute", "do_executemany", "do_execute_no_params", "connect")
 
 
 def attach_listener(listener: SQLAlchemyListener) -> None:
@@ -386,13 +423,16 @@ def attach_listener(listener: SQLAlchemyListener) -> None:
     if getattr(original, _MARK, None) is None:
 
         def connect(engine: Any, *args: Any, **kwargs: Any) -> Any:
-            conn = original(engine, *args, **kwargs)
+            # Hooked before the first connection is made, so the pool opens even that one
+            # through the hooked dialect.connect (its driver connection then stays unwrapped).
             active = _state.get("listener")
             if active is not None:
                 known = engine.__dict__.get(_INFO)
                 hooked = engine.dialect.__dict__.get(_HOOKED)
                 if known is not active or hooked is not active:
-                    active.connect(conn)
+                    active.engine_seen(engine)
+            conn = original(engine, *args, **kwargs)
+            if active is not None:
                 active.bypass(engine, original)
             return conn
 

@@ -8,6 +8,7 @@ the reason, and the app starts regardless.  Nothing here raises into the host ap
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -161,8 +162,12 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
             from otel_perf._analysis.stats import summary
             from otel_perf._export.report import render
 
-            sys.stderr.write(render(summary(rt)))
-            sys.stderr.flush()
+            # The real stderr when something redirected sys.stderr into logging (a Celery
+            # worker does): the report is a block of text, not a log record.
+            real = sys.__stderr__
+            stream = real if real is not None and not isinstance(sys.stderr, io.IOBase) else sys.stderr
+            stream.write(render(summary(rt)))
+            stream.flush()
 
         pipeline.report = report
     providers.register_exit(pipeline, config.number("OTEL_PERF_SHUTDOWN_TIMEOUT"))

@@ -1,0 +1,252 @@
+"""Issue 18 in-process: the driver, Redis, cache and job pieces that need no server.
+
+The end-to-end behaviour is in test_drivers_e2e, test_redis_e2e, test_background_e2e and
+test_celery_e2e; here: the sqlite3 adapter's connections (recording, handed back unwrapped to an
+outer layer, disowned), counted once under SQLAlchemy, Redis command names bounded and reads
+classified, job names, the stats/report sections and the registry rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+from otel_perf._analysis.stats import summary
+from otel_perf._config import load
+from otel_perf._core.caches import Caches, bookkeeping
+from otel_perf._core.runtime import Runtime, build_instruments
+from otel_perf._core.spans import PrimableIdGenerator
+from otel_perf._core.statements import outer_connection, statement_text
+from otel_perf._core.work import Work, current_work
+from otel_perf._export.report import render
+from otel_perf._integrations import BY_NAME, REGISTRY
+from otel_perf._integrations import background as background_adapter
+from otel_perf._integrations import redis as redis_adapter
+from otel_perf._integrations import sqlite3 as sqlite_adapter
+from otel_perf._metrics.instruments import Registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Collect(SpanExporter):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+@pytest.fixture
+def runtime() -> Iterator[tuple[Runtime, _Collect]]:
+    collect = _Collect()
+    provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(collect))
+    registry = Registry()
+    tracer = provider.get_tracer("otel_perf")
+    rt = Runtime(load({}), tracer, registry, build_instruments(registry), Resource({}))
+    yield rt, collect
+    provider.shutdown()
+
+
+@pytest.fixture
+def sqlite_installed(runtime: tuple[Runtime, _Collect]) -> Iterator[tuple[Runtime, _Collect]]:
+    sqlite_adapter.install(runtime[0], sqlite3)
+    try:
+        yield runtime
+    finally:
+        sqlite_adapter.uninstall()
+
+
+def _unit(rt: Runtime) -> tuple[Work, Any]:
+    work = Work("operation", "unit", rt.tracer.start_span("unit"), rt.max_statements)
+    return work, current_work.set(work)
+
+
+def test_sqlite3_connections_record_every_statement_once(sqlite_installed: tuple[Runtime, _Collect]) -> None:
+    rt, _ = sqlite_installed
+    connection = sqlite3.connect(":memory:")
+    assert isinstance(connection, sqlite3.Connection) and type(connection) is not sqlite3.Connection
+    work, token = _unit(rt)
+    try:
+        connection.execute("CREATE TABLE t (id INTEGER)")  # the connection's shortcut
+        connection.executemany("INSERT INTO t VALUES (?)", ((i,) for i in range(3)))  # a generator
+        cursor = connection.cursor()
+        cursor.execute("SELECT id FROM t WHERE id = ?", (1,))
+        cursor.executescript("SELECT 1; SELECT 2;")
+        with pytest.raises(sqlite3.OperationalError):
+            cursor.execute("SELECT * FROM missing")
+    finally:
+        current_work.reset(token)
+    assert work.query_count == 5
+    series = {s.key: s.count for s in rt.inst.db_duration.series()}
+    assert series[("sqlite", "INSERT", "t", "")] == 1  # executemany: one statement
+    assert series[("sqlite", "SELECT", "missing", "OperationalError")] == 1
+    assert cursor.execute("SELECT count(*) FROM t").fetchone() == (3,)
+
+
+def test_sqlite3_connections_for_an_outer_layer_stay_unwrapped(
+    sqlite_installed: tuple[Runtime, _Collect],
+) -> None:
+    with outer_connection():
+        plain = sqlite3.connect(":memory:")
+    assert type(plain) is sqlite3.Connection
+    recording = sqlite3.connect(":memory:")
+    assert sqlite_adapter._disown(recording)
+    rt = sqlite_installed[0]
+    work, token = _unit(rt)
+    try:
+        recording.execute("SELECT 1")
+        plain.execute("SELECT 1")
+    finally:
+        current_work.reset(token)
+    assert work.query_count == 0
+
+
+def test_sqlalchemy_over_sqlite3_counts_each_statement_once(
+    sqlite_installed: tuple[Runtime, _Collect],
+) -> None:
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from otel_perf._integrations import sqlalchemy as ours_sa
+
+    rt, collect = sqlite_installed
+    listener = ours_sa.SQLAlchemyListener(rt)
+    ours_sa.attach_listener(listener)
+    try:
+        engine = sqlalchemy.create_engine("sqlite://")
+        work, token = _unit(rt)
+        try:
+            with engine.connect() as conn:
+                for _ in range(3):
+                    conn.execute(sqlalchemy.text("SELECT 1"))
+                assert type(conn.connection.driver_connection) is sqlite3.Connection
+        finally:
+            current_work.reset(token)
+    finally:
+        ours_sa.detach_listener(listener)
+    assert work.query_count == 3
+    assert len([s for s in collect.spans if s.name == "SELECT"]) == 3
+
+
+def test_statement_text_of_what_drivers_take() -> None:
+    class Composed:
+        def as_string(self) -> str:
+            return "SELECT 1"
+
+    assert statement_text("SELECT 2") == "SELECT 2"
+    assert statement_text(b"SELECT 3") == "SELECT 3"
+    assert statement_text(Composed()) == "SELECT 1"
+
+
+def test_redis_command_names_are_bounded() -> None:
+    assert redis_adapter.operation("get") == "GET"
+    assert redis_adapter.operation(b"HGETALL") == "HGETALL"
+    assert redis_adapter.operation("CLIENT SETNAME") == "CLIENT"
+    assert redis_adapter.operation("MY.CUSTOM.CMD") == "OTHER"
+    names = {redis_adapter.operation(f"X{i}") for i in range(3000)}
+    assert names == {"OTHER"} and len(redis_adapter._names) <= redis_adapter._MAX_NAMES
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "reply", "split"),
+    [
+        ("GET", ("GET", "k"), b"v", (1, 0)),
+        ("GET", ("GET", "k"), None, (0, 1)),
+        ("MGET", ("MGET", "a", "b", "c"), [b"1", None, b"3"], (2, 1)),
+        ("HMGET", ("HMGET", "h", "f", "g"), [None, None], (0, 2)),
+        ("HGETALL", ("HGETALL", "h"), {}, (0, 1)),
+        ("HGETALL", ("HGETALL", "h"), {b"f": b"v"}, (1, 0)),
+        ("EXISTS", ("EXISTS", "a", "b", "c"), 2, (2, 1)),
+        ("GETDEL", ("GETDEL", "k"), None, (0, 1)),
+    ],
+)
+def test_redis_reads_split_into_hits_and_misses(
+    command: str, args: tuple[Any, ...], reply: Any, split: tuple[int, int]
+) -> None:
+    assert redis_adapter.READS[command](args, reply) == split
+
+
+def test_bookkeeping_reads_are_not_cache_reads(runtime: tuple[Runtime, _Collect]) -> None:
+    rt = runtime[0]
+    caches = Caches(rt)
+    target = redis_adapter.CommandTarget("redis", "127.0.0.1", 6379, "0")
+    redis_adapter._classify(caches, target, "GET", ("GET", "k"), None)
+    with bookkeeping():
+        redis_adapter._classify(caches, target, "GET", ("GET", "k"), None)
+    assert caches.totals() == {("redis", "127.0.0.1:6379/0"): (0.0, 1.0)}
+
+
+def test_job_names() -> None:
+    def task(x: int) -> None: ...
+
+    class Mailer:
+        def send(self) -> None: ...
+
+    assert background_adapter.job_name(task).endswith("test_job_names.<locals>.task")
+    assert background_adapter.job_name(functools.partial(task, 1)) == background_adapter.job_name(task)
+    assert background_adapter.job_name(Mailer().send).endswith("Mailer.send")
+
+
+def test_stats_and_report_show_caches_and_jobs(runtime: tuple[Runtime, _Collect]) -> None:
+    rt = runtime[0]
+    Caches(rt).read("redis", "cache:6379/0", hits=5, misses=20)
+    rt.inst.job_duration.record(0.2, ("celery", "tasks.send", ""))
+    rt.inst.job_duration.record(0.4, ("celery", "tasks.send", "ValueError"))
+    rt.inst.job_queue_wait.record(0.05, ("celery", "tasks.send"))
+    rt.inst.job_queries.record(3, ("celery", "tasks.send"))
+    rt.inst.job_queries.record(5, ("celery", "tasks.send"))
+    stats = summary(rt)
+    assert stats["caches"] == [
+        {
+            "system": "redis",
+            "name": "cache:6379/0",
+            "hits": 5,
+            "misses": 20,
+            "hit_ratio": 0.2,
+            "floor": 0.8,
+            "below_floor": True,
+        }
+    ]
+    [job] = stats["jobs"]
+    assert (job["name"], job["count"], job["errors"], job["mean_queries"]) == ("tasks.send", 2, 1, 4.0)
+    assert "queue_wait_p95_ms" in job
+    # a worker (no request, jobs ran) is judged by them, and the low cache degrades it
+    assert stats["status"] == "degraded"
+    assert stats["status_reasons"] == ["cache cache:6379/0 (redis): hit ratio 20.0% below 80%"]
+    text = render(stats)
+    assert "celery tasks.send" in text and "Jobs:" in text
+    assert "redis cache:6379/0: 5 hits, 20 misses, hit ratio 20.0%  BELOW the 80% floor" in text
+
+
+def test_the_floor_gauge_follows_the_setting(runtime: tuple[Runtime, _Collect]) -> None:
+    rt = runtime[0]
+    Caches(rt).read("redis", "c", hits=1)
+    gauge = rt.registry.get("perf.cache.hit_floor")
+    assert gauge is not None and gauge.values() == {("redis", "c"): 0.8}
+
+
+def test_registry_rows_of_this_issue() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for name, replaces in (
+        ("sqlite3", ("sqlite3",)),
+        ("psycopg", ("psycopg",)),
+        ("asyncpg", ("asyncpg",)),
+        ("pymysql", ("pymysql",)),
+        ("redis", ("redis",)),
+        ("celery", ()),
+        ("background_tasks", ()),
+    ):
+        row = BY_NAME[name]
+        assert row.replaces == replaces
+        if name not in ("sqlite3", "background_tasks"):
+            assert row.extra in extras, f"{name}: extra [{row.extra}] missing from pyproject.toml"
+    assert len({row.name for row in REGISTRY}) == len(REGISTRY)
