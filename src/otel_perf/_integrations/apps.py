@@ -38,7 +38,9 @@ KNOWN: dict[tuple[str, str], str] = {
     ("flask.app", "Flask"): "Flask",
 }
 #: Where middleware keep the app they wrap (WSGI and ASGI conventions, Django's static files
-#: handler, werkzeug's ProxyFix/DispatcherMiddleware, WhiteNoise, python-socketio, a2wsgi).
+#: handler, werkzeug's ProxyFix, WhiteNoise, python-socketio, a2wsgi).  A dispatcher's other
+#: mounts are not followed: its default app decides, and a framework app mounted beside it
+#: joins the generic unit of its requests (see :mod:`otel_perf._integrations.wsgi`).
 WRAPPED_APP_ATTRIBUTES = ("app", "application", "wsgi_app", "asgi_app", "other_asgi_app", "_app", "wrapped")
 _MAX_DEPTH = 8
 #: Our own middleware classes name their framework in this attribute.
@@ -79,11 +81,8 @@ def framework_of(app: Any) -> str:
             if bound is not None:
                 following.append(bound)
             inner = getattr(candidate, "__dict__", None)
-            if isinstance(inner, dict):
+            if isinstance(inner, dict):  # not a dispatcher's other mounts: its default app decides
                 following.extend(inner[name] for name in WRAPPED_APP_ATTRIBUTES if name in inner)
-                mounts = inner.get("mounts")  # werkzeug's DispatcherMiddleware
-                if isinstance(mounts, dict):
-                    following.extend(list(mounts.values())[:_MAX_DEPTH])
         if not following:
             break
         current = following

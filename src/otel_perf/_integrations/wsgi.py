@@ -97,6 +97,16 @@ def route_from_work(environ: Environ, work: Work) -> str:
     return route if isinstance(route, str) else ""
 
 
+class WsgiWork(Work):
+    """A WSGI request (``scope`` is its environ): the route is known once the framework matched it."""
+
+    __slots__ = ()
+
+    def current_route(self) -> str:
+        environ = self.scope
+        return route_from_work(environ, self) if isinstance(environ, dict) else ""
+
+
 class _EnvironGetter:
     """Propagator getter over the WSGI environ (``traceparent`` is ``HTTP_TRACEPARENT``)."""
 
@@ -237,7 +247,7 @@ class WsgiServer:
         self,
         runtime: Runtime,
         route_of: RouteOf = route_from_work,
-        work_type: type[Work] = Work,
+        work_type: type[Work] = WsgiWork,
         framework: str = "WSGI",
     ) -> None:
         self.rt = runtime
@@ -350,7 +360,7 @@ class WsgiServer:
 
     def _join(self, outer: Work) -> None:
         """A request of this framework inside a unit begun outside it: the unit becomes ours."""
-        if self.work_type is not Work and type(outer) is Work:
+        if self.work_type is not WsgiWork and type(outer) in (Work, WsgiWork):
             with contextlib.suppress(TypeError):  # same slots: the outer unit reports as ours
                 outer.__class__ = self.work_type
 
@@ -460,7 +470,7 @@ class PerfWSGIMiddleware:
         app: WSGIApp,
         runtime: Runtime,
         route_of: RouteOf = route_from_work,
-        work_type: type[Work] = Work,
+        work_type: type[Work] = WsgiWork,
         framework: str = "WSGI",
     ) -> None:
         self.app = app
@@ -519,6 +529,7 @@ __all__ = [
     "PerfWSGIMiddleware",
     "RouteOf",
     "WsgiServer",
+    "WsgiWork",
     "install",
     "route_from_work",
     "uninstall",
