@@ -11,9 +11,9 @@
   into a 500) is recorded on the SERVER span from ``got_request_exception``.
 * ORM: every database connection gets our wrapper through Django's own public hook,
   ``connection.execute_wrapper()``, when it connects (``connection_created``): each statement
-  is timed and handed to :class:`~otel_perf._core.statements.Statements` inside
-  :func:`~otel_perf._core.statements.outer_layer`, so a driver adapter under Django passes
-  it through and it counts once.  N+1 findings in a Django request recommend
+  is timed and handed to :class:`~otel_perf._core.statements.Statements` with the statement
+  core's outer-layer flag set (:func:`~otel_perf._core.statements.outer_layer`), so a driver
+  adapter under Django passes it through and it counts once.  N+1 findings in a Django request recommend
   ``select_related`` / ``prefetch_related``.
 * Cache: each backend ``caches[alias]`` creates gets ``get``/``get_many`` that count hits and
   misses by alias into ``perf.cache.operations`` (the hit-ratio metric Redis feeds).  A
@@ -41,7 +41,7 @@ from otel_perf._core import guard
 from otel_perf._core.caches import Caches
 from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
-from otel_perf._core.statements import DbTarget, Statements, batch_size, db_system, outer_layer
+from otel_perf._core.statements import OUTER, DbTarget, Statements, batch_size, db_system
 from otel_perf._core.work import Work, current_work
 from otel_perf._integrations import apps
 from otel_perf._integrations.wsgi import WsgiServer
@@ -255,15 +255,18 @@ def _execute_wrapper(statements: Statements, target: DbTarget) -> Callable[..., 
     """The ``execute_wrapper`` of one alias: time the statement, hand it to the statement core."""
     record = statements.record
     failed = statements.failed
+    outer = OUTER
 
     def otel_perf_execute(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+        token = outer.set(True)  # outer_layer(), without a context manager per statement
         t0 = perf_counter()
         try:
-            with outer_layer():
-                result = execute(sql, params, many, context)
+            result = execute(sql, params, many, context)
         except BaseException as exc:
             failed(target, sql if type(sql) is str else str(sql), t0, exc, batch_size(params) if many else 0)
             raise
+        finally:
+            outer.reset(token)
         seconds = perf_counter() - t0
         try:
             record(

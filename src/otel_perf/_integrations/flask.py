@@ -38,8 +38,9 @@ WHAT = (
 def install(runtime: Runtime, module: Any) -> None:
     name = module.__name__
     if name == "flask.app":
-        server = WsgiServer(runtime, framework="Flask")
+        server = WsgiServer(runtime, framework="Flask", complete=_not_streamed)
         _patches.wrap(module.Flask, "wsgi_app", lambda original: _wsgi_app(server, original))
+        _patches.wrap(module.Flask, "process_response", _process_response)
         _patches.wrap(module.Flask, "__init__", lambda original: _made(runtime, original))
     elif name == "flask.signals":
         module.got_request_exception.connect(_got_request_exception, weak=False)
@@ -82,6 +83,27 @@ def _wsgi_app(server: WsgiServer, original: Any) -> Any:
         return handle(MethodType(original, self), environ, start_response)
 
     return wsgi_app
+
+
+#: Environ key set while a request's response streams (its body runs app code as it is sent).
+STREAMED = "otel_perf.streamed"
+
+
+def _not_streamed(environ: Any, body: Any) -> bool:
+    """Flask's body is complete when the app returns unless its response streams."""
+    return STREAMED not in environ
+
+
+def _process_response(original: Any) -> Any:
+    def process_response(self: Any, response: Any) -> Any:
+        response = original(self, response)
+        if response.is_streamed:  # a generator or a file: app code may run while it is sent
+            work = current_work.get()
+            if work is not None and isinstance(work.scope, dict):
+                work.scope[STREAMED] = True
+        return response
+
+    return process_response
 
 
 def _got_request_exception(sender: Any = None, exception: BaseException | None = None, **kwargs: Any) -> None:

@@ -74,6 +74,14 @@ RouteOf = Callable[[Environ, Work], str]
 _ACTIVE_LOCK = threading.Lock()
 #: Bodies complete when the app returns: the unit ends there.
 _BUFFERED = (list, tuple)
+#: (environ, body) -> whether ``body`` is complete when the app returns (nothing of the app runs
+#: while it is sent), so the unit can end there.
+Complete = Callable[[Environ, Any], bool]
+
+
+def complete_body(environ: Environ, body: Any) -> bool:
+    """A list or tuple, or a Django ``HttpResponse`` (not streaming): complete already."""
+    return type(body) in _BUFFERED or getattr(body, "streaming", None) is False
 _REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 304: "Not Modified"}
 
 
@@ -240,7 +248,9 @@ class WsgiServer:
     """The per-request work for WSGI apps of one framework (shared by its apps and threads).
 
     ``route_of(environ, work)`` gives the route template at the end of the request;
-    ``work_type`` is the adapter's :class:`Work`; ``framework`` names what was instrumented.
+    ``work_type`` is the adapter's :class:`Work`; ``framework`` names what was instrumented;
+    ``complete(environ, body)`` says whether a body the app returned is complete already (the
+    framework knows: Flask's response says whether it streams).
     """
 
     def __init__(
@@ -249,9 +259,11 @@ class WsgiServer:
         route_of: RouteOf = route_from_work,
         work_type: type[Work] = WsgiWork,
         framework: str = "WSGI",
+        complete: Complete = complete_body,
     ) -> None:
         self.rt = runtime
         self.framework = framework
+        self.complete = complete
         self.core = core = ServerCore(runtime)
         self.route_of = route_of
         self.work_type = work_type
@@ -317,8 +329,7 @@ class WsgiServer:
         responder = _Responder(self, start_response, work, start, environ)
         try:
             body = app(environ, responder)
-            if type(body) in _BUFFERED or getattr(body, "streaming", None) is False:
-                # Complete already (a list; Django's HttpResponse): nothing of the app runs later.
+            if self.complete(environ, body):  # nothing of the app runs while it is sent
                 self.finish(work, responder, "")
                 return body
             wrapper = environ.get("wsgi.file_wrapper")
@@ -530,6 +541,7 @@ __all__ = [
     "RouteOf",
     "WsgiServer",
     "WsgiWork",
+    "complete_body",
     "install",
     "route_from_work",
     "uninstall",
