@@ -85,7 +85,7 @@ def install(runtime: Runtime, module: Any) -> None:
     if name == "django.core.handlers.base":
         _patches.wrap(module.BaseHandler, "resolve_request", _resolve_request)
     elif name == "django.core.handlers.wsgi":
-        server = WsgiServer(runtime, work_type=DjangoWork, framework="Django")
+        server = WsgiServer(runtime, work_type=DjangoWork, framework="Django", complete=_complete)
         _patches.wrap(module.WSGIHandler, "__call__", lambda original: _wsgi_call(server, original))
         _patches.wrap(module.WSGIHandler, "__init__", lambda original: _made(runtime, original, "WSGI"))
     elif name == "django.core.handlers.asgi":
@@ -168,16 +168,21 @@ def _asgi_call(runtime: Runtime, original: Any) -> Any:
 
 
 def _resolve_request(original: Any) -> Any:
+    get_work = current_work.get
+
     def resolve_request(self: Any, request: Any) -> Any:
         match = original(self, request)
-        work = current_work.get()
+        work = get_work()
         if work is not None and work.kind == "request":
-            route = getattr(match, "route", None)
-            if isinstance(route, str):
-                work.name = route or ROOT_ROUTE
+            work.name = match.route or ROOT_ROUTE  # ResolverMatch.route: the pattern, include()s joined
         return match
 
     return resolve_request
+
+
+def _complete(environ: Any, body: Any) -> bool:
+    """Django's body is complete when the app returns unless the response streams."""
+    return getattr(body, "streaming", None) is False
 
 
 def _got_request_exception(sender: Any = None, **kwargs: Any) -> None:
@@ -252,26 +257,30 @@ def _target(connection: Any) -> DbTarget:
 
 
 def _execute_wrapper(statements: Statements, target: DbTarget) -> Callable[..., Any]:
-    """The ``execute_wrapper`` of one alias: time the statement, hand it to the statement core."""
+    """The ``execute_wrapper`` of one alias: time the statement, hand it to the statement core.
+
+    Per statement, so written for the calls it makes: the outer-layer flag is set and reset
+    through bound methods (:func:`~otel_perf._core.statements.outer_layer` without a context
+    manager), the statement goes to ``record`` as Django built it (a str).
+    """
     record = statements.record
     failed = statements.failed
-    outer = OUTER
+    mark = OUTER.set
+    unmark = OUTER.reset
 
     def otel_perf_execute(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
-        token = outer.set(True)  # outer_layer(), without a context manager per statement
+        token = mark(True)
         t0 = perf_counter()
         try:
             result = execute(sql, params, many, context)
         except BaseException as exc:
-            failed(target, sql if type(sql) is str else str(sql), t0, exc, batch_size(params) if many else 0)
+            unmark(token)
+            failed(target, sql, t0, exc, batch_size(params) if many else 0)
             raise
-        finally:
-            outer.reset(token)
+        unmark(token)
         seconds = perf_counter() - t0
         try:
-            record(
-                target, sql if type(sql) is str else str(sql), seconds, "", batch_size(params) if many else 0
-            )
+            record(target, sql, seconds, "", batch_size(params) if many else 0)
         except Exception as exc:
             guard.internal_error("django.execute", exc)
         return result

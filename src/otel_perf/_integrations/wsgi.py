@@ -147,19 +147,19 @@ def _text(value: str) -> str:
 class _Responder:
     """The ``start_response`` the app is given: notes the status and adds our headers."""
 
-    __slots__ = ("environ", "inline", "server", "start", "start_response", "status", "work")
+    __slots__ = ("server", "start", "start_response", "status", "work")
 
-    def __init__(
-        self, server: WsgiServer, start_response: StartResponse, work: Work, start: float, environ: Environ
-    ) -> None:
+    def __init__(self, server: WsgiServer, start_response: StartResponse, work: Work, start: float) -> None:
         self.server = server
         self.start_response = start_response
         self.work = work
         self.start = start
-        self.environ = environ
         self.status = 0
-        # The common case (traceresponse only) is done inline; the rest takes the helper.
-        self.inline = server.inline_traceresponse and work.trace_id
+
+    @property
+    def environ(self) -> Environ:
+        environ: Environ = self.work.scope
+        return environ
 
     def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         try:
@@ -167,16 +167,18 @@ class _Responder:
         except (TypeError, ValueError):
             self.status = 0
         work = self.work
+        server = self.server
         if not work.name:  # read while the framework's request is live (Flask clears it after)
             try:
-                work.name = self.server.route_of(self.environ, work)
+                work.name = server.route_of(work.scope, work)
             except Exception as exc:
                 guard.internal_error("wsgi.route", exc)
-        if self.inline:
-            headers = [*headers, ("traceresponse", _traceresponse(self.work))]
-        elif self.server.extra_headers:
+        # The common case (traceresponse only) is done inline; the rest takes the helper.
+        if server.inline_traceresponse and work.trace_id:
+            headers = [*headers, ("traceresponse", _traceresponse(work))]
+        elif server.extra_headers:
             try:
-                headers = self.server.response_headers(headers, self)
+                headers = server.response_headers(headers, self)
             except Exception as exc:
                 guard.internal_error("wsgi.headers", exc)
         return self.start_response(status, headers, exc_info)
@@ -326,7 +328,7 @@ class WsgiServer:
             guard.internal_error("wsgi.start", exc)
             return app(environ, start_response)
 
-        responder = _Responder(self, start_response, work, start, environ)
+        responder = _Responder(self, start_response, work, start)
         try:
             body = app(environ, responder)
             if self.complete(environ, body):  # nothing of the app runs while it is sent
@@ -361,7 +363,8 @@ class WsgiServer:
             status = 500
         try:
             seconds = perf_counter() - responder.start
-            self.core.finish(work, self.route_of(responder.environ, work), status, error_type, seconds)
+            route = work.name or self.route_of(work.scope, work)
+            self.core.finish(work, route, status, error_type, seconds)
         except Exception as exc:
             guard.internal_error("wsgi.finish", exc)
         finally:
