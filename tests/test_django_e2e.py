@@ -425,3 +425,20 @@ def test_the_launcher_runs_django_admin_commands_untouched(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
     assert "app found" not in result.stderr
+
+
+def test_browser_script_and_html_server_timing(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """With the browser feature on, the WSGI handler serves the script and joins HTML pages to their trace."""
+    _, base = _django(
+        app_process, otlp_receiver, tmp_path, "gunicorn-1", OTEL_PERF_BROWSER_ENDPOINT="http://127.0.0.1:4318"
+    )
+    script = httpx.get(base + "/_otel_perf/browser.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "127.0.0.1:4318" in script.text
+    page = httpx.get(base + "/polls/")
+    trace_id, span_id = _trace(page)
+    timing = page.headers["server-timing"]
+    assert f'traceparent;desc="00-{trace_id}-{span_id}-' in timing and 'route;desc="polls/"' in timing
+    assert "server-timing" not in httpx.get(base + "/hello/").headers  # JSON: no page to join

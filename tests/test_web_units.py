@@ -99,3 +99,15 @@ def test_route_of_a_wsgi_request() -> None:
     named = Work()
     named.name = "polls/"
     assert wsgi.route_from_work({"werkzeug.request": Request()}, named) == "polls/"  # type: ignore[arg-type]
+
+
+def test_the_readme_library_table_has_a_row_for_every_integration() -> None:
+    from pathlib import Path
+
+    from otel_perf._integrations import REGISTRY
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| name | library (oldest) |") :].split("\n\n", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines()[2:]]
+    for row in REGISTRY:
+        assert any(f"`{row.name}`" in cell for cell in first_cells), f"README library table lacks {row.name}"

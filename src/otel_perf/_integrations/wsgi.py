@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from time import perf_counter
@@ -70,8 +71,17 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 RouteOf = Callable[[Environ, Work], str]
 
 #: ``rt.active`` is shared with the ASGI middleware (one event-loop thread); WSGI requests
-#: run in many threads at once, so their updates take this lock.
+#: run in many threads at once, so their updates take this lock (a new one in a forked child:
+#: a thread of the parent may have held it at the fork).
 _ACTIVE_LOCK = threading.Lock()
+
+
+def _after_fork() -> None:
+    global _ACTIVE_LOCK
+    _ACTIVE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 #: Bodies complete when the app returns: the unit ends there.
 _BUFFERED = (list, tuple)
 #: (environ, body) -> whether ``body`` is complete when the app returns (nothing of the app runs
@@ -191,7 +201,7 @@ class _Body:
     server closes it.
     """
 
-    __slots__ = ("body", "ctx", "environ", "finished", "iterator", "responder", "server", "work")
+    __slots__ = ("body", "ctx", "finished", "iterator", "responder", "server", "work")
 
     def __init__(
         self, server: WsgiServer, body: Iterable[bytes], work: Work, ctx: Context, responder: _Responder
