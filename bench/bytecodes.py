@@ -3,6 +3,7 @@
     python bench/bytecodes.py                      # /hello, /items/42, /db; 300 requests each
     python bench/bytecodes.py --endpoints /db --top 25
     python bench/bytecodes.py --set OTEL_PERF_TRACERESPONSE=false   # price one feature
+    python bench/bytecodes.py --app django                            # djbench/ (WSGI), or flask
 
 Requests/s on this kind of machine move by 2-5% between runs, so a change worth 1% cannot
 be seen there.  This counts instead the Python bytecodes the interpreter executes for one
@@ -110,7 +111,25 @@ class OpcodeCounter:
         self.on = False
 
 
-def child(mode: str, endpoints: Sequence[str], requests: int, warmup: int) -> dict[str, Any]:
+def _load_app(name: str) -> tuple[Any, bool]:
+    """The benchmark app ``name`` (imported after the bootstrap, as under the launcher); is it ASGI?"""
+    if name == "django":
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djbench.settings")
+        import djbench.wsgi
+
+        return djbench.wsgi.application, False
+    if name == "flask":
+        import flask_bench
+
+        return flask_bench.app, False
+    import app as bench_app
+
+    return bench_app.app, True
+
+
+def child(
+    mode: str, endpoints: Sequence[str], requests: int, warmup: int, app_name: str = "fastapi"
+) -> dict[str, Any]:
     """Run in a fresh process: per endpoint, bytecodes per request by function."""
     counter = OpcodeCounter()
     threading.settrace(counter.trace)  # threads started from now on (the threadpool's)
@@ -132,19 +151,25 @@ def child(mode: str, endpoints: Sequence[str], requests: int, warmup: int) -> di
 
         if bootstrap() is None:
             raise RuntimeError("otel_perf did not bootstrap (is OTEL_SDK_DISABLED set?)")
-    import app as bench_app
-
+    target, is_asgi = _load_app(app_name)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+
+    def one(path: str) -> None:
+        if is_asgi:
+            loop.run_until_complete(inproc.call(target, path))
+        else:
+            inproc.wsgi_call(target, path)
+
     out: dict[str, Any] = {}
     for path in endpoints:
         for _ in range(warmup):
-            loop.run_until_complete(inproc.call(bench_app.app, path))
+            one(path)
         counter.counts.clear()
         counter.start()
         try:
             for _ in range(requests):
-                loop.run_until_complete(inproc.call(bench_app.app, path))
+                one(path)
         finally:
             counter.stop()
         out[path] = {name: n / requests for name, n in counter.counts.items()}
@@ -208,6 +233,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="VAR=VALUE",
         help="a variable for both ours runs (repeatable), to price a feature: OTEL_PERF_TRACERESPONSE=false",
     )
+    p.add_argument(
+        "--app",
+        choices=("fastapi", "django", "flask"),
+        default="fastapi",
+        help="app.py (FastAPI, ASGI), djbench/ (Django, WSGI) or flask_bench.py (Flask, WSGI)",
+    )
     p.add_argument("--child", choices=sorted(MODES), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for item in args.set:
@@ -226,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     endpoints = args.endpoints.split(",")
     if args.child:
-        json.dump(child(args.child, endpoints, args.requests, args.warmup), sys.stdout)
+        json.dump(child(args.child, endpoints, args.requests, args.warmup, args.app), sys.stdout)
         return 0
     results: dict[str, Any] = {}
     for mode, what in MODES.items():
@@ -236,13 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             env.update(item.split("=", 1) for item in args.set)
         proc = subprocess.run(
             [sys.executable, __file__, "--child", mode, "--endpoints", args.endpoints,
-             "--requests", str(args.requests), "--warmup", str(args.warmup)],
+             "--requests", str(args.requests), "--warmup", str(args.warmup), "--app", args.app],
             capture_output=True, text=True, env=env, timeout=900, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
             print(f"bench/bytecodes.py: the {mode} run failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             return 1
         results[mode] = json.loads(proc.stdout)
+    if args.app != "fastapi":
+        print(f"app: {args.app} (WSGI, in process)")
     if args.set:
         print("ours runs with " + " ".join(args.set))
     print(render(results, args.top, args.requests))

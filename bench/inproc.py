@@ -1,4 +1,4 @@
-"""Driving ``app.py`` in this process: one request through its ASGI stack, and an OTLP sink.
+"""Driving the benchmark apps in this process: one request through their ASGI or WSGI stack, and an OTLP sink.
 
 Shared by the microbenchmarks (``test_hotpath.py``) and the bytecode counter
 (``bytecodes.py``): no server, no socket, the same request every time.
@@ -43,6 +43,56 @@ async def call(asgi: Any, path: str) -> None:
     await asgi(scope(path), _receive, send)
     if status != [200]:
         raise RuntimeError(f"GET {path} answered {status}, expected [200]")
+
+
+def environ(path: str) -> dict[str, Any]:
+    """The WSGI environ gunicorn would build for ``GET path`` from wrk."""
+    import io
+    import sys
+
+    route, _, query = path.partition("?")
+    return {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": route,
+        "QUERY_STRING": query,
+        "RAW_URI": path,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "50000",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_USER_AGENT": "wrk/4.1",
+        "HTTP_ACCEPT": "*/*",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
+def wsgi_call(app: Any, path: str) -> None:
+    """One ``GET path`` through the WSGI ``app`` as a server runs it (iterate, close); raises unless 200."""
+    status: list[str] = []
+
+    def start_response(line: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        status.append(line)
+        return None
+
+    body = app(environ(path), start_response)
+    try:
+        for _ in body:
+            pass
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    if not status or not status[0].startswith("200"):
+        raise RuntimeError(f"GET {path} answered {status}, expected 200")
 
 
 def start_sink() -> str:

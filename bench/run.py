@@ -1,13 +1,16 @@
 """Side-by-side overhead benchmark: bare app, ours (default and 100% sampling), stock OpenTelemetry.
 
-    python bench/run.py                 # full run: 4 configurations x 3 endpoints, 3 interleaved rounds
+    python bench/run.py                 # full run: 3 apps x 4 configurations x 3 endpoints, 3 rounds
+    python bench/run.py --apps django,flask
     python bench/run.py --tiny          # smoke: bare + ours, 1 round, 2 s each, current interpreter
 
-What it does, per round and per configuration (the configuration order rotates every
-round, so no configuration always runs first or last):
+Three apps with the same endpoints: FastAPI (``bench/app.py`` under uvicorn), Django
+(``bench/djbench/`` under gunicorn, one gthread worker) and Flask + Flask-SQLAlchemy
+(``bench/flask_bench.py``, the same).  What it does, per round, per app and per configuration
+(the configuration order rotates every round, so no configuration always runs first or last):
 
-1. start ``uvicorn`` serving ``bench/app.py`` pinned to core 0 (``taskset``), under the
-   configuration's launcher, exporting OTLP/HTTP to ``bench/sink.py`` pinned to core 1;
+1. start the app's server pinned to core 0 (``taskset``), under the configuration's
+   launcher, exporting OTLP/HTTP to ``bench/sink.py`` pinned to core 1;
 2. warm every endpoint up, then load each one with ``wrk`` (1 thread, 16 connections,
    core 1) for ``--duration`` seconds;
 3. record requests/s, p50/p99 latency, server CPU time per request and the server's RSS
@@ -16,8 +19,10 @@ round, so no configuration always runs first or last):
 It prints one table (medians over rounds; ratios are to the bare app in the same round)
 and a line per overhead target, and writes the raw numbers to ``bench/results/``.
 Environments: ``bench/.venvs/ours`` (this checkout, editable, plus ``requirements-ours.txt``)
-and ``bench/.venvs/stock`` (``requirements-stock.txt``), created on first use; the app stack
-is pinned identically in both.
+and ``bench/.venvs/stock``, ``stock-django``, ``stock-flask`` (``requirements-stock*.txt``: the
+official instrumentations of each app's stack, in separate environments so one app's
+instrumentors never load into another's run), created on first use; the app stack is pinned
+identically in all of them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,24 @@ RESULTS = BENCH / "results"
 ENDPOINTS = ("/hello", "/items/42", "/db")
 LABELS = {"/hello": "/hello", "/items/42": "/items/{id}", "/db": "/db"}
 
+#: The apps, each with the same three endpoints.  ``stock_venv``: the environment of its stock
+#: configuration (the official instrumentations of its own stack).
+APPS: dict[str, dict[str, Any]] = {
+    "fastapi": {"server": "uvicorn", "target": "app:app", "stock_venv": "stock", "env": {}},
+    "django": {
+        "server": "gunicorn",
+        "target": "djbench.wsgi",
+        "stock_venv": "stock-django",
+        "env": {"DJANGO_SETTINGS_MODULE": "djbench.settings"},
+    },
+    "flask": {"server": "gunicorn", "target": "flask_bench:app", "stock_venv": "stock-flask", "env": {}},
+}
+STOCK = {
+    "fastapi": "contrib fastapi/sqlalchemy",
+    "django": "contrib django/sqlite3",
+    "flask": "contrib flask/sqlalchemy",
+}
+
 #: The configurations.  "ours" is what the README recommends for production: 10% of traces
 #: (parent-based), RED and DB metrics and findings for 100% of requests, every signal over OTLP.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -70,18 +93,33 @@ DESCRIPTIONS = {
     "bare": "the app alone",
     "ours": "otel-perf-instrument, README production settings (10% traces, all metrics/findings), OTLP",
     "ours-100": "otel-perf-instrument, 100% of traces, OTLP",
-    "stock": "opentelemetry-instrument (distro + contrib fastapi/sqlalchemy), 100% of traces, OTLP",
+    "stock": "opentelemetry-instrument (distro + the app's contrib instrumentations: {stock}), "
+    "100% of traces, OTLP",
 }
 
-#: Targets, as ratios to bare in the same run (issue 6).
+#: Targets, as ratios to bare in the same run: FastAPI (issue 6), Django and Flask (issue 23).
 TARGETS = (
-    ("ours", "/hello", "rps_ratio", ">=", 0.75),
-    ("ours", "/db", "rps_ratio", ">=", 0.95),
-    ("ours", "*", "p99_ratio", "<=", 2.0),
-    ("ours-100", "/hello", "rps_ratio", ">=", 0.45),
-    ("ours", "-", "rss_delta_mb", "<=", 15.0),
-    ("ours-100", "-", "rss_delta_mb", "<=", 15.0),
+    ("fastapi", "ours", "/hello", "rps_ratio", ">=", 0.75),
+    ("fastapi", "ours", "/db", "rps_ratio", ">=", 0.95),
+    ("fastapi", "ours", "*", "p99_ratio", "<=", 2.0),
+    ("fastapi", "ours-100", "/hello", "rps_ratio", ">=", 0.45),
+    ("fastapi", "ours", "-", "rss_delta_mb", "<=", 15.0),
+    ("fastapi", "ours-100", "-", "rss_delta_mb", "<=", 15.0),
+    *(
+        target
+        for app in ("django", "flask")
+        for target in (
+            (app, "ours", "/hello", "rps_ratio", ">=", 0.80),
+            (app, "ours", "/items/{id}", "rps_ratio", ">=", 0.80),
+            (app, "ours", "/db", "rps_ratio", ">=", 0.95),
+        )
+    ),
 )
+TARGET_HEADINGS = {
+    "fastapi": "Targets (issue 6):",
+    "django": "Targets (issue 23, Django):",
+    "flask": "Targets (issue 23, Flask):",
+}
 
 
 # --- environments ------------------------------------------------------------------------
@@ -118,8 +156,10 @@ def versions(python: Path | str) -> dict[str, str]:
     code = (
         "import importlib.metadata as m, json\n"
         "out = {}\n"
-        "for p in ('fastapi', 'starlette', 'uvicorn', 'uvloop', 'httptools', 'sqlalchemy',"
-        " 'opentelemetry-sdk', 'opentelemetry-instrumentation-fastapi', 'otel-perf-instrument'):\n"
+        "for p in ('fastapi', 'starlette', 'uvicorn', 'uvloop', 'httptools', 'sqlalchemy', 'django', 'flask',"
+        " 'flask-sqlalchemy', 'gunicorn', 'opentelemetry-sdk', 'opentelemetry-instrumentation-fastapi',"
+        " 'opentelemetry-instrumentation-django', 'opentelemetry-instrumentation-flask',"
+        " 'otel-perf-instrument'):\n"
         "    try: out[p] = m.version(p)\n"
         "    except m.PackageNotFoundError: pass\n"
         "print(json.dumps(out))\n"
@@ -208,16 +248,34 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def pids(self) -> list[int]:
+        """The server process and its descendants (gunicorn's master and worker)."""
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+        return out
+
     def cpu_seconds(self) -> float:
-        """User + system CPU of the server process (all its threads)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU of the server's processes (all their threads)."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-        return 0.0
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024.0
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -229,22 +287,26 @@ class Server:
                 self.proc.wait(5)
 
 
-def start_server(config: str, python: Path, pin: Pinning, sink_port: int, workdir: Path) -> Server:
+def start_server(app: str, config: str, python: Path, pin: Pinning, sink_port: int, workdir: Path) -> Server:
     spec = CONFIGS[config]
+    app_spec = APPS[app]
     bindir = python.parent
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTHON"))}
     env.update(
         {
             "PATH": f"{bindir}{os.pathsep}{env.get('PATH', '')}",
-            "BENCH_DB": str(workdir / f"{config}-{port}.db"),
+            "BENCH_DB": str(workdir / f"{app}-{config}-{port}.db"),
             "PYTHONDONTWRITEBYTECODE": "1",
+            **app_spec["env"],
         }
     )
+    if app_spec["server"] == "gunicorn":  # importable before gunicorn's --chdir (instrumentors load first)
+        env["PYTHONPATH"] = str(BENCH)
     if spec["launcher"]:
         env.update(
             {
-                "OTEL_SERVICE_NAME": f"bench-{config}",
+                "OTEL_SERVICE_NAME": f"bench-{app}-{config}",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                 "OTEL_TRACES_EXPORTER": "otlp",
@@ -255,21 +317,39 @@ def start_server(config: str, python: Path, pin: Pinning, sink_port: int, workdi
                 **spec["env"],
             }
         )
-    uvicorn = [
-        str(bindir / "uvicorn"),
-        "--app-dir",
-        str(BENCH),
-        "app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    cmd = [*pin.server(), *([str(bindir / spec["launcher"])] if spec["launcher"] else []), *uvicorn]
-    log = workdir / f"{config}-{port}.log"
+    if app_spec["server"] == "uvicorn":
+        serve = [
+            str(bindir / "uvicorn"),
+            "--app-dir",
+            str(BENCH),
+            app_spec["target"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    else:  # one gthread worker: keep-alive connections, as wrk holds them; no access log
+        serve = [
+            str(bindir / "gunicorn"),
+            "--chdir",
+            str(BENCH),
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            "4",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            app_spec["target"],
+        ]
+    cmd = [*pin.server(), *([str(bindir / spec["launcher"])] if spec["launcher"] else []), *serve]
+    log = workdir / f"{app}-{config}-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(workdir))
     server = Server(proc, port, log)
@@ -277,7 +357,7 @@ def start_server(config: str, python: Path, pin: Pinning, sink_port: int, workdi
         _wait(lambda: _get(server.base + "/hello"), proc, f"the {config} server")
     except RuntimeError as exc:
         server.stop()
-        raise RuntimeError(f"{exc}; its output:\n{log.read_text()[-3000:]}") from None
+        raise RuntimeError(f"{exc} ({app}); its output:\n{log.read_text()[-3000:]}") from None
     return server
 
 
@@ -309,6 +389,7 @@ def wrk(pin: Pinning, url: str, seconds: float, connections: int) -> dict[str, f
 
 @dataclass
 class Sample:
+    app: str
     config: str
     endpoint: str
     round: int
@@ -328,9 +409,15 @@ class Run:
     exported: dict[str, list[dict[str, dict[str, int]]]] = field(default_factory=dict)
 
 
+def venv_of(app: str, config: str) -> str:
+    """The environment a configuration of an app runs in (stock: the app's own)."""
+    return str(APPS[app]["stock_venv"]) if config == "stock" else str(CONFIGS[config]["venv"])
+
+
 def one_round(
     run: Run,
     rnd: int,
+    app: str,
     configs: list[str],
     pythons: dict[str, Path],
     pin: Pinning,
@@ -339,7 +426,7 @@ def one_round(
     args: argparse.Namespace,
     log: Any,
 ) -> None:
-    """Start every configuration's server, then load them in turn, slice by slice."""
+    """Start every configuration's server of ``app``, then load them in turn, slice by slice."""
     shift = rnd % len(configs)
     order = configs[shift:] + configs[:shift]
     endpoints = [e for e in ENDPOINTS if e in args.endpoints.split(",")]
@@ -347,7 +434,7 @@ def one_round(
     try:
         for config in order:
             servers[config] = start_server(
-                config, pythons[CONFIGS[config]["venv"]], pin, sinks[config], workdir
+                app, config, pythons[venv_of(app, config)], pin, sinks[config], workdir
             )
         for config in order:
             for endpoint in endpoints:
@@ -368,6 +455,7 @@ def one_round(
                 requests = sum(p["requests"] for p in parts)
                 seconds = sum(p["duration_us"] for p in parts) / 1e6
                 sample = Sample(
+                    app,
                     config,
                     endpoint,
                     rnd,
@@ -379,16 +467,16 @@ def one_round(
                 )
                 run.samples.append(sample)
                 log(
-                    f"  round {rnd + 1} {config:9s} {LABELS[endpoint]:12s} {sample.rps:8.0f} rps  "
+                    f"  round {rnd + 1} {app:8s}{config:9s} {LABELS[endpoint]:12s} {sample.rps:8.0f} rps  "
                     f"p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms  "
                     f"cpu {sample.cpu_us:6.0f} µs/req"
                     + (f"  ERRORS {sample.errors}" if sample.errors else "")
                 )
         time.sleep(0.5)
         for config in order:
-            run.rss_mb.setdefault(config, []).append(servers[config].rss_mb())
+            run.rss_mb.setdefault(f"{app}/{config}", []).append(servers[config].rss_mb())
             after = sink_stats(sinks[config])
-            run.exported.setdefault(config, []).append(
+            run.exported.setdefault(f"{app}/{config}", []).append(
                 {
                     sig: {k: v - before[config].get(sig, {}).get(k, 0) for k, v in counts.items()}
                     for sig, counts in after.items()
@@ -432,47 +520,48 @@ def _median(xs: Sequence[float]) -> float:
 
 
 def summarize(run: Run) -> list[dict[str, Any]]:
-    """One row per configuration and endpoint: medians over rounds, ratios to bare per round."""
-    by: dict[tuple[str, str], dict[int, Sample]] = {}
+    """One row per app, configuration and endpoint: medians over rounds, ratios to bare per round."""
+    by: dict[tuple[str, str, str], dict[int, Sample]] = {}
     for s in run.samples:
-        by.setdefault((s.config, s.endpoint), {})[s.round] = s
+        by.setdefault((s.app, s.config, s.endpoint), {})[s.round] = s
     rows = []
     configs = [c for c in CONFIGS if any(s.config == c for s in run.samples)]
-    bare_rss = _median(run.rss_mb.get("bare", []))
-    for config in configs:
-        for endpoint in ENDPOINTS:
-            samples = by.get((config, endpoint), {})
-            if not samples:
-                continue
-            bare = by.get(("bare", endpoint), {})
-            ratios = [s.rps / bare[r].rps for r, s in samples.items() if r in bare and bare[r].rps]
-            p99 = _median([s.p99_ms for s in samples.values()])
-            bare_p99 = _median([s.p99_ms for s in bare.values()])
-            rss = _median(run.rss_mb.get(config, []))
-            rows.append(
-                {
-                    "config": config,
-                    "endpoint": LABELS[endpoint],
-                    "rps": _median([s.rps for s in samples.values()]),
-                    "rps_ratio": _median(ratios),
-                    "ratio_min": min(ratios) if ratios else float("nan"),
-                    "ratio_max": max(ratios) if ratios else float("nan"),
-                    "p50_ms": _median([s.p50_ms for s in samples.values()]),
-                    "p99_ms": p99,
-                    "p99_ratio": p99 / bare_p99 if bare_p99 else float("nan"),
-                    "cpu_us": _median([s.cpu_us for s in samples.values()]),
-                    "cpu_ratio": _median(
-                        [bare[r].cpu_us / s.cpu_us for r, s in samples.items() if r in bare and s.cpu_us]
-                    ),
-                    "rss_mb": rss,
-                    "rss_delta_mb": rss - bare_rss,
-                    "errors": sum(s.errors for s in samples.values()),
-                }
-            )
+    for app, config, endpoint in [(a, c, e) for a in APPS for c in configs for e in ENDPOINTS]:
+        samples = by.get((app, config, endpoint), {})
+        if not samples:
+            continue
+        bare_rss = _median(run.rss_mb.get(f"{app}/bare", []))
+        bare = by.get((app, "bare", endpoint), {})
+        ratios = [s.rps / bare[r].rps for r, s in samples.items() if r in bare and bare[r].rps]
+        p99 = _median([s.p99_ms for s in samples.values()])
+        bare_p99 = _median([s.p99_ms for s in bare.values()])
+        rss = _median(run.rss_mb.get(f"{app}/{config}", []))
+        rows.append(
+            {
+                "app": app,
+                "config": config,
+                "endpoint": LABELS[endpoint],
+                "rps": _median([s.rps for s in samples.values()]),
+                "rps_ratio": _median(ratios),
+                "ratio_min": min(ratios) if ratios else float("nan"),
+                "ratio_max": max(ratios) if ratios else float("nan"),
+                "p50_ms": _median([s.p50_ms for s in samples.values()]),
+                "p99_ms": p99,
+                "p99_ratio": p99 / bare_p99 if bare_p99 else float("nan"),
+                "cpu_us": _median([s.cpu_us for s in samples.values()]),
+                "cpu_ratio": _median(
+                    [bare[r].cpu_us / s.cpu_us for r, s in samples.items() if r in bare and s.cpu_us]
+                ),
+                "rss_mb": rss,
+                "rss_delta_mb": rss - bare_rss,
+                "errors": sum(s.errors for s in samples.values()),
+            }
+        )
     return rows
 
 
 COLUMNS = (
+    "app",
     "config",
     "endpoint",
     "rps",
@@ -493,6 +582,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         cells = [
+            r["app"],
             r["config"],
             r["endpoint"],
             f"{r['rps']:.0f}",
@@ -511,11 +601,17 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def check_targets(rows: list[dict[str, Any]]) -> list[str]:
+def check_targets(rows: list[dict[str, Any]], only_app: str) -> list[str]:
     out = []
-    for config, endpoint, metric, op, limit in TARGETS:
+    for app, config, endpoint, metric, op, limit in TARGETS:
+        if app != only_app:
+            continue
         selected = [
-            r for r in rows if r["config"] == config and (endpoint in ("*", "-") or r["endpoint"] == endpoint)
+            r
+            for r in rows
+            if r["app"] == app
+            and r["config"] == config
+            and (endpoint in ("*", "-") or r["endpoint"] == endpoint)
         ]
         if endpoint == "-":
             selected = selected[:1]
@@ -532,14 +628,14 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
 def exported_summary(run: Run) -> list[str]:
     out = []
     for config, rounds in run.exported.items():
-        if config == "bare":
+        if config.endswith("/bare"):
             continue
         parts = []
         for sig in ("traces", "metrics", "logs"):
             reqs = [r.get(sig, {}).get("requests", 0) for r in rounds]
             size = [r.get(sig, {}).get("bytes", 0) for r in rounds]
             parts.append(f"{sig} {_median(reqs):.0f} posts / {_median(size) / 1024:.0f} KiB")
-        out.append(f"  {config:9s} " + ", ".join(parts) + " per round (median)")
+        out.append(f"  {config:17s} " + ", ".join(parts) + " per round (median)")
     return out
 
 
@@ -552,17 +648,26 @@ def render(run: Run) -> str:
         f"Pinning: {m['pinning']}",
         f"Load: wrk -t1 -c{a['connections']}, {a['duration']:g} s per endpoint (in {a['slices']} slices) "
         f"after {a['warmup']:g} s warm-up; {a['rounds']} interleaved round(s); "
-        "uvicorn, 1 process, no access log",
+        "FastAPI: uvicorn, 1 process; Django and Flask: gunicorn, 1 gthread worker (4 threads); "
+        "no access log",
     ]
     for name, vers in m["versions"].items():
         head.append(f"Env {name}: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
     head.append("Configurations:")
-    head += [f"  {c:9s} {DESCRIPTIONS[c]}" for c in CONFIGS if c in run.rss_mb]
+    ran = {key.split("/")[1] for key in run.rss_mb}
+    for c in CONFIGS:
+        if c in ran:
+            text = DESCRIPTIONS[c]
+            if "{stock}" in text:
+                apps = [a for a in APPS if f"{a}/{c}" in run.rss_mb]
+                text = text.format(stock="; ".join(f"{a}: {STOCK[a]}" for a in apps))
+            head.append(f"  {c:9s} {text}")
     rows = summarize(run)
     parts = ["\n".join(head), "", table(rows), "", "Exported to the OTLP sink:", *exported_summary(run)]
-    targets = check_targets(rows)
-    if targets:
-        parts += ["", "Targets (issue 6):", *targets]
+    for app in APPS:
+        targets = check_targets(rows, app)
+        if targets:
+            parts += ["", TARGET_HEADINGS[app], *targets]
     return "\n".join(parts) + "\n"
 
 
@@ -593,6 +698,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--endpoints", default=",".join(ENDPOINTS), help="comma-separated subset of " + ", ".join(ENDPOINTS)
     )
+    p.add_argument("--apps", default=",".join(APPS), help="comma-separated subset of " + ", ".join(APPS))
     p.add_argument(
         "--variant",
         action="append",
@@ -624,6 +730,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.configs.split(",")) - set(CONFIGS)
     if unknown:
         p.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
+    unknown = set(args.apps.split(",")) - set(APPS)
+    if unknown:
+        p.error(f"unknown app(s): {', '.join(sorted(unknown))} (choose from {', '.join(APPS)})")
     if "bare" not in args.configs.split(","):
         p.error("the bare configuration is required (every ratio is to it)")
     return args
@@ -639,19 +748,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("bench: wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
         return 2
     configs = [c for c in CONFIGS if c in args.configs.split(",")]
+    apps = [a for a in APPS if a in args.apps.split(",")]
     pythons: dict[str, Path] = {}
-    for config in configs:
-        venv = CONFIGS[config]["venv"]
-        if venv not in pythons:
-            pythons[venv] = (
-                Path(sys.executable) if venv == "ours" and args.env == "current" else ensure_venv(venv, log)
-            )
+    for app in apps:
+        for config in configs:
+            venv = venv_of(app, config)
+            if venv not in pythons:
+                pythons[venv] = (
+                    Path(sys.executable)
+                    if venv == "ours" and args.env == "current"
+                    else ensure_venv(venv, log)
+                )
     pin = Pinning(not args.no_pin)
     run = Run(args=dict(vars(args)), machine=machine(pin, pythons))
     with tempfile.TemporaryDirectory(prefix="otel-perf-bench-") as tmp, contextlib.ExitStack() as stack:
         sinks = {config: stack.enter_context(sink(pin)) for config in configs}
         for rnd in range(args.rounds):
-            one_round(run, rnd, configs, pythons, pin, sinks, Path(tmp), args, log)
+            for app in apps:
+                one_round(run, rnd, app, configs, pythons, pin, sinks, Path(tmp), args, log)
     text = render(run)
     print(text, flush=True)
     if not args.no_save:

@@ -1,4 +1,4 @@
-"""The overhead benchmark runs: a tiny round (bare + ours, ~2 s each) prints the results table.
+"""The overhead benchmark runs: a tiny round (bare + ours, ~2 s each, three apps) prints the table.
 
 No timing assertions: the figures live in bench/README.md.  This only checks that the
 benchmark starts its servers, sink and load generator, and reports every column.
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 COLUMNS = (
+    "app",
     "config",
     "endpoint",
     "rps",
@@ -40,21 +41,26 @@ def test_tiny_benchmark_prints_the_table() -> None:
         [sys.executable, str(BENCH / "run.py"), "--tiny", "--no-save"],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=400,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    header = next(line for line in lines if line.startswith("| config"))
+    header = next(line for line in lines if line.startswith("| app"))
     assert [c.strip() for c in header.strip("|").split("|")] == list(COLUMNS)
-    rows = [line for line in lines if line.startswith(("| bare", "| ours"))]
-    assert {(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in rows} == {
-        (config, endpoint) for config in ("bare", "ours") for endpoint in ("/hello", "/items/{id}", "/db")
+    apps = ("fastapi", "django", "flask")
+    rows = [line for line in lines if line.startswith(tuple(f"| {app} " for app in apps))]
+    assert {tuple(cell.strip() for cell in r.split("|")[1:4]) for r in rows} == {
+        (app, config, endpoint)
+        for app in apps
+        for config in ("bare", "ours")
+        for endpoint in ("/hello", "/items/{id}", "/db")
     }
     for row in rows:
         assert row.split("|")[-2].strip() == "0", f"requests failed: {row}"
     assert "Machine:" in result.stdout
     assert "Targets (issue 6):" in result.stdout
+    assert "Targets (issue 23, Django):" in result.stdout and "Targets (issue 23, Flask):" in result.stdout
 
 
 def test_hotpath_microbenchmarks_run() -> None:

@@ -24,6 +24,14 @@ from otel_perf._analysis.sql import ShapeCache, classify, normalize
         ("SELECT 'it''s' -- comment\n FROM t /* c */", "SELECT ? FROM t"),
         ("SELECT $$dollar secret$$ FROM t", "SELECT ? FROM t"),
         ("SELECT x::text FROM t2 WHERE y = 1.5e3", "SELECT x::text FROM t2 WHERE y = ?"),
+        # Django quotes every identifier; a qualifier after a comma is not a double-quoted value
+        (
+            'SELECT "polls_choice"."id", "polls_choice"."question_id" FROM "polls_choice" '
+            'WHERE "polls_choice"."question_id" = %s LIMIT 21',
+            'SELECT "polls_choice"."id", "polls_choice"."question_id" FROM "polls_choice" '
+            'WHERE "polls_choice"."question_id" = ? LIMIT ?',
+        ),
+        ('SELECT a FROM t WHERE name = "secret"', "SELECT a FROM t WHERE name = ?"),
     ],
 )
 def test_normalize(sql: str, expected: str) -> None:

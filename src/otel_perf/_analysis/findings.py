@@ -101,8 +101,14 @@ def recommend_slow_query(operation: str, collection: str, statement: str) -> str
     return "Slow statement: EXPLAIN it and check indexes and locks."
 
 
-def recommend_n_plus_one(route: str, collection: str) -> str:
+def recommend_n_plus_one(route: str, collection: str, framework: str = "") -> str:
     what = f" of {collection}" if collection else ""
+    if framework == "django":
+        return (
+            f"N+1 on {route}: the same query{what} runs once per item; load the relation with the "
+            "list's queryset: select_related() for a ForeignKey or OneToOne, prefetch_related() for "
+            "a many-to-many or reverse relation."
+        )
     return (
         f"N+1 on {route}: the same query{what} runs once per item; load the relation eagerly "
         "(selectinload/joinedload) or fetch all rows in one query with IN (...)."
@@ -152,7 +158,14 @@ class FindingStore:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_n_plus_one(
-        self, route: str, method: str, statement: str, count: int, trace_id: str, collection: str
+        self,
+        route: str,
+        method: str,
+        statement: str,
+        count: int,
+        trace_id: str,
+        collection: str,
+        framework: str = "",
     ) -> str:
         """Remember one N+1 occurrence; return its recommendation."""
         key = (method, route, statement)
@@ -160,7 +173,7 @@ class FindingStore:
         with self._lock:
             found = self.n_plus_one.get(key)
             if found is None:
-                advice = recommend_n_plus_one(f"{method} {route}".strip(), collection)
+                advice = recommend_n_plus_one(f"{method} {route}".strip(), collection, framework)
                 if len(self.n_plus_one) >= MAX_N_PLUS_ONE:
                     self.n_plus_one_dropped += 1
                     return advice

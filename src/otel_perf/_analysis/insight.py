@@ -130,7 +130,7 @@ def n_plus_one(rt: Runtime, work: Work, route: str, method: str, shown: str, whe
     for statement, count in repeated:
         shape = rt.shapes.shape(statement)
         advice = rt.findings.add_n_plus_one(
-            shown, method, statement, count, work.trace_id_hex, shape.collection
+            shown, method, statement, count, work.trace_id_hex, shape.collection, work.framework
         )
         if recording:
             span.add_event(n.EVENT_N_PLUS_ONE, {n.A_PERF_STATEMENT: statement, n.A_PERF_REPEAT: count})

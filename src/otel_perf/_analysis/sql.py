@@ -70,7 +70,11 @@ def _lexeme(match: re.Match[str]) -> str:
     kind = match.lastgroup
     if kind == "comment":
         return " "
-    if kind == "quoted" and not _VALUE_BEFORE.search(match.string, max(0, match.start() - 12), match.start()):
+    if kind == "quoted" and (
+        # "table"."column" (Django's select lists): a qualifier, never a value
+        match.string.startswith(".", match.end())
+        or not _VALUE_BEFORE.search(match.string, max(0, match.start() - 12), match.start())
+    ):
         return match.group()
     return "?"
 

@@ -74,6 +74,12 @@ _SYSTEMS = {
 _OUTER: ContextVar[bool] = ContextVar("otel_perf_statement_outer", default=False)
 
 
+#: The flag itself, for an outer layer's per-statement path: ``token = OUTER.set(True)`` before
+#: running the statement and ``OUTER.reset(token)`` after do what :func:`outer_layer` does for
+#: a fraction of a context manager's cost (Django's execute wrapper runs it per statement).
+OUTER = _OUTER
+
+
 def recorded_above() -> bool:
     """Whether the statement now running is recorded by an outer layer (drivers: pass it through)."""
     return _OUTER.get()

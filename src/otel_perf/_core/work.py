@@ -10,7 +10,7 @@ end of a request subclass it to say where a request is while it runs (:meth:`Wor
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ClassVar
 
 from opentelemetry.trace import Span, SpanContext, TraceFlags
 
@@ -37,6 +37,8 @@ class Work:
         "statements_dropped",
         "trace_id",
     )
+    #: The framework whose unit this is ("django", ...; "" for any): findings word their advice for it.
+    framework: ClassVar[str] = ""
 
     def __init__(
         self, kind: str, name: str, span: Span, max_statements: int, method: str = "", scope: Any = None

@@ -41,50 +41,44 @@ class StatsEndpoint:
         match = hmac.compare_digest(hashlib.sha256(token.strip()).digest(), self._digest)
         return ok_scheme and match
 
+    def answer(self, method: str, path: str, headers: Any) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
+        """(status, JSON body, extra headers) for a request to the endpoint, whatever the server."""
+        if not self.authorized(headers):
+            challenge = [(b"www-authenticate", b'Bearer realm="otel-perf"')]
+            return 401, {"error": "missing or wrong bearer token"}, challenge
+        if path == self.path + "/reset":
+            if method != "POST":
+                return 405, {"error": "use POST to reset"}, [(b"allow", b"POST")]
+            self.baseline = Baseline.capture(self.rt)
+            self.rt.findings.clear()
+            return 200, {"reset": True}, []
+        if path != self.path or method not in ("GET", "HEAD"):
+            return 404, {"error": f"unknown stats path; use GET {self.path} or POST {self.path}/reset"}, []
+        return 200, summary(self.rt, self.baseline), []
+
+    def response(self, method: str, path: str, headers: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """(status, headers, body bytes): :meth:`answer` serialized (the WSGI adapter sends this)."""
+        status, body, extra = self.answer(method, path, headers)
+        data = json.dumps(body, default=str).encode()
+        return (
+            status,
+            [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (b"cache-control", b"no-store"),
+                *extra,
+            ],
+            data,
+        )
+
     async def handle(
         self,
         scope: MutableMapping[str, Any],
         receive: Callable[[], Awaitable[Message]],
         send: Callable[[Message], Awaitable[None]],
     ) -> None:
-        if not self.authorized(scope.get("headers")):
-            await _respond(
-                send,
-                401,
-                {"error": "missing or wrong bearer token"},
-                [(b"www-authenticate", b'Bearer realm="otel-perf"')],
-            )
-            return
-        path = scope.get("path", "")
-        method = scope.get("method", "GET")
-        if path == self.path + "/reset":
-            if method != "POST":
-                await _respond(send, 405, {"error": "use POST to reset"}, [(b"allow", b"POST")])
-                return
-            self.baseline = Baseline.capture(self.rt)
-            self.rt.findings.clear()
-            await _respond(send, 200, {"reset": True})
-            return
-        if path != self.path or method not in ("GET", "HEAD"):
-            await _respond(
-                send, 404, {"error": f"unknown stats path; use GET {self.path} or POST {self.path}/reset"}
-            )
-            return
-        await _respond(send, 200, summary(self.rt, self.baseline))
-
-
-async def _respond(
-    send: Callable[[Message], Awaitable[None]],
-    status: int,
-    body: Any,
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    data = json.dumps(body, default=str).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(data)).encode()),
-        (b"cache-control", b"no-store"),
-        *(extra or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+        status, headers, data = self.response(
+            scope.get("method", "GET"), scope.get("path", ""), scope.get("headers")
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})

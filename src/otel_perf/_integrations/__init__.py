@@ -96,10 +96,49 @@ REGISTRY: tuple[Integration, ...] = (
         "background",
         ("starlette.background",),
         library="starlette",
-        min_version="0.37",
+        min_version="0.36.3",
         provides="FastAPI/Starlette BackgroundTasks as jobs of their own (span, perf.job.duration, "
         "queries and N+1 per task), not part of the request's duration",
         extra="fastapi",
+    ),
+    Integration(
+        "django",
+        "django",
+        (
+            "django.core.handlers.base",
+            "django.core.handlers.wsgi",
+            "django.core.handlers.asgi",
+            "django.core.signals",
+            "django.db.backends.signals",
+            "django.core.cache",
+            "django.utils.log",
+            "django.utils.autoreload",
+        ),
+        library="Django",
+        min_version="5.2",
+        provides="SERVER spans and RED metrics by URL pattern (WSGI and ASGI), traceresponse, stats "
+        "endpoint; ORM statements with slow-query and N+1 findings per request; cache hits and misses",
+        replaces=("django",),
+        extra="django",
+    ),
+    Integration(
+        "flask",
+        "flask",
+        ("flask.app", "flask.signals", "werkzeug._reloader"),
+        library="Flask",
+        min_version="3.0",
+        provides="SERVER spans and RED metrics by route template, traceresponse, stats endpoint, "
+        "findings per request (SQL through the sqlalchemy row)",
+        replaces=("flask",),
+        extra="flask",
+    ),
+    Integration(
+        "wsgi",
+        "wsgi",
+        (),
+        provides="any other WSGI app a server we know loads (gunicorn, uvicorn --interface wsgi): SERVER "
+        "spans and RED metrics by method, traceresponse, stats endpoint, findings",
+        replaces=("wsgi",),
     ),
     Integration(
         "sqlalchemy",
@@ -234,15 +273,16 @@ REGISTRY: tuple[Integration, ...] = (
         library="uvicorn",
         min_version="0.29",
         provides="uvicorn's error log (with the failed request's trace id) in JSON lines and OTLP; "
-        "telemetry flushed when it stops on SIGTERM",
+        "telemetry flushed when it stops on SIGTERM; any other ASGI app it serves measured by method",
     ),
     Integration(
         "gunicorn",
         "gunicorn",
-        ("gunicorn.glogging", "gunicorn.arbiter"),
+        ("gunicorn.glogging", "gunicorn.arbiter", "gunicorn.workers.base", "gunicorn.workers.gasgi"),
         library="gunicorn",
         min_version="22",
-        provides="gunicorn's error log in JSON lines and OTLP; no exit report from the arbiter",
+        provides="gunicorn's error log in JSON lines and OTLP; no exit report from the arbiter; "
+        "any other app its workers load measured by method",
     ),
 )
 

@@ -41,7 +41,7 @@ from otel_perf._core.server import (
     traceresponse,
 )
 from otel_perf._core.work import Work, current_work
-from otel_perf._integrations import asgi_browser
+from otel_perf._integrations import apps, asgi_browser
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -170,7 +170,10 @@ class PerfMiddleware:
     ) -> None:
         self.app = app
         self.rt = runtime
+        self.framework = framework
         runtime.apps.add(framework)
+        if framework != "ASGI":  # a framework's app: a generic wrapper around it stands down
+            apps.framework_middleware_built()
         self.core = core = ServerCore(runtime, excluded_env)
         self.route_of = route_of
         self.work_type = work_type

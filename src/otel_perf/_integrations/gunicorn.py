@@ -7,6 +7,13 @@ logging config of your own is kept, and gets the OTLP handler).  The arbiter onl
 supervises workers: no exit report there (workers forked from it are workers again).
 Workers of the sync and gthread classes exit through ``sys.exit``, so ``atexit`` flushes
 their telemetry; uvicorn's worker class is covered by the uvicorn adapter.
+
+``Worker.load_wsgi``: the app a worker of gunicorn's own WSGI classes (sync, gthread, gevent,
+eventlet) loaded is measured generically when it is of no framework with an adapter of ours
+(:func:`otel_perf._integrations.wsgi.wrap_generic`; Django and Flask measure themselves);
+gunicorn's ASGI worker (``-k asgi``) gets the generic ASGI measurement.  Worker classes of
+other packages (uvicorn's, aiohttp's) are left to their own adapters or alone: their "app"
+is not a WSGI callable.
 """
 
 from __future__ import annotations
@@ -28,6 +35,45 @@ def install(runtime: Runtime, module: Any) -> None:
         _patches.wrap(module.Logger, "setup", _setup)
     elif module.__name__ == "gunicorn.arbiter":
         _patches.wrap(module.Arbiter, "run", lambda original: supervising(runtime, original))
+    elif module.__name__ == "gunicorn.workers.base":
+        _patches.wrap(module.Worker, "load_wsgi", _load_wsgi)
+    elif module.__name__ == "gunicorn.workers.gasgi" and hasattr(module, "ASGIWorker"):
+        _patches.wrap(module.ASGIWorker, "load_wsgi", lambda original: _load_asgi(runtime, original))
+
+
+#: gunicorn's own worker classes that call a WSGI app (by the module of a class in their MRO).
+_WSGI_WORKER_MODULES = ("gunicorn.workers.sync", "gunicorn.workers.gthread", "gunicorn.workers.base_async")
+
+
+def _serves_wsgi(worker: Any) -> bool:
+    return any(cls.__module__ in _WSGI_WORKER_MODULES for cls in type(worker).__mro__)
+
+
+def _load_wsgi(original: Any) -> Any:
+    def load_wsgi(self: Any) -> None:
+        original(self)
+        try:
+            if _serves_wsgi(self):
+                from otel_perf._integrations import wsgi
+
+                self.wsgi = wsgi.wrap_generic(self.wsgi, "gunicorn")
+        except Exception as exc:
+            guard.internal_error("gunicorn.load_wsgi", exc)
+
+    return load_wsgi
+
+
+def _load_asgi(runtime: Runtime, original: Any) -> Any:
+    def load_wsgi(self: Any) -> None:
+        original(self)
+        try:
+            from otel_perf._integrations import apps
+
+            self.asgi = apps.generic_asgi(self.asgi, runtime, "gunicorn")
+        except Exception as exc:
+            guard.internal_error("gunicorn.load_asgi", exc)
+
+    return load_wsgi
 
 
 def _is_gunicorn_default(handler: Any) -> bool:

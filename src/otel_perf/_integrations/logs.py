@@ -14,6 +14,7 @@ reach the pipeline.  With ``OTEL_LOGS_EXPORTER=otlp`` records are also sent over
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -92,6 +93,7 @@ class _RequestContextHandler(logging.Handler):
         self.inner = inner
 
     def handle(self, record: logging.LogRecord) -> bool:
+        record = exportable(record)
         failed = failed_request(record) if record.exc_info else None
         if failed is None or trace.get_current_span().get_span_context().is_valid:
             return bool(self.inner.handle(record))
@@ -110,6 +112,40 @@ class _RequestContextHandler(logging.Handler):
     def close(self) -> None:
         self.inner.close()
         super().close()
+
+
+#: Types an OTLP log attribute may hold (with sequences and mappings of them).
+_PRIMITIVES = (str, bool, int, float, bytes, type(None))
+
+
+def _exportable_value(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, _PRIMITIVES):
+        return True
+    if depth >= 3:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_exportable_value(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and k and _exportable_value(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def exportable(record: logging.LogRecord) -> logging.LogRecord:
+    """``record`` as the OTLP handler may take it: ``extra`` values that are no attribute values dropped.
+
+    Django's request logger passes ``extra={"request": request}``: the SDK would log "Invalid
+    type <class 'WSGIRequest'> for attribute value" from inside the handler, which then
+    reports "recursive logging" (one warning pair per 404).  Such values are left out of the
+    exported record (a copy: other handlers still see them; the JSON lines show their repr).
+    Never converted with ``str()``: a request's repr carries its query string.
+    """
+    bad = [k for k, v in vars(record).items() if k not in _STANDARD and not _exportable_value(v)]
+    if not bad:
+        return record
+    clean = copy.copy(record)
+    for key in bad:
+        del clean.__dict__[key]
+    return clean
 
 
 class JsonFormatter(logging.Formatter):
@@ -225,6 +261,43 @@ def _writes_to_stderr(handler: logging.Handler) -> bool:
         return False
     stream = getattr(handler, "stream", None)
     return stream is sys.__stderr__ or stream is sys.stderr or getattr(stream, "name", "") == "<stderr>"
+
+
+def drop_default_handler(name: str, is_default: Any) -> None:
+    """Remove a framework's default stderr handler from logger ``name`` while ours is on the root.
+
+    For loggers that propagate (Django's ``django`` logger): their records reach the root,
+    where our handler writes them, so the framework's own console handler wrote each line a
+    second time.
+    """
+    stream = _state.get("stream")
+    lg = logging.getLogger(name)
+    if stream is None or stream not in logging.getLogger().handlers or not lg.propagate:
+        return
+    for handler in list(lg.handlers):
+        if is_default(handler):
+            lg.removeHandler(handler)
+
+
+def reinstate() -> None:
+    """After an app configured logging itself (``dictConfig``): ours where it belongs again.
+
+    A config that sets the root's handlers removes ours: the OTLP handler goes back (log
+    export is ours), the stderr one only if the root was left with none (theirs write the
+    lines now).  ``disable_existing_loggers`` (dictConfig's default) switched off our logger
+    and the SDK's: enabled again, or findings and export warnings would vanish.
+    """
+    root = logging.getLogger()
+    otlp = _state.get("otlp")
+    stream = _state.get("stream")
+    if stream is not None and not [h for h in root.handlers if h is not otlp]:
+        root.addHandler(stream)
+    if otlp is not None and otlp not in root.handlers:
+        root.addHandler(otlp)
+    for name, lg in list(logging.root.manager.loggerDict.items()):
+        ours = name == "otel_perf" or name.startswith(("otel_perf.", "opentelemetry"))
+        if ours and isinstance(lg, logging.Logger):
+            lg.disabled = False
 
 
 def install(runtime: Any, _module: Any = None) -> None:

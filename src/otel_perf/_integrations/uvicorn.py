@@ -12,6 +12,10 @@
   raised again.  A uvicorn without it exits normally and ``atexit`` does the same.
 * ``Multiprocess.run`` / ``BaseReload.run``: these processes only supervise workers; they
   print no exit report.
+* ``Config.load``: the app uvicorn loaded, when it is of no framework with an adapter of ours
+  (FastAPI/Starlette and Django measure themselves), is measured generically, by method
+  (:func:`otel_perf._integrations.apps.generic_asgi`; ``--interface wsgi`` apps through the
+  ``wsgi`` row), inside uvicorn's own middleware (proxy headers applied first).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def install(runtime: Runtime, module: Any) -> None:
     name = module.__name__
     if name == "uvicorn.config":
         _patches.wrap(module.Config, "configure_logging", _configure_logging)
+        _patches.wrap(module.Config, "load", lambda original: _load(runtime, original))
     elif name == "uvicorn.server" and hasattr(module.Server, "capture_signals"):
         _patches.wrap(module.Server, "capture_signals", lambda original: _capture_signals(runtime, original))
     elif name == "uvicorn.supervisors.multiprocess":
@@ -56,6 +61,43 @@ def _configure_logging(original: Any) -> Any:
             guard.internal_error("uvicorn.logging", exc)
 
     return configure_logging
+
+
+def _load(runtime: Runtime, original: Any) -> Any:
+    def load(self: Any) -> None:
+        original(self)
+        try:
+            _measure_loaded_app(runtime, self)
+        except Exception as exc:
+            guard.internal_error("uvicorn.load", exc)
+
+    return load
+
+
+def _is_uvicorn_middleware(app: Any) -> bool:
+    module = type(app).__module__
+    return module.startswith(("uvicorn.middleware.", "a2wsgi.")) and "app" in getattr(app, "__dict__", {})
+
+
+def _measure_loaded_app(runtime: Runtime, config: Any) -> None:
+    """Wrap the user's app inside uvicorn's middleware chain, unless a framework adapter measures it."""
+    from otel_perf._integrations import apps, wsgi
+
+    holder, attribute = config, "loaded_app"
+    app = config.loaded_app
+    for _ in range(8):
+        if not _is_uvicorn_middleware(app):
+            break
+        if "WSGI" in type(app).__name__:  # --interface wsgi: the WSGI app runs in a thread
+            inner = app.app
+            wrapped = wsgi.wrap_generic(inner, "uvicorn")
+            if wrapped is not inner:
+                app.app = wrapped
+            return
+        holder, attribute, app = app, "app", app.app
+    wrapped = apps.generic_asgi(app, runtime, "uvicorn")
+    if wrapped is not app:
+        setattr(holder, attribute, wrapped)
 
 
 def _capture_signals(runtime: Runtime, original: Any) -> Any:

@@ -1,0 +1,370 @@
+"""Django: requests (WSGI and ASGI) by URL pattern, ORM statements, cache reads, its logging.
+
+* Requests: ``WSGIHandler.__call__`` runs through :class:`~otel_perf._integrations.wsgi.WsgiServer`
+  and ``ASGIHandler.__call__`` through :class:`~otel_perf._integrations.asgi.PerfMiddleware`
+  (one per handler), so every handler, however it was made (``get_wsgi_application()``,
+  ``runserver``, a subclass), is measured outermost, stats endpoint included, before
+  Django's URL resolver.  ``BaseHandler.resolve_request`` puts the matched pattern on the
+  request's unit (``polls/<int:question_id>/``, as the official instrumentation names it,
+  include() prefixes joined; the empty root pattern is reported as ``/``); a request no
+  pattern matched keeps the unmatched value.  An exception a view raises (Django turns it
+  into a 500) is recorded on the SERVER span from ``got_request_exception``.
+* ORM: every database connection gets our wrapper through Django's own public hook,
+  ``connection.execute_wrapper()``, when it connects (``connection_created``): each statement
+  is timed and handed to :class:`~otel_perf._core.statements.Statements` with the statement
+  core's outer-layer flag set (:func:`~otel_perf._core.statements.outer_layer`), so a driver
+  adapter under Django passes it through and it counts once.  N+1 findings in a Django request recommend
+  ``select_related`` / ``prefetch_related``.
+* Cache: each backend ``caches[alias]`` creates gets ``get``/``get_many`` that count hits and
+  misses by alias into ``perf.cache.operations`` (the hit-ratio metric Redis feeds).  A
+  backend method that calls another one (``get`` through ``get_many``) counts once.
+* Logging: after ``django.setup()`` configures logging, Django's default console handler
+  on the ``django`` logger (DEBUG only) is removed while our stderr handler is on the root,
+  where those records arrive anyway (each line written once, as JSON with trace ids); our
+  OTLP handler goes back on the root if a ``LOGGING`` setting replaced the root's handlers;
+  our own logger is enabled again if ``disable_existing_loggers`` switched it off.
+* ``runserver``'s autoreloader parent only restarts its child: no exit report there.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import weakref
+from collections.abc import Callable
+from contextvars import ContextVar
+from time import perf_counter
+from types import MethodType
+from typing import Any
+
+from otel_perf._core import guard
+from otel_perf._core.caches import Caches
+from otel_perf._core.patching import Patches
+from otel_perf._core.runtime import Runtime
+from otel_perf._core.statements import OUTER, DbTarget, Statements, batch_size, db_system
+from otel_perf._core.work import Work, current_work
+from otel_perf._integrations import apps
+from otel_perf._integrations.wsgi import WsgiServer
+
+logger = logging.getLogger("otel_perf")
+_patches = Patches("django")
+_state: dict[str, Any] = {}
+#: The empty root pattern (``path("", ...)``) is reported as this route.
+ROOT_ROUTE = "/"
+#: The per-handler ASGI middleware lives in the handler's ``__dict__`` under this key.
+_ASGI_MIDDLEWARE = "_otel_perf_asgi"
+#: Where a connection keeps the entered ``execute_wrapper()`` context (never exited).
+_WRAPPER_CONTEXT = "_otel_perf_execute_wrapper"
+#: Set while one of our cache methods runs, so a backend method calling another counts once.
+_IN_CACHE_READ: ContextVar[bool] = ContextVar("otel_perf_django_cache_read", default=False)
+_MISSING = object()
+
+
+class DjangoWork(Work):
+    """A Django request: the route is put on it by the URL resolver while it runs."""
+
+    __slots__ = ()
+    framework = "django"
+
+
+WHAT = (
+    "SERVER spans and http.server.request.duration by URL pattern, traceresponse, the stats "
+    "endpoint, ORM statements (spans, db.client.operation.duration, slow-query and N+1 findings "
+    "per request), cache hits and misses by alias"
+)
+
+
+def _version() -> str:
+    django = sys.modules.get("django")
+    get_version = getattr(django, "get_version", None)
+    return f" {get_version()}" if callable(get_version) else ""
+
+
+def install(runtime: Runtime, module: Any) -> None:
+    name = module.__name__
+    if name == "django.core.handlers.base":
+        _patches.wrap(module.BaseHandler, "resolve_request", _resolve_request)
+    elif name == "django.core.handlers.wsgi":
+        server = WsgiServer(runtime, work_type=DjangoWork, framework="Django", complete=_complete)
+        _patches.wrap(module.WSGIHandler, "__call__", lambda original: _wsgi_call(server, original))
+        _patches.wrap(module.WSGIHandler, "__init__", lambda original: _made(runtime, original, "WSGI"))
+    elif name == "django.core.handlers.asgi":
+        _patches.wrap(module.ASGIHandler, "__call__", lambda original: _asgi_call(runtime, original))
+        _patches.wrap(module.ASGIHandler, "__init__", lambda original: _made(runtime, original, "ASGI"))
+    elif name == "django.core.signals":
+        module.got_request_exception.connect(_got_request_exception, weak=False, dispatch_uid=_UID)
+        _state["exceptions"] = module.got_request_exception
+    elif name == "django.db.backends.signals":
+        _state["orm"] = orm = _Orm(runtime)
+        module.connection_created.connect(orm.connection_created, weak=False, dispatch_uid=_UID)
+        _state["connection_created"] = module.connection_created
+    elif name == "django.core.cache":
+        create = getattr(module.CacheHandler, "create_connection", None)
+        if create is None:
+            logger.warning(
+                "otel-perf: this Django's cache handler has no create_connection(); cache hits and "
+                "misses are not recorded (everything else is)."
+            )
+            return
+        caches = Caches(runtime)
+        _patches.wrap(
+            module.CacheHandler, "create_connection", lambda original: _create_cache(caches, original)
+        )
+    elif name == "django.utils.log":
+        _patches.wrap(module, "configure_logging", _configure_logging)
+    elif name == "django.utils.autoreload" and callable(getattr(module, "restart_with_reloader", None)):
+        _patches.wrap(module, "restart_with_reloader", lambda original: _supervising(runtime, original))
+
+
+_UID = "otel_perf"
+
+
+def uninstall() -> None:
+    _patches.restore()
+    signal = _state.pop("exceptions", None)
+    if signal is not None:
+        signal.disconnect(dispatch_uid=_UID)
+    signal = _state.pop("connection_created", None)
+    if signal is not None:
+        signal.disconnect(dispatch_uid=_UID)
+    orm = _state.pop("orm", None)
+    if orm is not None:
+        orm.unhook()
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def _made(runtime: Runtime, original: Any, interface: str) -> Any:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        apps.announce(runtime, "Django", f"Django{_version()} app found ({interface} handler): {WHAT}.")
+
+    return __init__
+
+
+def _wsgi_call(server: WsgiServer, original: Any) -> Any:
+    handle = server.handle
+
+    def __call__(self: Any, environ: Any, start_response: Any) -> Any:
+        return handle(MethodType(original, self), environ, start_response)
+
+    return __call__
+
+
+def _asgi_call(runtime: Runtime, original: Any) -> Any:
+    from otel_perf._integrations.asgi import PerfMiddleware, route_from_work
+
+    async def __call__(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        middleware = self.__dict__.get(_ASGI_MIDDLEWARE)
+        if middleware is None:
+            middleware = PerfMiddleware(
+                MethodType(original, self), runtime, route_from_work, DjangoWork, "Django"
+            )
+            self.__dict__[_ASGI_MIDDLEWARE] = middleware
+        await middleware(scope, receive, send)
+
+    return __call__
+
+
+def _resolve_request(original: Any) -> Any:
+    get_work = current_work.get
+
+    def resolve_request(self: Any, request: Any) -> Any:
+        match = original(self, request)
+        work = get_work()
+        if work is not None and work.kind == "request":
+            work.name = match.route or ROOT_ROUTE  # ResolverMatch.route: the pattern, include()s joined
+        return match
+
+    return resolve_request
+
+
+def _complete(environ: Any, body: Any) -> bool:
+    """Django's body is complete when the app returns unless the response streams."""
+    return getattr(body, "streaming", None) is False
+
+
+def _got_request_exception(sender: Any = None, **kwargs: Any) -> None:
+    """A view raised (Django answers 500): the exception goes on the request's SERVER span."""
+    try:
+        work = current_work.get()
+        exc = sys.exc_info()[1]
+        if work is None or work.kind != "request" or exc is None:
+            return
+        span = work.span
+        if span.is_recording():
+            span.record_exception(exc)
+    except Exception as error:
+        guard.internal_error("django.exception", error)
+
+
+def _supervising(runtime: Runtime, original: Callable[..., Any]) -> Callable[..., Any]:
+    def restart_with_reloader(*args: Any, **kwargs: Any) -> Any:
+        if runtime.pipeline is not None:
+            runtime.pipeline.supervisor = True
+        return original(*args, **kwargs)
+
+    return restart_with_reloader
+
+
+# --- ORM --------------------------------------------------------------------------------------
+
+
+class _Orm:
+    """One execute wrapper per database alias, put on each of its connections when they connect."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.statements = Statements(runtime)
+        self.wrappers: dict[str, Callable[..., Any]] = {}
+        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def connection_created(self, sender: Any = None, connection: Any = None, **kwargs: Any) -> None:
+        try:
+            if connection is None:
+                return
+            wrapper = self.wrappers.get(connection.alias)
+            if wrapper is None:
+                wrapper = self.wrappers[connection.alias] = _execute_wrapper(
+                    self.statements, _target(connection)
+                )
+            if wrapper in connection.execute_wrappers:
+                return
+            entered = connection.execute_wrapper(wrapper)  # Django's public hook, entered for good
+            entered.__enter__()
+            setattr(connection, _WRAPPER_CONTEXT, entered)  # kept alive with its connection
+            self.connections.add(connection)
+        except Exception as exc:
+            guard.internal_error("django.connection_created", exc)
+
+    def unhook(self) -> None:
+        ours = set(map(id, self.wrappers.values()))
+        for connection in list(self.connections):
+            connection.execute_wrappers[:] = [w for w in connection.execute_wrappers if id(w) not in ours]
+            connection.__dict__.pop(_WRAPPER_CONTEXT, None)
+        self.connections = weakref.WeakSet()
+
+
+def _target(connection: Any) -> DbTarget:
+    settings = getattr(connection, "settings_dict", None) or {}
+    port = str(settings.get("PORT") or "")
+    return DbTarget(
+        db_system(str(getattr(connection, "vendor", "") or "")),
+        str(settings.get("NAME") or ""),
+        str(settings.get("HOST") or ""),
+        int(port) if port.isdigit() else None,
+    )
+
+
+def _execute_wrapper(statements: Statements, target: DbTarget) -> Callable[..., Any]:
+    """The ``execute_wrapper`` of one alias: time the statement, hand it to the statement core.
+
+    Per statement, so written for the calls it makes: the outer-layer flag is set and reset
+    through bound methods (:func:`~otel_perf._core.statements.outer_layer` without a context
+    manager), the statement goes to ``record`` as Django built it (a str).
+    """
+    record = statements.record
+    failed = statements.failed
+    mark = OUTER.set
+    unmark = OUTER.reset
+
+    def otel_perf_execute(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+        token = mark(True)
+        t0 = perf_counter()
+        try:
+            result = execute(sql, params, many, context)
+        except BaseException as exc:
+            unmark(token)
+            failed(target, sql, t0, exc, batch_size(params) if many else 0)
+            raise
+        unmark(token)
+        seconds = perf_counter() - t0
+        try:
+            record(target, sql, seconds, "", batch_size(params) if many else 0)
+        except Exception as exc:
+            guard.internal_error("django.execute", exc)
+        return result
+
+    return otel_perf_execute
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+
+def _create_cache(caches: Caches, original: Any) -> Any:
+    def create_connection(self: Any, alias: str) -> Any:
+        backend = original(self, alias)
+        try:
+            _count_reads(backend, str(alias), caches)
+        except Exception as exc:
+            guard.internal_error("django.cache", exc)
+        return backend
+
+    return create_connection
+
+
+def _count_reads(backend: Any, alias: str, caches: Caches) -> None:
+    """Give one cache backend instance ``get``/``get_many`` that count hits and misses."""
+    read = caches.read
+    own_get = backend.get
+    own_get_many = backend.get_many
+
+    def get(key: Any, default: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if _IN_CACHE_READ.get():
+            return own_get(key, default, *args, **kwargs)
+        token = _IN_CACHE_READ.set(True)
+        try:
+            value = own_get(key, _MISSING, *args, **kwargs)
+        finally:
+            _IN_CACHE_READ.reset(token)
+        if value is _MISSING:
+            read("django", alias, 0, 1)
+            return default
+        read("django", alias, 1, 0)
+        return value
+
+    def get_many(keys: Any, *args: Any, **kwargs: Any) -> Any:
+        if _IN_CACHE_READ.get():
+            return own_get_many(keys, *args, **kwargs)
+        keys = list(keys)
+        token = _IN_CACHE_READ.set(True)
+        try:
+            found = own_get_many(keys, *args, **kwargs)
+        finally:
+            _IN_CACHE_READ.reset(token)
+        try:
+            asked = len(set(keys))
+        except TypeError:  # unhashable keys: the backend will have said so already
+            asked = len(keys)
+        hits = len(found) if found is not None else 0
+        read("django", alias, hits, max(asked - hits, 0))
+        return found
+
+    backend.get = get
+    backend.get_many = get_many
+
+
+# --- logging ----------------------------------------------------------------------------------
+
+
+def _configure_logging(original: Any) -> Any:
+    def configure_logging(logging_config: Any, logging_settings: Any) -> None:
+        original(logging_config, logging_settings)
+        try:
+            from otel_perf._integrations import logs
+
+            logs.drop_default_handler("django", _is_django_console)
+            logs.reinstate()
+        except Exception as exc:
+            guard.internal_error("django.logging", exc)
+
+    return configure_logging
+
+
+def _is_django_console(handler: logging.Handler) -> bool:
+    """Django's default ``console`` handler (DEFAULT_LOGGING: stderr, DEBUG only)."""
+    return (
+        type(handler) is logging.StreamHandler
+        and handler.stream in (sys.stderr, sys.__stderr__)
+        and any(type(f).__name__ == "RequireDebugTrue" for f in handler.filters)
+    )

@@ -1,0 +1,115 @@
+"""Issue 19, in process: the pieces of the Django/Flask/WSGI support that need no server."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from otel_perf._analysis.findings import FindingStore, recommend_n_plus_one
+from otel_perf._integrations import apps, logs, wsgi
+
+
+def _record(**extra: Any) -> logging.LogRecord:
+    return logging.getLogger("django.request").makeRecord(
+        "django.request", logging.WARNING, __file__, 1, "Not Found: %s", ("/x",), None, extra=extra
+    )
+
+
+class _Request:
+    def __repr__(self) -> str:
+        return "<WSGIRequest: GET '/x?token=secret'>"
+
+
+def test_otlp_records_leave_out_extras_that_are_no_attribute_values() -> None:
+    request = _Request()
+    record = _record(status_code=404, request=request, tags=["a", "b"], nested={"k": [1, 2]}, bad=[object()])
+    exported = logs.exportable(record)
+    assert exported is not record, "the record other handlers see must not change"
+    assert record.request is request  # type: ignore[attr-defined]
+    kept = vars(exported)
+    assert kept["status_code"] == 404 and kept["tags"] == ["a", "b"] and kept["nested"] == {"k": [1, 2]}
+    assert "request" not in kept and "bad" not in kept
+    assert exported.getMessage() == "Not Found: /x"
+    clean = _record(status_code=404)
+    assert logs.exportable(clean) is clean, "a record with valid extras is passed as it is (no copy)"
+
+
+def test_n_plus_one_advice_names_the_django_orm_tools() -> None:
+    django = recommend_n_plus_one("GET polls/", "polls_question", "django")
+    assert "select_related()" in django and "prefetch_related()" in django and "polls_question" in django
+    assert "selectinload" in recommend_n_plus_one("GET /orders", "customers")
+    store = FindingStore()
+    advice = store.add_n_plus_one("polls/", "GET", "SELECT ...", 10, "ab" * 16, "polls_question", "django")
+    assert "select_related" in advice
+
+
+def test_framework_of_finds_framework_apps_through_wrappers() -> None:
+    from flask import Flask
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    def plain(environ: Any, start_response: Any) -> list[bytes]:
+        return []
+
+    app = Flask("t")
+    assert apps.framework_of(app) == "Flask"
+    assert apps.framework_of(ProxyFix(app)) == "Flask"
+    assert apps.framework_of(ProxyFix(ProxyFix(app.wsgi_app))) == "Flask"  # a bound method's app
+    assert apps.framework_of(plain) == ""
+    # A dispatcher's default app decides: a Flask app mounted beside a plain one joins its units.
+    assert apps.framework_of(DispatcherMiddleware(plain, {"/f": app})) == ""
+    assert apps.framework_of(DispatcherMiddleware(app, {"/p": plain})) == "Flask"
+    cycle: Any = ProxyFix(plain)
+    cycle.app = cycle
+    assert apps.framework_of(cycle) == ""
+    assert apps.describe(plain).endswith(
+        ":test_framework_of_finds_framework_apps_through_wrappers.<locals>.plain"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("example.com", ("example.com", 0)),
+        ("example.com:8080", ("example.com", 8080)),
+        ("[::1]:8000", ("::1", 8000)),
+        ("[::1]", ("::1", 0)),
+        ("", ("", 0)),
+    ],
+)
+def test_host_header_split(host: str, expected: tuple[str, int]) -> None:
+    from otel_perf._core.server import _host_and_port
+
+    assert _host_and_port(host) == expected
+
+
+def test_route_of_a_wsgi_request() -> None:
+    class Rule:
+        rule = "/orders/<int:order_id>"
+
+    class Request:
+        url_rule = Rule()
+
+    class Work:
+        name = ""
+
+    assert wsgi.route_from_work({"werkzeug.request": Request()}, Work()) == "/orders/<int:order_id>"  # type: ignore[arg-type]
+    assert wsgi.route_from_work({"werkzeug.request": None}, Work()) == ""  # type: ignore[arg-type]
+    assert wsgi.route_from_work({}, Work()) == ""  # type: ignore[arg-type]
+    named = Work()
+    named.name = "polls/"
+    assert wsgi.route_from_work({"werkzeug.request": Request()}, named) == "polls/"  # type: ignore[arg-type]
+
+
+def test_the_readme_library_table_has_a_row_for_every_integration() -> None:
+    from pathlib import Path
+
+    from otel_perf._integrations import REGISTRY
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| name | library (oldest) |") :].split("\n\n", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines()[2:]]
+    for row in REGISTRY:
+        assert any(f"`{row.name}`" in cell for cell in first_cells), f"README library table lacks {row.name}"
