@@ -190,6 +190,14 @@ SETTINGS: tuple[Setting, ...] = (
         "this is empty.",
         secret=True,
     ),
+    _s(
+        "OTEL_PERF_HEALTH_PATH",
+        "str",
+        "",
+        "Serve a public health check at this path (e.g. `/_perf/health`): `{\"alive\", \"status\", "
+        "\"score\"}` of the whole service, no token and no other data; `?fail=degraded` answers 503 when "
+        "degraded or worse.",
+    ),
     _s("OTEL_PERF_REPORT", "bool", False, "Print a per-endpoint table and findings at process exit."),
     # --- ours: limits and safety -------------------------------------------------------
     _s(
@@ -736,6 +744,10 @@ def _cross_checks(values: dict[str, Any], problems: list[Problem], environ: Mapp
     if path and (not path.startswith("/") or len(path) < 2 or "?" in path):
         problems.append(Problem("OTEL_PERF_STATS_PATH", path, "", "expected a path like /_perf"))
         values["OTEL_PERF_STATS_PATH"] = ""
+    health = values["OTEL_PERF_HEALTH_PATH"]
+    if health and (not health.startswith("/") or len(health) < 2 or "?" in health or "#" in health):
+        problems.append(Problem("OTEL_PERF_HEALTH_PATH", health, "", "expected a path like /_perf/health"))
+        values["OTEL_PERF_HEALTH_PATH"] = ""
     token = values["OTEL_PERF_STATS_TOKEN"]
     if token and len(token) < MIN_TOKEN_LENGTH:
         problems.append(Problem(

@@ -122,7 +122,15 @@ class Runtime:
         return [(float(v), (m,)) for m, v in self.active.items()]
 
 
-def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -> Instruments:
+def build_instruments(
+    registry: Registry,
+    budget_bounds: Iterable[float] = (),
+    *,
+    query_bounds: Iterable[float] = (),
+    db_bounds: Iterable[float] = (),
+) -> Instruments:
+    """Every fast instrument; budget thresholds (request latency, queries per request, DB latency)
+    become bucket bounds, so "over budget or not" is exact."""
     route = (n.A_ROUTE, n.A_METHOD)
     server_bounds = sorted(set(DURATION_BOUNDS) | set(budget_bounds))
     return Instruments(
@@ -144,13 +152,14 @@ def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -
             "s",
             "Duration of database client operations.",
             (n.A_DB_SYSTEM, n.A_DB_OPERATION, n.A_DB_COLLECTION, n.A_ERROR_TYPE),
+            sorted(set(DURATION_BOUNDS) | set(db_bounds)),
         ),
         queries_per_request=registry.histogram(
             n.QUERIES_PER_REQUEST,
             "{query}",
             "SQL statements executed per HTTP request.",
             route,
-            COUNT_BOUNDS,
+            sorted(set(COUNT_BOUNDS) | set(query_bounds)),
         ),
         slow_requests=registry.counter(
             n.SLOW_REQUESTS, "{request}", "Requests at or over the slow threshold.", route

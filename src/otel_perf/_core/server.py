@@ -108,9 +108,12 @@ class ServerCore:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         cfg = runtime.config
-        #: the stats endpoint (answered before the app sees the request), or None
+        #: the stats endpoint and health path (answered before the app sees the request), or None
         self.stats: Any = runtime.stats_endpoint
-        self.stats_path = cfg.text("OTEL_PERF_STATS_PATH") if self.stats is not None else ""
+        self.stats_path = self.stats.path if self.stats is not None else ""
+        #: prefixes of the paths the stats endpoint answers (stats, health): a request whose path
+        #: starts with one goes to :meth:`stats_for`; () while both are off
+        self.admin_paths: tuple[str, ...] = self.stats.paths if self.stats is not None else ()
         #: the browser script (served at its path, Server-Timing on HTML), or None
         self.browser: Any = runtime.browser_script
         patterns = cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
@@ -122,10 +125,10 @@ class ServerCore:
         self.context_var = runtime_context_var()
 
     def stats_for(self, path: str) -> Any:
-        """The stats endpoint when ``path`` is one of its paths, else None."""
-        stats_path = self.stats_path
-        if stats_path and (path == stats_path or path.startswith(stats_path + "/")):
-            return self.stats
+        """The stats endpoint when ``path`` is one of its paths (stats, health), else None."""
+        stats = self.stats
+        if stats is not None and stats.owns(path):
+            return stats
         return None
 
     def start_attributes(
@@ -233,12 +236,27 @@ def server_stopped(runtime: Runtime) -> None:
         guard.internal_error("server.stopped", exc)
 
 
-def supervising(runtime: Runtime, original: Any) -> Any:
-    """Wrap a supervisor's main loop (it serves no request): its process prints no exit report."""
+def supervising(runtime: Runtime, original: Any, *, workers: bool = True) -> Any:
+    """Wrap a supervisor's main loop (it serves no request): its process prints no exit report.
+
+    ``workers``: it runs several workers at once (not a reloader's one at a time), so the
+    stats endpoint of each answers for all of them (a folder they share, made here).
+    """
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         if runtime.pipeline is not None:
             runtime.pipeline.supervisor = True
-        return original(self, *args, **kwargs)
+        done = None
+        stats = runtime.stats_endpoint
+        if workers and stats is not None:
+            try:
+                done = stats.share.supervise()
+            except Exception as exc:
+                guard.internal_error("server.supervise", exc)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if done is not None:
+                done()
 
     return run
 

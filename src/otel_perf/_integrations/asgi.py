@@ -136,7 +136,7 @@ class PerfMiddleware:
         self.core = core = ServerCore(runtime)
         self.route_of = route_of
         self.work_type = work_type
-        self.stats_path = core.stats_path
+        self.admin_paths = core.admin_paths
         self.excluded = core.excluded
         self.subspans = core.subspans
         self.loop_monitor: Any = runtime.loop_monitor
@@ -159,7 +159,7 @@ class PerfMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        if self.stats_path and (path == self.stats_path or path.startswith(self.stats_path + "/")):
+        if self.admin_paths and path.startswith(self.admin_paths) and self.core.stats.owns(path):
             await self.core.stats.handle(scope, receive, send)
             return
         if self.browser is not None and path == self.browser.path:

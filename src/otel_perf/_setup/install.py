@@ -109,6 +109,8 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
 
     budgets: Any = None
     budget_bounds: list[float] = []
+    query_bounds: list[float] = []
+    db_bounds: list[float] = []
     budgets_path = config.text("OTEL_PERF_BUDGETS")
     if budgets_path:
         try:
@@ -116,6 +118,7 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
 
             budgets = load_budgets(budgets_path)
             budget_bounds = budgets.bounds_seconds()
+            query_bounds, db_bounds = budgets.query_bounds(), budgets.db_bounds_seconds()
         except Exception as exc:
             if config.strict:
                 raise ConfigError(f"OTEL_PERF_BUDGETS={budgets_path!r} is invalid: {exc}") from exc
@@ -123,7 +126,7 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
             budgets = None
 
     registry = Registry(int(config.number("OTEL_PERF_MAX_ROUTES")))
-    inst = build_instruments(registry, budget_bounds)
+    inst = build_instruments(registry, budget_bounds, query_bounds=query_bounds, db_bounds=db_bounds)
     health = providers.Health(registry, config.number("OTEL_PERF_WARN_INTERVAL"))
     pipeline = providers.build(config, registry, health)
     from opentelemetry import trace
@@ -216,8 +219,11 @@ def _stats_endpoint(rt: Runtime, config: Config) -> Any:
             "the stats endpoint stays off. Set a token to enable it."
         )
         return None
-    if not (config.text("OTEL_PERF_STATS_TOKEN") and config.text("OTEL_PERF_STATS_PATH")):
+    stats = bool(config.text("OTEL_PERF_STATS_TOKEN") and config.text("OTEL_PERF_STATS_PATH"))
+    if not (stats or config.text("OTEL_PERF_HEALTH_PATH")):
         return None
     from otel_perf._export.stats_endpoint import StatsEndpoint
 
-    return StatsEndpoint(rt)
+    endpoint = StatsEndpoint(rt)
+    endpoint.start()
+    return endpoint
