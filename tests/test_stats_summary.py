@@ -205,3 +205,15 @@ def test_history_keeps_a_bounded_thinning_record() -> None:
 
 def test_percentile_of_an_empty_histogram_is_zero() -> None:
     assert percentile((0.1,), [0, 0], 0.95, float("inf"), float("-inf")) == 0.0
+
+
+def test_stats_url_takes_the_path_from_the_url_or_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_perf._cli.cmd_stats import stats_url
+
+    assert stats_url("http://h:8000", None, None, None) == "http://h:8000/_perf"
+    assert stats_url("http://h:8000/admin/perf/", None, 5, 3) == "http://h:8000/admin/perf?minutes=5&top=3"
+    monkeypatch.setenv("OTEL_PERF_STATS_PATH", "/_stats")
+    assert stats_url("https://h", None, None, None) == "https://h/_stats"
+    assert stats_url("https://h", "x", None, None) == "https://h/x"
+    with pytest.raises(ValueError, match="not an http"):
+        stats_url("h:8000", None, None, None)

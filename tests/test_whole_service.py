@@ -11,18 +11,21 @@ nothing but liveness, status and score.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
 from otel_perf._analysis.stats import percentile
-from support.launch import APPS, BIN, launcher
+from support.launch import APPS, BIN, launcher, sqlite_urls, start_service
 from support.otlp_receiver import OTLPReceiver
-from support.procs import AppProcess, free_port
+from support.procs import AppProcess, clean_environ, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -200,3 +203,59 @@ def test_health_path_answers_without_a_token_and_says_nothing_else(
     assert httpx.post(base + "/healthz").status_code == 405
     # The stats path still wants its token.
     assert httpx.get(base + "/_perf").status_code == 401
+
+
+def _cli(*args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+    env = clean_environ({"OTEL_PERF_STATS_TOKEN": token} if token is not None else {})
+    return subprocess.run([str(BIN / "otel-perf"), "stats", *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+
+
+def test_client_errors_in_stats_and_metrics_and_otel_perf_stats_prints_the_table(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """404s and 401s are client errors in the stats and the exported metric (not server errors),
+    and ``otel-perf stats URL`` prints the exit report's table from the running service."""
+    db_url, _ = sqlite_urls(tmp_path)
+    env = {"OTEL_PERF_STATS_PATH": "/_perf", "OTEL_PERF_STATS_TOKEN": TOKEN, "OTEL_TRACES_EXPORTER": "none"}
+    svc = start_service(app_process, otlp_receiver, db_url, env=env)
+    for _ in range(10):
+        assert httpx.get(svc.base + "/no/such/page").status_code == 404
+    for _ in range(20):
+        assert httpx.get(svc.base + "/private").status_code == 401
+    stats = _stats(svc.base)
+    endpoints = stats["endpoints"]
+    assert isinstance(endpoints, list)
+    private = next(e for e in endpoints if e["route"] == "/private")
+    assert (private["count"], private["client_errors"], private["errors"]) == (20, 20, 0)
+    unmatched = next(e for e in endpoints if e["route"] == "(unmatched)")
+    assert (unmatched["client_errors"], unmatched["errors"]) == (10, 0)
+    totals = stats["totals"]
+    assert isinstance(totals, dict) and (totals["client_errors"], totals["errors"]) == (30, 0)
+    assert stats["status"] == "degraded"  # every request of a matched route refused
+    # The exported histogram carries the status code and no error.type: 4xx are not server errors there.
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.histogram_count(DURATION, {"http.route": "/private"}) == 20,
+        timeout=30, what="the 401s exported",
+    )  # fmt: skip
+    points = otlp_receiver.latest_points(DURATION, {"http.route": "/private"})
+    assert {p.attributes.get("http.response.status_code") for p in points} == {401}
+    assert all("error.type" not in p.attributes for p in points)
+
+    out = _cli(svc.base)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("otel-perf report: service 'service'") and "DEGRADED" in lines[0]
+    assert "  - GET /private: client error rate (4xx) 100.0%" in lines
+    header = next(line for line in lines if line.startswith("endpoint"))
+    assert header.split() == ["endpoint", "count", "rpm", "5xx", "4xx", "p50", "ms", "p95", "ms", "p99", "ms",
+                              "queries", "slow", "budget"]  # fmt: skip
+    row = next(line for line in lines if line.startswith("GET /private"))
+    assert row.split()[2] == "20" and row.split()[4:6] == ["0.0%", "100.0%"], row
+    failing = _cli(svc.base + "/_perf", "--fail-on", "degraded", "--json")
+    assert failing.returncode == 1 and json.loads(failing.stdout)["status"] == "degraded"
+    assert _cli(svc.base, "--fail-on", "unhealthy").returncode == 0
+    no_token = _cli(svc.base, token=None)
+    assert no_token.returncode == 2 and "OTEL_PERF_STATS_TOKEN" in no_token.stderr
+    wrong = _cli(svc.base, token="x" * 20)
+    assert wrong.returncode == 3 and "HTTP 401" in wrong.stderr

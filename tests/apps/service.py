@@ -225,6 +225,12 @@ async def call_upstream() -> dict[str, int]:
     return {"status": response.status_code}
 
 
+@app.get("/private")
+async def private() -> Response:
+    """Always 401: a client error, not a server error."""
+    return Response('{"detail": "not authenticated"}', status_code=401, media_type="application/json")
+
+
 @app.get("/job")
 def job() -> dict[str, str]:
     run_job()
