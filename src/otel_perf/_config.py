@@ -209,6 +209,15 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=1_000_000,
     ),
     _s(
+        "OTEL_PERF_MAX_DIMENSION_VALUES",
+        "int",
+        100,
+        "Most distinct values per dimension of a metric you name with `measure(..., dimensions=...)`, "
+        "`counter()` or `histogram()`; later values are recorded as `_OTHER` and counted.",
+        minimum=1,
+        maximum=100_000,
+    ),
+    _s(
         "OTEL_PERF_MAX_STATEMENTS",
         "int",
         256,

@@ -34,6 +34,8 @@ N_PLUS_ONE: Final = "perf.n_plus_one"  # perf_n_plus_one_total
 LOOP_LAG: Final = "perf.asyncio.loop.lag"  # perf_asyncio_loop_lag_seconds
 OPERATION_DURATION: Final = "perf.operation.duration"  # perf_operation_duration_seconds
 OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
+# labels: perf.metric.name (a user metric, or perf.operation.duration), perf.dimension.name
+DIMENSION_OVERFLOW: Final = "perf.metric.dimension_overflow"  # perf_metric_dimension_overflow_total
 # --- Caches (ours; one family for Redis, Django's cache framework and others) -----------
 # labels: perf.cache.system ("redis", "django"), perf.cache.name (the cache: server/db or alias),
 # perf.cache.result ("hit" | "miss"); hit ratio = rate(hit) / rate(hit + miss) per cache
@@ -99,6 +101,8 @@ A_DB_CONN_STATE: Final = "db.client.connection.state"
 A_SIGNAL: Final = "signal"
 A_BUDGET_QUANTILE: Final = "perf.budget.quantile"  # "p50" | "p95" | "p99"
 A_OPERATION: Final = "perf.operation.name"
+A_METRIC_NAME: Final = "perf.metric.name"
+A_DIMENSION_NAME: Final = "perf.dimension.name"
 A_CACHE_SYSTEM: Final = "perf.cache.system"
 A_CACHE_NAME: Final = "perf.cache.name"
 A_CACHE_RESULT: Final = "perf.cache.result"

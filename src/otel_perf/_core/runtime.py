@@ -22,6 +22,7 @@ from otel_perf._analysis.sql import ShapeCache
 from otel_perf._config import Config
 from otel_perf._metrics.instruments import (
     COUNT_BOUNDS,
+    DIMENSIONS,
     DURATION_BOUNDS,
     Counter,
     Gauge,
@@ -196,11 +197,18 @@ def build_instruments(
             (),
             (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         ),
+        # The last key element of the operation instruments holds the dimensions measure() was given.
         operation_duration=registry.histogram(
-            n.OPERATION_DURATION, "s", "Duration of measured operations.", (n.A_OPERATION, n.A_ERROR_TYPE)
+            n.OPERATION_DURATION,
+            "s",
+            "Duration of measured operations.",
+            (n.A_OPERATION, n.A_ERROR_TYPE, DIMENSIONS),
         ),
         operation_errors=registry.counter(
-            n.OPERATION_ERRORS, "{error}", "Measured operations that raised.", (n.A_OPERATION, n.A_ERROR_TYPE)
+            n.OPERATION_ERRORS,
+            "{error}",
+            "Measured operations that raised.",
+            (n.A_OPERATION, n.A_ERROR_TYPE, DIMENSIONS),
         ),
         cache_operations=registry.counter(
             n.CACHE_OPERATIONS,
