@@ -22,7 +22,7 @@ from otel_perf._config import load
 from otel_perf._core.runtime import Runtime, build_instruments
 from otel_perf._export.report import render
 from otel_perf._export.stats_share import History
-from otel_perf._metrics.instruments import Registry
+from otel_perf._metrics.instruments import Gauge, Registry
 
 
 def _runtime(budgets_yaml: str = "", **env: str) -> Runtime:
@@ -217,3 +217,35 @@ def test_stats_url_takes_the_path_from_the_url_or_the_setting(monkeypatch: pytes
     assert stats_url("https://h", "x", None, None) == "https://h/x"
     with pytest.raises(ValueError, match="not an http"):
         stats_url("h:8000", None, None, None)
+
+
+def test_budget_gauges_cover_served_routes_levels_and_db() -> None:
+    """Alerts and dashboards compare with these: listed routes, served routes held to the defaults."""
+    from otel_perf._export import budget_gauges
+
+    rt = _runtime("""
+version: 1
+defaults: {p95_ms: 500, queries_per_request: 5, critical: {p95_ms: 900}}
+routes:
+  "GET /listed": {client_error_rate: 0.2}
+db:
+  "SELECT t": {p95_ms: 10, critical: {p95_ms: 50}}
+""")
+    _request(rt, "/served", 200)
+    rt.inst.db_duration.record(0.001, ("sqlite", "SELECT", "t", ""))
+    budget_gauges.register(rt, rt.registry)
+
+    def values(name: str) -> dict[Any, float]:
+        gauge = rt.registry.get(name)
+        assert isinstance(gauge, Gauge)
+        return gauge.values()
+
+    durations = values("perf.budget.duration")
+    assert durations[("/served", "GET", "p95", "target")] == 0.5
+    assert durations[("/served", "GET", "p95", "critical")] == 0.9
+    assert durations[("/listed", "GET", "p95", "target")] == 0.5
+    assert values("perf.budget.queries_per_request") == {("/listed", "GET", "target"): 5,
+                                                          ("/served", "GET", "target"): 5}  # fmt: skip
+    assert values("perf.budget.client_error_rate") == {("/listed", "GET", "target"): 0.2}
+    assert values("perf.budget.db.duration") == {("SELECT", "t", "p95", "target"): 0.01,
+                                                  ("SELECT", "t", "p95", "critical"): 0.05}  # fmt: skip

@@ -140,7 +140,9 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
         n.HTTP_SERVER_ACTIVE, "{request}", "HTTP requests in flight.", (n.A_METHOD,), rt.active_points
     )
     if budgets is not None:
-        _budget_gauges(rt, registry)
+        from otel_perf._export import budget_gauges
+
+        budget_gauges.register(rt, registry)
     rt.pipeline = pipeline
     rt.stats_endpoint = _stats_endpoint(rt, config)
     rt.browser_script = _browser_script(rt, config)
@@ -169,34 +171,6 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
         pipeline.report = report
     providers.register_exit(pipeline, config.number("OTEL_PERF_SHUTDOWN_TIMEOUT"))
     return rt
-
-
-def _budget_gauges(rt: Runtime, registry: Registry) -> None:
-    budgets = rt.budgets
-    assert budgets is not None
-    duration_points = []
-    error_points = []
-    for method, route, budget in budgets.routes():
-        for q in ("p50", "p95", "p99"):
-            limit = getattr(budget, f"{q}_ms", None)
-            if limit is not None:
-                duration_points.append((limit / 1000.0, (route, method, q)))
-        if getattr(budget, "error_rate", None) is not None:
-            error_points.append((float(getattr(budget, "error_rate", 0.0)), (route, method)))
-    registry.gauge(
-        n.BUDGET_DURATION,
-        "s",
-        "Latency budget per route and quantile.",
-        (n.A_ROUTE, n.A_METHOD, n.A_BUDGET_QUANTILE),
-        lambda: duration_points,
-    )
-    registry.gauge(
-        n.BUDGET_ERROR_RATE,
-        "1",
-        "Error-rate budget per route.",
-        (n.A_ROUTE, n.A_METHOD),
-        lambda: error_points,
-    )
 
 
 def _browser_script(rt: Runtime, config: Config) -> Any:
