@@ -43,6 +43,15 @@ MAY_BE_EMPTY: dict[str, str] = {
     "alert PerfMemoryHigh": "fires only above 80% of the memory limit",
     "alert PerfTelemetryExportFailing": "a healthy exporter does not fail",
     "alert PerfTelemetryDropping": "a healthy exporter drops nothing",
+    "OverCriticalBudget": "fires only past a critical level; the demo stays under them",
+    "alert PerfClientErrorRateOverBudget": "fires only when 4xx pass their budget for 10m",
+    "alert PerfQueriesPerRequestOverBudget": "needs 10 minutes over the budget (for: 10m)",
+    "alert PerfDbP95OverBudget": "fires only when a statement's p95 passes its db budget",
+    "alert PerfSlowQueriesRising": "compares with the hour before; the TSDB is fresh",
+    "alert PerfThrottledRising": "compares with the hour before; the TSDB is fresh",
+    "alert PerfCpuHigh": "fires only near a full core for 10 minutes",
+    "alert PerfAppDown": "every target is up",
+    "alert PerfAppNoData": "compares with the hour before; the TSDB is fresh",
     "dashboard browser.json": "browser metrics come from real browsers; test_live_browser.py runs these "
     "against Chromium's data",
 }
