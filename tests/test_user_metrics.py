@@ -94,3 +94,16 @@ def test_measure_dimensions_include_attributes_set_inside_the_block(rt: Runtime)
     assert _points(rt, "perf.operation.errors") == [
         ({"perf.operation.name": "tasks.create", "error.type": "ValueError"}, 1)
     ]
+
+
+def test_user_and_tenant_sources_are_validated() -> None:
+    from otel_perf._core.request_extras import parse_source
+
+    assert parse_source("header:X-User-Id") == ("header", "x-user-id")
+    assert parse_source("baggage:tenant.id") == ("baggage", "tenant.id")
+    config = load({"OTEL_PERF_ENDUSER_FROM": "cookie:session", "OTEL_PERF_TENANT_FROM": "header:",
+                   "OTEL_PERF_HEALTH_PATH": "healthz"})  # fmt: skip
+    bad = {p.env: p.message() for p in config.problems}
+    assert set(bad) == {"OTEL_PERF_ENDUSER_FROM", "OTEL_PERF_TENANT_FROM", "OTEL_PERF_HEALTH_PATH"}
+    assert "expected header:<name> or baggage:<key>" in bad["OTEL_PERF_ENDUSER_FROM"]
+    assert config.text("OTEL_PERF_ENDUSER_FROM") == "" and config.text("OTEL_PERF_HEALTH_PATH") == ""

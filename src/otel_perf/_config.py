@@ -199,6 +199,37 @@ SETTINGS: tuple[Setting, ...] = (
         "degraded or worse.",
     ),
     _s("OTEL_PERF_REPORT", "bool", False, "Print a per-endpoint table and findings at process exit."),
+    _s(
+        "OTEL_PERF_ACCESS_LOG",
+        "bool",
+        False,
+        "One log record per request on logger `otel_perf.access` (a JSON line with the default log "
+        "format): method, route, status, duration, SQL statements and time, response size, user and "
+        "tenant, trace and span ids.",
+    ),
+    _s(
+        "OTEL_PERF_ENDUSER_FROM",
+        "str",
+        "",
+        "Where the request's user id is: `header:<name>` or `baggage:<key>`; it goes on the SERVER span "
+        "as `enduser.id`, on the request's log records and access-log line (never on a metric).",
+    ),
+    _s(
+        "OTEL_PERF_TENANT_FROM",
+        "str",
+        "",
+        "Where the request's tenant is: `header:<name>` or `baggage:<key>`; it goes on the SERVER span as "
+        "`tenant.id`, on the request's log records and access-log line.",
+    ),
+    _s(
+        "OTEL_PERF_TENANT_METRIC_VALUES",
+        "int",
+        0,
+        "With OTEL_PERF_TENANT_FROM: also record `perf.tenant.request.duration` by `tenant.id` for at "
+        "most this many tenants (later ones `_OTHER`, counted); 0: the tenant is never a metric attribute.",
+        minimum=0,
+        maximum=10_000,
+    ),
     # --- ours: limits and safety -------------------------------------------------------
     _s(
         "OTEL_PERF_MAX_ROUTES",
@@ -757,6 +788,13 @@ def _cross_checks(values: dict[str, Any], problems: list[Problem], environ: Mapp
     if health and (not health.startswith("/") or len(health) < 2 or "?" in health or "#" in health):
         problems.append(Problem("OTEL_PERF_HEALTH_PATH", health, "", "expected a path like /_perf/health"))
         values["OTEL_PERF_HEALTH_PATH"] = ""
+    for name in ("OTEL_PERF_ENDUSER_FROM", "OTEL_PERF_TENANT_FROM"):
+        source = values[name]
+        kind, sep, key = source.partition(":")
+        if source and (not sep or kind.strip().lower() not in ("header", "baggage") or not key.strip()
+                       or any(c.isspace() for c in key.strip())):
+            problems.append(Problem(name, source, "", "expected header:<name> or baggage:<key>"))
+            values[name] = ""
     token = values["OTEL_PERF_STATS_TOKEN"]
     if token and len(token) < MIN_TOKEN_LENGTH:
         problems.append(Problem(

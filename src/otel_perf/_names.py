@@ -36,6 +36,8 @@ OPERATION_DURATION: Final = "perf.operation.duration"  # perf_operation_duration
 OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
 # labels: perf.metric.name (a user metric, or perf.operation.duration), perf.dimension.name
 DIMENSION_OVERFLOW: Final = "perf.metric.dimension_overflow"  # perf_metric_dimension_overflow_total
+# --- Tenants (ours; only with OTEL_PERF_TENANT_FROM and OTEL_PERF_TENANT_METRIC_VALUES > 0) -------
+TENANT_DURATION: Final = "perf.tenant.request.duration"  # perf_tenant_request_duration_seconds
 # --- Caches (ours; one family for Redis, Django's cache framework and others) -----------
 # labels: perf.cache.system ("redis", "django"), perf.cache.name (the cache: server/db or alias),
 # perf.cache.result ("hit" | "miss"); hit ratio = rate(hit) / rate(hit + miss) per cache
@@ -107,6 +109,7 @@ A_BUDGET_QUANTILE: Final = "perf.budget.quantile"  # "p50" | "p95" | "p99"
 A_BUDGET_LEVEL: Final = "perf.budget.level"  # "target" | "critical"
 A_OPERATION: Final = "perf.operation.name"
 A_METRIC_NAME: Final = "perf.metric.name"
+A_TENANT: Final = "tenant.id"
 A_DIMENSION_NAME: Final = "perf.dimension.name"
 A_CACHE_SYSTEM: Final = "perf.cache.system"
 A_CACHE_NAME: Final = "perf.cache.name"

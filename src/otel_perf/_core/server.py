@@ -34,7 +34,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
-from otel_perf._core import guard
+from otel_perf._core import guard, request_extras
 from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, runtime_context_var
 from otel_perf._core.work import Work, current_work
 
@@ -123,6 +123,12 @@ class ServerCore:
         self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
         self.spans = SpanStarter(runtime.tracer)
         self.context_var = runtime_context_var()
+        #: the opt-in per-request extras (access log, user, tenant), or None; while on, finish()
+        #: and begin() are the versions that call them (so while off a request pays nothing)
+        self.extras = request_extras.build(runtime)
+        if self.extras is not None:
+            self.finish = self._finish_with_extras  # type: ignore[method-assign]
+            self.begin = self._begin_with_extras  # type: ignore[method-assign]
 
     def stats_for(self, path: str) -> Any:
         """The stats endpoint when ``path`` is one of its paths (stats, health), else None."""
@@ -222,6 +228,42 @@ class ServerCore:
         insight.finish_request(self.rt, work, route, method, status, seconds, error_type)
         if recording:  # ending a span that does not record does nothing
             span.end()
+
+
+    def _begin_with_extras(
+        self,
+        method: str,
+        carrier: Any,
+        getter: Any,
+        has_parent: bool,
+        attributes: Callable[..., dict[str, Any]],
+        args: tuple[Any, ...],
+        work_type: type[Work] = Work,
+        scope: Any = None,
+    ) -> tuple[Work, Token[Context], Token[Work | None]]:
+        """:meth:`begin`, then the request's user and tenant (headers through ``getter``)."""
+        started = ServerCore.begin(
+            self, method, carrier, getter, has_parent, attributes, args, work_type, scope
+        )
+        extras = self.extras
+        if extras is not None and extras.identifies:
+
+            def header(name: str) -> str | None:
+                values = getter.get(carrier, name)
+                return values[0] if values else None
+
+            extras.identify(started[0], header)
+        return started
+
+    def _finish_with_extras(
+        self, work: Work, route: str, status: int, error_type: str, seconds: float
+    ) -> None:
+        """:meth:`finish` with the user and tenant on the span, then the access log and tenant metric."""
+        extras = self.extras
+        assert extras is not None
+        extras.before_finish(work)
+        ServerCore.finish(self, work, route, status, error_type, seconds)
+        extras.after_finish(work, route, status, error_type, seconds)
 
 
 def server_stopped(runtime: Runtime) -> None:

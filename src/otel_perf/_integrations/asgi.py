@@ -149,6 +149,9 @@ class PerfMiddleware:
         self.browser = core.browser
         if self.browser is not None:
             self.app = asgi_browser.HtmlServerTimingApp(app, route_of)
+        # Access log, user, tenant (opt-in): identified and counted inside the traced app.
+        if core.extras is not None:
+            self.app = core.extras.asgi(self.app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine frame per request: the prologue and epilogue are inlined here
