@@ -28,10 +28,19 @@ File shape (``version: 1``)::
 
 Objectives (all optional): ``p50_ms``, ``p95_ms``, ``p99_ms`` (latency in milliseconds that the
 quantile must not exceed), ``error_rate`` (largest share of failed requests, 0 <= x < 1),
+``client_error_rate`` (largest share of requests answered 4xx, 0 <= x < 1),
 ``availability`` (SLO target for the share of successful requests, 0 < x < 1; defaults to
-``1 - error_rate`` where a target is needed), ``min_rps`` (throughput floor in requests per
-second).  ``tier`` names the tier; when a ``tiers`` section exists the name must be defined
-there, otherwise it is a free-form label.
+``1 - error_rate`` where a target is needed), ``queries_per_request`` (at most this many SQL
+statements per request at the 95th percentile, a whole number), ``min_rps`` (throughput floor in
+requests per second).  ``critical`` (a mapping of the same objectives but ``availability``) is
+the second level beside each target, at least as bad as the target (lower, for ``min_rps``):
+``defaults: {p95_ms: 500, critical: {p95_ms: 1500}}``.  ``tier`` names the tier; when a
+``tiers`` section exists the name must be defined there, otherwise it is a free-form label.
+
+Database objectives (``db_defaults`` and ``db``, keyed ``"OPERATION table"`` as the app reports
+``db.operation.name`` and ``db.collection.name``, either may be ``*``): ``p50_ms``, ``p95_ms``,
+``p99_ms`` of one statement, and ``critical``.  :meth:`Budgets.db_lookup` takes the most specific
+entry, else ``db_defaults``.
 
 Page-load objectives (``page_defaults`` and ``pages``, measured by the browser script at the 75th
 percentile of page loads, the Web Vitals convention): ``lcp_ms`` (Largest Contentful Paint),
