@@ -259,3 +259,16 @@ def test_client_errors_in_stats_and_metrics_and_otel_perf_stats_prints_the_table
     assert no_token.returncode == 2 and "OTEL_PERF_STATS_TOKEN" in no_token.stderr
     wrong = _cli(svc.base, token="x" * 20)
     assert wrong.returncode == 3 and "HTTP 401" in wrong.stderr
+
+
+def test_health_path_without_a_stats_token(
+    app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """The public health path works on its own: no token set, the stats path left to the app."""
+    db_url, _ = sqlite_urls(tmp_path)
+    env = {"OTEL_PERF_HEALTH_PATH": "/healthz", "OTEL_PERF_STATS_PATH": "/_perf"}
+    svc = start_service(app_process, None, db_url, env=env)
+    assert httpx.get(svc.base + "/items/1").status_code == 200
+    health = httpx.get(svc.base + "/healthz")
+    assert health.status_code == 200 and set(health.json()) == {"alive", "status", "score"}
+    assert httpx.get(svc.base + "/_perf").status_code == 404  # the app's own answer: stats are off

@@ -229,7 +229,6 @@ class ServerCore:
         if recording:  # ending a span that does not record does nothing
             span.end()
 
-
     def _begin_with_extras(
         self,
         method: str,

@@ -192,7 +192,6 @@ def _stats_endpoint(rt: Runtime, config: Config) -> Any:
             "otel-perf: OTEL_PERF_STATS_PATH is set but OTEL_PERF_STATS_TOKEN is empty; "
             "the stats endpoint stays off. Set a token to enable it."
         )
-        return None
     stats = bool(config.text("OTEL_PERF_STATS_TOKEN") and config.text("OTEL_PERF_STATS_PATH"))
     if not (stats or config.text("OTEL_PERF_HEALTH_PATH")):
         return None
