@@ -4,6 +4,7 @@ say file, line, key path and what to do."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,42 @@ def test_valid_files_resolve_consistently(defaults: tuple[int | None, ...],
     assert all(math.isfinite(b) and b > 0 for b in budgets.bounds_seconds())
     for method, route, budget in budgets.routes():
         assert budgets.lookup(method, route) is budget
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("defaults: {critical: {p95_ms: 10}}", "a critical level of p95_ms without a target p95_ms"),
+        ("defaults: {p95_ms: 100, critical: {p95_ms: 10}}", "critical p95_ms 10 is below the target 100"),
+        ("defaults: {min_rps: 5, critical: {min_rps: 10}}", "critical min_rps 10 is above the target 5"),
+        ("defaults: {queries_per_request: 2.5}", "queries_per_request is a whole number"),
+        ("defaults: {client_error_rate: 5}", "did you mean 0.05?"),
+        ("defaults: {critical: {availability: 0.9}}", "unknown key 'availability'"),
+        ("defaults: {max_queries: 5}", "The queries objective is queries_per_request."),
+        ('db: {"SELECT": {p95_ms: 1}}', 'a database key is "OPERATION table"'),
+        ('db: {"SELECT t": {p95_ms: 10, p50_ms: 20}}', "p50_ms 20 is greater than p95_ms 10"),
+        ('db: {"SELECT t": {error_rate: 0.1}}', "unknown key 'error_rate'"),
+    ],
+)
+def test_issue_21_objectives_are_validated(text: str, fragment: str) -> None:
+    with pytest.raises(BudgetError, match=re.escape(fragment)):
+        parse_budgets(f"version: 1\n{text}\n", "b.yaml")
+
+
+def test_critical_levels_merge_like_targets_and_db_lookup_is_most_specific() -> None:
+    budgets = parse_budgets(
+        "version: 1\n"
+        "defaults: {p95_ms: 500, error_rate: 0.01, critical: {p95_ms: 1500, error_rate: 0.05}}\n"
+        "tiers:\n  fast: {p95_ms: 100, critical: {p95_ms: 300}}\n"
+        'routes:\n  "GET /a": {tier: fast}\n  "GET /b": {critical: {error_rate: null}}\n'
+        'db_defaults: {p95_ms: 50}\ndb:\n  "SELECT t": {p95_ms: 5}\n  "SELECT *": {p95_ms: 20}\n'
+        '  "* t": {p95_ms: 30}\n',
+        "b.yaml",
+    )
+    a, b = budgets.lookup("GET", "/a"), budgets.lookup("GET", "/b")
+    assert a is not None and b is not None
+    assert a.levels("p95_ms") == (100, 300) and a.levels("error_rate") == (0.01, 0.05)
+    assert b.critical == {"p95_ms": 1500}
+    assert [budgets.db_lookup(op, t).p95_ms for op, t in  # type: ignore[union-attr]
+            (("select", "t"), ("SELECT", "u"), ("INSERT", "t"), ("INSERT", "u"))] == [5, 20, 30, 50]
+    assert budgets.bounds_seconds() == [0.1, 0.3, 0.5, 1.5]

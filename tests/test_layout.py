@@ -139,7 +139,7 @@ def layer_of(module: str) -> int:
 
 def test_public_api_is_exactly_all_sorted() -> None:
     assert otel_perf.__all__ == sorted(otel_perf.__all__)
-    assert set(otel_perf.__all__) == {"__version__", "current_trace_id", "measure"}
+    assert set(otel_perf.__all__) == {"__version__", "counter", "current_trace_id", "histogram", "measure"}
     public = {
         name
         for name, value in vars(otel_perf).items()

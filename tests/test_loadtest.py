@@ -180,6 +180,44 @@ def test_budget_gate_names_the_route_and_the_objective() -> None:
     assert (DETAIL, "p95_ms") not in {(b["key"], b["objective"]) for b in server_gate["breaches"]}
 
 
+def test_budget_gate_checks_4xx_queries_db_and_critical_levels() -> None:
+    """Issue 21: client errors, queries per request (server side), DB budgets, target and critical."""
+    budgets = parse_budgets(f"""version: 1
+defaults: {{p95_ms: 1000, client_error_rate: 0.1, critical: {{client_error_rate: 0.5}}}}
+routes:
+  "GET /api/v1/appointments": {{queries_per_request: 5, critical: {{queries_per_request: 30}}}}
+  "{DETAIL}": {{p95_ms: 50, critical: {{p95_ms: 500}}}}
+db:
+  "SELECT appointments": {{p95_ms: 10}}
+""", "b.yaml")
+    c = _collector({DETAIL: [60.0] * 10, "GET /api/v1/appointments": [5.0] * 10, "GET /login": [5.0] * 10})
+    for _ in range(30):  # what users saw: 30 of 40 answered 401
+        c.record("GET /login", 5.0, ok=True, status=401, end_time=1005.0, trace_id="")
+    report = summarise(c, {"duration_s": 10.0}, server={
+        ("GET", "/api/v1/appointments"): {"p95_ms": 4.0, "p95_queries": 11.0}})
+    report["server_database"] = [{"operation": "SELECT", "collection": "appointments", "count": 100,
+                                  "p50_ms": 3.0, "p95_ms": 12.5, "p99_ms": 20.0}]  # fmt: skip
+    gate = check_budgets(report, budgets)
+    levels = {(b["key"], b["objective"]): b["level"] for b in gate["breaches"]}
+    assert levels == {
+        ("GET /api/v1/appointments", "queries_per_request"): "over",
+        (DETAIL, "p95_ms"): "over",
+        ("GET /login", "client_error_rate"): "critical",
+        ("SELECT appointments", "p95_ms"): "over",
+    }
+    table = "\n".join(render_breaches(gate))
+    assert "5 queries (critical 30 queries)" in table and "CRITICAL" in table and "75.00%" in table
+    critical_only = check_budgets(report, budgets, fail_on="critical")
+    only = [(b["key"], b["objective"]) for b in critical_only["breaches"]]
+    assert only == [("GET /login", "client_error_rate")]
+    # Without the stats endpoint the queries cannot be judged, and the gate says so.
+    report["endpoints"] = [dict(e, server=None) for e in report["endpoints"]]
+    blind = check_budgets(report, budgets)
+    assert ("GET /api/v1/appointments", "queries_per_request") not in {(b["key"], b["objective"]) for b in
+                                                                         blind["breaches"]}  # fmt: skip
+    assert any("queries_per_request not checked" in note for note in blind["notes"])
+
+
 def test_tag_headers_and_traceresponse() -> None:
     headers = tag_headers("20260101T000000Z-abc123", "demo x")
     assert headers["baggage"] == ("perf.loadtest.run_id=20260101T000000Z-abc123,"
@@ -506,6 +544,27 @@ def test_budget_breach_fails_and_names_the_route(demo: Demo, tmp_path: Path) -> 
     assert len(detail["slowest"][0]["trace_id"]) == 32
     assert report["run"]["baggage"].startswith("perf.loadtest.run_id=")
     assert 'id="report-data"' in page.read_text()  # charts are drawn from it (see test_html_report)
+
+
+@pytest.mark.slow
+def test_queries_per_request_budget_breached_fails_the_load_test(demo: Demo, tmp_path: Path) -> None:
+    """The demo's list endpoint runs 11 statements a request (N+1); a budget of 5 fails the run."""
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text('version: 1\ndefaults: {p95_ms: 5000}\n'
+                       'routes:\n  "GET /api/v1/appointments": {queries_per_request: 5}\n')
+    out = tmp_path / "result.json"
+    result = _loadtest("--host", demo.url, "-f", "demo", "-u", "10", "-r", "10", "-t", "4s",
+                       "--budgets", str(budgets), "--stats-token", TOKEN, "--json", str(out))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "breach(es) on GET /api/v1/appointments" in result.stdout
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("GET /api/v1/appointments ")
+               and "queries_per_request" in line]  # fmt: skip
+    assert "5 queries" in line and "server" in line, result.stdout
+    report = json.loads(out.read_text())
+    (breach,) = report["budgets"]["breaches"]
+    assert breach["objective"] == "queries_per_request" and breach["measured"] > 5
+    listed = next(e for e in report["endpoints"] if e["key"] == "GET /api/v1/appointments")
+    assert listed["server"]["mean_queries"] >= 6  # one for the list, one per appointment
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from otel_perf._metrics.instruments import DURATION_BOUNDS, OVERFLOW_KEY, Histog
 
 def test_public_api_is_exactly_this() -> None:
     assert otel_perf.__all__ == sorted(otel_perf.__all__)
-    assert set(otel_perf.__all__) == {"__version__", "current_trace_id", "measure"}
+    assert set(otel_perf.__all__) == {"__version__", "counter", "current_trace_id", "histogram", "measure"}
 
 
 @pytest.mark.parametrize("seed", range(5))

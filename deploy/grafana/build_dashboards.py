@@ -304,7 +304,9 @@ def service() -> Board:
     count = f"http_server_request_duration_seconds_count{{{SRV}}}"
     errors = f'http_server_request_duration_seconds_count{{{SRV}, error_type!=""}}'
     by = "http_request_method, http_route"
-    p95_budget = f'perf_budget_duration_seconds{{{SRV}, perf_budget_quantile="p95"}}'
+    # Budget gauges carry perf_budget_level "target" or "critical"; thresholds draw the target.
+    target = 'perf_budget_level!="critical"'
+    p95_budget = f'perf_budget_duration_seconds{{{SRV}, perf_budget_quantile="p95", {target}}}'
     legend = "{{http_request_method}} {{http_route}}"
 
     b.stat("Request rate", "Requests per second, selected routes.", "reqps", f"sum(rate({count}{RATE}))")
@@ -345,9 +347,23 @@ def service() -> Board:
         "percentunit",
         [
             _target(f"sum by ({by}) (rate({errors}{RATE})) / sum by ({by}) (rate({count}{RATE}))", legend),
-            _target(f"max by ({by}) (perf_budget_error_rate_ratio{{{SRV}}})", "budget " + legend),
+            _target(f"max by ({by}) (perf_budget_error_rate_ratio{{{SRV}, {target}}})", "budget " + legend),
         ],
         thresholds=_thresholds((0.01, "red")),
+        dashed="^budget .*",
+    )
+    client = f'http_server_request_duration_seconds_count{{{SRV}, http_response_status_code=~"4.."}}'
+    b.timeseries(
+        "Client error ratio (4xx) per route",
+        "Share answered 4xx (validation, authentication, not found), beside the server errors; dashed: "
+        "the route's client_error_rate budget.",
+        "percentunit",
+        [
+            _target(f"sum by ({by}) (rate({client}{RATE})) / sum by ({by}) (rate({count}{RATE}))", legend),
+            _target(
+                f"max by ({by}) (perf_budget_client_error_rate_ratio{{{SRV}, {target}}})", "budget " + legend
+            ),
+        ],
         dashed="^budget .*",
     )
     for quantile, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
@@ -356,7 +372,8 @@ def service() -> Board:
         ]
         targets.append(
             _target(
-                f'max by ({by}) (perf_budget_duration_seconds{{{SRV}, perf_budget_quantile="{name}"}})',
+                f"max by ({by}) (perf_budget_duration_seconds"
+                f'{{{SRV}, perf_budget_quantile="{name}", {target}}})',
                 f"budget {name} " + legend,
             )
         )
@@ -423,6 +440,19 @@ def service() -> Board:
         ],
     )
     b.timeseries(
+        "Custom operations per second",
+        "Runs of code blocks timed with otel_perf.measure, by operation (perf.operation.duration count).",
+        "ops",
+        [
+            _target(
+                'sum by (perf_operation_name) (rate(perf_operation_duration_seconds_count{job="$job"}'
+                f"{RATE}))",
+                "{{perf_operation_name}}",
+            )
+        ],
+        stack=True,
+    )
+    b.timeseries(
         "Custom operations p95",
         "95th percentile of code blocks timed with perf.operation, by operation name.",
         "s",
@@ -474,9 +504,17 @@ def database() -> Board:
     pool = "db_client_connection_pool_name"
     b.timeseries(
         "Query p95 by operation and table",
-        "95th percentile of db.client.operation.duration (exemplars link to traces).",
+        "95th percentile of db.client.operation.duration (exemplars link to traces); dashed: the db budget.",
         "s",
-        [_target(_q(0.95, "db_client_operation_duration_seconds", sel, ops), ops_legend, exemplar=True)],
+        [
+            _target(_q(0.95, "db_client_operation_duration_seconds", sel, ops), ops_legend, exemplar=True),
+            _target(
+                f"max by ({ops}) (perf_budget_db_duration_seconds{{{sel}, perf_budget_quantile=\"p95\", "
+                'perf_budget_level!="critical"})',
+                "budget " + ops_legend,
+            ),
+        ],
+        dashed="^budget .*",
     )
     b.timeseries(
         "Query p99 by operation and table",
@@ -506,9 +544,16 @@ def database() -> Board:
     route_legend = "{{http_request_method}} {{http_route}}"
     b.timeseries(
         "Queries per request (p95) by route",
-        "95th percentile of the number of queries one request runs.",
+        "95th percentile of the number of queries one request runs; dashed: the queries_per_request budget.",
         "short",
-        [_target(_q(0.95, "perf_db_queries_per_request", sel, route), route_legend)],
+        [
+            _target(_q(0.95, "perf_db_queries_per_request", sel, route), route_legend),
+            _target(
+                f'max by ({route}) (perf_budget_queries_per_request{{{sel}, perf_budget_level!="critical"}})',
+                "budget " + route_legend,
+            ),
+        ],
+        dashed="^budget .*",
     )
     b.timeseries(
         "Queries per request (mean) by route",

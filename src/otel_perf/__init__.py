@@ -4,14 +4,16 @@ Run your service under ``otel-perf-instrument`` (no code change).  The small pub
 for what auto-instrumentation cannot see:
 
 * :func:`measure` – a span, duration histogram and error count for a named operation,
-  as decorator or (async) context manager.
+  as decorator or (async) context manager; attributes named in ``dimensions`` are metric
+  attributes too (bounded).
+* :func:`counter`, :func:`histogram` – metrics of your own values, with bounded dimensions.
 * :func:`current_trace_id` – the trace id of the current request, for your own logs or
   error pages.
 """
 
 from __future__ import annotations
 
-from otel_perf._core.measure import measure
+from otel_perf._core.measure import counter, histogram, measure
 from otel_perf._version import __version__
 
 
@@ -23,4 +25,4 @@ def current_trace_id() -> str:
     return f"{ctx.trace_id:032x}" if ctx.trace_id else ""
 
 
-__all__ = ["__version__", "current_trace_id", "measure"]
+__all__ = ["__version__", "counter", "current_trace_id", "histogram", "measure"]

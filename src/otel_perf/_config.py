@@ -199,7 +199,46 @@ SETTINGS: tuple[Setting, ...] = (
         "this is empty.",
         secret=True,
     ),
+    _s(
+        "OTEL_PERF_HEALTH_PATH",
+        "str",
+        "",
+        "Serve a public health check at this path (e.g. `/_perf/health`): `{\"alive\", \"status\", "
+        "\"score\"}` of the whole service, no token and no other data; `?fail=degraded` answers 503 when "
+        "degraded or worse.",
+    ),
     _s("OTEL_PERF_REPORT", "bool", False, "Print a per-endpoint table and findings at process exit."),
+    _s(
+        "OTEL_PERF_ACCESS_LOG",
+        "bool",
+        False,
+        "One log record per request on logger `otel_perf.access` (a JSON line with the default log "
+        "format): method, route, status, duration, SQL statements and time, response size, user and "
+        "tenant, trace and span ids.",
+    ),
+    _s(
+        "OTEL_PERF_ENDUSER_FROM",
+        "str",
+        "",
+        "Where the request's user id is: `header:<name>` or `baggage:<key>`; it goes on the SERVER span "
+        "as `enduser.id`, on the request's log records and access-log line (never on a metric).",
+    ),
+    _s(
+        "OTEL_PERF_TENANT_FROM",
+        "str",
+        "",
+        "Where the request's tenant is: `header:<name>` or `baggage:<key>`; it goes on the SERVER span as "
+        "`tenant.id`, on the request's log records and access-log line.",
+    ),
+    _s(
+        "OTEL_PERF_TENANT_METRIC_VALUES",
+        "int",
+        0,
+        "With OTEL_PERF_TENANT_FROM: also record `perf.tenant.request.duration` by `tenant.id` for at "
+        "most this many tenants (later ones `_OTHER`, counted); 0: the tenant is never a metric attribute.",
+        minimum=0,
+        maximum=10_000,
+    ),
     # --- ours: limits and safety -------------------------------------------------------
     _s(
         "OTEL_PERF_MAX_ROUTES",
@@ -208,6 +247,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Most distinct series per metric; more collapse into one overflow series (counted).",
         minimum=10,
         maximum=1_000_000,
+    ),
+    _s(
+        "OTEL_PERF_MAX_DIMENSION_VALUES",
+        "int",
+        100,
+        "Most distinct values per dimension of a metric you name with `measure(..., dimensions=...)`, "
+        "`counter()` or `histogram()`; later values are recorded as `_OTHER` and counted.",
+        minimum=1,
+        maximum=100_000,
     ),
     _s(
         "OTEL_PERF_MAX_STATEMENTS",
@@ -768,6 +816,17 @@ def _cross_checks(values: dict[str, Any], problems: list[Problem], environ: Mapp
     if path and (not path.startswith("/") or len(path) < 2 or "?" in path):
         problems.append(Problem("OTEL_PERF_STATS_PATH", path, "", "expected a path like /_perf"))
         values["OTEL_PERF_STATS_PATH"] = ""
+    health = values["OTEL_PERF_HEALTH_PATH"]
+    if health and (not health.startswith("/") or len(health) < 2 or "?" in health or "#" in health):
+        problems.append(Problem("OTEL_PERF_HEALTH_PATH", health, "", "expected a path like /_perf/health"))
+        values["OTEL_PERF_HEALTH_PATH"] = ""
+    for name in ("OTEL_PERF_ENDUSER_FROM", "OTEL_PERF_TENANT_FROM"):
+        source = values[name]
+        kind, sep, key = source.partition(":")
+        if source and (not sep or kind.strip().lower() not in ("header", "baggage") or not key.strip()
+                       or any(c.isspace() for c in key.strip())):
+            problems.append(Problem(name, source, "", "expected header:<name> or baggage:<key>"))
+            values[name] = ""
     token = values["OTEL_PERF_STATS_TOKEN"]
     if token and len(token) < MIN_TOKEN_LENGTH:
         problems.append(Problem(

@@ -36,6 +36,10 @@ N_PLUS_ONE: Final = "perf.n_plus_one"  # perf_n_plus_one_total
 LOOP_LAG: Final = "perf.asyncio.loop.lag"  # perf_asyncio_loop_lag_seconds
 OPERATION_DURATION: Final = "perf.operation.duration"  # perf_operation_duration_seconds
 OPERATION_ERRORS: Final = "perf.operation.errors"  # perf_operation_errors_total
+# labels: perf.metric.name (a user metric, or perf.operation.duration), perf.dimension.name
+DIMENSION_OVERFLOW: Final = "perf.metric.dimension_overflow"  # perf_metric_dimension_overflow_total
+# --- Tenants (ours; only with OTEL_PERF_TENANT_FROM and OTEL_PERF_TENANT_METRIC_VALUES > 0) -------
+TENANT_DURATION: Final = "perf.tenant.request.duration"  # perf_tenant_request_duration_seconds
 # --- Caches (ours; one family for Redis, Django's cache framework and others) -----------
 # labels: perf.cache.system ("redis", "django"), perf.cache.name (the cache: server/db or alias),
 # perf.cache.result ("hit" | "miss"); hit ratio = rate(hit) / rate(hit + miss) per cache
@@ -50,9 +54,13 @@ JOB_QUEUE_WAIT: Final = "perf.job.queue_wait"  # perf_job_queue_wait_seconds
 JOB_QUERIES: Final = "perf.job.queries"  # perf_job_queries (statements per job run)
 # --- Budgets (exported as gauges when OTEL_PERF_BUDGETS is set, so rules and dashboards
 # compare against the same numbers the budgets file holds) ------------------------------
-# labels: http_route, http_request_method, perf_budget_quantile
+# labels: http_route, http_request_method, perf_budget_quantile, perf_budget_level (target | critical)
 BUDGET_DURATION: Final = "perf.budget.duration"  # perf_budget_duration_seconds
 BUDGET_ERROR_RATE: Final = "perf.budget.error_rate"  # perf_budget_error_rate_ratio
+BUDGET_CLIENT_ERROR_RATE: Final = "perf.budget.client_error_rate"  # perf_budget_client_error_rate_ratio
+BUDGET_QUERIES: Final = "perf.budget.queries_per_request"  # perf_budget_queries_per_request
+# labels: db_operation_name, db_collection_name, perf_budget_quantile, perf_budget_level
+BUDGET_DB_DURATION: Final = "perf.budget.db.duration"  # perf_budget_db_duration_seconds
 # --- Browser (issue #22): sent by the browser script (_browser/src/index.js) as OTLP, delta
 # temporality; the collector sums them (delta_to_cumulative). Resource service.name is the
 # browser service (OTEL_PERF_BROWSER_SERVICE_NAME, default "<service>-browser"), so `job` is too.
@@ -106,7 +114,11 @@ A_DB_POOL_NAME: Final = "db.client.connection.pool.name"
 A_DB_CONN_STATE: Final = "db.client.connection.state"
 A_SIGNAL: Final = "signal"
 A_BUDGET_QUANTILE: Final = "perf.budget.quantile"  # "p50" | "p95" | "p99"
+A_BUDGET_LEVEL: Final = "perf.budget.level"  # "target" | "critical"
 A_OPERATION: Final = "perf.operation.name"
+A_METRIC_NAME: Final = "perf.metric.name"
+A_TENANT: Final = "tenant.id"
+A_DIMENSION_NAME: Final = "perf.dimension.name"
 A_CACHE_SYSTEM: Final = "perf.cache.system"
 A_CACHE_NAME: Final = "perf.cache.name"
 A_CACHE_RESULT: Final = "perf.cache.result"

@@ -285,6 +285,27 @@ def redis_roundtrip(key: str) -> dict[str, Any]:
     return {"value": value.decode() if value is not None else None}
 
 
+tasks_created = otel_perf.counter("tasks.created", unit="{task}", dimensions=["status"])
+sync_events = otel_perf.histogram("calendar.sync.events", unit="{event}", dimensions=["provider"])
+
+
+@app.post("/tasks")
+async def create_task(priority: str = "low", customer: str = "c1") -> dict[str, str]:
+    """measure() with dimensions, a counter and a histogram of the app's own values."""
+    attributes = {"priority": priority, "customer.id": customer}
+    async with otel_perf.measure("tasks.create", attributes, dimensions=["priority", "status"]) as m:
+        m.set_attribute("status", "created")
+    tasks_created.add(1, status="created")
+    sync_events.record(len(customer) * 10, provider=priority)
+    return {"status": "created"}
+
+
+@app.get("/private")
+async def private() -> Response:
+    """Always 401: a client error, not a server error."""
+    return Response('{"detail": "not authenticated"}', status_code=401, media_type="application/json")
+
+
 @app.get("/job")
 def job() -> dict[str, str]:
     run_job()

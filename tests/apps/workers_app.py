@@ -7,6 +7,7 @@ with ``uvicorn.run`` on ``APP_PORT``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
@@ -37,6 +38,13 @@ def get_item(item_id: int) -> dict[str, object]:
     with engine.connect() as conn:
         row = conn.execute(text("SELECT name FROM items WHERE id = :id"), {"id": item_id}).first()
     return {"id": item_id, "name": row[0] if row else None, "pid": os.getpid()}
+
+
+@app.get("/work/{ms}")
+async def work(ms: int) -> dict[str, object]:
+    """Takes about ``ms`` milliseconds (the whole-service stats tests spread durations over buckets)."""
+    await asyncio.sleep(ms / 1000.0)
+    return {"ms": ms, "pid": os.getpid()}
 
 
 @app.get("/version")

@@ -154,7 +154,7 @@ def test_budget_alerts_compare_with_budget_gauges() -> None:
     """Budget thresholds come from the app's budget gauges, matched per job/route/method."""
     alerts = _alerts()
     p95 = " ".join(str(alerts["PerfP95OverBudget"]["expr"]).split())
-    assert 'perf_budget_duration_seconds{perf_budget_quantile="p95"}' in p95
+    assert 'perf_budget_duration_seconds{perf_budget_quantile="p95", perf_budget_level!="critical"}' in p95
     assert "on (job, http_route, http_request_method)" in p95
     # Several instances export the same budget: the one side must be aggregated.
     assert "max by (job, http_route, http_request_method) (perf_budget_duration_seconds" in p95
@@ -200,3 +200,53 @@ def test_prometheus_config_wiring() -> None:
     assert jobs["otel-collector"]["static_configs"][0]["targets"] == ["collector:8888"]
     assert config["rule_files"] == ["rules/*.yml"]
     assert "otlp" not in config  # Prometheus 2.42 has no OTLP receiver block
+
+
+def test_issue_21_alerts_exist_with_their_severity() -> None:
+    """The alerts teams asked for: levels, 4xx, queries per request, DB, rising findings, dependencies."""
+    alerts = _alerts()
+    expected = {
+        "PerfP95OverCriticalBudget": "critical",
+        "PerfErrorRateOverCriticalBudget": "critical",
+        "PerfClientErrorRateOverBudget": "warning",
+        "PerfClientErrorRateOverCriticalBudget": "critical",
+        "PerfQueriesPerRequestOverBudget": "warning",
+        "PerfQueriesPerRequestOverCriticalBudget": "critical",
+        "PerfDbP95OverBudget": "warning",
+        "PerfDbP95OverCriticalBudget": "critical",
+        "PerfSlowQueriesRising": "warning",
+        "PerfThrottledRising": "warning",
+        "PerfRateLimitHeadroomLow": "warning",
+        "PerfCpuHigh": "warning",
+        "PerfAppDown": "critical",
+        "PerfAppNoData": "critical",
+    }
+    severities = {name: alerts[name]["labels"]["severity"] for name in expected if name in alerts}  # type: ignore[index]
+    assert severities == expected
+    ratelimit = " ".join(str(alerts["PerfRateLimitHeadroomLow"]["expr"]).split())
+    assert "perf_http_client_ratelimit_remaining" in ratelimit
+    assert "perf_http_client_ratelimit_limit" in ratelimit
+    assert "up == 0" in str(alerts["PerfAppDown"]["expr"])
+    # Target alerts never compare with a critical level, critical alerts only with one.
+    for name, rule in alerts.items():
+        expr = str(rule["expr"])
+        if "perf_budget_" in expr and name.endswith("OverBudget"):
+            assert 'perf_budget_level!="critical"' in expr, name
+        if name.endswith("OverCriticalBudget"):
+            assert 'perf_budget_level="critical"' in expr, name
+
+
+@pytest.mark.prometheus
+def test_alertmanager_routes_every_alert_by_its_severity() -> None:
+    """critical pages the on-call, warning goes to the team; the telemetry pipeline's to its owners."""
+    amtool = require_tool("amtool")
+    receivers = {"critical": "oncall-pager", "warning": "team-perf"}
+    for name, rule in _alerts().items():
+        severity = rule["labels"]["severity"]  # type: ignore[index]
+        result = run([amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
+                      f"alertname={name}", f"severity={severity}"])  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        got = result.stdout.strip()
+        telemetry = name.startswith(("Collector", "PerfTelemetry"))
+        want = "telemetry-platform" if telemetry and severity != "critical" else receivers[str(severity)]
+        assert got == want, (name, severity, got)

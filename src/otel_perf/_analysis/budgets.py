@@ -28,10 +28,19 @@ File shape (``version: 1``)::
 
 Objectives (all optional): ``p50_ms``, ``p95_ms``, ``p99_ms`` (latency in milliseconds that the
 quantile must not exceed), ``error_rate`` (largest share of failed requests, 0 <= x < 1),
+``client_error_rate`` (largest share of requests answered 4xx, 0 <= x < 1),
 ``availability`` (SLO target for the share of successful requests, 0 < x < 1; defaults to
-``1 - error_rate`` where a target is needed), ``min_rps`` (throughput floor in requests per
-second).  ``tier`` names the tier; when a ``tiers`` section exists the name must be defined
-there, otherwise it is a free-form label.
+``1 - error_rate`` where a target is needed), ``queries_per_request`` (at most this many SQL
+statements per request at the 95th percentile, a whole number), ``min_rps`` (throughput floor in
+requests per second).  ``critical`` (a mapping of the same objectives but ``availability``) is
+the second level beside each target, at least as bad as the target (lower, for ``min_rps``):
+``defaults: {p95_ms: 500, critical: {p95_ms: 1500}}``.  ``tier`` names the tier; when a
+``tiers`` section exists the name must be defined there, otherwise it is a free-form label.
+
+Database objectives (``db_defaults`` and ``db``, keyed ``"OPERATION table"`` as the app reports
+``db.operation.name`` and ``db.collection.name``, either may be ``*``): ``p50_ms``, ``p95_ms``,
+``p99_ms`` of one statement, and ``critical``.  :meth:`Budgets.db_lookup` takes the most specific
+entry, else ``db_defaults``.
 
 Page-load objectives (``page_defaults`` and ``pages``, measured by the browser script at the 75th
 percentile of page loads, the Web Vitals convention): ``lcp_ms`` (Largest Contentful Paint),
@@ -59,7 +68,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -69,6 +78,7 @@ __all__ = [
     "PAGE_KEYS",
     "BudgetError",
     "Budgets",
+    "DbBudget",
     "LoadProfile",
     "PageBudget",
     "RouteBudget",
@@ -84,10 +94,17 @@ MAX_NODES = 200_000
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms")
 #: Keys that hold an objective (everything a tier may set).
-OBJECTIVE_KEYS = (*LATENCY_KEYS, "error_rate", "availability", "min_rps")
-_ENTRY_KEYS = (*OBJECTIVE_KEYS, "tier")
+OBJECTIVE_KEYS = (*LATENCY_KEYS, "error_rate", "client_error_rate", "availability", "queries_per_request",
+                  "min_rps")
+#: Objectives that may have a critical level beside the target (``critical: {p95_ms: 800}``).
+CRITICAL_KEYS = (*LATENCY_KEYS, "error_rate", "client_error_rate", "queries_per_request", "min_rps")
+_ENTRY_KEYS = (*OBJECTIVE_KEYS, "tier", "critical")
 _TOP_KEYS = ("version", "service", "defaults", "tiers", "routes", "load", "page_defaults", "pages",
-             "browser_service")
+             "browser_service", "db_defaults", "db")
+#: Database operation objectives (``db_defaults``, ``db``): latency of one statement, in ms.
+DB_KEYS = LATENCY_KEYS
+_DB_ENTRY_KEYS = (*DB_KEYS, "critical")
+_DB_KEY = re.compile(r"^(?P<operation>\*|[A-Za-z_]+)\s+(?P<table>\S+)$")
 #: Page-load objectives (browser script, p75 of page loads): milliseconds, except the CLS score.
 PAGE_KEYS = ("lcp_ms", "inp_ms", "cls", "fcp_ms", "ttfb_ms")
 _LOAD_KEYS = ("users", "spawn_rate", "duration")
@@ -111,6 +128,12 @@ class RouteBudget:
     availability: float | None = None
     min_rps: float | None = None
     tier: str = "default"
+    #: largest share of requests answered 4xx (client errors), 0 <= x < 1
+    client_error_rate: float | None = None
+    #: at most this many SQL statements per request at the 95th percentile
+    queries_per_request: float | None = None
+    #: the critical level of objectives that have one: key (p95_ms, error_rate, ...) -> value
+    critical: Mapping[str, float] = field(default_factory=dict)
 
     def latency_ms(self) -> dict[str, float]:
         """``{"p50": ms, ...}`` for the latency objectives that are set, fastest quantile first."""
@@ -148,7 +171,14 @@ class RouteBudget:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.critical:
+            out["critical"] = dict(self.critical)
         return out
+
+    def levels(self, key: str) -> tuple[float | None, float | None]:
+        """(target, critical) of objective ``key``; ``error_rate`` falls back to ``1 - availability``."""
+        target = self.max_error_rate() if key == "error_rate" else getattr(self, key)
+        return target, self.critical.get(key)
 
 
 @dataclass(frozen=True)
@@ -187,6 +217,32 @@ class PageBudget:
 
 
 @dataclass(frozen=True)
+class DbBudget:
+    """The resolved latency objectives of one database operation on one table (``None``: unset)."""
+
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    critical: Mapping[str, float] = field(default_factory=dict)
+
+    def latency_ms(self) -> dict[str, float]:
+        """``{"p95": ms, ...}`` of the latency targets that are set."""
+        return {k.removesuffix("_ms"): float(v) for k in DB_KEYS if (v := getattr(self, k)) is not None}
+
+    def levels(self, key: str) -> tuple[float | None, float | None]:
+        return getattr(self, key), self.critical.get(key)
+
+    def has_objective(self) -> bool:
+        return any(getattr(self, key) is not None for key in DB_KEYS)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k in DB_KEYS if (v := getattr(self, k)) is not None}
+        if self.critical:
+            out["critical"] = dict(self.critical)
+        return out
+
+
+@dataclass(frozen=True)
 class Budgets:
     """A validated budgets file.  Build with :func:`load_budgets` or :func:`parse_budgets`."""
 
@@ -199,6 +255,35 @@ class Budgets:
     page_defaults: PageBudget = PageBudget()
     pages: Mapping[str, PageBudget] = field(default_factory=dict)
     browser_service: str | None = None
+    db_defaults: DbBudget = DbBudget()
+    #: (OPERATION, table) -> objectives; OPERATION or table may be "*"
+    db: Mapping[tuple[str, str], DbBudget] = field(default_factory=dict)
+
+    def db_lookup(self, operation: str, table: str) -> DbBudget | None:
+        """The budget of ``operation`` on ``table``: exact, ``OP *``, ``* table``, then db_defaults."""
+        op = operation.upper()
+        for key in ((op, table), (op, "*"), ("*", table)):
+            found = self.db.get(key)
+            if found is not None:
+                return found
+        return self.db_defaults if self.db_defaults.has_objective() else None
+
+    def db_bounds_seconds(self) -> list[float]:
+        """Every DB latency threshold (targets and critical levels) in seconds, for the histogram buckets."""
+        values: set[float] = set()
+        for budget in (self.db_defaults, *self.db.values()):
+            values.update(ms / 1000.0 for ms in budget.latency_ms().values())
+            values.update(v / 1000.0 for k, v in budget.critical.items() if k in DB_KEYS)
+        return sorted(values)
+
+    def query_bounds(self) -> list[float]:
+        """Every queries-per-request objective (targets and critical levels), for the histogram buckets."""
+        values: set[float] = set()
+        for budget in (self.defaults, *self.entries.values()):
+            for value in budget.levels("queries_per_request"):
+                if value is not None:
+                    values.add(float(value))
+        return sorted(values)
 
     def page_lookup(self, route: str) -> PageBudget | None:
         """The page-load budget of the page ``route``: its own entry, else ``page_defaults``."""
@@ -248,6 +333,7 @@ class Budgets:
         values: set[float] = set()
         for budget in (self.defaults, *self.entries.values()):
             values.update(ms / 1000.0 for ms in budget.latency_ms().values())
+            values.update(v / 1000.0 for k, v in budget.critical.items() if k in LATENCY_KEYS)
         return sorted(values)
 
     def __iter__(self) -> Iterator[tuple[str, str, RouteBudget]]:
@@ -378,13 +464,19 @@ def _number(doc: _Doc, path: tuple[str, ...], value: Any) -> float:
     return number
 
 
-def _objectives(doc: _Doc, path: tuple[str, ...], raw: Any, *, allow_tier: bool) -> dict[str, Any]:
-    """Validate one defaults/tier/route mapping; values are kept (None = explicitly removed)."""
+def _objectives(doc: _Doc, path: tuple[str, ...], raw: Any, *, allow_tier: bool,
+                keys: tuple[str, ...] | None = None,
+                critical_keys: tuple[str, ...] = CRITICAL_KEYS) -> dict[str, Any]:
+    """Validate one defaults/tier/route mapping; values are kept (None = explicitly removed).
+
+    ``keys``: the keys allowed (a ``critical`` mapping, a database entry); by default the
+    objectives, ``critical`` and, with ``allow_tier``, ``tier``.
+    """
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise doc.error(path, f"expected a mapping of objectives (p95_ms, error_rate, ...), got {raw!r}.")
-    allowed = _ENTRY_KEYS if allow_tier else OBJECTIVE_KEYS
+    allowed = keys if keys is not None else _ENTRY_KEYS if allow_tier else (*OBJECTIVE_KEYS, "critical")
     out: dict[str, Any] = {}
     for key, value in raw.items():
         where = (*path, key)
@@ -394,9 +486,18 @@ def _objectives(doc: _Doc, path: tuple[str, ...], raw: Any, *, allow_tier: bool)
                 hint = " A tier cannot name another tier."
             elif key in ("p50", "p95", "p99", "p90_ms", "p999_ms"):
                 hint = " Latency objectives are p50_ms, p95_ms and p99_ms."
+            elif key in ("max_queries", "queries"):
+                hint = " The queries objective is queries_per_request."
+            elif key == "critical" and path and path[-1] == "critical":
+                hint = " A critical level has no critical level of its own."
+            elif path and path[-1] == "critical":
+                hint = " A critical level is given for a target objective of the same entry."
             raise doc.error(where, f"unknown key {key!r}; expected one of {', '.join(allowed)}.{hint}")
         if value is None:
             out[key] = None
+            continue
+        if key == "critical":
+            out[key] = _objectives(doc, where, value, allow_tier=False, keys=critical_keys)
             continue
         if key == "tier":
             if not isinstance(value, str) or not _TIER_NAME.match(value):
@@ -419,6 +520,13 @@ def _objectives(doc: _Doc, path: tuple[str, ...], raw: Any, *, allow_tier: bool)
         if key == "min_rps" and number < 0:
             raise doc.error(where, f"{value!r} is negative; min_rps is a throughput floor in requests "
                                    "per second.")
+        if key == "client_error_rate" and not 0 <= number < 1:
+            hint = f" (did you mean {number / 100:g}?)" if 1 <= number < 100 else ""
+            raise doc.error(where, f"{value!r} is not a ratio; client_error_rate is the share of 4xx answers "
+                                   f"between 0 and 1, e.g. 0.05 for 5%{hint}.")
+        if key == "queries_per_request" and (number < 0 or not float(number).is_integer()):
+            raise doc.error(where, f"{value!r} is not a statement count; queries_per_request is a whole "
+                                   "number of SQL statements, e.g. 5.")
         out[key] = number
     return out
 
@@ -427,9 +535,12 @@ def _resolve(doc: _Doc, path: tuple[str, ...], layers: list[tuple[str, Mapping[s
              tier: str) -> RouteBudget:
     """Overlay ``layers`` (name, objectives) in order and check the latency quantiles are ordered."""
     values: dict[str, Any] = {}
+    critical: dict[str, Any] = {}
     for _name, layer in layers:
-        values.update({k: v for k, v in layer.items() if k != "tier"})
-    budget = RouteBudget(**{k: values.get(k) for k in OBJECTIVE_KEYS}, tier=tier)
+        values.update({k: v for k, v in layer.items() if k not in ("tier", "critical")})
+        critical.update(layer.get("critical") or {})
+    levels = _critical_levels(doc, path, layers, values, critical)
+    budget = RouteBudget(**{k: values.get(k) for k in OBJECTIVE_KEYS}, tier=tier, critical=levels)
     set_ms = [(key, getattr(budget, key)) for key in LATENCY_KEYS if getattr(budget, key) is not None]
     for (lo_key, lo), (hi_key, hi) in itertools.pairwise(set_ms):
         if lo > hi:
@@ -441,6 +552,37 @@ def _resolve(doc: _Doc, path: tuple[str, ...], layers: list[tuple[str, Mapping[s
                 f"Lower {lo_key} or raise {hi_key}.",
             )
     return budget
+
+
+#: Objectives where a larger measured value is better (a floor): the critical level is lower.
+_FLOORS = ("min_rps",)
+
+
+def _critical_levels(doc: _Doc, path: tuple[str, ...], layers: list[tuple[str, Mapping[str, Any]]],
+                     targets: Mapping[str, Any], critical: Mapping[str, Any]) -> dict[str, float]:
+    """The merged critical levels; each must sit beside its target, on the far side of it."""
+    out: dict[str, float] = {}
+    for key, value in critical.items():
+        if value is None:
+            continue
+        where = (*path, "critical", key)
+        shown = where if where in doc.lines else path
+        target = targets.get(key)
+        if target is None and key == "error_rate" and targets.get("availability") is not None:
+            target = 1.0 - targets["availability"]
+        if target is None:
+            origin = [name for name, layer in layers if key in (layer.get("critical") or {})]
+            raise doc.error(shown, f"a critical level of {key} without a target {key} (after merging "
+                                   f"{' + '.join(origin) or 'defaults'}); set {key} too, or remove "
+                                   f"critical.{key} (null).")
+        if key in _FLOORS and value > target:
+            raise doc.error(shown, f"critical {key} {value:g} is above the target {target:g}; a critical "
+                                   "floor is the lower one.")
+        if key not in _FLOORS and value < target:
+            raise doc.error(shown, f"critical {key} {value:g} is below the target {target:g}; the critical "
+                                   "level is the worse one (at least the target).")
+        out[key] = float(value)
+    return out
 
 
 def _route_key(doc: _Doc, key: str) -> tuple[str, str]:
@@ -561,6 +703,55 @@ def _pages(doc: _Doc, root: dict[str, Any]) -> tuple[PageBudget, dict[str, PageB
     return defaults, pages
 
 
+def _db_budget(doc: _Doc, path: tuple[str, ...], layers: list[tuple[str, Mapping[str, Any]]]) -> DbBudget:
+    values: dict[str, Any] = {}
+    critical: dict[str, Any] = {}
+    for _name, layer in layers:
+        values.update({k: v for k, v in layer.items() if k != "critical"})
+        critical.update(layer.get("critical") or {})
+    budget = DbBudget(**{k: values.get(k) for k in DB_KEYS},
+                      critical=_critical_levels(doc, path, layers, values, critical))
+    set_ms = [(key, getattr(budget, key)) for key in DB_KEYS if getattr(budget, key) is not None]
+    for (lo_key, lo), (hi_key, hi) in itertools.pairwise(set_ms):
+        if lo > hi:
+            raise doc.error(path, f"{lo_key} {lo:g} is greater than {hi_key} {hi:g}; a lower quantile cannot "
+                                  f"have a larger budget. Lower {lo_key} or raise {hi_key}.")
+    return budget
+
+
+def _db(doc: _Doc, root: dict[str, Any]) -> tuple[DbBudget, dict[tuple[str, str], DbBudget]]:
+    """``db_defaults`` and ``db``: latency objectives per statement, by operation and table."""
+    defaults_raw = _objectives(doc, ("db_defaults",), root.get("db_defaults"), allow_tier=False,
+                               keys=_DB_ENTRY_KEYS, critical_keys=DB_KEYS)
+    defaults = _db_budget(doc, ("db_defaults",), [("db_defaults", defaults_raw)])
+    raw = root.get("db")
+    if raw is None:
+        return defaults, {}
+    if not isinstance(raw, dict):
+        raise doc.error(("db",), "expected a mapping of \"OPERATION table\" -> objectives, e.g. "
+                                 "\"SELECT appointments\": {p95_ms: 10}.")
+    out: dict[tuple[str, str], DbBudget] = {}
+    for key, value in raw.items():
+        path = ("db", key)
+        match = _DB_KEY.match(str(key).strip())
+        if not match:
+            raise doc.error(path, "a database key is \"OPERATION table\" as the app reports "
+                                  "db.operation.name and db.collection.name, e.g. \"SELECT appointments\"; "
+                                  "either may be * (any).")
+        operation, table = match["operation"].upper(), match["table"]
+        if (operation, table) in out:
+            raise doc.error(path, "the same operation and table twice; merge the two entries.")
+        own = _objectives(doc, path, value, allow_tier=False, keys=_DB_ENTRY_KEYS, critical_keys=DB_KEYS)
+        out[(operation, table)] = _db_budget(doc, path, [("db_defaults", defaults_raw), ("the entry", own)])
+    return defaults, out
+
+
+def _tier_budget(name: str, layer: Mapping[str, Any]) -> RouteBudget:
+    objectives: dict[str, Any] = {k: layer.get(k) for k in OBJECTIVE_KEYS}
+    critical = {k: v for k, v in (layer.get("critical") or {}).items() if v is not None}
+    return RouteBudget(**objectives, tier=name, critical=critical)
+
+
 def parse_budgets(text: str, source: str = "<budgets>") -> Budgets:
     """Parse and validate the YAML ``text`` of a budgets file (``source`` names it in errors)."""
     doc = _Doc(source)
@@ -631,6 +822,7 @@ def parse_budgets(text: str, source: str = "<budgets>") -> Budgets:
             doc, path, [("defaults", defaults_raw), (f"tier {tier!r}", layer), ("the route entry", own)],
             tier=tier or "default")
     page_defaults, pages = _pages(doc, root)
+    db_defaults, db = _db(doc, root)
     browser_service = root.get("browser_service")
     if browser_service is not None and (not isinstance(browser_service, str) or not browser_service.strip()):
         raise doc.error(("browser_service",), "expected the browser's service name (its Prometheus job) "
@@ -642,8 +834,9 @@ def parse_budgets(text: str, source: str = "<budgets>") -> Budgets:
         pages=pages,
         browser_service=browser_service.strip() if isinstance(browser_service, str) else None,
         entries=entries,
-        tiers={name: replace(RouteBudget(**layer), tier=name)
-               for name, layer in tiers.items()},
+        tiers={name: _tier_budget(name, layer) for name, layer in tiers.items()},
+        db_defaults=db_defaults,
+        db=db,
         load=_load_section(doc, root.get("load")),
         service=service.strip() if isinstance(service, str) else None,
     )

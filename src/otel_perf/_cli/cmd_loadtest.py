@@ -23,7 +23,13 @@ from otel_perf._analysis.regression import Thresholds, compare_runs
 from otel_perf._loadtest.gates import check_budgets, render_breaches
 from otel_perf._loadtest.results import Collector, summarise
 from otel_perf._loadtest.scenario import Scenario, ScenarioError, load_scenario
-from otel_perf._loadtest.server import ServerError, fetch_stats, prometheus_view, reset_stats
+from otel_perf._loadtest.server import (
+    ServerError,
+    fetch_stats,
+    fetch_summary,
+    prometheus_view,
+    reset_stats,
+)
 from otel_perf._loadtest.tagging import new_run_id, tag_headers
 
 NAME = "loadtest"
@@ -95,6 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     gates = parser.add_argument_group("gates")
     gates.add_argument("--budgets", metavar="FILE", help="fail (exit 1) when a route breaks its budget")
+    gates.add_argument("--fail-on", choices=("target", "critical"), default="target",
+                       help="fail on a budget's target (default) or only on its critical level")
     gates.add_argument("--gate-on", choices=("client", "server"), default="client",
                        help="latency the budgets are checked against (default: client, what users see)")
     gates.add_argument("--baseline", metavar="FILE",
@@ -308,9 +316,12 @@ def run(args: argparse.Namespace) -> int:
     elapsed = info.ended - info.started
 
     server: dict[tuple[str, str], dict[str, Any]] = {}
+    server_database: list[dict[str, Any]] = []
     if stats["use"]:
         try:
-            server = fetch_stats(args.host, args.stats_path, args.stats_token)
+            summary = fetch_summary(args.host, args.stats_path, args.stats_token)
+            server = fetch_stats(args.host, args.stats_path, args.stats_token, summary)
+            server_database = list(summary.get("database") or [])
         except ServerError as exc:
             notes.append(f"server side from the stats endpoint unavailable: {exc}")
     if args.prometheus:
@@ -332,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
         "baggage": headers["baggage"], "tool": f"otel-perf {__version__}",
     }
     report = summarise(collector, run_meta, server)
+    report["server_database"] = server_database
     report["notes"] = notes
     exit_code = EXIT_OK
 
@@ -345,10 +357,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nFAIL: the run got no answers ({info.stop_reason}); nothing to judge.")
 
     if budgets is not None:
-        gate = check_budgets(report, budgets, args.gate_on)
+        gate = check_budgets(report, budgets, args.gate_on, args.fail_on)
         report["budgets"] = gate
-        print(f"\nbudgets {args.budgets} ({len(gate['checks'])} checks, latency on the {args.gate_on} "
-              "side): ", end="")
+        levels = "critical levels" if args.fail_on == "critical" else "targets"
+        print(f"\nbudgets {args.budgets} ({len(gate['checks'])} checks of the {levels}, latency on the "
+              f"{args.gate_on} side): ", end="")
         if gate["breaches"]:
             exit_code = exit_code or EXIT_GATE
             routes = sorted({b["key"] for b in gate["breaches"]})
@@ -356,6 +369,8 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(render_breaches(gate)))
         else:
             print("PASS")
+        for note in gate["notes"]:
+            print(f"note: {note}")
         for u in gate["unexercised"]:
             hint = f" (did you mean {u['did_you_mean']}?)" if u["did_you_mean"] else ""
             print(f"note: budget route {u['key']} got no requests in this run{hint}")

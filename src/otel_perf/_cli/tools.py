@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 #: Subcommand modules, each with ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
-COMMANDS = ("config", "instrumentations", "demo", "rules", "loadtest")
+COMMANDS = ("config", "instrumentations", "demo", "rules", "loadtest", "stats")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,6 +23,7 @@ from otel_perf._analysis.sql import ShapeCache
 from otel_perf._config import Config
 from otel_perf._metrics.instruments import (
     COUNT_BOUNDS,
+    DIMENSIONS,
     DURATION_BOUNDS,
     SIZE_BOUNDS,
     Counter,
@@ -129,7 +130,15 @@ class Runtime:
         return [(float(v), key) for key, v in list(self.active.items())]
 
 
-def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -> Instruments:
+def build_instruments(
+    registry: Registry,
+    budget_bounds: Iterable[float] = (),
+    *,
+    query_bounds: Iterable[float] = (),
+    db_bounds: Iterable[float] = (),
+) -> Instruments:
+    """Every fast instrument; budget thresholds (request latency, queries per request, DB latency)
+    become bucket bounds, so "over budget or not" is exact."""
     route = (n.A_ROUTE, n.A_METHOD)
     server_bounds = sorted(set(DURATION_BOUNDS) | set(budget_bounds))
     return Instruments(
@@ -172,13 +181,14 @@ def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -
             "s",
             "Duration of database client operations.",
             (n.A_DB_SYSTEM, n.A_DB_OPERATION, n.A_DB_COLLECTION, n.A_ERROR_TYPE),
+            sorted(set(DURATION_BOUNDS) | set(db_bounds)),
         ),
         queries_per_request=registry.histogram(
             n.QUERIES_PER_REQUEST,
             "{query}",
             "SQL statements executed per HTTP request.",
             route,
-            COUNT_BOUNDS,
+            sorted(set(COUNT_BOUNDS) | set(query_bounds)),
         ),
         slow_requests=registry.counter(
             n.SLOW_REQUESTS, "{request}", "Requests at or over the slow threshold.", route
@@ -215,11 +225,18 @@ def build_instruments(registry: Registry, budget_bounds: Iterable[float] = ()) -
             (),
             (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         ),
+        # The last key element of the operation instruments holds the dimensions measure() was given.
         operation_duration=registry.histogram(
-            n.OPERATION_DURATION, "s", "Duration of measured operations.", (n.A_OPERATION, n.A_ERROR_TYPE)
+            n.OPERATION_DURATION,
+            "s",
+            "Duration of measured operations.",
+            (n.A_OPERATION, n.A_ERROR_TYPE, DIMENSIONS),
         ),
         operation_errors=registry.counter(
-            n.OPERATION_ERRORS, "{error}", "Measured operations that raised.", (n.A_OPERATION, n.A_ERROR_TYPE)
+            n.OPERATION_ERRORS,
+            "{error}",
+            "Measured operations that raised.",
+            (n.A_OPERATION, n.A_ERROR_TYPE, DIMENSIONS),
         ),
         cache_operations=registry.counter(
             n.CACHE_OPERATIONS,

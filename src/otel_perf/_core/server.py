@@ -35,7 +35,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
-from otel_perf._core import guard
+from otel_perf._core import guard, request_extras
 from otel_perf._core.capture import HeaderCapture, Pairs
 from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, ValidAttributes, runtime_context_var
 from otel_perf._core.work import Work, current_work
@@ -112,9 +112,12 @@ class ServerCore:
         so ``OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS`` applies as it does there."""
         self.rt = runtime
         cfg = runtime.config
-        #: the stats endpoint (answered before the app sees the request), or None
+        #: the stats endpoint and health path (answered before the app sees the request), or None
         self.stats: Any = runtime.stats_endpoint
-        self.stats_path = cfg.text("OTEL_PERF_STATS_PATH") if self.stats is not None else ""
+        self.stats_path = self.stats.path if self.stats is not None else ""
+        #: prefixes of the paths the stats endpoint answers (stats, health): a request whose path
+        #: starts with one goes to :meth:`stats_for`; () while both are off
+        self.admin_paths: tuple[str, ...] = self.stats.paths if self.stats is not None else ()
         #: the browser script (served at its path, Server-Timing on HTML), or None
         self.browser: Any = runtime.browser_script
         patterns = excluded_urls(framework) or cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
@@ -126,12 +129,18 @@ class ServerCore:
         self.capture = HeaderCapture("SERVER")
         self.spans = SpanStarter(runtime.tracer)
         self.context_var = runtime_context_var()
+        #: the opt-in per-request extras (access log, user, tenant), or None; while on, finish()
+        #: and begin() are the versions that call them (so while off a request pays nothing)
+        self.extras = request_extras.build(runtime)
+        if self.extras is not None:
+            self.finish = self._finish_with_extras  # type: ignore[method-assign]
+            self.begin = self._begin_with_extras  # type: ignore[method-assign]
 
     def stats_for(self, path: str) -> Any:
-        """The stats endpoint when ``path`` is one of its paths, else None."""
-        stats_path = self.stats_path
-        if stats_path and (path == stats_path or path.startswith(stats_path + "/")):
-            return self.stats
+        """The stats endpoint when ``path`` is one of its paths (stats, health), else None."""
+        stats = self.stats
+        if stats is not None and stats.owns(path):
+            return stats
         return None
 
     def start_attributes(
@@ -299,6 +308,58 @@ class ServerCore:
         if recording:  # ending a span that does not record does nothing
             span.end()
 
+    def _begin_with_extras(
+        self,
+        method: str,
+        carrier: Any,
+        getter: Any,
+        has_parent: bool,
+        attributes: Callable[..., dict[str, Any]],
+        args: tuple[Any, ...],
+        work_type: type[Work] = Work,
+        scope: Any = None,
+        scheme: str = "http",
+    ) -> tuple[Work, Token[Context], Token[Work | None]]:
+        """:meth:`begin`, then the request's user and tenant (headers through ``getter``)."""
+        started = ServerCore.begin(
+            self, method, carrier, getter, has_parent, attributes, args, work_type, scope, scheme
+        )
+        extras = self.extras
+        if extras is not None and extras.identifies:
+
+            def header(name: str) -> str | None:
+                values = getter.get(carrier, name)
+                return values[0] if values else None
+
+            extras.identify(started[0], header)
+        return started
+
+    def _finish_with_extras(
+        self,
+        work: Work,
+        route: str,
+        status: int,
+        error_type: str,
+        seconds: float,
+        scheme: str = "http",
+        version: str = "",
+        response_size: int = -1,
+        request_size: int = -1,
+        exc: BaseException | None = None,
+        response_headers: Callable[[], Pairs] | None = None,
+    ) -> None:
+        """:meth:`finish` with the user and tenant on the span, then the access log and tenant metric."""
+        extras = self.extras
+        assert extras is not None
+        extras.before_finish(work)
+        if response_size >= 0:
+            work.response_size = response_size  # type: ignore[attr-defined]
+        ServerCore.finish(
+            self, work, route, status, error_type, seconds, scheme, version, response_size, request_size,
+            exc, response_headers,
+        )  # fmt: skip
+        extras.after_finish(work, route, status, error_type, seconds)
+
 
 def server_stopped(runtime: Runtime) -> None:
     """The server has stopped serving: report, and export what was recorded (bounded)."""
@@ -312,13 +373,27 @@ def server_stopped(runtime: Runtime) -> None:
         guard.internal_error("server.stopped", exc)
 
 
-def supervising(runtime: Runtime, original: Any) -> Any:
-    """Wrap a supervisor's main loop (it serves no request): its process prints no exit report."""
+def supervising(runtime: Runtime, original: Any, *, workers: bool = True) -> Any:
+    """Wrap a supervisor's main loop (it serves no request): its process prints no exit report.
 
+    ``workers``: it runs several workers at once (not a reloader's one at a time), so the
+    stats endpoint of each answers for all of them (a folder they share, made here).
+    """
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         if runtime.pipeline is not None:
             runtime.pipeline.supervisor = True
-        return original(self, *args, **kwargs)
+        done = None
+        stats = runtime.stats_endpoint
+        if workers and stats is not None:
+            try:
+                done = stats.share.supervise()
+            except Exception as exc:
+                guard.internal_error("server.supervise", exc)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            if done is not None:
+                done()
 
     return run
 

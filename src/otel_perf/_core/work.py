@@ -25,16 +25,21 @@ class Work:
     __slots__ = (
         "context",
         "db_time",
+        # Set only by the opt-in request extras (access log, user, tenant): never per request
+        # while they are off, so they stay unset here (read with getattr and a default).
+        "enduser",
         "kind",
         "max_statements",
         "method",
         "name",
         "query_count",
+        "response_size",
         "scope",
         "span",
         "span_id",
         "statements",
         "statements_dropped",
+        "tenant",
         "trace_id",
     )
     #: The framework whose unit this is ("django", ...; "" for any): findings word their advice for it.

@@ -22,23 +22,32 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
 def render(stats: dict[str, Any]) -> str:
     """Human-readable report of a :func:`otel_perf._analysis.stats.summary` result."""
     head = f"otel-perf report: service {stats['service']!r}, {stats['window_seconds']:.0f}s window"
+    workers = stats.get("workers") or {}
+    if workers.get("scope") == "server":
+        head += f", {workers.get('count', 1)} worker(s)"
+        if workers.get("missing"):
+            head += f" ({len(workers['missing'])} did not answer)"
     reasons = list(stats.get("status_reasons", []))
     if stats["status"] == "no_requests":
         lines = [f"{head}: {reasons[0] if reasons else 'no requests recorded'}"]
         reasons = reasons[1:]
     else:
-        lines = [f"{head}, status {stats['status'].upper()}"]
+        score = stats.get("score")
+        shown = f", score {score}" if score is not None else ""
+        lines = [f"{head}, status {stats['status'].upper()}{shown}"]
     lines += [f"  - {r}" for r in reasons]
     rows = []
     for e in stats["endpoints"]:
         budget = e.get("budget")
-        verdict = "" if not budget else ("ok" if budget.get("ok") else "OVER")
+        level = (budget or {}).get("level") or ("ok" if (budget or {}).get("ok") else "over")
+        verdict = "" if not budget else {"ok": "ok", "over": "OVER", "critical": "CRITICAL"}.get(level, level)
         rows.append(
             [
                 f"{e['method']} {e['route']}",
                 str(e["count"]),
                 f"{e['requests_per_minute']:.1f}",
                 f"{e['error_rate']:.1%}",
+                f"{e.get('client_error_rate', 0.0):.1%}",
                 f"{e['p50_ms']:.1f}",
                 f"{e['p95_ms']:.1f}",
                 f"{e['p99_ms']:.1f}",
@@ -51,8 +60,26 @@ def render(stats: dict[str, Any]) -> str:
     if rows:
         lines += _table(
             rows,
-            ["endpoint", "count", "rpm", "errors", "p50 ms", "p95 ms", "p99 ms", "queries", "slow", "budget"],
+            ["endpoint", "count", "rpm", "5xx", "4xx", "p50 ms", "p95 ms", "p99 ms", "queries", "slow",
+             "budget"],
         )
+    if stats.get("operations"):
+        lines += ["", "Operations (measure()):"]
+        op_rows = [
+            [o["name"], str(o["count"]), f"{o['per_minute']:.1f}", f"{o['error_rate']:.1%}",
+             f"{o['p50_ms']:.1f}", f"{o['p95_ms']:.1f}", f"{o['p99_ms']:.1f}"]
+            for o in stats["operations"]
+        ]
+        lines += _table(op_rows, ["operation", "count", "per min", "errors", "p50 ms", "p95 ms", "p99 ms"])
+    over_db = [d for d in stats.get("database", []) if (d.get("budget") or {}).get("level", "ok") != "ok"]
+    if over_db:
+        lines += ["", "Database operations over budget:"]
+        for d in over_db:
+            for c in d["budget"]["checks"]:
+                if c["level"] != "ok":
+                    q = c["objective"].removesuffix("_ms")
+                    lines.append(f"  {d['operation']} {d['collection']}: {q} {c['measured']:.1f} ms over "
+                                 f"{c['limit']:g} ms ({c['level']})")
     f = stats["findings"]
     if f["n_plus_one"]:
         lines += ["", "N+1 findings:"]

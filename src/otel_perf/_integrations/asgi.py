@@ -177,7 +177,7 @@ class PerfMiddleware:
         self.core = core = ServerCore(runtime, excluded_env)
         self.route_of = route_of
         self.work_type = work_type
-        self.stats_path = core.stats_path
+        self.admin_paths = core.admin_paths
         self.excluded = core.excluded
         self.subspans = core.subspans
         self.loop_monitor: Any = runtime.loop_monitor
@@ -193,6 +193,9 @@ class PerfMiddleware:
         self.browser = core.browser
         if self.browser is not None:
             self.app = asgi_browser.HtmlServerTimingApp(app, route_of)
+        # Access log, user, tenant (opt-in): identified and counted inside the traced app.
+        if core.extras is not None:
+            self.app = core.extras.asgi(self.app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine frame per request: the prologue and epilogue are inlined here
@@ -206,7 +209,7 @@ class PerfMiddleware:
                 await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        if self.stats_path and (path == self.stats_path or path.startswith(self.stats_path + "/")):
+        if self.admin_paths and path.startswith(self.admin_paths) and self.core.stats.owns(path):
             await self.core.stats.handle(scope, receive, send)
             return
         if self.browser is not None and path == self.browser.path:

@@ -42,7 +42,10 @@ def install(runtime: Runtime, module: Any) -> None:
     elif name == "uvicorn.supervisors.multiprocess":
         _patches.wrap(module.Multiprocess, "run", lambda original: supervising(runtime, original))
     elif name == "uvicorn.supervisors.basereload":
-        _patches.wrap(module.BaseReload, "run", lambda original: supervising(runtime, original))
+        # A reloader runs one worker at a time: its stats need no sharing.
+        _patches.wrap(
+            module.BaseReload, "run", lambda original: supervising(runtime, original, workers=False)
+        )
 
 
 def _is_uvicorn_default(handler: Any) -> bool:

@@ -90,7 +90,16 @@ Complete = Callable[[Environ, Any], bool]
 def complete_body(environ: Environ, body: Any) -> bool:
     """A list or tuple, or a Django ``HttpResponse`` (not streaming): complete already."""
     return type(body) in _BUFFERED or getattr(body, "streaming", None) is False
-_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 304: "Not Modified"}
+_REASONS = {
+    200: "OK",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def route_from_work(environ: Environ, work: Work) -> str:
@@ -312,6 +321,8 @@ class WsgiServer:
         self.route_of = route_of
         self.work_type = work_type
         self.stats_path = core.stats_path
+        #: the stats and health paths' prefixes (() while both are off)
+        self.admin_paths = core.admin_paths
         self.excluded = core.excluded
         self.spans = core.spans
         self.context_var = core.context_var
@@ -322,12 +333,13 @@ class WsgiServer:
         self.extra_headers = runtime.traceresponse or runtime.server_timing or self.browser is not None
         self._attributes_at_start = self._start_attributes  # bound once, not per request
         self._capture_response = bool(core.capture.response_names)
+        self.extras = core.extras if core.extras is not None and core.extras.identifies else None
 
     def handle(self, app: WSGIApp, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """Serve one request through ``app``, measured."""
         path: str = environ.get("PATH_INFO", "")
-        stats_path = self.stats_path
-        if stats_path and (path == stats_path or path.startswith(stats_path + "/")):
+        admin = self.admin_paths
+        if admin and path.startswith(admin) and self.core.stats.owns(path):
             return self._stats(environ, start_response)
         if self.browser is not None and path == self.browser.path:
             answered = self._browser_script(environ, start_response)
@@ -369,6 +381,8 @@ class WsgiServer:
                 ctx = trace.set_span_in_context(span, parent)
                 ctx_token = context.attach(ctx)
             work_token = current_work.set(work)
+            if self.extras is not None:  # opt-in user and tenant (OTEL_PERF_ENDUSER_FROM, ...)
+                self.extras.identify(work, lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
             active = rt.active
             active_key = (method, scheme)
             with _ACTIVE_LOCK:
@@ -491,8 +505,11 @@ class WsgiServer:
         headers = [
             (b"authorization", str(environ.get("HTTP_AUTHORIZATION", "")).encode("latin-1", "replace"))
         ]
-        status, response_headers, body = self.core.stats.response(
-            environ.get("REQUEST_METHOD") or "GET", environ.get("PATH_INFO", ""), headers
+        status, response_headers, body = self.core.stats.respond(
+            environ.get("REQUEST_METHOD") or "GET",
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING") or "",
+            headers,
         )
         start_response(
             _status_line(status), [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response_headers]

@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-__all__ = ["ServerError", "fetch_stats", "prometheus_view", "reset_stats"]
+__all__ = ["ServerError", "fetch_stats", "fetch_summary", "prometheus_view", "reset_stats"]
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 Key = tuple[str, str]
@@ -65,9 +65,20 @@ def reset_stats(host: str, path: str, token: str) -> None:
     _request(_stats_url(host, path) + "/reset", method="POST", token=token)
 
 
-def fetch_stats(host: str, path: str, token: str) -> dict[Key, dict[str, Any]]:
-    """Per-route server numbers from the app's stats endpoint."""
+def fetch_summary(host: str, path: str, token: str) -> dict[str, Any]:
+    """The app's whole stats summary (every worker of its server)."""
     summary = _request(_stats_url(host, path), token=token)
+    if not isinstance(summary, dict):
+        raise ServerError(f"GET {_stats_url(host, path)} did not answer a stats summary")
+    return summary
+
+
+def fetch_stats(
+    host: str, path: str, token: str, summary: dict[str, Any] | None = None
+) -> dict[Key, dict[str, Any]]:
+    """Per-route server numbers from the app's stats endpoint (or from ``summary``, read already)."""
+    if summary is None:
+        summary = fetch_summary(host, path, token)
     out: dict[Key, dict[str, Any]] = {}
     for e in summary.get("endpoints", []):
         out[(str(e.get("method", "")), str(e.get("route", "")))] = {
@@ -75,6 +86,10 @@ def fetch_stats(host: str, path: str, token: str) -> dict[Key, dict[str, Any]]:
             "count": e.get("count"),
             "errors": e.get("errors"),
             "error_rate": e.get("error_rate"),
+            "client_errors": e.get("client_errors"),
+            "client_error_rate": e.get("client_error_rate"),
+            "mean_queries": e.get("mean_queries"),
+            "p95_queries": e.get("p95_queries"),
             "p50_ms": e.get("p50_ms"),
             "p95_ms": e.get("p95_ms"),
             "p99_ms": e.get("p99_ms"),

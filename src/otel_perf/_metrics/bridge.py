@@ -62,7 +62,13 @@ _SDK_CLASS: dict[str, Any] = {
 def _attributes(names: tuple[str, ...], key: fast.Key) -> dict[str, Any]:
     if key == fast.OVERFLOW_KEY:
         return {"otel.metric.overflow": True}
-    return {n: v for n, v in zip(names, key, strict=False) if v is not None and v != ""}
+    dims = fast.DIMENSIONS
+    out = {n: v for n, v in zip(names, key, strict=False) if v is not None and v != "" and n != dims}
+    if names and names[-1] == dims and len(key) == len(names) and isinstance(key[-1], tuple):
+        for pair in key[-1]:  # the dimensions a user named: (name, value) pairs
+            if isinstance(pair, tuple) and len(pair) == 2 and pair[1] is not None and pair[1] != "":
+                out.setdefault(str(pair[0]), pair[1])
+    return out
 
 
 @dataclass(frozen=True)

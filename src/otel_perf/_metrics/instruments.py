@@ -30,6 +30,9 @@ from otel_perf._metrics.exponential import ExpBuckets, ExpSnapshot
 
 Key = tuple[object, ...]
 OVERFLOW_KEY: Key = ("__overflow__",)
+#: An instrument whose last attribute name is this takes, as the last element of each key, a
+#: tuple of (name, value) pairs: attributes the user names (``measure(..., dimensions=...)``).
+DIMENSIONS = "*"
 
 #: Semantic-convention bucket bounds for HTTP and DB durations (seconds).
 DURATION_BOUNDS: tuple[float, ...] = (

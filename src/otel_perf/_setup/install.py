@@ -106,6 +106,8 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
 
     budgets: Any = None
     budget_bounds: list[float] = []
+    query_bounds: list[float] = []
+    db_bounds: list[float] = []
     budgets_path = config.text("OTEL_PERF_BUDGETS")
     if budgets_path:
         try:
@@ -113,6 +115,7 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
 
             budgets = load_budgets(budgets_path)
             budget_bounds = budgets.bounds_seconds()
+            query_bounds, db_bounds = budgets.query_bounds(), budgets.db_bounds_seconds()
         except Exception as exc:
             if config.strict:
                 raise ConfigError(f"OTEL_PERF_BUDGETS={budgets_path!r} is invalid: {exc}") from exc
@@ -120,7 +123,7 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
             budgets = None
 
     registry = Registry(int(config.number("OTEL_PERF_MAX_ROUTES")))
-    inst = build_instruments(registry, budget_bounds)
+    inst = build_instruments(registry, budget_bounds, query_bounds=query_bounds, db_bounds=db_bounds)
     health = providers.Health(registry, config.number("OTEL_PERF_WARN_INTERVAL"))
     pipeline = providers.build(config, registry, health)
     from opentelemetry import trace
@@ -139,7 +142,9 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
         callback=rt.active_points,
     )
     if budgets is not None:
-        _budget_gauges(rt, registry)
+        from otel_perf._export import budget_gauges
+
+        budget_gauges.register(rt, registry)
     rt.pipeline = pipeline
     rt.stats_endpoint = _stats_endpoint(rt, config)
     rt.browser_script = _browser_script(rt, config)
@@ -174,34 +179,6 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
     return rt
 
 
-def _budget_gauges(rt: Runtime, registry: Registry) -> None:
-    budgets = rt.budgets
-    assert budgets is not None
-    duration_points = []
-    error_points = []
-    for method, route, budget in budgets.routes():
-        for q in ("p50", "p95", "p99"):
-            limit = getattr(budget, f"{q}_ms", None)
-            if limit is not None:
-                duration_points.append((limit / 1000.0, (route, method, q)))
-        if getattr(budget, "error_rate", None) is not None:
-            error_points.append((float(getattr(budget, "error_rate", 0.0)), (route, method)))
-    registry.gauge(
-        n.BUDGET_DURATION,
-        "s",
-        "Latency budget per route and quantile.",
-        (n.A_ROUTE, n.A_METHOD, n.A_BUDGET_QUANTILE),
-        lambda: duration_points,
-    )
-    registry.gauge(
-        n.BUDGET_ERROR_RATE,
-        "1",
-        "Error-rate budget per route.",
-        (n.A_ROUTE, n.A_METHOD),
-        lambda: error_points,
-    )
-
-
 def _browser_script(rt: Runtime, config: Config) -> Any:
     """The browser script, built once (None while OTEL_PERF_BROWSER_ENDPOINT is unset)."""
     try:
@@ -221,9 +198,11 @@ def _stats_endpoint(rt: Runtime, config: Config) -> Any:
             "otel-perf: OTEL_PERF_STATS_PATH is set but OTEL_PERF_STATS_TOKEN is empty; "
             "the stats endpoint stays off. Set a token to enable it."
         )
-        return None
-    if not (config.text("OTEL_PERF_STATS_TOKEN") and config.text("OTEL_PERF_STATS_PATH")):
+    stats = bool(config.text("OTEL_PERF_STATS_TOKEN") and config.text("OTEL_PERF_STATS_PATH"))
+    if not (stats or config.text("OTEL_PERF_HEALTH_PATH")):
         return None
     from otel_perf._export.stats_endpoint import StatsEndpoint
 
-    return StatsEndpoint(rt)
+    endpoint = StatsEndpoint(rt)
+    endpoint.start()
+    return endpoint
