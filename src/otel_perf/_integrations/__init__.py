@@ -109,6 +109,7 @@ REGISTRY: tuple[Integration, ...] = (
             "django.core.handlers.wsgi",
             "django.core.handlers.asgi",
             "django.core.signals",
+            "django.db.backends.base.base",
             "django.db.backends.signals",
             "django.core.cache",
             "django.utils.log",

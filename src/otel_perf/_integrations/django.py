@@ -41,7 +41,15 @@ from otel_perf._core import guard
 from otel_perf._core.caches import Caches
 from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
-from otel_perf._core.statements import OUTER, DbTarget, Statements, batch_size, db_system
+from otel_perf._core.statements import (
+    OUTER,
+    DbTarget,
+    Statements,
+    batch_size,
+    db_system,
+    disown,
+    outer_connection,
+)
 from otel_perf._core.work import Work, current_work
 from otel_perf._integrations import apps
 from otel_perf._integrations.wsgi import WsgiServer
@@ -94,6 +102,11 @@ def install(runtime: Runtime, module: Any) -> None:
     elif name == "django.core.signals":
         module.got_request_exception.connect(_got_request_exception, weak=False, dispatch_uid=_UID)
         _state["exceptions"] = module.got_request_exception
+    elif name == "django.db.backends.base.base":
+        # Django opens driver connections as the outer layer: the driver adapters (sqlite3,
+        # psycopg, ...) leave them unwrapped, so a statement is recorded once, by the execute
+        # wrapper, and the connection set-up statements Django runs itself (PRAGMA, SET ...) by no one.
+        _patches.wrap(module.BaseDatabaseWrapper, "connect", _connect_as_outer_layer)
     elif name == "django.db.backends.signals":
         _state["orm"] = orm = _Orm(runtime)
         module.connection_created.connect(orm.connection_created, weak=False, dispatch_uid=_UID)
@@ -117,6 +130,14 @@ def install(runtime: Runtime, module: Any) -> None:
 
 
 _UID = "otel_perf"
+
+
+def _connect_as_outer_layer(original: Callable[..., Any]) -> Callable[..., Any]:
+    def connect(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with outer_connection():
+            return original(self, *args, **kwargs)
+
+    return connect
 
 
 def uninstall() -> None:
@@ -230,6 +251,8 @@ class _Orm:
                 )
             if wrapper in connection.execute_wrappers:
                 return
+            if connection.connection is not None:  # made where outer_connection() did not reach
+                disown(connection.connection)
             entered = connection.execute_wrapper(wrapper)  # Django's public hook, entered for good
             entered.__enter__()
             setattr(connection, _WRAPPER_CONTEXT, entered)  # kept alive with its connection
