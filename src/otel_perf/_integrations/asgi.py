@@ -143,8 +143,11 @@ class _Responder:
             if body:
                 self.size += len(body)
         await self.send(message)
-        # The last body message (or a path send): the response is complete.
-        if not message.get("more_body"):
+        # The last body message (or a path send): the response is complete.  A 5xx is left to
+        # the app's return: Starlette's error middleware sends its 500 and then re-raises, and
+        # the exception belongs to this request (its event, error.type); no background task
+        # runs after a failed endpoint.
+        if not message.get("more_body") and self.status < 500:
             self.middleware._complete(self, "", None)
 
     def headers_of_response(self) -> list[tuple[str, str]]:
