@@ -462,8 +462,8 @@ class WsgiServer:
         path = _text(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
         query = environ.get("QUERY_STRING") or ""
         protocol = environ.get("SERVER_PROTOCOL") or ""
-        server_port = environ.get("SERVER_PORT") or ""
-        server = (environ.get("SERVER_NAME") or "", int(server_port) if server_port.isdigit() else 0)
+        server_port = str(environ.get("SERVER_PORT") or "")  # uvicorn's WSGI middleware sets an int
+        server = (str(environ.get("SERVER_NAME") or ""), int(server_port) if server_port.isdigit() else 0)
         client = None
         remote = environ.get("REMOTE_ADDR")
         if remote:
