@@ -71,7 +71,10 @@ def test_a_task_is_a_job_in_the_senders_trace_with_its_metrics_findings_and_logs
         timeout=30,
     )[0]
     producer = otlp_receiver.spans(f"apply_async/{TASK}", "PRODUCER", trace_id=trace_id)[0]
-    request = next(s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "SERVER")
+    request = otlp_receiver.wait_for(  # the request's batch may leave after the worker's
+        lambda: [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "SERVER"],
+        what="the request's SERVER span",
+    )[0]
     assert producer.parent_span_id == request.span_id and consumer.parent_span_id == producer.span_id
     assert consumer.resource["service.name"] == "worker"
     assert consumer.attributes["perf.db.query_count"] == 7

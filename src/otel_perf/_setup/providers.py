@@ -411,16 +411,20 @@ class _RateLimitFilter(logging.Filter):
         super().__init__()
         self.interval = interval
         self._last: dict[tuple[str, str], float] = {}
+        # Export threads fail together (every signal's batch at once): without the lock two
+        # records of one logger could both pass between the look-up and the store.
+        self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, str(record.msg)[:200])
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < self.interval:
-            return False
-        if len(self._last) > 500:
-            self._last.clear()
-        self._last[key] = now
-        return True
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last.get(key, -1e9) < self.interval:
+                return False
+            if len(self._last) > 500:
+                self._last.clear()
+            self._last[key] = now
+            return True
 
 
 def rate_limit_sdk_logs(interval: float) -> None:
