@@ -103,13 +103,50 @@ def test_route_of_a_wsgi_request() -> None:
     assert wsgi.route_from_work({"werkzeug.request": Request()}, named) == "polls/"  # type: ignore[arg-type]
 
 
-def test_the_readme_library_table_has_a_row_for_every_integration() -> None:
+def test_the_readme_library_table_is_generated_from_the_registry() -> None:
     from pathlib import Path
+
+    from otel_perf._integrations import REGISTRY, markdown_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = markdown_table()
+    assert table in readme, "README library table is stale: paste `otel-perf instrumentations --markdown`"
+    assert readme.count("| Library (oldest supported) |") == 1, "one library table, the generated one"
+    rows = table.splitlines()[2:]
+    for line, row in zip(rows, REGISTRY, strict=True):
+        assert f"`{row.name}`" in line.split("|")[5], f"{row.name}: its switch-off name is missing"
+
+
+def _requires(distribution: str) -> list[str]:
+    from importlib import metadata
+
+    try:
+        return metadata.requires(distribution) or []
+    except metadata.PackageNotFoundError:
+        return []
+
+
+def test_every_extra_the_registry_names_exists_and_installs_its_library() -> None:
+    import re
+    from importlib import metadata
 
     from otel_perf._integrations import REGISTRY
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    table = readme[readme.index("| name | library (oldest) |") :].split("\n\n", 1)[0]
-    first_cells = [line.split("|")[1] for line in table.splitlines()[2:]]
+    extras: dict[str, set[str]] = {}
+    for requirement in metadata.requires("otel-perf-instrument") or []:
+        found = re.search(r"extra\s*==\s*[\"']([^\"']+)", requirement)
+        if found:
+            name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+            extras.setdefault(found.group(1), set()).add(name)
     for row in REGISTRY:
-        assert any(f"`{row.name}`" in cell for cell in first_cells), f"README library table lacks {row.name}"
+        if not row.extra:
+            continue
+        assert row.extra in extras, f"{row.name}: no extra [{row.extra}] in pyproject.toml"
+        if row.library:
+            brought = set(extras[row.extra])
+            for package in extras[row.extra]:  # fastapi brings starlette
+                brought |= {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower() for r in _requires(package)}
+            assert row.library.lower() in brought, f"[{row.extra}] does not install {row.library}"
+        for name in row.official:
+            wanted = f"opentelemetry-instrumentation-{name}"
+            assert wanted in extras[row.extra], f"[{row.extra}] does not install {wanted}"

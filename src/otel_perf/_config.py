@@ -549,10 +549,10 @@ SETTINGS: tuple[Setting, ...] = (
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
         "list",
         (),
-        "Instrumentations to skip, ours and official ones (`otel-perf config` lists them): "
-        "`fastapi` (or `asgi`), `sqlalchemy`, `httpx`, `requests`, `urllib3`, `aiohttp_client`, "
-        "`sqlite3`, `psycopg`, `asyncpg`, `pymysql`, `redis`, `celery`, `background_tasks`, "
-        "`logging`, `system_metrics`, `asyncio`, or an official instrumentation's name; `*` for all.",
+        "Instrumentations to skip, ours and official ones, by the names `otel-perf config` lists "
+        "(ours: the last column of the README's library table, such as `fastapi`, `django`, "
+        "`sqlalchemy`, `redis`, `requests`); a name switches off the official instrumentation of "
+        "that name too; `*` for all.",
         standard=True,
     ),
 )

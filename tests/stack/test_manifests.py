@@ -255,3 +255,13 @@ def test_deploy_readme_documents_files_ports_and_env() -> None:
             assert port.split(":")[0] in readme, f"{name}: port {port}"
         for var in service.get("environment", {}):
             assert f"`{var}`" in readme, f"{name}: {var}"
+
+
+def test_deploy_readme_lists_every_alert() -> None:
+    readme = (DEPLOY_DIR / "README.md").read_text()
+    table = readme.split("## Metrics and alerts", 1)[1].split("\n## ", 1)[0]
+    rules = load_yaml(DEPLOY_DIR / "prometheus" / "rules" / "perf-alerts.yml")
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    assert alerts, "no alerts found"
+    for alert in sorted(alerts):
+        assert f"`{alert}`" in table, f"deploy/README.md's alert table lacks {alert}"

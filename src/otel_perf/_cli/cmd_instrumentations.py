@@ -27,9 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print only the official instrumentations to install, one requirement a line "
         "(as `opentelemetry-bootstrap -a requirements`, without those ours replaces)",
     )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the README's library table (every library we instrument ourselves) and exit",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.markdown:
+        from otel_perf._integrations import markdown_table
+
+        print(markdown_table())
+        return 0
     from otel_perf._setup.integrations import coverage
 
     rows = coverage()

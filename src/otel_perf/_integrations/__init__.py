@@ -51,6 +51,11 @@ class Integration:
     aliases: tuple[str, ...] = ()
     #: the ``pip install 'otel-perf-instrument[extra]'`` that brings the library's extras
     extra: str = ""
+    #: the library as a reader names it (README table); ``library`` when empty
+    label: str = ""
+    #: official instrumentations that record part of this library's telemetry beside the row
+    #: (its extra installs them)
+    official: tuple[str, ...] = ()
 
 
 REGISTRY: tuple[Integration, ...] = (
@@ -60,6 +65,7 @@ REGISTRY: tuple[Integration, ...] = (
         (),
         provides="trace-correlated JSON/text log lines; log records over OTLP",
         replaces=("logging",),
+        label="`logging` (standard library)",
     ),
     Integration(
         "system_metrics",
@@ -67,12 +73,14 @@ REGISTRY: tuple[Integration, ...] = (
         (),
         provides="process CPU, memory, threads, open files, GC",
         replaces=("system_metrics",),
+        label="the process (CPU, memory, threads, GC)",
     ),
     Integration(
         "asyncio",
         "event_loop",
         (),
         provides="event-loop lag; the request that blocked the loop",
+        label="the asyncio event loop",
     ),
     Integration(
         "fastapi",
@@ -90,6 +98,7 @@ REGISTRY: tuple[Integration, ...] = (
         replaces=("fastapi", "starlette", "asgi"),
         aliases=("asgi", "starlette"),
         extra="fastapi",
+        label="FastAPI, Starlette",
     ),
     Integration(
         "background_tasks",
@@ -97,9 +106,10 @@ REGISTRY: tuple[Integration, ...] = (
         ("starlette.background",),
         library="starlette",
         min_version="0.36.3",
-        provides="FastAPI/Starlette BackgroundTasks as jobs of their own (span, perf.job.duration, "
-        "queries and N+1 per task), not part of the request's duration",
+        provides="each task a job of its own (span, perf.job.duration, queries and N+1 per task), "
+        "not part of the request's duration",
         extra="fastapi",
+        label="FastAPI / Starlette `BackgroundTasks`",
     ),
     Integration(
         "django",
@@ -121,6 +131,7 @@ REGISTRY: tuple[Integration, ...] = (
         "endpoint; ORM statements with slow-query and N+1 findings per request; cache hits and misses",
         replaces=("django",),
         extra="django",
+        label="Django",
     ),
     Integration(
         "flask",
@@ -132,14 +143,16 @@ REGISTRY: tuple[Integration, ...] = (
         "findings per request (SQL through the sqlalchemy row)",
         replaces=("flask",),
         extra="flask",
+        label="Flask",
     ),
     Integration(
         "wsgi",
         "wsgi",
         (),
-        provides="any other WSGI app a server we know loads (gunicorn, uvicorn --interface wsgi): SERVER "
-        "spans and RED metrics by method, traceresponse, stats endpoint, findings",
+        provides="a WSGI app of no framework we instrument by route, loaded by gunicorn or uvicorn "
+        "(--interface wsgi): SERVER spans and RED metrics by method, traceresponse, stats endpoint, findings",
         replaces=("wsgi",),
+        label="any other WSGI app (Falcon, Bottle, ...)",
     ),
     Integration(
         "sqlalchemy",
@@ -151,6 +164,7 @@ REGISTRY: tuple[Integration, ...] = (
         "request, slow-query and N+1 findings, connection-pool metrics",
         replaces=("sqlalchemy",),
         extra="sqlalchemy",
+        label="SQLAlchemy",
     ),
     Integration(
         "sqlite3",
@@ -159,6 +173,7 @@ REGISTRY: tuple[Integration, ...] = (
         provides="raw sqlite3 statements: a span and a db.client.operation.duration point per "
         "statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's counted once)",
         replaces=("sqlite3",),
+        label="`sqlite3` (standard library)",
     ),
     Integration(
         "psycopg",
@@ -171,6 +186,7 @@ REGISTRY: tuple[Integration, ...] = (
         "counted once)",
         replaces=("psycopg",),
         extra="psycopg",
+        label="psycopg",
     ),
     Integration(
         "asyncpg",
@@ -183,6 +199,7 @@ REGISTRY: tuple[Integration, ...] = (
         "counted once)",
         replaces=("asyncpg",),
         extra="asyncpg",
+        label="asyncpg",
     ),
     Integration(
         "pymysql",
@@ -194,6 +211,7 @@ REGISTRY: tuple[Integration, ...] = (
         "statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's counted once)",
         replaces=("pymysql",),
         extra="pymysql",
+        label="PyMySQL",
     ),
     Integration(
         "redis",
@@ -205,6 +223,7 @@ REGISTRY: tuple[Integration, ...] = (
         "pipelines); cache hits and misses of GET/MGET/HGET/HMGET/HGETALL/EXISTS per cache",
         replaces=("redis",),
         extra="redis",
+        label="redis-py",
     ),
     Integration(
         "celery",
@@ -216,6 +235,8 @@ REGISTRY: tuple[Integration, ...] = (
         "queries and N+1/slow-query findings per task, the worker's logs with the task's trace id "
         "(spans and propagation: the official celery instrumentation)",
         extra="celery",
+        label="Celery",
+        official=("celery",),
     ),
     Integration(
         "httpx",
@@ -227,6 +248,7 @@ REGISTRY: tuple[Integration, ...] = (
         "headroom and 429s per host",
         replaces=("httpx",),
         extra="httpx",
+        label="httpx",
     ),
     Integration(
         "requests",
@@ -238,6 +260,7 @@ REGISTRY: tuple[Integration, ...] = (
         "headroom and 429s per host",
         replaces=("requests",),
         extra="requests",
+        label="requests",
     ),
     Integration(
         "urllib3",
@@ -249,6 +272,7 @@ REGISTRY: tuple[Integration, ...] = (
         "headroom and 429s per host",
         replaces=("urllib3",),
         extra="urllib3",
+        label="urllib3",
     ),
     Integration(
         "aiohttp_client",
@@ -261,6 +285,7 @@ REGISTRY: tuple[Integration, ...] = (
         replaces=("aiohttp-client",),
         aliases=("aiohttp",),
         extra="aiohttp",
+        label="aiohttp client",
     ),
     Integration(
         "uvicorn",
@@ -275,6 +300,7 @@ REGISTRY: tuple[Integration, ...] = (
         min_version="0.29",
         provides="uvicorn's error log (with the failed request's trace id) in JSON lines and OTLP; "
         "telemetry flushed when it stops on SIGTERM; any other ASGI app it serves measured by method",
+        label="uvicorn",
     ),
     Integration(
         "gunicorn",
@@ -284,7 +310,38 @@ REGISTRY: tuple[Integration, ...] = (
         min_version="22",
         provides="gunicorn's error log in JSON lines and OTLP; no exit report from the arbiter; "
         "any other app its workers load measured by method",
+        label="gunicorn",
     ),
 )
 
 BY_NAME: dict[str, Integration] = {row.name: row for row in REGISTRY}
+
+
+def _library_cell(row: Integration) -> str:
+    label = row.label or row.library or row.name
+    if not row.min_version:
+        return label
+    if label.lower() == row.library.lower():
+        return f"{label} {row.min_version}+"
+    return f"{label} ({row.library} {row.min_version}+)"
+
+
+def markdown_table(rows: tuple[Integration, ...] = REGISTRY) -> str:
+    """The README's library table, generated from :data:`REGISTRY` (``otel-perf instrumentations
+    --markdown`` prints it)."""
+    lines = [
+        "| Library (oldest supported) | What we record | Adapter (in `_integrations/`), official "
+        "instrumentation | `pip install` extra | Switch off with |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        adapter = f"`{row.adapter}.py`"
+        if row.replaces:
+            adapter += ", replaces " + ", ".join(f"`{name}`" for name in row.replaces)
+        if row.official:
+            adapter += ", with " + ", ".join(f"`{name}`" for name in row.official) + " (in the extra)"
+        extra = f"`[{row.extra}]`" if row.extra else ""
+        off = ", ".join(f"`{name}`" for name in (row.name, *row.aliases))
+        provides = row.provides.replace("|", "\\|")
+        lines.append(f"| {_library_cell(row)} | {provides} | {adapter} | {extra} | {off} |")
+    return "\n".join(lines)
