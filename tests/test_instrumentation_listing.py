@@ -57,6 +57,10 @@ def test_config_lists_every_instrumentation_loaded_or_skipped_and_why() -> None:
     assert "skipped" in celery and "disabled" in celery
     redis = " ".join(rows[("redis", "opentelemetry-instrumentation-redis")])
     assert "skipped" in redis and "replaced" in redis
+    # One package, two libraries: the httpx package's httpx2 instrumentor has no httpx2 here.
+    httpx2 = rows.get(("httpx2", "opentelemetry-instrumentation-httpx"))
+    if httpx2 is not None:
+        assert httpx2[1] == "skipped" and "httpx2" in " ".join(httpx2[3:]), httpx2
 
     rows = _rows(_run("config", "--no-check"))
     assert rows[("celery", "opentelemetry-instrumentation-celery")][1] == "loaded"

@@ -125,6 +125,9 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
     registry = Registry(int(config.number("OTEL_PERF_MAX_ROUTES")))
     inst = build_instruments(registry, budget_bounds, query_bounds=query_bounds, db_bounds=db_bounds)
     health = providers.Health(registry, config.number("OTEL_PERF_WARN_INTERVAL"))
+    # Before the export threads start: a slow start-up (a loaded machine, many instrumentations
+    # to import) must not let every failed batch of the first seconds through.
+    providers.rate_limit_sdk_logs(config.number("OTEL_PERF_WARN_INTERVAL"))
     pipeline = providers.build(config, registry, health)
     from opentelemetry import trace
 
@@ -159,7 +162,7 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
         integrations.load_official(disabled, integrations.replaced_names(disabled))
         integrations.run_hooks("opentelemetry_post_instrument")
     _end_startup_logging(startup_handler)
-    providers.rate_limit_sdk_logs(config.number("OTEL_PERF_WARN_INTERVAL"))
+    providers.rate_limit_sdk_logs(config.number("OTEL_PERF_WARN_INTERVAL"))  # loggers made since
 
     if config.flag("OTEL_PERF_REPORT"):
 

@@ -245,6 +245,21 @@ def _conflict(dist: Any) -> str:
     return str(found) if found else ""
 
 
+def _instrumentor_conflict(instrumentor: Any) -> str:
+    """Why the library of this one instrumentor is missing ("" when present).
+
+    A package's requirements may name any of several libraries (the httpx package holds the
+    httpx and the httpx2 instrumentors): the instrumentor's own dependencies say which it needs.
+    """
+    try:
+        from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+
+        found = get_dependency_conflicts(instrumentor.instrumentation_dependencies())
+    except Exception:  # no readable dependencies: let instrument() decide
+        return ""
+    return str(found) if found else ""
+
+
 def load_official(disabled: set[str], replaced: set[str]) -> None:
     """Load every installed official instrumentation not switched off, missing or replaced."""
     for entry_point in _instrumentors():
@@ -254,6 +269,11 @@ def load_official(disabled: set[str], replaced: set[str]) -> None:
             continue
         try:
             instrumentor = entry_point.load()()
+            missing = _instrumentor_conflict(instrumentor)
+            if missing:  # one package, several libraries (httpx and httpx2): this one is absent
+                status.state, status.detail = "missing", missing
+                note(status)
+                continue
             instrumentor.instrument(skip_dep_check=True)
         except ModuleNotFoundError as exc:  # its library is not installed: nothing to instrument
             status.state, status.detail = "missing", str(exc)
@@ -303,7 +323,12 @@ def plan(disabled: set[str]) -> list[Status]:
     for entry_point in _instrumentors():
         status = official_decision(entry_point, disabled, replaced)
         if status.state == "waiting":
-            status.state = "active"
+            try:
+                missing = _instrumentor_conflict(entry_point.load()())
+            except Exception as exc:
+                status.state, status.detail = "failed", f"{type(exc).__name__}: {exc}"
+            else:
+                status.state, status.detail = ("missing", missing) if missing else ("active", "")
         out.append(status)
     return out
 

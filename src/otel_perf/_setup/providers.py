@@ -427,9 +427,18 @@ class _RateLimitFilter(logging.Filter):
             return True
 
 
+_SDK_LOG_FILTER: list[_RateLimitFilter] = []
+
+
 def rate_limit_sdk_logs(interval: float) -> None:
-    """Exporters log every failed batch; keep one line per interval per message."""
-    filt = _RateLimitFilter(interval)
+    """Exporters log every failed batch; keep one line per interval per message.
+
+    Called again once the instrumentations are loaded, for the loggers they made: every
+    logger shares the first call's filter.
+    """
+    if not _SDK_LOG_FILTER:
+        _SDK_LOG_FILTER.append(_RateLimitFilter(interval))
+    filt = _SDK_LOG_FILTER[0]
     names = [name for name in logging.Logger.manager.loggerDict if name.startswith("opentelemetry.")]
     for name in [*names, "opentelemetry.exporter.otlp.proto.http.trace_exporter",
                  "opentelemetry.exporter.otlp.proto.http.metric_exporter",
