@@ -8,7 +8,6 @@ TCP, and creates ``testdb``.  As root the server runs as the ``mysql`` OS user t
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import pwd
@@ -18,9 +17,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from .procs import free_port, tail
+from .throwaway import ThrowawayServer
 
 _START_TIMEOUT_S = 60.0
 
@@ -38,21 +37,14 @@ class MySQLError(RuntimeError):
     """The server did not start; the message carries its log."""
 
 
-class MySQLServer:
+class MySQLServer(ThrowawayServer):
     """A running throwaway MariaDB. Use :func:`start_mysql` to create one."""
 
-    def __init__(self, base_dir: Path, port: int) -> None:
-        self.base_dir = base_dir
-        self.port = port
-        self.host = "127.0.0.1"
-        self.log_file = base_dir / "error.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+    stop_timeout = 20.0
 
-    def log(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
+    def __init__(self, base_dir: Path, port: int) -> None:
+        super().__init__(base_dir, base_dir / "error.log")
+        self.port = port
 
     def start(self, install_db: str, mariadbd: str, user: str | None) -> None:
         data = self.base_dir / "data"
@@ -77,7 +69,7 @@ class MySQLServer:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
-        _live.add(self)
+        self._started()
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -88,39 +80,7 @@ class MySQLServer:
             time.sleep(0.1)
         raise MySQLError(f"mariadbd did not get ready within {_START_TIMEOUT_S}s\n{tail(self.log())}")
 
-    def stop(self) -> None:
-        """Stop the server and delete its files. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        _live.discard(self)
-        shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> MySQLServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-_live: set[MySQLServer] = set()
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    for server in list(_live):
-        with contextlib.suppress(Exception):
-            server.stop()
 
 
 def start_mysql(database: str = "testdb") -> MySQLServer:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import glob
 import os
@@ -17,9 +16,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from .procs import free_port, tail
+from .throwaway import ThrowawayServer
 
 _START_TIMEOUT_S = 60
 
@@ -51,16 +50,14 @@ class PostgresError(RuntimeError):
     """The server could not be initialised or started; the message carries the tool output."""
 
 
-class PostgresServer:
+class PostgresServer(ThrowawayServer):
     """A running throwaway PostgreSQL cluster. Use :func:`start_postgres` to create one."""
 
     def __init__(self, bindir: Path, base_dir: Path, port: int, user: str | None) -> None:
+        super().__init__(base_dir, base_dir / "postgres.log")
         self.bindir = bindir
-        self.base_dir = base_dir
         self.data_dir = base_dir / "data"
-        self.log_file = base_dir / "postgres.log"
         self.port = port
-        self.host = "127.0.0.1"
         self._run_as = user  # OS user that owns the cluster when we are root, else None
         self._running = False
 
@@ -81,13 +78,6 @@ class PostgresServer:
         """Create database ``name`` (for tests that need isolation) and return its SQLAlchemy URL."""
         self._tool("createdb", "-h", self.host, "-p", str(self.port), "-U", "postgres", name, as_owner=False)
         return self.url(name)
-
-    def log(self) -> str:
-        """Server log so far (for assertion messages)."""
-        try:
-            return self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -128,28 +118,15 @@ class PostgresServer:
             "start",
         )
         self._running = True
-        _live.add(self)
+        self._started()
 
-    def stop(self) -> None:
-        """Stop the server immediately and delete its files. Idempotent."""
+    def _terminate(self) -> None:
+        """Stop the server immediately (pg_ctl's immediate mode)."""
         # postmaster.pid also covers a server that came up after pg_ctl gave up waiting.
         if self._running or (self.data_dir / "postmaster.pid").exists():
             self._running = False
             with contextlib.suppress(PostgresError):
                 self._tool("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
-        _live.discard(self)
-        shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _tool(self, name: str, *args: str, as_owner: bool = True) -> str:
         cmd = [str(self.bindir / name), *args]
@@ -179,15 +156,6 @@ class PostgresServer:
             )
         return proc.stdout
 
-
-_live: set[PostgresServer] = set()
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    for server in list(_live):
-        with contextlib.suppress(Exception):
-            server.stop()
 
 
 def start_postgres(database: str = "testdb") -> PostgresServer:

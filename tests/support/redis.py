@@ -7,7 +7,6 @@ RDB snapshots, no AOF) and its working directory in a temp dir; :meth:`RedisServ
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import shutil
 import socket
@@ -15,9 +14,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from .procs import free_port, tail
+from .throwaway import ThrowawayServer
 
 _START_TIMEOUT_S = 20.0
 
@@ -31,26 +30,17 @@ class RedisError(RuntimeError):
     """The server did not start; the message carries its output."""
 
 
-class RedisServer:
+class RedisServer(ThrowawayServer):
     """A running throwaway Redis. Use :func:`start_redis` to create one."""
 
     def __init__(self, binary: str, base_dir: Path, port: int) -> None:
+        super().__init__(base_dir, base_dir / "redis.log")
         self.binary = binary
-        self.base_dir = base_dir
         self.port = port
-        self.host = "127.0.0.1"
-        self.log_file = base_dir / "redis.log"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def url(self, db: int = 0) -> str:
         """``redis://127.0.0.1:PORT/db``."""
         return f"redis://{self.host}:{self.port}/{db}"
-
-    def log(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
 
     def command(self, *args: str) -> bytes:
         """Send one inline command over a raw socket and return the raw reply (for test set-up)."""
@@ -82,7 +72,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        _live.add(self)
+        self._started()
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -93,39 +83,7 @@ class RedisServer:
             time.sleep(0.05)
         raise RedisError(f"redis-server did not answer PING within {_START_TIMEOUT_S}s\n{tail(self.log())}")
 
-    def stop(self) -> None:
-        """Stop the server and delete its files. Idempotent."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        _live.discard(self)
-        shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-_live: set[RedisServer] = set()
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    for server in list(_live):
-        with contextlib.suppress(Exception):
-            server.stop()
 
 
 def start_redis() -> RedisServer:
