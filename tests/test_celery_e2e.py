@@ -53,6 +53,7 @@ def start_worker(
     return worker
 
 
+@pytest.mark.matrix
 def test_a_task_is_a_job_in_the_senders_trace_with_its_metrics_findings_and_logs(
     redis_server: RedisServer,
     app_process: Callable[..., AppProcess],

@@ -40,6 +40,7 @@ def _start(
     return svc, f"127.0.0.1:{redis_server.port}/{db}"
 
 
+@pytest.mark.matrix
 def test_hits_and_misses_are_exact_and_each_command_is_one_span(
     redis_server: RedisServer,
     app_process: Callable[..., AppProcess],
