@@ -104,8 +104,13 @@ def _pg_for(path: str, request: pytest.FixtureRequest) -> PostgresServer | MySQL
     return request.getfixturevalue("postgres_server" if system == "postgresql" else "mysql_server")  # type: ignore[no-any-return]
 
 
-#: The raw-driver loops .ci/matrix runs on each driver's oldest and newest release (sqlite3 is Python's).
-MATRIX_LOOPS = [pytest.param(p, marks=pytest.mark.matrix) if LOOPS[p][0] != "sqlite" else p for p in LOOPS]
+#: The raw-driver loops .ci/matrix runs on each driver's oldest and newest release (sqlite3 is Python's;
+#: psycopg's async loop is the same library as its sync one).
+_MATRIX_DRIVERS = {"/psycopg/loop", "/asyncpg/loop", "/pymysql/loop"}
+MATRIX_LOOPS = [
+    pytest.param(p, marks=pytest.mark.matrix) if p in _MATRIX_DRIVERS else p
+    for p in LOOPS
+]
 
 
 @pytest.mark.parametrize("path", MATRIX_LOOPS)
