@@ -56,8 +56,8 @@ def start_worker(
 @pytest.mark.matrix
 def test_a_task_is_a_job_in_the_senders_trace_with_its_metrics_findings_and_logs(
     redis_server: RedisServer,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     broker = redis_server.url(9)
