@@ -23,7 +23,7 @@ JOB = "data_app.send_report"
 
 
 def test_a_background_task_is_its_own_unit_and_leaves_the_request_alone(
-    app_process: Callable[..., AppProcess], otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:
     svc = start_data_app(app_process, otlp_receiver, tmp_path)
     trace_id = trace_of(httpx.get(svc.base + "/background", params={"n": 6}))
@@ -75,7 +75,7 @@ def test_a_background_task_is_its_own_unit_and_leaves_the_request_alone(
 
 
 def test_a_failing_background_task_fails_its_job_not_the_request(
-    app_process: Callable[..., AppProcess], otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:
     svc = start_data_app(app_process, otlp_receiver, tmp_path)
     trace_id = trace_of(httpx.get(svc.base + "/background/fails"))

@@ -77,7 +77,7 @@ def _one(spans: list[Span], what: str) -> Span:
 
 
 def test_page_load_and_fetch_join_the_server_traces(
-    app_process: AppFactory, otlp_receiver: OTLPReceiver, chromium: Chromium, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: AppFactory, chromium: Chromium, tmp_path: Path
 ) -> None:
     base = _start_app(app_process, tmp_path, otlp_receiver.endpoint, otlp_receiver)
     page = chromium.new_page()

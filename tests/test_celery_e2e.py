@@ -53,10 +53,11 @@ def start_worker(
     return worker
 
 
+@pytest.mark.matrix
 def test_a_task_is_a_job_in_the_senders_trace_with_its_metrics_findings_and_logs(
     redis_server: RedisServer,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     broker = redis_server.url(9)
@@ -70,10 +71,12 @@ def test_a_task_is_a_job_in_the_senders_trace_with_its_metrics_findings_and_logs
         what="the consumer span",
         timeout=30,
     )[0]
-    producer = otlp_receiver.spans(f"apply_async/{TASK}", "PRODUCER", trace_id=trace_id)[0]
-    request = otlp_receiver.wait_for(  # the request's batch may leave after the worker's
-        lambda: [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "SERVER"],
-        what="the request's SERVER span",
+    # The sender's spans come in its own exports: the worker's consumer span may arrive first.
+    producer = otlp_receiver.wait_for(
+        lambda: otlp_receiver.spans(f"apply_async/{TASK}", "PRODUCER", trace_id=trace_id), what="producer"
+    )[0]
+    request = otlp_receiver.wait_for(
+        lambda: [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "SERVER"], what="request"
     )[0]
     assert producer.parent_span_id == request.span_id and consumer.parent_span_id == producer.span_id
     assert consumer.resource["service.name"] == "worker"

@@ -195,8 +195,8 @@ def peer(app_process: Callable[..., AppProcess], tmp_path: Path) -> str:
 
 
 def test_ours_matches_the_official_instrumentations_but_for_the_documented_differences(
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
     sqlalchemy_20_path: str,
     peer: str,

@@ -96,6 +96,7 @@ def _stats(base: str) -> dict:  # type: ignore[type-arg]
     return r.json()  # type: ignore[no-any-return]
 
 
+@pytest.mark.matrix  # WSGI (gunicorn) and ASGI (uvicorn)
 def test_server_span_named_by_url_pattern_with_db_children_and_traceresponse(site: Site) -> None:
     r = httpx.get(site.base + "/polls/3/")
     assert r.status_code == 200

@@ -104,12 +104,21 @@ def _pg_for(path: str, request: pytest.FixtureRequest) -> PostgresServer | MySQL
     return request.getfixturevalue("postgres_server" if system == "postgresql" else "mysql_server")  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("path", list(LOOPS))
+#: The raw-driver loops .ci/matrix runs on each driver's oldest and newest release (sqlite3 is Python's;
+#: psycopg's async loop is the same library as its sync one).
+_MATRIX_DRIVERS = {"/psycopg/loop", "/asyncpg/loop", "/pymysql/loop"}
+MATRIX_LOOPS = [
+    pytest.param(p, marks=pytest.mark.matrix) if p in _MATRIX_DRIVERS else p
+    for p in LOOPS
+]
+
+
+@pytest.mark.parametrize("path", MATRIX_LOOPS)
 def test_raw_driver_statements_count_feed_the_metric_and_find_n_plus_one(
     path: str,
     request: pytest.FixtureRequest,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     system, table = LOOPS[path]
@@ -145,8 +154,8 @@ def test_raw_driver_statements_count_feed_the_metric_and_find_n_plus_one(
 def test_counts_and_n_plus_one_without_sampling(
     path: str,
     request: pytest.FixtureRequest,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     svc = start_data_app(
@@ -171,8 +180,8 @@ def test_counts_and_n_plus_one_without_sampling(
 def test_a_slow_raw_statement_is_a_finding(
     path: str,
     request: pytest.FixtureRequest,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     pg = _pg_for(path.replace("/slow", "/loop"), request)
@@ -193,8 +202,8 @@ def test_a_slow_raw_statement_is_a_finding(
 
 def test_sqlalchemy_over_psycopg_and_raw_psycopg_each_count_once(
     postgres_server: PostgresServer,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     svc = start_data_app(app_process, otlp_receiver, tmp_path, postgres_server)
@@ -213,8 +222,8 @@ def test_sqlalchemy_over_psycopg_and_raw_psycopg_each_count_once(
 
 def test_statements_outside_a_request_get_root_spans_and_metrics(
     postgres_server: PostgresServer,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     start_data_app(app_process, otlp_receiver, tmp_path, postgres_server)
@@ -267,8 +276,8 @@ def test_one_span_per_statement_with_the_official_driver_instrumentations_instal
     path: str,
     request: pytest.FixtureRequest,
     contrib_path: str,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     system, _table = LOOPS[path]
@@ -283,8 +292,8 @@ def test_one_span_per_statement_with_the_official_driver_instrumentations_instal
 
 def test_sqlalchemy_over_sqlite3_with_the_official_instrumentations_is_one_span_and_one_point(
     contrib_path: str,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     """#17: with contrib -sqlalchemy and -sqlite3 installed, one span and one metric point per statement."""

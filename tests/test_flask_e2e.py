@@ -89,6 +89,7 @@ def _stats(base: str) -> dict:  # type: ignore[type-arg]
         ("/api/v1/customers/2", "/api/v1/customers/<int:customer_id>", 1),  # a blueprint's prefix kept
     ],
 )
+@pytest.mark.matrix  # Flask and Flask-SQLAlchemy
 def test_server_span_named_by_route_template_with_sql_children(
     app: App, path: str, route: str, queries: int
 ) -> None:

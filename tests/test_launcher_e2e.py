@@ -18,7 +18,9 @@ from support.launch import Service, sqlite_urls, start_service
 from support.otlp_receiver import OTLPReceiver, Span
 from support.procs import AppProcess
 
-pytestmark = [pytest.mark.slow, pytest.mark.matrix]
+# The `matrix` ones (.ci/matrix, oldest and newest versions): spans with semconv, SQL sync and async,
+# DB metrics and pool, routes of routers and mounts, logs, the httpx client span.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -39,6 +41,7 @@ def service(
     return start_service(app_process, otlp_receiver, sync_url, async_db_url=async_url)
 
 
+@pytest.mark.matrix
 @pytest.mark.sqlalchemy
 def test_server_span_has_route_template_and_semconv_attributes(
     service: Service, otlp_receiver: OTLPReceiver
@@ -57,6 +60,7 @@ def test_server_span_has_route_template_and_semconv_attributes(
     assert span.resource["telemetry.distro.name"] == "otel-perf-instrument"
 
 
+@pytest.mark.matrix
 @pytest.mark.sqlalchemy
 def test_sql_child_spans_sync_and_async(service: Service, otlp_receiver: OTLPReceiver) -> None:
     httpx.get(service.base + "/items/2")
@@ -150,6 +154,7 @@ def test_http_metrics_use_route_templates(service: Service, otlp_receiver: OTLPR
     assert otlp_receiver.wait_for_metric("http.server.active_requests")
 
 
+@pytest.mark.matrix
 def test_routes_of_included_routers_and_mounts_keep_every_prefix(
     service: Service, otlp_receiver: OTLPReceiver
 ) -> None:
@@ -182,6 +187,7 @@ def test_routes_of_included_routers_and_mounts_keep_every_prefix(
     }
 
 
+@pytest.mark.matrix
 @pytest.mark.sqlalchemy
 def test_db_operation_duration_and_pool_metrics(service: Service, otlp_receiver: OTLPReceiver) -> None:
     httpx.get(service.base + "/items/5")
@@ -201,6 +207,7 @@ def test_db_operation_duration_and_pool_metrics(service: Service, otlp_receiver:
         assert otlp_receiver.wait_for_metric(name)
 
 
+@pytest.mark.matrix
 def test_logs_carry_trace_ids(service: Service, otlp_receiver: OTLPReceiver) -> None:
     r = httpx.get(service.base + "/log")
     trace_id = r.json()["logged"]
@@ -211,6 +218,7 @@ def test_logs_carry_trace_ids(service: Service, otlp_receiver: OTLPReceiver) -> 
     otlp_receiver.wait_for(lambda: f'"trace_id": "{trace_id}"' in service.proc.output(), what="JSON log line")
 
 
+@pytest.mark.matrix
 def test_client_span_joins_the_peer_service_trace(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:
@@ -356,6 +364,7 @@ def test_system_metrics_can_be_switched_off(
     assert "perf.process.memory.limit" in quiet_names  # ours, not the system-metrics instrumentation
 
 
+@pytest.mark.matrix
 @pytest.mark.sqlalchemy
 def test_pool_exhaustion_is_measured(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path

@@ -403,6 +403,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.mark.slow
+@pytest.mark.matrix  # Locust (the loadtest extra)
 def test_locustfile_requests_carry_the_run_tags_and_the_request_limit_holds(tmp_path: Path) -> None:
     _Recorder.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)

@@ -60,6 +60,7 @@ def pair(
     return front, peer
 
 
+@pytest.mark.matrix  # requests, urllib3 and aiohttp on the oldest and newest releases
 def test_every_client_joins_the_peer_trace_once_with_redacted_url(
     pair: tuple[Service, Service], otlp_receiver: OTLPReceiver
 ) -> None:

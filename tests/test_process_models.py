@@ -155,8 +155,10 @@ def test_uvicorn_workers(otlp_receiver: OTLPReceiver, app_process: Callable[...,
     _check_exact(otlp_receiver, _send(base, N), min_workers=2)
 
 
-@pytest.mark.matrix
-@pytest.mark.parametrize("preload", [False, True], ids=["fork", "preload"])
+# .ci/matrix runs the --preload one (forked after the app and our bootstrap are imported)
+@pytest.mark.parametrize(
+    "preload", [False, pytest.param(True, marks=pytest.mark.matrix)], ids=["fork", "preload"]
+)
 def test_gunicorn_uvicorn_worker(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], preload: bool
 ) -> None:

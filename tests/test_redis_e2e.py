@@ -40,10 +40,11 @@ def _start(
     return svc, f"127.0.0.1:{redis_server.port}/{db}"
 
 
+@pytest.mark.matrix
 def test_hits_and_misses_are_exact_and_each_command_is_one_span(
     redis_server: RedisServer,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     svc, cache = _start(app_process, otlp_receiver, tmp_path, redis_server, 3)
@@ -101,8 +102,8 @@ def test_hits_and_misses_are_exact_and_each_command_is_one_span(
 
 def test_a_cache_below_its_floor_degrades_the_status(
     redis_server: RedisServer,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     svc, cache = _start(
@@ -133,8 +134,8 @@ def official_redis_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_one_span_per_command_with_the_official_redis_instrumentation_installed(
     official_redis_path: str,
     redis_server: RedisServer,
-    app_process: Callable[..., AppProcess],
     otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
     tmp_path: Path,
 ) -> None:
     url, contrib = redis_server.url(6), official_redis_path

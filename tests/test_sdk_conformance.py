@@ -41,7 +41,7 @@ def _ours_and_the_sdks(points: list[MetricPoint]) -> set[str]:
 
 @pytest.mark.slow
 def test_delta_temporality_gives_delta_for_every_sum_and_histogram_of_one_export(
-    app_process: AppFactory, otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: AppFactory, tmp_path: Path
 ) -> None:
     svc = start_service(
         app_process, otlp_receiver, sqlite_urls(tmp_path)[0],
@@ -77,7 +77,7 @@ def test_delta_temporality_gives_delta_for_every_sum_and_histogram_of_one_export
 
 
 def test_exponential_histograms_for_our_metrics_and_the_sdks(
-    app_process: AppFactory, otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: AppFactory, tmp_path: Path
 ) -> None:
     token = "exponential-stats-token"
     svc = start_service(
@@ -106,7 +106,7 @@ def test_exponential_histograms_for_our_metrics_and_the_sdks(
 
 @pytest.mark.slow
 def test_always_off_exemplar_filter_leaves_our_histograms_without_exemplars(
-    app_process: AppFactory, otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: AppFactory, tmp_path: Path
 ) -> None:
     svc = start_service(
         app_process, otlp_receiver, sqlite_urls(tmp_path)[0],
@@ -124,7 +124,7 @@ def test_always_off_exemplar_filter_leaves_our_histograms_without_exemplars(
 
 @pytest.mark.slow
 def test_a_view_drops_an_attribute_from_our_metric_and_renames_another(
-    app_process: AppFactory, otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: AppFactory, tmp_path: Path
 ) -> None:
     views = tmp_path / "views.yaml"
     views.write_text(
@@ -168,7 +168,7 @@ def test_a_view_drops_an_attribute_from_our_metric_and_renames_another(
 
 @pytest.mark.slow
 def test_bsp_max_export_batch_size_one_gives_one_span_per_export(
-    app_process: AppFactory, otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: AppFactory, tmp_path: Path
 ) -> None:
     svc = start_service(
         app_process, otlp_receiver, sqlite_urls(tmp_path)[0],
@@ -287,7 +287,7 @@ def _plugin_distribution(tmp_path: Path) -> str:
 
 @pytest.mark.slow
 def test_custom_sampler_and_id_generator_from_entry_points(
-    app_process: AppFactory, otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: AppFactory, tmp_path: Path
 ) -> None:
     svc = start_service(
         app_process, otlp_receiver, sqlite_urls(tmp_path)[0], python_path=_plugin_distribution(tmp_path),
@@ -306,7 +306,7 @@ def test_custom_sampler_and_id_generator_from_entry_points(
 
 @pytest.mark.slow
 def test_unknown_names_are_warned_once_and_the_app_still_exports(
-    app_process: AppFactory, otlp_receiver: OTLPReceiver, tmp_path: Path
+    otlp_receiver: OTLPReceiver, app_process: AppFactory, tmp_path: Path
 ) -> None:
     svc = start_service(
         app_process, otlp_receiver, sqlite_urls(tmp_path)[0],

@@ -13,16 +13,13 @@ import os
 from flask import Blueprint, Flask, Response, jsonify, stream_with_context
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import ForeignKey, String, select, text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, selectinload
+from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
 log = logging.getLogger("flask_app")
 
-
-class Base(DeclarativeBase):
-    pass
-
-
-db = SQLAlchemy(model_class=Base)
+# Its default model class: Flask-SQLAlchemy 3.0 (what fits SQLAlchemy 2.0.0, the oldest the version
+# matrix runs) takes no DeclarativeBase subclass as model_class; typed columns work either way.
+db = SQLAlchemy()
 
 
 class Customer(db.Model):  # type: ignore[name-defined,misc]

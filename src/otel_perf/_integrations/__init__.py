@@ -230,7 +230,7 @@ REGISTRY: tuple[Integration, ...] = (
         "celery",
         ("celery",),
         library="celery",
-        min_version="5.2",
+        min_version="5.2.3",
         provides="every task run a job of its own: perf.job.duration and failures by task, queue wait, "
         "queries and N+1/slow-query findings per task, the worker's logs with the task's trace id "
         "(spans and propagation: the official celery instrumentation)",
@@ -255,7 +255,7 @@ REGISTRY: tuple[Integration, ...] = (
         "requests",
         ("requests",),
         library="requests",
-        min_version="2.20",
+        min_version="2.26",
         provides="CLIENT spans with traceparent, http.client.request.duration, rate-limit "
         "headroom and 429s per host",
         replaces=("requests",),
@@ -267,7 +267,7 @@ REGISTRY: tuple[Integration, ...] = (
         "urllib3",
         ("urllib3",),
         library="urllib3",
-        min_version="1.26",
+        min_version="1.26.5",
         provides="CLIENT spans with traceparent, http.client.request.duration, rate-limit "
         "headroom and 429s per host",
         replaces=("urllib3",),
@@ -279,7 +279,7 @@ REGISTRY: tuple[Integration, ...] = (
         "aiohttp",
         ("aiohttp",),
         library="aiohttp",
-        min_version="3.8",
+        min_version="3.9",
         provides="CLIENT spans with traceparent, http.client.request.duration, rate-limit "
         "headroom and 429s per host",
         replaces=("aiohttp-client",),

@@ -111,7 +111,8 @@ def _tagged(cls: type[User], host: str, headers: dict[str, str], timeout: float)
 def _user_classes(scenario: Scenario, host: str, headers: dict[str, str], timeout: float) -> list[type[User]]:
     if scenario.locustfile is None:
         return [_scenario_user(scenario, host, headers, timeout)]
-    classes, shapes = load_locustfile(scenario.locustfile)
+    # (user classes, shape classes); Locust before 2.36 put the file's docstring first
+    *_, classes, shapes = load_locustfile(scenario.locustfile)
     if not classes:
         raise ValueError(f"{scenario.locustfile}: defines no Locust User class (subclass HttpUser or "
                          "FastHttpUser with @task methods).")
