@@ -253,6 +253,17 @@ def test_a_failing_view_is_an_error_span_with_its_exception(site: Site) -> None:
     assert exception.attributes["exception.type"] == "RuntimeError"
 
 
+def test_the_exception_event_of_a_failing_view_is_scrubbed(site: Site) -> None:
+    """Its message and stack trace leave the process as the FastAPI one's do: query secrets redacted."""
+    r = httpx.get(site.base + "/polls/secret-error/")
+    assert r.status_code == 500
+    span = _server_span(site.receiver, _trace(r)[0])
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert "token=REDACTED" in event.attributes["exception.message"]
+    assert "token=REDACTED" in event.attributes["exception.stacktrace"]
+    assert "S3KR1T" not in json.dumps(event.attributes)
+
+
 def test_queries_of_a_streaming_body_count_for_its_request(site: Site) -> None:
     r = httpx.get(site.base + "/polls/stream/")
     assert r.text.count("\n") == 3

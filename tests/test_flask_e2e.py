@@ -182,6 +182,17 @@ def test_a_failing_route_is_an_error_span_with_its_exception(app: App) -> None:
     assert app.receiver.wait_for_logs("Exception on /boom")[0].trace_id == trace_id
 
 
+def test_the_exception_event_of_a_failing_route_is_scrubbed(app: App) -> None:
+    """Its message and stack trace leave the process as the FastAPI one's do: query secrets redacted."""
+    r = httpx.get(app.base + "/secret-error")
+    assert r.status_code == 500
+    span = _server_span(app.receiver, _trace(r)[0])
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert "token=REDACTED" in event.attributes["exception.message"]
+    assert "token=REDACTED" in event.attributes["exception.stacktrace"]
+    assert "S3KR1T" not in json.dumps(event.attributes)
+
+
 def test_queries_of_a_streaming_body_count_for_its_request(app: App) -> None:
     r = httpx.get(app.base + "/stream")
     assert r.text.count("\n") == 3

@@ -100,6 +100,7 @@ def install(runtime: Runtime, module: Any) -> None:
         _patches.wrap(module.ASGIHandler, "__call__", lambda original: _asgi_call(runtime, original))
         _patches.wrap(module.ASGIHandler, "__init__", lambda original: _made(runtime, original, "ASGI"))
     elif name == "django.core.signals":
+        _state["runtime"] = runtime
         module.got_request_exception.connect(_got_request_exception, weak=False, dispatch_uid=_UID)
         _state["exceptions"] = module.got_request_exception
     elif name == "django.db.backends.base.base":
@@ -145,6 +146,7 @@ def uninstall() -> None:
     signal = _state.pop("exceptions", None)
     if signal is not None:
         signal.disconnect(dispatch_uid=_UID)
+    _state.pop("runtime", None)
     signal = _state.pop("connection_created", None)
     if signal is not None:
         signal.disconnect(dispatch_uid=_UID)
@@ -214,8 +216,9 @@ def _got_request_exception(sender: Any = None, **kwargs: Any) -> None:
         if work is None or work.kind != "request" or exc is None:
             return
         span = work.span
-        if span.is_recording():
-            span.record_exception(exc)
+        runtime: Runtime | None = _state.get("runtime")
+        if span.is_recording() and runtime is not None:  # its text scrubbed, as every exception event
+            span.add_event("exception", runtime.scrubber.exception(exc))
     except Exception as error:
         guard.internal_error("django.exception", error)
 

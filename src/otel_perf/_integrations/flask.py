@@ -43,6 +43,7 @@ def install(runtime: Runtime, module: Any) -> None:
         _patches.wrap(module.Flask, "process_response", _process_response)
         _patches.wrap(module.Flask, "__init__", lambda original: _made(runtime, original))
     elif name == "flask.signals":
+        _state["runtime"] = runtime
         module.got_request_exception.connect(_got_request_exception, weak=False)
         _state["exceptions"] = module.got_request_exception
     elif name == "werkzeug._reloader":  # private module: only when it still has this shape
@@ -56,6 +57,7 @@ def uninstall() -> None:
     signal = _state.pop("exceptions", None)
     if signal is not None:
         signal.disconnect(_got_request_exception)
+    _state.pop("runtime", None)
 
 
 def _version() -> str:
@@ -119,7 +121,8 @@ def _got_request_exception(sender: Any = None, exception: BaseException | None =
         if not work.name and isinstance(work.scope, dict):  # the route, while the request is live
             work.name = route_from_work(work.scope, work)
         span = work.span
-        if span.is_recording():
-            span.record_exception(exception)
+        runtime: Runtime | None = _state.get("runtime")
+        if span.is_recording() and runtime is not None:  # its text scrubbed, as every exception event
+            span.add_event("exception", runtime.scrubber.exception(exception))
     except Exception as error:
         guard.internal_error("flask.exception", error)
