@@ -95,3 +95,25 @@ def test_a_failing_background_task_fails_its_job_not_the_request(
     # uvicorn's error record about the task's exception names the job's trace
     log = otlp_receiver.wait_for_logs("Exception in ASGI application")[0]
     assert log.trace_id == trace_id and log.span_id == job.span_id
+
+
+def test_a_5xx_response_with_a_background_task_ends_its_request_before_the_task(
+    app_process: Callable[..., AppProcess], otlp_receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    """A 5xx returned (not raised) with a task queued: the request is as long as its response."""
+    svc = start_data_app(app_process, otlp_receiver, tmp_path)
+    r = httpx.get(svc.base + "/background/unavailable")
+    assert r.status_code == 503
+    trace_id = r.headers["traceresponse"].split("-")[1]
+    job = otlp_receiver.wait_for(
+        lambda: [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "INTERNAL"], what="job span"
+    )[0]
+    server = server_span(otlp_receiver, trace_id)
+    assert server.end_ns <= job.start_ns, "the request's span lasted as long as its background task"
+    assert server.attributes["perf.db.query_count"] == 0 and "perf.slow" not in server.attributes
+    assert server.attributes["error.type"] == "503" and server.status_code == "ERROR"
+    request = {"http.route": "/background/unavailable"}
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.histogram_count("http.server.request.duration", request) == 1, what="request"
+    )
+    assert otlp_receiver.histogram_sum("http.server.request.duration", request) < 0.3

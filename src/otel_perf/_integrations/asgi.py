@@ -63,6 +63,26 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
+#: Scope key of a request whose 5xx response is complete but which has not ended yet (its
+#: responder): a background task starting ends it (:func:`end_sent_response`).
+RESPONSE_SENT = "otel_perf.response_sent"
+
+
+def end_sent_response() -> None:
+    """A background task starts: the current request, if its 5xx response is complete, ends now.
+
+    No exception of the request can follow once the app runs its background tasks, so the
+    request ends as every other does, when its response was complete (the task's time and
+    queries are its own job's).
+    """
+    work = current_work.get()
+    if work is None or work.kind != "request" or not isinstance(work.scope, MutableMapping):
+        return
+    responder = work.scope.pop(RESPONSE_SENT, None)
+    if isinstance(responder, _Responder):
+        responder.middleware._complete(responder, "", None)
+
+
 def route_from_work(scope: Scope, work: Work) -> str:
     """The route an adapter put on the unit while the request ran (Django's resolver, ...)."""
     return work.name
@@ -145,10 +165,14 @@ class _Responder:
         await self.send(message)
         # The last body message (or a path send): the response is complete.  A 5xx is left to
         # the app's return: Starlette's error middleware sends its 500 and then re-raises, and
-        # the exception belongs to this request (its event, error.type); no background task
-        # runs after a failed endpoint.
-        if not message.get("more_body") and self.status < 500:
-            self.middleware._complete(self, "", None)
+        # the exception belongs to this request (its event, error.type).  A 5xx the endpoint
+        # returned may have background tasks, though: the first to start ends the request
+        # (end_sent_response), so it is no longer than its response there either.
+        if not message.get("more_body"):
+            if self.status < 500:
+                self.middleware._complete(self, "", None)
+            elif self.work is not None:
+                self.work.scope[RESPONSE_SENT] = self
 
     def headers_of_response(self) -> list[tuple[str, str]]:
         return _decoded(self.headers)
@@ -312,6 +336,8 @@ class PerfMiddleware:
         responder.work = None
         seconds = perf_counter() - responder.start
         scope = work.scope
+        if responder.status >= 500:
+            scope.pop(RESPONSE_SENT, None)
         try:
             self.core.finish(
                 work,
@@ -432,4 +458,4 @@ class PerfMiddleware:
         return wrapped
 
 
-__all__ = ["MAX_PATH_ATTR", "PerfMiddleware", "RouteOf", "route_from_work"]
+__all__ = ["MAX_PATH_ATTR", "PerfMiddleware", "RouteOf", "end_sent_response", "route_from_work"]
