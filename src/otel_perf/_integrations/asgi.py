@@ -220,8 +220,9 @@ class PerfMiddleware:
         self.browser = core.browser
         if self.browser is not None:
             self.app = asgi_browser.HtmlServerTimingApp(app, route_of)
-        # Access log, user, tenant (opt-in): identified and counted inside the traced app.
-        if core.extras is not None:
+        # User and tenant (opt-in): identified inside the traced app.  The access log needs no
+        # wrapper: the responder counts the body bytes it hands to the server core.
+        if core.extras is not None and core.extras.identifies:
             self.app = core.extras.asgi(self.app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
