@@ -292,6 +292,21 @@ def _django(
     return serve(app_process, receiver, args, port, full, ready="/hello/")
 
 
+@pytest.mark.parametrize("server", ["gunicorn-1", "uvicorn"])
+def test_django_excluded_urls_under_wsgi_and_asgi(
+    server: str, otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """OTEL_PYTHON_DJANGO_EXCLUDED_URLS, as the official instrumentation reads it, whichever the handler."""
+    excluded_urls = {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "polls/pid"}
+    _, base = _django(app_process, otlp_receiver, tmp_path, server, **excluded_urls)
+    excluded = httpx.get(base + "/polls/pid/")
+    assert excluded.status_code == 200 and "traceresponse" not in excluded.headers
+    measured = httpx.get(base + "/polls/3/")
+    _server_span(otlp_receiver, _trace(measured)[0])
+    paths = [s.attributes.get("url.path") for s in otlp_receiver.spans(kind="SERVER")]
+    assert "/polls/3/" in paths and "/polls/pid/" not in paths
+
+
 def test_findings_with_sampling_off(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
 from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -120,9 +118,8 @@ class ServerCore:
         self.admin_paths: tuple[str, ...] = self.stats.paths if self.stats is not None else ()
         #: the browser script (served at its path, Server-Timing on HTML), or None
         self.browser: Any = runtime.browser_script
-        patterns = excluded_urls(framework) or cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
         #: requests whose path matches are passed straight through, unmeasured
-        self.excluded = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+        self.excluded = cfg.excluded_urls(framework)
         self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
         #: OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* (nothing is read while unset)
@@ -396,28 +393,6 @@ def supervising(runtime: Runtime, original: Any, *, workers: bool = True) -> Any
                 done()
 
     return run
-
-
-def excluded_urls(framework: str) -> tuple[str, ...]:
-    """``OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS`` (which wins over ``OTEL_PYTHON_EXCLUDED_URLS``, as
-    in the official instrumentations); patterns that do not compile are dropped, each named once."""
-    if not framework:
-        return ()
-    name = f"OTEL_PYTHON_{framework}_EXCLUDED_URLS"
-    raw = os.environ.get(name, "")
-    kept = []
-    for pattern in (p.strip() for p in raw.split(",")):
-        if not pattern:
-            continue
-        try:
-            re.compile(pattern)
-        except (re.error, RecursionError, OverflowError) as exc:
-            logging.getLogger("otel_perf").warning(
-                "otel-perf: %s: %r is not a regular expression (%s); it is ignored.", name, pattern, exc
-            )
-            continue
-        kept.append(pattern)
-    return tuple(kept)
 
 
 def _host_and_port(host: str) -> tuple[str, int]:

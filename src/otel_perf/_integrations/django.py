@@ -182,7 +182,7 @@ def _asgi_call(runtime: Runtime, original: Any) -> Any:
         middleware = self.__dict__.get(_ASGI_MIDDLEWARE)
         if middleware is None:
             middleware = PerfMiddleware(
-                MethodType(original, self), runtime, route_from_work, DjangoWork, "Django"
+                MethodType(original, self), runtime, route_from_work, DjangoWork, "Django", "DJANGO"
             )
             self.__dict__[_ASGI_MIDDLEWARE] = middleware
         await middleware(scope, receive, send)
