@@ -307,6 +307,17 @@ def test_django_excluded_urls_under_wsgi_and_asgi(
     assert "/polls/3/" in paths and "/polls/pid/" not in paths
 
 
+def test_an_exception_django_propagates_is_one_exception_event(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """DEBUG_PROPAGATE_EXCEPTIONS: the view's exception escapes after Django's signal, recorded once."""
+    _, base = _django(app_process, otlp_receiver, tmp_path, "gunicorn-1", APP_PROPAGATE="1")
+    assert httpx.get(base + "/polls/boom/").status_code == 500  # gunicorn's own error page
+    (span,) = otlp_receiver.wait_for_spans(name="GET polls/boom/", kind="SERVER")
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert [e.attributes["exception.type"] for e in span.events if e.name == "exception"] == ["RuntimeError"]
+
+
 def test_findings_with_sampling_off(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:

@@ -243,6 +243,20 @@ def test_flask_run_with_its_reloader(
     assert "GET /orders/<int:order_id>" in out
 
 
+def test_a_failing_route_under_flask_run_debug_is_one_exception_event(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """In debug mode Flask lets the exception escape after its signal: recorded once all the same."""
+    env = flask_env(f"sqlite:///{tmp_path / 'app.db'}")
+    port = free_port()
+    args = [str(BIN / "flask"), "run", "--debug", "--no-reload", "--port", str(port)]
+    _, base = serve(app_process, otlp_receiver, args, port, env, ready="/hello")
+    assert httpx.get(base + "/boom").status_code == 500  # werkzeug's debugger answers (no traceresponse)
+    (span,) = otlp_receiver.wait_for_spans(name="GET /boom", kind="SERVER")
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert [e.attributes["exception.type"] for e in span.events if e.name == "exception"] == ["RuntimeError"]
+
+
 def test_python_app_run(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:

@@ -217,10 +217,18 @@ def _got_request_exception(sender: Any = None, **kwargs: Any) -> None:
             return
         span = work.span
         runtime: Runtime | None = _state.get("runtime")
+        if _propagates():  # it escapes the handler (the signal fires once per middleware on its
+            return  # way out): the request handler records it once, there
         if span.is_recording() and runtime is not None:  # its text scrubbed, as every exception event
             span.add_event("exception", runtime.scrubber.exception(exc))
     except Exception as error:
         guard.internal_error("django.exception", error)
+
+
+def _propagates() -> bool:
+    """``DEBUG_PROPAGATE_EXCEPTIONS``: Django re-raises a view's exception instead of answering 500."""
+    settings = getattr(sys.modules.get("django.conf"), "settings", None)  # loaded: a request runs
+    return bool(getattr(settings, "DEBUG_PROPAGATE_EXCEPTIONS", False))
 
 
 def _supervising(runtime: Runtime, original: Callable[..., Any]) -> Callable[..., Any]:

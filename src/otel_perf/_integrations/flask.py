@@ -122,7 +122,19 @@ def _got_request_exception(sender: Any = None, exception: BaseException | None =
             work.name = route_from_work(work.scope, work)
         span = work.span
         runtime: Runtime | None = _state.get("runtime")
+        if _propagates(sender):  # it escapes the app next: the request handler records it there
+            return
         if span.is_recording() and runtime is not None:  # its text scrubbed, as every exception event
             span.add_event("exception", runtime.scrubber.exception(exception))
     except Exception as error:
         guard.internal_error("flask.exception", error)
+
+
+def _propagates(app: Any) -> bool:
+    """Whether Flask re-raises an exception after ``got_request_exception`` (its ``handle_exception``:
+    ``PROPAGATE_EXCEPTIONS``, else debug or testing) instead of answering 500."""
+    config = getattr(app, "config", None)
+    propagate = config.get("PROPAGATE_EXCEPTIONS") if isinstance(config, dict) else None
+    if propagate is None:
+        propagate = getattr(app, "testing", False) or getattr(app, "debug", False)
+    return bool(propagate)
