@@ -13,7 +13,7 @@
   ones are ``_OTHER``, counted).
 
 The server core (:class:`~otel_perf._core.server.ServerCore`) takes these in only while one
-of them is on: it then swaps in a ``finish`` (and ``begin``) that call :class:`RequestExtras`,
+of them is on: it then swaps in a ``finish`` that calls :class:`RequestExtras`,
 so a request pays nothing for them while they are off.  Framework adapters that inline the
 request prologue identify the user and tenant themselves: the ASGI middleware wraps the app
 with :meth:`RequestExtras.asgi`, the WSGI handler calls :meth:`RequestExtras.identify`.  The
