@@ -8,6 +8,7 @@ its own span in the request's trace, ``perf.job.*`` points and the N+1 finding.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from support.otlp_receiver import OTLPReceiver
-from support.procs import AppProcess
+from support.procs import AppProcess, free_port
 from test_drivers_e2e import server_span, start_data_app, stats, trace_of
 
 pytestmark = pytest.mark.slow
@@ -117,3 +118,28 @@ def test_a_5xx_response_with_a_background_task_ends_its_request_before_the_task(
         lambda: otlp_receiver.histogram_count("http.server.request.duration", request) == 1, what="request"
     )
     assert otlp_receiver.histogram_sum("http.server.request.duration", request) < 0.3
+
+
+def test_a_request_is_no_longer_active_while_its_background_task_runs(
+    app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """http.server.active_requests follows the request's end (its response), as its duration does."""
+    metrics_port = free_port()
+    svc = start_data_app(
+        app_process,
+        None,
+        tmp_path,
+        OTEL_METRICS_EXPORTER="prometheus",
+        OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+        OTEL_EXPORTER_PROMETHEUS_PORT=str(metrics_port),
+    )
+
+    def active() -> float:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        lines = [x for x in text.splitlines() if x.startswith("http_server_active_requests{")]
+        return sum(float(x.rsplit(" ", 1)[1]) for x in lines)
+
+    assert httpx.get(svc.base + "/background", params={"n": 1}).status_code == 200
+    during = active()  # the 0.3 s task has just started
+    time.sleep(0.5)
+    assert (during, active()) == (0.0, 0.0)

@@ -325,7 +325,6 @@ class PerfMiddleware:
                         var.reset(ctx_token)
                     except Exception:  # what context.detach does: log it
                         context.detach(ctx_token)
-                active[active_key] = active.get(active_key, 1) - 1
                 if task is not None:
                     monitor.requests.pop(id(task), None)
 
@@ -337,6 +336,11 @@ class PerfMiddleware:
         responder.work = None
         seconds = perf_counter() - responder.start
         scope = work.scope
+        scheme = scope.get("scheme") or "http"
+        # No longer active (what runs after the response, background tasks, is not the request)
+        active = self.rt.active
+        active_key = (work.method, scheme)
+        active[active_key] = active.get(active_key, 1) - 1
         if responder.status >= 500:
             scope.pop(RESPONSE_SENT, None)
         try:
@@ -346,7 +350,7 @@ class PerfMiddleware:
                 responder.status,
                 error_type,
                 seconds,
-                scope.get("scheme") or "http",
+                scheme,
                 scope.get("http_version") or "",
                 responder.size,
                 _request_size(scope) if work.method in _BODY_METHODS else -1,
