@@ -280,3 +280,24 @@ def test_merged_workers_keep_jobs_caches_outgoing_and_operations() -> None:
     (op,) = stats["operations"]
     assert (op["name"], op["count"]) == ("checkout", 2)
     assert _endpoint(stats, "/orders")["count"] == 2 and stats["processes"] == 2
+
+
+def test_telemetry_dropped_before_a_window_is_not_in_it() -> None:
+    """One batch dropped during a collector outage: after a reset (or ?minutes= past it) the
+    window is healthy again; the dropped count was carried whole into every window."""
+    rt = _runtime()
+    for _ in range(30):
+        _request(rt, "/a", 200)
+    base = Snapshot.capture(rt)
+    base.telemetry = {"traces": {"exported": 100.0, "dropped": 512.0, "export_failures": 1.0,
+                                 "queue_size": 3.0, "queue_capacity": 2048.0}}  # fmt: skip
+    for _ in range(30):
+        _request(rt, "/a", 200)
+    now = Snapshot.capture(rt)
+    now.telemetry = {"traces": {"exported": 160.0, "dropped": 512.0, "export_failures": 1.0,
+                                "queue_size": 7.0, "queue_capacity": 2048.0}}  # fmt: skip
+    stats = summary(rt, base, snapshot=now)
+    assert stats["telemetry"]["traces"] == {"exported": 60.0, "dropped": 0.0, "export_failures": 0.0,
+                                            "queue_size": 7.0, "queue_capacity": 2048.0}  # fmt: skip
+    assert (stats["status"], stats["alerts"]) == ("healthy", [])
+    assert summary(rt, snapshot=now)["status"] == "degraded"  # since the start: the drop is in it
