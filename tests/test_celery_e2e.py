@@ -70,8 +70,15 @@ def test_a_task_is_a_job_in_the_senders_trace_with_its_metrics_findings_and_logs
         what="the consumer span",
         timeout=30,
     )[0]
-    producer = otlp_receiver.spans(f"apply_async/{TASK}", "PRODUCER", trace_id=trace_id)[0]
-    request = next(s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "SERVER")
+    # The sender's spans come from another process's exporter: they may arrive after the worker's.
+    producer = otlp_receiver.wait_for(
+        lambda: otlp_receiver.spans(f"apply_async/{TASK}", "PRODUCER", trace_id=trace_id),
+        what="the producer span",
+    )[0]
+    request = otlp_receiver.wait_for(
+        lambda: [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "SERVER"],
+        what="the sender's request span",
+    )[0]
     assert producer.parent_span_id == request.span_id and consumer.parent_span_id == producer.span_id
     assert consumer.resource["service.name"] == "worker"
     assert consumer.attributes["perf.db.query_count"] == 7
