@@ -9,6 +9,7 @@ tenant reaches a metric only bounded (``OTEL_PERF_TENANT_METRIC_VALUES``), the u
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from support.launch import sqlite_urls, start_service
+from support.launch import APPS, BIN, sqlite_urls, start_service
 from support.otlp_receiver import OTLPReceiver
-from support.procs import AppProcess
+from support.procs import AppProcess, free_port
+from support.web import serve
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +99,40 @@ def test_without_the_settings_no_access_log_and_no_user(
     (span,) = otlp_receiver.spans(name="GET /items/{item_id}", kind="SERVER")
     assert "enduser.id" not in span.attributes
     assert "perf.tenant.request.duration" not in otlp_receiver.metric_names()
+
+
+def test_wsgi_requests_log_as_asgi_ones_do(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess]
+) -> None:
+    """A WSGI app's access log: a list body's size without Content-Length, and a streamed body the
+    client left after its first chunk logged in its request's context (trace id, user) when the
+    server closes it."""
+    port = free_port()
+    env = {"PYTHONPATH": str(APPS), "OTEL_PERF_ACCESS_LOG": "true"}
+    env["OTEL_PERF_ENDUSER_FROM"] = "header:X-User-Id"
+    gunicorn = [str(BIN / "gunicorn"), "-w", "1", "-b", f"127.0.0.1:{port}", "raw_apps:wsgi_app"]
+    proc, base = serve(app_process, otlp_receiver, gunicorn, port, env, ready="/ready")
+
+    missing = httpx.get(base + "/missing", headers={"X-User-Id": "alice"})
+    assert missing.status_code == 404
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nX-User-Id: bob\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+    # The socket closed with data unread: the server's next write fails and it closes the body.
+    traceresponse = next(
+        line for line in head.decode("latin-1").split("\r\n") if line.lower().startswith("traceresponse:")
+    )
+    stream_trace = traceresponse.split(":", 1)[1].strip().split("-")[1]
+
+    def lines() -> list[dict[str, Any]]:
+        return [x for x in _access_lines(proc.stderr()) if x.get("enduser.id") in ("alice", "bob")]
+
+    otlp_receiver.wait_for(lambda: len(lines()) == 2 or None, timeout=20, what="both access-log lines")
+    by_user = {x["enduser.id"]: x for x in lines()}
+    assert by_user["alice"]["http.response.body.size"] == len(missing.content) == 7
+    assert by_user["alice"]["trace_id"] == missing.headers["traceresponse"].split("-")[1]
+    streamed = by_user["bob"]
+    assert streamed["trace_id"] == stream_trace and streamed["http.response.status_code"] == 200
+    assert 0 < streamed["http.response.body.size"] < 100 * 65536

@@ -8,6 +8,7 @@ its own span in the request's trace, ``perf.job.*`` points and the N+1 finding.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from support.otlp_receiver import OTLPReceiver
-from support.procs import AppProcess
+from support.procs import AppProcess, free_port
 from test_drivers_e2e import server_span, start_data_app, stats, trace_of
 
 pytestmark = pytest.mark.slow
@@ -95,3 +96,50 @@ def test_a_failing_background_task_fails_its_job_not_the_request(
     # uvicorn's error record about the task's exception names the job's trace
     log = otlp_receiver.wait_for_logs("Exception in ASGI application")[0]
     assert log.trace_id == trace_id and log.span_id == job.span_id
+
+
+def test_a_5xx_response_with_a_background_task_ends_its_request_before_the_task(
+    app_process: Callable[..., AppProcess], otlp_receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    """A 5xx returned (not raised) with a task queued: the request is as long as its response."""
+    svc = start_data_app(app_process, otlp_receiver, tmp_path)
+    r = httpx.get(svc.base + "/background/unavailable")
+    assert r.status_code == 503
+    trace_id = r.headers["traceresponse"].split("-")[1]
+    job = otlp_receiver.wait_for(
+        lambda: [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "INTERNAL"], what="job span"
+    )[0]
+    server = server_span(otlp_receiver, trace_id)
+    assert server.end_ns <= job.start_ns, "the request's span lasted as long as its background task"
+    assert server.attributes["perf.db.query_count"] == 0 and "perf.slow" not in server.attributes
+    assert server.attributes["error.type"] == "503" and server.status_code == "ERROR"
+    request = {"http.route": "/background/unavailable"}
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.histogram_count("http.server.request.duration", request) == 1, what="request"
+    )
+    assert otlp_receiver.histogram_sum("http.server.request.duration", request) < 0.3
+
+
+def test_a_request_is_no_longer_active_while_its_background_task_runs(
+    app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """http.server.active_requests follows the request's end (its response), as its duration does."""
+    metrics_port = free_port()
+    svc = start_data_app(
+        app_process,
+        None,
+        tmp_path,
+        OTEL_METRICS_EXPORTER="prometheus",
+        OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+        OTEL_EXPORTER_PROMETHEUS_PORT=str(metrics_port),
+    )
+
+    def active() -> float:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        lines = [x for x in text.splitlines() if x.startswith("http_server_active_requests{")]
+        return sum(float(x.rsplit(" ", 1)[1]) for x in lines)
+
+    assert httpx.get(svc.base + "/background", params={"n": 1}).status_code == 200
+    during = active()  # the 0.3 s task has just started
+    time.sleep(0.5)
+    assert (during, active()) == (0.0, 0.0)

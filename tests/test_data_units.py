@@ -136,6 +136,37 @@ def test_sqlalchemy_over_sqlite3_counts_each_statement_once(
     assert len([s for s in collect.spans if s.name == "SELECT"]) == 3
 
 
+@pytest.mark.parametrize("how", ["creator", "async_creator"])
+def test_sqlalchemy_over_sqlite3_with_a_creator_counts_each_statement_once(
+    how: str, sqlite_installed: tuple[Runtime, _Collect], tmp_path: Path
+) -> None:
+    """``create_engine(creator=...)``: the pool opens connections without the dialect's connect."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from otel_perf._integrations import sqlalchemy as ours_sa
+
+    rt, collect = sqlite_installed
+    listener = ours_sa.SQLAlchemyListener(rt)
+    ours_sa.attach_listener(listener)
+    try:
+        if how == "creator":
+            engine = sqlalchemy.create_engine("sqlite://", creator=lambda: sqlite3.connect(":memory:"))
+        else:  # a pool of the app's own over the same creator
+            pool = sqlalchemy.pool.QueuePool(lambda: sqlite3.connect(str(tmp_path / "p.db")))
+            engine = sqlalchemy.create_engine("sqlite://", pool=pool)
+        work, token = _unit(rt)
+        try:
+            with engine.connect() as conn:
+                for _ in range(3):
+                    conn.execute(sqlalchemy.text("SELECT 1"))
+        finally:
+            current_work.reset(token)
+        engine.dispose()
+    finally:
+        ours_sa.detach_listener(listener)
+    assert work.query_count == 3
+    assert len([s for s in collect.spans if s.name == "SELECT"]) == 3
+
+
 def test_statement_text_of_what_drivers_take() -> None:
     class Composed:
         def as_string(self) -> str:

@@ -254,6 +254,17 @@ def test_a_failing_view_is_an_error_span_with_its_exception(site: Site) -> None:
     assert exception.attributes["exception.type"] == "RuntimeError"
 
 
+def test_the_exception_event_of_a_failing_view_is_scrubbed(site: Site) -> None:
+    """Its message and stack trace leave the process as the FastAPI one's do: query secrets redacted."""
+    r = httpx.get(site.base + "/polls/secret-error/")
+    assert r.status_code == 500
+    span = _server_span(site.receiver, _trace(r)[0])
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert "token=REDACTED" in event.attributes["exception.message"]
+    assert "token=REDACTED" in event.attributes["exception.stacktrace"]
+    assert "S3KR1T" not in json.dumps(event.attributes)
+
+
 def test_queries_of_a_streaming_body_count_for_its_request(site: Site) -> None:
     r = httpx.get(site.base + "/polls/stream/")
     assert r.text.count("\n") == 3
@@ -280,6 +291,32 @@ def _django(
     port = free_port()
     args = SERVERS[server](TARGETS[server.split("-", maxsplit=1)[0]], port)
     return serve(app_process, receiver, args, port, full, ready="/hello/")
+
+
+@pytest.mark.parametrize("server", ["gunicorn-1", "uvicorn"])
+def test_django_excluded_urls_under_wsgi_and_asgi(
+    server: str, otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """OTEL_PYTHON_DJANGO_EXCLUDED_URLS, as the official instrumentation reads it, whichever the handler."""
+    excluded_urls = {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "polls/pid"}
+    _, base = _django(app_process, otlp_receiver, tmp_path, server, **excluded_urls)
+    excluded = httpx.get(base + "/polls/pid/")
+    assert excluded.status_code == 200 and "traceresponse" not in excluded.headers
+    measured = httpx.get(base + "/polls/3/")
+    _server_span(otlp_receiver, _trace(measured)[0])
+    paths = [s.attributes.get("url.path") for s in otlp_receiver.spans(kind="SERVER")]
+    assert "/polls/3/" in paths and "/polls/pid/" not in paths
+
+
+def test_an_exception_django_propagates_is_one_exception_event(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """DEBUG_PROPAGATE_EXCEPTIONS: the view's exception escapes after Django's signal, recorded once."""
+    _, base = _django(app_process, otlp_receiver, tmp_path, "gunicorn-1", APP_PROPAGATE="1")
+    assert httpx.get(base + "/polls/boom/").status_code == 500  # gunicorn's own error page
+    (span,) = otlp_receiver.wait_for_spans(name="GET polls/boom/", kind="SERVER")
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert [e.attributes["exception.type"] for e in span.events if e.name == "exception"] == ["RuntimeError"]
 
 
 def test_findings_with_sampling_off(

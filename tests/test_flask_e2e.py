@@ -183,6 +183,17 @@ def test_a_failing_route_is_an_error_span_with_its_exception(app: App) -> None:
     assert app.receiver.wait_for_logs("Exception on /boom")[0].trace_id == trace_id
 
 
+def test_the_exception_event_of_a_failing_route_is_scrubbed(app: App) -> None:
+    """Its message and stack trace leave the process as the FastAPI one's do: query secrets redacted."""
+    r = httpx.get(app.base + "/secret-error")
+    assert r.status_code == 500
+    span = _server_span(app.receiver, _trace(r)[0])
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert "token=REDACTED" in event.attributes["exception.message"]
+    assert "token=REDACTED" in event.attributes["exception.stacktrace"]
+    assert "S3KR1T" not in json.dumps(event.attributes)
+
+
 def test_queries_of_a_streaming_body_count_for_its_request(app: App) -> None:
     r = httpx.get(app.base + "/stream")
     assert r.text.count("\n") == 3
@@ -231,6 +242,20 @@ def test_flask_run_with_its_reloader(
     out = proc.output()
     assert out.count("otel-perf report") == 1, out[-3000:]
     assert "GET /orders/<int:order_id>" in out
+
+
+def test_a_failing_route_under_flask_run_debug_is_one_exception_event(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
+) -> None:
+    """In debug mode Flask lets the exception escape after its signal: recorded once all the same."""
+    env = flask_env(f"sqlite:///{tmp_path / 'app.db'}")
+    port = free_port()
+    args = [str(BIN / "flask"), "run", "--debug", "--no-reload", "--port", str(port)]
+    _, base = serve(app_process, otlp_receiver, args, port, env, ready="/hello")
+    assert httpx.get(base + "/boom").status_code == 500  # werkzeug's debugger answers (no traceresponse)
+    (span,) = otlp_receiver.wait_for_spans(name="GET /boom", kind="SERVER")
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert [e.attributes["exception.type"] for e in span.events if e.name == "exception"] == ["RuntimeError"]
 
 
 def test_python_app_run(

@@ -249,3 +249,55 @@ db:
     assert values("perf.budget.client_error_rate") == {("/listed", "GET", "target"): 0.2}
     assert values("perf.budget.db.duration") == {("SELECT", "t", "p95", "target"): 0.01,
                                                   ("SELECT", "t", "p95", "critical"): 0.05}  # fmt: skip
+
+
+def test_merged_workers_keep_jobs_caches_outgoing_and_operations() -> None:
+    """Two workers' snapshots, each through JSON as between processes, merged: every section adds up."""
+    from otel_perf._core.caches import Caches
+
+    parts = []
+    for worker in range(2):
+        rt = _runtime()
+        _request(rt, "/orders", 200)
+        rt.inst.job_duration.record(0.2, ("background", "mail.send", "ValueError" if worker else ""))
+        rt.inst.job_queries.record(3, ("background", "mail.send"))
+        Caches(rt).read("redis", "127.0.0.1:6379/0", hits=3, misses=1)
+        rt.inst.client_duration.record(0.05, ("api.example", "GET", 503 if worker else 200, "", 443, "1.1"))
+        rt.inst.throttled.add(1, ("api.example",))
+        rt.inst.ratelimit_remaining.set(10.0 * (worker + 1), ("api.example",))
+        dims = (("plan", "pro"),) if worker else ()
+        rt.inst.operation_duration.record(0.01, ("checkout", "", dims))
+        parts.append(Snapshot.from_json(json.loads(json.dumps(Snapshot.capture(rt).to_json()))))
+    stats = summary(_runtime(), snapshot=Snapshot.merged(parts))
+
+    (job,) = stats["jobs"]
+    assert (job["name"], job["count"], job["errors"], job["mean_queries"]) == ("mail.send", 2, 1, 3.0)
+    (cache,) = stats["caches"]
+    assert (cache["hits"], cache["misses"], cache["hit_ratio"]) == (6, 2, 0.75)
+    (host,) = stats["outgoing"]
+    assert (host["host"], host["count"], host["errors"], host["throttled"]) == ("api.example", 2, 1, 2)
+    assert host["ratelimit"]["remaining"] == 10.0  # the lowest any worker saw
+    (op,) = stats["operations"]
+    assert (op["name"], op["count"]) == ("checkout", 2)
+    assert _endpoint(stats, "/orders")["count"] == 2 and stats["processes"] == 2
+
+
+def test_telemetry_dropped_before_a_window_is_not_in_it() -> None:
+    """One batch dropped during a collector outage: after a reset (or ?minutes= past it) the
+    window is healthy again; the dropped count was carried whole into every window."""
+    rt = _runtime()
+    for _ in range(30):
+        _request(rt, "/a", 200)
+    base = Snapshot.capture(rt)
+    base.telemetry = {"traces": {"exported": 100.0, "dropped": 512.0, "export_failures": 1.0,
+                                 "queue_size": 3.0, "queue_capacity": 2048.0}}  # fmt: skip
+    for _ in range(30):
+        _request(rt, "/a", 200)
+    now = Snapshot.capture(rt)
+    now.telemetry = {"traces": {"exported": 160.0, "dropped": 512.0, "export_failures": 1.0,
+                                "queue_size": 7.0, "queue_capacity": 2048.0}}  # fmt: skip
+    stats = summary(rt, base, snapshot=now)
+    assert stats["telemetry"]["traces"] == {"exported": 60.0, "dropped": 0.0, "export_failures": 0.0,
+                                            "queue_size": 7.0, "queue_capacity": 2048.0}  # fmt: skip
+    assert (stats["status"], stats["alerts"]) == ("healthy", [])
+    assert summary(rt, snapshot=now)["status"] == "degraded"  # since the start: the drop is in it

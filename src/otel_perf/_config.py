@@ -545,6 +545,22 @@ SETTINGS: tuple[Setting, ...] = (
             ("HTTPX", "httpx"),
         )
     ),
+    *(
+        _s(
+            f"OTEL_PYTHON_{framework}_EXCLUDED_URLS",
+            "list",
+            (),
+            f"Comma-separated URL path regexes of requests to a {label} app to leave untraced and "
+            "unmeasured (unset: OTEL_PYTHON_EXCLUDED_URLS applies).",
+            standard=True,
+        )
+        for framework, label in (
+            ("FASTAPI", "FastAPI"),
+            ("STARLETTE", "Starlette"),
+            ("DJANGO", "Django"),
+            ("FLASK", "Flask"),
+        )
+    ),
     _s(
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
         "list",
@@ -558,7 +574,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
-#: The per-library excluded-URL lists of the outgoing HTTP clients (the official instrumentations' names).
+#: The per-library excluded-URL lists of the HTTP clients and the web frameworks (the official
+#: instrumentations' names).
 EXCLUDED_URLS_BY_LIBRARY = tuple(
     s.env for s in SETTINGS if s.env.endswith("_EXCLUDED_URLS") and s.env != "OTEL_PYTHON_EXCLUDED_URLS"
 )
@@ -644,6 +661,19 @@ class Config:
         value = self.values[env]
         assert isinstance(value, tuple)
         return value
+
+    def excluded_urls(self, library: str) -> re.Pattern[str] | None:
+        """What ``OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS`` (else ``OTEL_PYTHON_EXCLUDED_URLS``) excludes,
+        as the official instrumentations' ``get_excluded_urls``: one pattern to search, or None.
+
+        ``library``: an HTTP client's or a web framework's name there (``requests``, ``DJANGO``...);
+        a name without a variable of its own gets the general list.  Every pattern compiles: the
+        lists were checked one by one and together when the configuration was loaded.
+        """
+        name = f"OTEL_PYTHON_{library.upper()}_EXCLUDED_URLS"
+        patterns = self.items(name) if library and name in self.values else ()
+        patterns = patterns or self.items("OTEL_PYTHON_EXCLUDED_URLS")
+        return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
     def raise_if_strict(self, environ: Mapping[str, str] | None = None) -> None:
         """Under ``OTEL_PERF_STRICT=true``, one :class:`ConfigError` naming every bad variable."""

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import BackgroundTasks, FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 
 SQLITE_PATH = os.environ.get("APP_SQLITE_PATH", "")
 PG_DSN = os.environ.get("APP_PG_DSN", "")
@@ -316,6 +317,13 @@ def background(tasks: BackgroundTasks, n: int = 6) -> dict[str, Any]:
 def background_fails(tasks: BackgroundTasks) -> dict[str, Any]:
     tasks.add_task(failing_job)
     return {"queued": 1}
+
+
+@app.get("/background/unavailable")
+def background_unavailable(tasks: BackgroundTasks) -> JSONResponse:
+    """A 503 answered on purpose, with a task queued to retry later (it runs after the response)."""
+    tasks.add_task(send_report, 2)
+    return JSONResponse({"retry_after": 1}, status_code=503)
 
 
 def failing_job() -> None:

@@ -93,6 +93,13 @@ def boom() -> str:
     raise RuntimeError("the view failed")
 
 
+@app.get("/secret-error")
+def secret_error() -> str:
+    # The URL is built apart from the raise: a traceback quotes that source line.
+    url = "https://peer.invalid/v1/orders?page=2&token=" + "flask-S3KR1T"
+    raise RuntimeError(f"the peer refused {url}")
+
+
 @app.get("/pid")
 def pid() -> dict[str, int]:
     log.info("serving pid")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -27,10 +28,19 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     if path == "/missing":
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"missing"]
+    if path == "/stream":  # 64 KiB chunks until the client goes away (or 100 were sent)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return _chunks()
     log.info("raw wsgi %s", path)
     body = json.dumps({"path": path, "pid": os.getpid()}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def _chunks() -> Iterator[bytes]:
+    for _ in range(100):
+        time.sleep(0.02)
+        yield b"x" * 65536
 
 
 async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

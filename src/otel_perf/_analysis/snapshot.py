@@ -173,8 +173,9 @@ class Snapshot:
     def minus(self, base: Snapshot | None) -> Snapshot:
         """What happened since ``base`` (a reset, or the start of a ``?minutes=`` window).
 
-        Counts and sums subtract exactly.  min and max of a window are not known from two
-        cumulative copies; they are narrowed to the buckets the window's measurements fall in.
+        Counts and sums subtract exactly (the exporters' exported, dropped and failed counts
+        too).  min and max of a window are not known from two cumulative copies; they are
+        narrowed to the buckets the window's measurements fall in.
         """
         if base is None:
             return self
@@ -185,7 +186,7 @@ class Snapshot:
             counters={},
             gauges=self.gauges,
             findings=self.findings,
-            telemetry=self.telemetry,
+            telemetry=_telemetry_since(self.telemetry, base.telemetry),
             apps=self.apps,
             notes=self.notes,
             processes=self.processes,
@@ -255,6 +256,23 @@ class Snapshot:
         snap.notes = [str(x) for x in doc.get("notes", [])]
         snap.processes = [dict(p) for p in doc.get("processes", [])]
         return snap
+
+
+#: The exporters' self-health fields that count since the start (the others are levels: queues).
+TELEMETRY_COUNTS = ("exported", "dropped", "export_failures")
+
+
+def _telemetry_since(
+    now: dict[str, dict[str, float]], base: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """The exporters' counts since ``base`` (queue sizes and capacities as they are now)."""
+    out: dict[str, dict[str, float]] = {}
+    for signal, numbers in now.items():
+        old = base.get(signal, {})
+        out[signal] = {
+            k: max(0.0, v - old.get(k, 0.0)) if k in TELEMETRY_COUNTS else v for k, v in numbers.items()
+        }
+    return out
 
 
 def _rows(series: dict[Key, Series]) -> list[list[Any]]:

@@ -25,7 +25,6 @@ metric, no ``traceparent``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, MutableMapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -87,16 +86,6 @@ class Call:
         self.start = perf_counter()
 
 
-def excluded_urls(runtime: Runtime, library: str) -> re.Pattern[str] | None:
-    """What ``OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS`` (else ``OTEL_PYTHON_EXCLUDED_URLS``) excludes."""
-    config = runtime.config
-    name = f"OTEL_PYTHON_{library.upper()}_EXCLUDED_URLS"
-    patterns = config.items(name) if library and name in config.values else ()
-    patterns = patterns or config.items("OTEL_PYTHON_EXCLUDED_URLS")
-    # The patterns were checked one by one and together when the configuration was loaded.
-    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
-
-
 class OutgoingCalls:
     """The outgoing-call recorder of one runtime for one client library (``library`` names
     its excluded-URL variable: ``requests``, ``urllib3``, ``aiohttp_client``, ``httpx``)."""
@@ -106,7 +95,7 @@ class OutgoingCalls:
         self.spans = SpanStarter(runtime.tracer)
         self.redact = frozenset(x.lower() for x in runtime.config.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.capture = HeaderCapture("CLIENT")
-        self.excluded = excluded_urls(runtime, library)
+        self.excluded = runtime.config.excluded_urls(library)
 
     def safe_url(self, url: str) -> str:
         """``url`` as it may be exported: no user or password, sensitive parameters redacted."""

@@ -13,10 +13,12 @@
   ones are ``_OTHER``, counted).
 
 The server core (:class:`~otel_perf._core.server.ServerCore`) takes these in only while one
-of them is on: it then swaps in a ``finish`` (and ``begin``) that call :class:`RequestExtras`,
+of them is on: it then swaps in a ``finish`` that calls :class:`RequestExtras`,
 so a request pays nothing for them while they are off.  Framework adapters that inline the
-request prologue wrap the app with :meth:`RequestExtras.asgi` (the ASGI middleware does);
-adapters that know the response size put it in ``work.response_size``.
+request prologue identify the user and tenant themselves: the ASGI middleware wraps the app
+with :meth:`RequestExtras.asgi`, the WSGI handler calls :meth:`RequestExtras.identify`.  The
+response size is the one the adapter hands to ``finish`` (the access log reads it from
+``work.response_size``).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class RequestExtras:
             guard.internal_error("server.identify", exc)
 
     def asgi(self, app: ASGIApp) -> ASGIApp:
-        """``app`` wrapped so each traced request is identified and its response bytes counted."""
+        """``app`` wrapped so each traced request is identified."""
         return _ExtrasApp(app, self)
 
     # -- end of a request ------------------------------------------------------------------
@@ -159,24 +161,9 @@ class RequestExtras:
         )
 
 
-class _CountingSend:
-    """``send`` that adds the body bytes of the response to ``work.response_size``."""
-
-    __slots__ = ("send", "work")
-
-    def __init__(self, send: Send, work: Work) -> None:
-        self.send = send
-        self.work = work
-        work.response_size = 0  # type: ignore[attr-defined]
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.body":
-            self.work.response_size += len(message.get("body") or b"")  # type: ignore[attr-defined]
-        await self.send(message)
-
-
 class _ExtrasApp:
-    """The traced app of the ASGI middleware, with the request identified and its bytes counted."""
+    """The traced app of the ASGI middleware, with the request identified (the middleware's own
+    ``send`` counts the response's bytes and hands them to the server core)."""
 
     __slots__ = ("app", "extras")
 
@@ -201,7 +188,7 @@ class _ExtrasApp:
                 return None
 
             extras.identify(work, header)
-        await self.app(scope, receive, _CountingSend(send, work) if extras.access_log else send)
+        await self.app(scope, receive, send)
 
 
 def _install_record_factory() -> None:

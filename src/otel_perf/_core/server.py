@@ -4,10 +4,11 @@ Every server adapter (the ASGI middleware for Starlette/FastAPI, Django and any 
 app; the WSGI middleware for Django, Flask and any other WSGI app) does the same four
 things per request, through this module:
 
-1. decide whether the request is ours to answer (the stats endpoint) or to leave alone
-   (excluded URLs): :meth:`ServerCore.stats_for`, :attr:`ServerCore.excluded`;
-2. start the SERVER span from the incoming trace context and open a :class:`Work`
-   (:meth:`ServerCore.begin`; the ASGI middleware inlines the same steps for speed);
+1. decide whether the request is ours to answer (the stats endpoint and health path,
+   :attr:`ServerCore.admin_paths`) or to leave alone (excluded URLs, :attr:`ServerCore.excluded`);
+2. start the SERVER span from the incoming trace context (:meth:`ServerCore.start_attributes`)
+   and open a :class:`Work` as the current context (each adapter inlines these few steps:
+   they run for every request);
 3. add ``traceresponse`` / ``Server-Timing`` response headers (:func:`traceresponse`,
    :func:`server_timing`);
 4. at the end, name the span by its route template, set the end-of-request attributes and
@@ -21,16 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import re
 from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import baggage, context, propagate, trace
+from opentelemetry import baggage, trace
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode
 
 from otel_perf import _names as n
 from otel_perf._analysis import insight
@@ -38,10 +36,9 @@ from otel_perf._analysis.redact import redact_query
 from otel_perf._core import guard, request_extras
 from otel_perf._core.capture import HeaderCapture, Pairs
 from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, ValidAttributes, runtime_context_var
-from otel_perf._core.work import Work, current_work
+from otel_perf._core.work import Work
 
 if TYPE_CHECKING:
-    from contextvars import Token
 
     from otel_perf._core.runtime import Runtime
 
@@ -116,13 +113,12 @@ class ServerCore:
         self.stats: Any = runtime.stats_endpoint
         self.stats_path = self.stats.path if self.stats is not None else ""
         #: prefixes of the paths the stats endpoint answers (stats, health): a request whose path
-        #: starts with one goes to :meth:`stats_for`; () while both are off
+        #: starts with one is answered by it when it ``owns`` the path; () while both are off
         self.admin_paths: tuple[str, ...] = self.stats.paths if self.stats is not None else ()
         #: the browser script (served at its path, Server-Timing on HTML), or None
         self.browser: Any = runtime.browser_script
-        patterns = excluded_urls(framework) or cfg.items("OTEL_PYTHON_EXCLUDED_URLS")
         #: requests whose path matches are passed straight through, unmeasured
-        self.excluded = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+        self.excluded = cfg.excluded_urls(framework)
         self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
         #: OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* (nothing is read while unset)
@@ -130,18 +126,10 @@ class ServerCore:
         self.spans = SpanStarter(runtime.tracer)
         self.context_var = runtime_context_var()
         #: the opt-in per-request extras (access log, user, tenant), or None; while on, finish()
-        #: and begin() are the versions that call them (so while off a request pays nothing)
+        #: is the version that calls them (so while off a request pays nothing)
         self.extras = request_extras.build(runtime)
         if self.extras is not None:
             self.finish = self._finish_with_extras  # type: ignore[method-assign]
-            self.begin = self._begin_with_extras  # type: ignore[method-assign]
-
-    def stats_for(self, path: str) -> Any:
-        """The stats endpoint when ``path`` is one of its paths (stats, health), else None."""
-        stats = self.stats
-        if stats is not None and stats.owns(path):
-            return stats
-        return None
 
     def start_attributes(
         self,
@@ -191,61 +179,6 @@ class ServerCore:
             captured.update(self.capture.request(headers()))
             return captured
         return attrs
-
-    def begin(
-        self,
-        method: str,
-        carrier: Any,
-        getter: Any,
-        has_parent: bool,
-        attributes: Callable[..., dict[str, Any]],
-        args: tuple[Any, ...],
-        work_type: type[Work] = Work,
-        scope: Any = None,
-        scheme: str = "http",
-    ) -> tuple[Work, Token[Context], Token[Work | None]]:
-        """Start the SERVER span and open its unit of work as the current context.
-
-        ``has_parent``: the carrier holds a propagation header (extracting from a carrier
-        without one is skipped: most requests have none).  ``attributes(*args)`` is called
-        only when the span records.  Pair with :meth:`end` in a ``finally``.
-        """
-        parent = propagate.extract(carrier, getter=getter) if has_parent else None
-        span = self.spans.start(
-            method if method != "_OTHER" else "HTTP", parent, SpanKind.SERVER, attributes, None, args
-        )
-        if parent is not None and span.is_recording():
-            tag_from_baggage(span, parent)
-        work = work_type("request", "", span, self.rt.max_statements, method, scope)
-        var = self.context_var
-        if var is not None:  # context.attach(trace.set_span_in_context(span, parent)), inlined
-            values = (parent if parent is not None else var.get()).copy()
-            values[_SPAN_KEY] = span
-            ctx_token = var.set(Context(values))
-        else:
-            ctx_token = context.attach(trace.set_span_in_context(span, parent))
-        work_token = current_work.set(work)
-        active = self.rt.active
-        key = (method, scheme)
-        active[key] = active.get(key, 0) + 1
-        return work, ctx_token, work_token
-
-    def end(
-        self, work: Work, ctx_token: Token[Context], work_token: Token[Work | None], scheme: str = "http"
-    ) -> None:
-        """Undo :meth:`begin`'s context changes (the unit itself is finished by :meth:`finish`)."""
-        current_work.reset(work_token)
-        var = self.context_var
-        if var is None:
-            context.detach(ctx_token)
-        else:
-            try:
-                var.reset(ctx_token)
-            except Exception:  # reset from another context: what context.detach does, log it
-                context.detach(ctx_token)
-        active = self.rt.active
-        key = (work.method, scheme)
-        active[key] = active.get(key, 1) - 1
 
     def finish(
         self,
@@ -307,32 +240,6 @@ class ServerCore:
         )
         if recording:  # ending a span that does not record does nothing
             span.end()
-
-    def _begin_with_extras(
-        self,
-        method: str,
-        carrier: Any,
-        getter: Any,
-        has_parent: bool,
-        attributes: Callable[..., dict[str, Any]],
-        args: tuple[Any, ...],
-        work_type: type[Work] = Work,
-        scope: Any = None,
-        scheme: str = "http",
-    ) -> tuple[Work, Token[Context], Token[Work | None]]:
-        """:meth:`begin`, then the request's user and tenant (headers through ``getter``)."""
-        started = ServerCore.begin(
-            self, method, carrier, getter, has_parent, attributes, args, work_type, scope, scheme
-        )
-        extras = self.extras
-        if extras is not None and extras.identifies:
-
-            def header(name: str) -> str | None:
-                values = getter.get(carrier, name)
-                return values[0] if values else None
-
-            extras.identify(started[0], header)
-        return started
 
     def _finish_with_extras(
         self,
@@ -396,28 +303,6 @@ def supervising(runtime: Runtime, original: Any, *, workers: bool = True) -> Any
                 done()
 
     return run
-
-
-def excluded_urls(framework: str) -> tuple[str, ...]:
-    """``OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS`` (which wins over ``OTEL_PYTHON_EXCLUDED_URLS``, as
-    in the official instrumentations); patterns that do not compile are dropped, each named once."""
-    if not framework:
-        return ()
-    name = f"OTEL_PYTHON_{framework}_EXCLUDED_URLS"
-    raw = os.environ.get(name, "")
-    kept = []
-    for pattern in (p.strip() for p in raw.split(",")):
-        if not pattern:
-            continue
-        try:
-            re.compile(pattern)
-        except (re.error, RecursionError, OverflowError) as exc:
-            logging.getLogger("otel_perf").warning(
-                "otel-perf: %s: %r is not a regular expression (%s); it is ignored.", name, pattern, exc
-            )
-            continue
-        kept.append(pattern)
-    return tuple(kept)
 
 
 def _host_and_port(host: str) -> tuple[str, int]:

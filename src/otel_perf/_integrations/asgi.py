@@ -63,6 +63,26 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
+#: Scope key of a request whose 5xx response is complete but which has not ended yet (its
+#: responder): a background task starting ends it (:func:`end_sent_response`).
+RESPONSE_SENT = "otel_perf.response_sent"
+
+
+def end_sent_response() -> None:
+    """A background task starts: the current request, if its 5xx response is complete, ends now.
+
+    No exception of the request can follow once the app runs its background tasks, so the
+    request ends as every other does, when its response was complete (the task's time and
+    queries are its own job's).
+    """
+    work = current_work.get()
+    if work is None or work.kind != "request" or not isinstance(work.scope, MutableMapping):
+        return
+    responder = work.scope.pop(RESPONSE_SENT, None)
+    if isinstance(responder, _Responder):
+        responder.middleware._complete(responder, "", None)
+
+
 def route_from_work(scope: Scope, work: Work) -> str:
     """The route an adapter put on the unit while the request ran (Django's resolver, ...)."""
     return work.name
@@ -145,10 +165,14 @@ class _Responder:
         await self.send(message)
         # The last body message (or a path send): the response is complete.  A 5xx is left to
         # the app's return: Starlette's error middleware sends its 500 and then re-raises, and
-        # the exception belongs to this request (its event, error.type); no background task
-        # runs after a failed endpoint.
-        if not message.get("more_body") and self.status < 500:
-            self.middleware._complete(self, "", None)
+        # the exception belongs to this request (its event, error.type).  A 5xx the endpoint
+        # returned may have background tasks, though: the first to start ends the request
+        # (end_sent_response), so it is no longer than its response there either.
+        if not message.get("more_body"):
+            if self.status < 500:
+                self.middleware._complete(self, "", None)
+            elif self.work is not None:
+                self.work.scope[RESPONSE_SENT] = self
 
     def headers_of_response(self) -> list[tuple[str, str]]:
         return _decoded(self.headers)
@@ -196,8 +220,9 @@ class PerfMiddleware:
         self.browser = core.browser
         if self.browser is not None:
             self.app = asgi_browser.HtmlServerTimingApp(app, route_of)
-        # Access log, user, tenant (opt-in): identified and counted inside the traced app.
-        if core.extras is not None:
+        # User and tenant (opt-in): identified inside the traced app.  The access log needs no
+        # wrapper: the responder counts the body bytes it hands to the server core.
+        if core.extras is not None and core.extras.identifies:
             self.app = core.extras.asgi(self.app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -300,7 +325,6 @@ class PerfMiddleware:
                         var.reset(ctx_token)
                     except Exception:  # what context.detach does: log it
                         context.detach(ctx_token)
-                active[active_key] = active.get(active_key, 1) - 1
                 if task is not None:
                     monitor.requests.pop(id(task), None)
 
@@ -312,6 +336,13 @@ class PerfMiddleware:
         responder.work = None
         seconds = perf_counter() - responder.start
         scope = work.scope
+        scheme = scope.get("scheme") or "http"
+        # No longer active (what runs after the response, background tasks, is not the request)
+        active = self.rt.active
+        active_key = (work.method, scheme)
+        active[active_key] = active.get(active_key, 1) - 1
+        if responder.status >= 500:
+            scope.pop(RESPONSE_SENT, None)
         try:
             self.core.finish(
                 work,
@@ -319,7 +350,7 @@ class PerfMiddleware:
                 responder.status,
                 error_type,
                 seconds,
-                scope.get("scheme") or "http",
+                scheme,
                 scope.get("http_version") or "",
                 responder.size,
                 _request_size(scope) if work.method in _BODY_METHODS else -1,
@@ -432,4 +463,4 @@ class PerfMiddleware:
         return wrapped
 
 
-__all__ = ["MAX_PATH_ATTR", "PerfMiddleware", "RouteOf", "route_from_work"]
+__all__ = ["MAX_PATH_ATTR", "PerfMiddleware", "RouteOf", "end_sent_response", "route_from_work"]

@@ -20,10 +20,12 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
+from otel_perf._core import guard
 from otel_perf._core.jobs import Jobs
 from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
 from otel_perf._core.server import mark_failed_request
+from otel_perf._integrations.asgi import end_sent_response
 
 _patches = Patches("starlette.background")
 SYSTEM = "background"
@@ -41,6 +43,10 @@ def job_name(func: Any) -> str:
 
 def _wrap(jobs: Jobs, runtime: Runtime, original: Callable[[Any], Awaitable[None]]) -> Any:
     async def __call__(self: Any) -> None:
+        try:
+            end_sent_response()  # a 5xx response with tasks: its request ends before they run
+        except Exception as exc:
+            guard.internal_error("background.request", exc)
         run = jobs.begin(SYSTEM, job_name(getattr(self, "func", None)))
         if run is None:  # could not start (said once): run the task untouched
             await original(self)

@@ -100,6 +100,7 @@ def install(runtime: Runtime, module: Any) -> None:
         _patches.wrap(module.ASGIHandler, "__call__", lambda original: _asgi_call(runtime, original))
         _patches.wrap(module.ASGIHandler, "__init__", lambda original: _made(runtime, original, "ASGI"))
     elif name == "django.core.signals":
+        _state["runtime"] = runtime
         module.got_request_exception.connect(_got_request_exception, weak=False, dispatch_uid=_UID)
         _state["exceptions"] = module.got_request_exception
     elif name == "django.db.backends.base.base":
@@ -145,6 +146,7 @@ def uninstall() -> None:
     signal = _state.pop("exceptions", None)
     if signal is not None:
         signal.disconnect(dispatch_uid=_UID)
+    _state.pop("runtime", None)
     signal = _state.pop("connection_created", None)
     if signal is not None:
         signal.disconnect(dispatch_uid=_UID)
@@ -180,7 +182,7 @@ def _asgi_call(runtime: Runtime, original: Any) -> Any:
         middleware = self.__dict__.get(_ASGI_MIDDLEWARE)
         if middleware is None:
             middleware = PerfMiddleware(
-                MethodType(original, self), runtime, route_from_work, DjangoWork, "Django"
+                MethodType(original, self), runtime, route_from_work, DjangoWork, "Django", "DJANGO"
             )
             self.__dict__[_ASGI_MIDDLEWARE] = middleware
         await middleware(scope, receive, send)
@@ -214,10 +216,19 @@ def _got_request_exception(sender: Any = None, **kwargs: Any) -> None:
         if work is None or work.kind != "request" or exc is None:
             return
         span = work.span
-        if span.is_recording():
-            span.record_exception(exc)
+        runtime: Runtime | None = _state.get("runtime")
+        if _propagates():  # it escapes the handler (the signal fires once per middleware on its
+            return  # way out): the request handler records it once, there
+        if span.is_recording() and runtime is not None:  # its text scrubbed, as every exception event
+            span.add_event("exception", runtime.scrubber.exception(exc))
     except Exception as error:
         guard.internal_error("django.exception", error)
+
+
+def _propagates() -> bool:
+    """``DEBUG_PROPAGATE_EXCEPTIONS``: Django re-raises a view's exception instead of answering 500."""
+    settings = getattr(sys.modules.get("django.conf"), "settings", None)  # loaded: a request runs
+    return bool(getattr(settings, "DEBUG_PROPAGATE_EXCEPTIONS", False))
 
 
 def _supervising(runtime: Runtime, original: Callable[..., Any]) -> Callable[..., Any]:

@@ -43,6 +43,7 @@ def install(runtime: Runtime, module: Any) -> None:
         _patches.wrap(module.Flask, "process_response", _process_response)
         _patches.wrap(module.Flask, "__init__", lambda original: _made(runtime, original))
     elif name == "flask.signals":
+        _state["runtime"] = runtime
         module.got_request_exception.connect(_got_request_exception, weak=False)
         _state["exceptions"] = module.got_request_exception
     elif name == "werkzeug._reloader":  # private module: only when it still has this shape
@@ -56,6 +57,7 @@ def uninstall() -> None:
     signal = _state.pop("exceptions", None)
     if signal is not None:
         signal.disconnect(_got_request_exception)
+    _state.pop("runtime", None)
 
 
 def _version() -> str:
@@ -119,7 +121,20 @@ def _got_request_exception(sender: Any = None, exception: BaseException | None =
         if not work.name and isinstance(work.scope, dict):  # the route, while the request is live
             work.name = route_from_work(work.scope, work)
         span = work.span
-        if span.is_recording():
-            span.record_exception(exception)
+        runtime: Runtime | None = _state.get("runtime")
+        if _propagates(sender):  # it escapes the app next: the request handler records it there
+            return
+        if span.is_recording() and runtime is not None:  # its text scrubbed, as every exception event
+            span.add_event("exception", runtime.scrubber.exception(exception))
     except Exception as error:
         guard.internal_error("flask.exception", error)
+
+
+def _propagates(app: Any) -> bool:
+    """Whether Flask re-raises an exception after ``got_request_exception`` (its ``handle_exception``:
+    ``PROPAGATE_EXCEPTIONS``, else debug or testing) instead of answering 500."""
+    config = getattr(app, "config", None)
+    propagate = config.get("PROPAGATE_EXCEPTIONS") if isinstance(config, dict) else None
+    if propagate is None:
+        propagate = getattr(app, "testing", False) or getattr(app, "debug", False)
+    return bool(propagate)

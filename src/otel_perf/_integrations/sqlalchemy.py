@@ -195,6 +195,7 @@ class SQLAlchemyListener:
         try:
             self.know(engine)
             self.hook(engine)
+            _disown_on_connect(engine.pool)
         except Exception as exc:
             guard.internal_error("sqlalchemy.engine_connect", exc)
 
@@ -296,6 +297,25 @@ def _timed_with_parameters(
             guard.internal_error(where, exc)
 
     return hooked
+
+
+def _disown_on_connect(pool: Any) -> None:
+    """Disown every driver connection ``pool`` opens, first of its listeners (once per pool).
+
+    A pool that opens connections without the dialect's ``connect`` (``create_engine(creator=...)``,
+    ``create_engine(pool=...)``) hands the hooks connections a driver adapter wrapped: disowned
+    before anything runs on them (the dialect's first-connect initialization included), their
+    statements are recorded once, by the hooks.  Once per pooled connection, never per statement.
+    """
+    from sqlalchemy import event
+
+    if not event.contains(pool, "connect", _disown_new):
+        event.listen(pool, "connect", _disown_new, insert=True)
+
+
+def _disown_new(dbapi_connection: Any, connection_record: Any) -> None:
+    if _state.get("listener") is not None:  # not after uninstall
+        disown(dbapi_connection)
 
 
 def _connect_as_outer_layer(connect: Any) -> Any:

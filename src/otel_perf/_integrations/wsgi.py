@@ -283,12 +283,25 @@ class _Body:
                 context.detach(ctx_token)
 
     def close(self) -> None:
+        # In the request's context, as each chunk is made: the body's own clean-up may query,
+        # and a request the server gave up on (the client left) ends here, its access-log line
+        # and findings still naming its trace.
+        var = self.server.context_var
+        ctx_token = var.set(self.ctx) if var is not None else context.attach(self.ctx)
+        work_token = current_work.set(self.work)
         try:
             close = getattr(self.body, "close", None)
             if close is not None:
                 close()
         finally:
-            self._finish("")
+            try:
+                self._finish("")
+            finally:
+                current_work.reset(work_token)
+                if var is not None:
+                    var.reset(ctx_token)
+                else:
+                    context.detach(ctx_token)
 
     def _finish(self, error_type: str, exc: BaseException | None = None) -> None:
         if not self.finished:
@@ -396,6 +409,8 @@ class WsgiServer:
         try:
             body = app(environ, responder)
             if self.complete(environ, body):  # nothing of the app runs while it is sent
+                if type(body) in _BUFFERED:  # its size, when no Content-Length says it
+                    responder.size = sum(map(len, body))
                 self.finish(work, responder, "")
                 return body
             wrapper = environ.get("wsgi.file_wrapper")

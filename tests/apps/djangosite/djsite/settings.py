@@ -1,7 +1,8 @@
 """Settings of the test Django project: no telemetry code, configured by environment variables.
 
 ``APP_DB``: a SQLite file path, or ``postgresql://user@host:port/name`` (psycopg 3).
-``APP_DEBUG``: ``1`` (default) or ``0``.  ``APP_LOGGING=root``: a LOGGING setting that gives
+``APP_DEBUG``: ``1`` (default) or ``0``.  ``APP_PROPAGATE=1``: ``DEBUG_PROPAGATE_EXCEPTIONS``
+(a view's exception escapes the handler).  ``APP_LOGGING=root``: a LOGGING setting that gives
 the root logger a console handler of its own (and, as dictConfig does by default, disables
 the loggers that exist already).
 """
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 
 SECRET_KEY = "test-only-not-secret"
 DEBUG = os.environ.get("APP_DEBUG", "1") == "1"
+DEBUG_PROPAGATE_EXCEPTIONS = os.environ.get("APP_PROPAGATE") == "1"
 ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "djsite.urls"
 WSGI_APPLICATION = "djsite.wsgi.application"

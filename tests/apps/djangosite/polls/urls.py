@@ -10,6 +10,7 @@ urlpatterns = [
     path("cache/<int:round_no>/", views.cache_script),
     path("log/", views.log_line),
     path("boom/", views.boom),
+    path("secret-error/", views.secret_error),
     path("pid/", views.pid),
     path("stream/", views.stream),
 ]

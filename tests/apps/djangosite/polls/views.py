@@ -73,6 +73,12 @@ def boom(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("the view failed")
 
 
+def secret_error(request: HttpRequest) -> HttpResponse:
+    # The URL is built apart from the raise: a traceback quotes that source line.
+    url = "https://peer.invalid/v1/polls?page=2&token=" + "django-S3KR1T"
+    raise RuntimeError(f"the peer refused {url}")
+
+
 def pid(request: HttpRequest) -> JsonResponse:
     log.info("serving pid")
     return JsonResponse({"pid": os.getpid()})
