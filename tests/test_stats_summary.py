@@ -301,3 +301,32 @@ def test_telemetry_dropped_before_a_window_is_not_in_it() -> None:
                                             "queue_size": 7.0, "queue_capacity": 2048.0}  # fmt: skip
     assert (stats["status"], stats["alerts"]) == ("healthy", [])
     assert summary(rt, snapshot=now)["status"] == "degraded"  # since the start: the drop is in it
+
+
+def test_the_health_path_judges_the_last_five_minutes() -> None:
+    """A batch dropped six minutes ago degrades the stats since the start, not the health path:
+    a load balancer probing ``?fail=degraded`` gets the service back once the outage is over."""
+    from otel_perf._export.stats_endpoint import HEALTH_MINUTES, StatsEndpoint
+    from otel_perf._setup.providers import Health
+
+    rt = _runtime(OTEL_PERF_HEALTH_PATH="/healthz", OTEL_PERF_STATS_PATH="/_perf",
+                  OTEL_PERF_STATS_TOKEN="t" * 16)  # fmt: skip
+    rt.health = Health(rt.registry, 60.0)
+    for _ in range(30):
+        _request(rt, "/a", 200)
+    rt.health.failed("traces", 512, "connection refused")
+    endpoint = StatsEndpoint(rt)
+    before = Snapshot.capture(rt)
+    before.at -= 60.0 * (HEALTH_MINUTES + 1)  # taken by the history thread six minutes ago
+    endpoint.share.history.add(before)
+    for _ in range(30):
+        _request(rt, "/a", 200)
+
+    status, _, body = endpoint.respond("GET", "/healthz", "fail=degraded", [])
+    assert (status, json.loads(body)["status"]) == (200, "healthy")
+    assert endpoint.stats()["status"] == "degraded"  # since the start: the drop is in it
+
+    rt.health.failed("traces", 10, "connection refused")  # dropping again: degraded now
+    endpoint._health = (0.0, {})  # past the one-second answer cache
+    status, _, body = endpoint.respond("GET", "/healthz", "fail=degraded", [])
+    assert (status, json.loads(body)["status"]) == (503, "degraded")

@@ -204,8 +204,8 @@ SETTINGS: tuple[Setting, ...] = (
         "str",
         "",
         "Serve a public health check at this path (e.g. `/_perf/health`): `{\"alive\", \"status\", "
-        "\"score\"}` of the whole service, no token and no other data; `?fail=degraded` answers 503 when "
-        "degraded or worse.",
+        "\"score\"}` of the whole service over the last 5 minutes, no token and no other data; "
+        "`?fail=degraded` answers 503 when degraded or worse.",
     ),
     _s("OTEL_PERF_REPORT", "bool", False, "Print a per-endpoint table and findings at process exit."),
     _s(

@@ -41,6 +41,9 @@ Headers = list[tuple[bytes, bytes]]
 Response = tuple[int, Headers, bytes]
 #: How long a health answer is reused: load balancers probe often, and each answer asks every worker.
 HEALTH_CACHE_S = 1.0
+#: The health path judges the service as it is now: the last five minutes, not since the start
+#: (one collector outage an hour ago must not keep a load balancer's ``?fail=degraded`` at 503).
+HEALTH_MINUTES = 5
 _RANK = {"healthy": 0, "no_requests": 0, "degraded": 1, "unhealthy": 2}
 MAX_TOP = 1000
 #: What ``<stats>/findings`` answers.
@@ -141,7 +144,7 @@ class StatsEndpoint:
             return _json(400, {"error": "fail must be degraded or unhealthy"})
         at, body = self._health
         if time.monotonic() - at > HEALTH_CACHE_S or not body:
-            stats = self.stats()
+            stats = self.stats(minutes=HEALTH_MINUTES)
             body = {"alive": True, "status": stats["status"], "score": stats["score"]}
             self._health = (time.monotonic(), body)
         code = 503 if fail and _RANK.get(body["status"], 0) >= _RANK[fail] else 200
