@@ -2,8 +2,11 @@
 
 It answers ``200`` with an empty protobuf body to ``POST /v1/traces|metrics|logs`` over
 HTTP/1.1 keep-alive, counting requests and bytes per signal (nothing is decoded, so the
-sink spends as little CPU as possible on the load generator's core).  ``GET /stats``
-returns the counts as JSON.  Loopback only.
+sink spends as little CPU as possible on the load generator's core).  It stands in for a
+Datadog agent too: ``PUT``/``POST /v0.x/traces`` (ddtrace's msgpack payloads) are counted as
+traces and answered ``{}`` (no sampling rates: the tracer keeps its defaults); other ``GET``
+paths (the tracer's ``/info`` probe) get 404.  ``GET /stats`` returns the counts as JSON.
+Loopback only.
 
     python bench/sink.py --port 4318
 """
@@ -40,12 +43,20 @@ class Handler(BaseHTTPRequestHandler):
             entry = _counts.setdefault(signal, [0, 0])
             entry[0] += 1
             entry[1] += length
+        otlp = self.path.startswith("/v1/")
+        body = b"" if otlp else b"{}"
         self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Type", "application/x-protobuf" if otlp else "application/json")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
+
+    do_PUT = do_POST
 
     def do_GET(self) -> None:
+        if self.path not in ("/stats", "/reset"):
+            self.send_error(404)
+            return
         with _lock:
             body = json.dumps({k: {"requests": v[0], "bytes": v[1]} for k, v in _counts.items()}).encode()
         if self.path == "/reset":
