@@ -22,6 +22,8 @@ from typing import Any
 
 _lock = threading.Lock()
 _counts: dict[str, list[int]] = {}
+#: ``--keep DIR``: every body is also written there (``<n>-<signal>.bin``), for inspection.
+_keep: list[str] = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -33,16 +35,23 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         remaining = length
+        chunks = []
         while remaining > 0:
             chunk = self.rfile.read(min(remaining, 1 << 20))
             if not chunk:
                 break
             remaining -= len(chunk)
+            if _keep:
+                chunks.append(chunk)
         signal = self.path.rsplit("/", 1)[-1]
         with _lock:
             entry = _counts.setdefault(signal, [0, 0])
             entry[0] += 1
             entry[1] += length
+            number = sum(e[0] for e in _counts.values())
+        if _keep:
+            with open(f"{_keep[0]}/{number:06d}-{signal}.bin", "wb") as out:
+                out.write(b"".join(chunks))
         otlp = self.path.startswith("/v1/")
         body = b"" if otlp else b"{}"
         self.send_response(200)
@@ -78,7 +87,10 @@ def serve(port: int) -> ThreadingHTTPServer:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=4318)
+    p.add_argument("--keep", metavar="DIR", help="also write every body to DIR")
     args = p.parse_args()
+    if args.keep:
+        _keep.append(args.keep)
     server = serve(args.port)
     print(f"sink listening on 127.0.0.1:{server.server_address[1]}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
