@@ -5,6 +5,10 @@ instrumentation are all there is to measure); ``/db`` is a sync endpoint, run in
 threadpool as in FastAPI's SQL tutorial, that runs three SQLAlchemy queries on SQLite.
 ``BENCH_DB`` names the SQLite file (default: one in the temp folder), created and seeded
 at import.
+
+For the scaling table (``run.py --scaling``): ``/stmts/{n}`` runs ``n`` primary-key queries
+in one session, and ``BENCH_ROUTES=N`` adds ``N`` trivial routes ``/route0`` ... (after the
+others, so the three endpoints above match as fast as without them).
 """
 
 from __future__ import annotations
@@ -75,3 +79,20 @@ def db(customer_id: int = 7) -> dict[str, Any]:
             "orders": count,
             "recent": [{"id": o.id, "total": o.total} for o in recent],
         }
+
+
+@app.get("/stmts/{n}")
+def stmts(n: int) -> dict[str, int]:
+    with Session(engine) as s:
+        total = 0
+        for i in range(n):
+            total += s.scalar(select(Customer.id).where(Customer.id == 1 + i % 100)) or 0
+        return {"n": n, "total": total}
+
+
+async def _route() -> dict[str, str]:
+    return {"route": "yes"}
+
+
+for _i in range(int(os.environ.get("BENCH_ROUTES") or 0)):
+    app.add_api_route(f"/route{_i}", _route, methods=["GET"], name=f"route{_i}")

@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -245,9 +246,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         name, sep, _ = item.partition("=")
         if not sep or not name.strip():
             p.error(f"--set {item!r}: expected VAR=VALUE")
-    unknown = [e for e in args.endpoints.split(",") if e not in ENDPOINTS]
+    # app.py's scaling endpoint too: /stmts/<n> runs n statements per request.
+    unknown = [
+        e
+        for e in args.endpoints.split(",")
+        if e not in ENDPOINTS and not (args.app == "fastapi" and re.fullmatch(r"/stmts/\d+", e))
+    ]
     if unknown:
-        p.error(f"--endpoints: unknown {', '.join(unknown)} (choose from {', '.join(ENDPOINTS)})")
+        p.error(
+            f"--endpoints: unknown {', '.join(unknown)} (choose from {', '.join(ENDPOINTS)}, "
+            "or /stmts/<n> on fastapi)"
+        )
     if args.requests < 1 or args.warmup < 0:
         p.error("--requests must be at least 1 and --warmup at least 0")
     return args

@@ -59,7 +59,7 @@ def test_tiny_benchmark_prints_the_table() -> None:
     for row in rows:
         assert row.split("|")[-2].strip() == "0", f"requests failed: {row}"
     assert "Machine:" in result.stdout
-    assert "Targets (issue 6):" in result.stdout
+    assert "Targets (issue 23, FastAPI):" in result.stdout
     assert "Targets (issue 23, Django):" in result.stdout and "Targets (issue 23, Flask):" in result.stdout
 
 

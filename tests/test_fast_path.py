@@ -382,6 +382,25 @@ def test_lean_attributes_fall_back_to_sdk_validation_when_needed() -> None:
     assert "late" not in span.attributes
 
 
+def test_captured_header_tuples_take_the_lean_path_as_the_sdk_would_store_them() -> None:
+    provider = TracerProvider(
+        sampler=sampling.ALWAYS_ON, id_generator=PrimableIdGenerator(), shutdown_on_exit=False
+    )
+    starter = SpanStarter(provider.get_tracer("lib"))
+    lean = starter.lean
+    assert lean is not None
+    headers = {"http.request.header.accept": ("application/json", "text/html"), "x": 1}
+    assert lean._trusted(headers, 0)  # a tuple of strings is kept as is by validation
+    assert not lean._trusted({"h": ["a list"]}, 0)  # the SDK turns lists into tuples
+    assert not lean._trusted({"h": ("a", 1)}, 0)  # mixed types: the SDK's rules decide
+    span: Any = starter.start("GET", None, SpanKind.SERVER, lambda: dict(headers))
+    stock: Any = provider.get_tracer("lib").start_span("GET", None, SpanKind.SERVER, dict(headers))
+    assert dict(span.attributes) == dict(stock.attributes) == headers
+    lean.set_attributes(span, {"http.response.header.content_type": ("text/plain",)})
+    stock.set_attributes({"http.response.header.content_type": ("text/plain",)})
+    assert dict(span.attributes) == dict(stock.attributes)
+
+
 def test_unknown_samplers_and_generators_take_the_sdk_path() -> None:
     class Custom(sampling.Sampler):
         def should_sample(self, *args: Any, **kwargs: Any) -> sampling.SamplingResult:
@@ -549,6 +568,7 @@ def test_spans_of_groups_past_the_limit_stay_sdk_spans(
     monkeypatch.setattr(otlp_spans, "MAX_GROUPS", 2)
     encoder = SpanEncoder()
     pre = [encoder.pre_encode(s) for s in spans]
+
     def group(span: ReadableSpan) -> tuple[int, int]:
         return id(span.resource), id(span.instrumentation_scope)
 

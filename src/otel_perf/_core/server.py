@@ -175,7 +175,7 @@ class ServerCore:
         if user_agent:
             attrs["user_agent.original"] = user_agent[:512]
         if headers is not None and self.capture.request_names:
-            captured = dict(attrs)  # lists of strings: the SDK's validation takes these
+            captured = dict(attrs)  # the shared start attributes stay unchanged
             captured.update(self.capture.request(headers()))
             return captured
         return attrs

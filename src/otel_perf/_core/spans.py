@@ -664,7 +664,12 @@ class LeanSpans:
         if type(attributes) is ValidAttributes:
             return True
         for key, value in attributes.items():
-            if type(key) is not str or not key or type(value) not in _TRUSTED_VALUES:
+            if type(key) is not str or not key:
+                return False
+            if type(value) not in _TRUSTED_VALUES and not (
+                # A tuple of strings (captured header values): what validation keeps as is.
+                type(value) is tuple and all(type(item) is str for item in value)
+            ):
                 return False
         if frozen and not present:
             attributes.trusted_by = self  # type: ignore[attr-defined]
