@@ -75,7 +75,9 @@ def test_access_log_line_has_every_field_and_the_trace_id(
     assert {k: record.attributes.get(k) for k in FIELDS} == FIELDS
 
     # The SERVER span and the app's own log record of the request carry the user and the tenant.
-    (span,) = otlp_receiver.spans(name="GET /items/{item_id}", kind="SERVER")
+    (span,) = otlp_receiver.wait_for(  # spans and logs leave in exports of their own
+        lambda: otlp_receiver.spans(name="GET /items/{item_id}", kind="SERVER"), what="the SERVER span"
+    )
     assert (span.attributes["enduser.id"], span.attributes["tenant.id"]) == ("alice", "acme")
     (app_record,) = otlp_receiver.logs("fetching item 3")
     assert (app_record.attributes["enduser.id"], app_record.attributes["tenant.id"]) == ("alice", "acme")
@@ -96,7 +98,9 @@ def test_without_the_settings_no_access_log_and_no_user(
     assert httpx.get(svc.base + "/items/3", headers={"X-User-Id": "alice"}).status_code == 200
     otlp_receiver.wait_for(lambda: otlp_receiver.spans(name="GET /items/{item_id}"), what="the span")
     assert not _access_lines(svc.proc.stderr())
-    (span,) = otlp_receiver.spans(name="GET /items/{item_id}", kind="SERVER")
+    (span,) = otlp_receiver.wait_for(  # spans and logs leave in exports of their own
+        lambda: otlp_receiver.spans(name="GET /items/{item_id}", kind="SERVER"), what="the SERVER span"
+    )
     assert "enduser.id" not in span.attributes
     assert "perf.tenant.request.duration" not in otlp_receiver.metric_names()
 
