@@ -145,9 +145,22 @@ def test_rate_limit_headroom_and_429s_from_every_client(
         ),
         what="five client durations, two of them 429s",
     )
-    throttled = [
-        s for s in otlp_receiver.spans(kind="CLIENT") if s.attributes.get("http.response.status_code") == 429
-    ]
+    # Spans leave in exports of their own: wait for them too, the metrics may arrive first.
+    throttled = otlp_receiver.wait_for(
+        lambda: (
+            found
+            if len(
+                found := [
+                    s
+                    for s in otlp_receiver.spans(kind="CLIENT")
+                    if s.attributes.get("http.response.status_code") == 429
+                ]
+            )
+            >= 2
+            else []
+        ),
+        what="two CLIENT spans of 429 responses",
+    )
     assert len(throttled) == 2 and all(s.status_code == "ERROR" for s in throttled)
     outgoing = _stats(front)["outgoing"][0]
     assert outgoing["count"] == 5 and outgoing["throttled"] == 2 and outgoing["ratelimit"]["limit"] == 3
