@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -534,6 +534,22 @@ def venv_of(app: str, config: str) -> str:
     return str(venv[app] if isinstance(venv, dict) else venv)
 
 
+def interleaved(
+    configs: list[str], slices: int, servers: dict[str, Server], load: Callable[[Server], dict[str, float]]
+) -> dict[str, list[dict[str, float]]]:
+    """``load`` on every configuration's server, ``slices`` times, alternating the order each
+    slice (no configuration always runs first); each result gets the server's CPU seconds."""
+    acc: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
+    for n in range(slices):
+        for config in configs if n % 2 == 0 else configs[::-1]:
+            server = servers[config]
+            cpu0 = server.cpu_seconds()
+            r = load(server)
+            r["cpu"] = server.cpu_seconds() - cpu0
+            acc[config].append(r)
+    return acc
+
+
 def one_round(
     run: Run,
     rnd: int,
@@ -563,14 +579,10 @@ def one_round(
         before = {config: sink_stats(sinks[config]) for config in order}
         slice_s = args.duration / args.slices
         for endpoint in endpoints:
-            acc: dict[str, list[dict[str, float]]] = {c: [] for c in order}
-            for n in range(args.slices):
-                for config in order if n % 2 == 0 else order[::-1]:
-                    server = servers[config]
-                    cpu0 = server.cpu_seconds()
-                    r = wrk(pin, server.base + endpoint, slice_s, args.connections)
-                    r["cpu"] = server.cpu_seconds() - cpu0
-                    acc[config].append(r)
+            acc = interleaved(
+                order, args.slices, servers,
+                lambda server: wrk(pin, server.base + endpoint, slice_s, args.connections),  # noqa: B023
+            )  # fmt: skip
             for config in order:
                 parts = acc[config]
                 requests = sum(p["requests"] for p in parts)
@@ -910,13 +922,10 @@ def scaling_round(
                 active = [c for c in order if c in sc.configs]
                 for config in active:
                     scenario_load(pin, servers[config], sc, args.warmup)
-                acc: dict[str, list[dict[str, float]]] = {c: [] for c in active}
-                for n in range(args.slices):
-                    for config in active if n % 2 == 0 else active[::-1]:
-                        cpu0 = servers[config].cpu_seconds()
-                        r = scenario_load(pin, servers[config], sc, args.duration / args.slices)
-                        r["cpu"] = servers[config].cpu_seconds() - cpu0
-                        acc[config].append(r)
+                acc = interleaved(
+                    active, args.slices, servers,
+                    lambda server: scenario_load(pin, server, sc, args.duration / args.slices),  # noqa: B023
+                )  # fmt: skip
                 for config in active:
                     parts = acc[config]
                     requests = sum(x["requests"] for x in parts)
