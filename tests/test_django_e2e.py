@@ -148,17 +148,10 @@ def test_route_histograms_root_and_unmatched(site: Site) -> None:
         )
 
     receiver.wait_for(lambda: unmatched() == 2, what="both 404s in one series without http.route")
-    unmatched_spans = receiver.wait_for(  # spans leave in exports of their own, maybe after the metrics
-        lambda: (
-            found
-            if len(
-                found := [
-                    s for s in receiver.spans(kind="SERVER") if s.attributes.get("http.response.status_code") == 404
-                ]
-            )
-            >= 2
-            else []
-        ),
+    unmatched_spans = receiver.wait_for_spans(  # spans leave in exports of their own, maybe after the metrics
+        2,
+        kind="SERVER",
+        where=lambda s: s.attributes.get("http.response.status_code") == 404,
         what="the SERVER spans of both 404s",
     )
     names = {s.name for s in unmatched_spans}

@@ -146,19 +146,10 @@ def test_rate_limit_headroom_and_429s_from_every_client(
         what="five client durations, two of them 429s",
     )
     # Spans leave in exports of their own: wait for them too, the metrics may arrive first.
-    throttled = otlp_receiver.wait_for(
-        lambda: (
-            found
-            if len(
-                found := [
-                    s
-                    for s in otlp_receiver.spans(kind="CLIENT")
-                    if s.attributes.get("http.response.status_code") == 429
-                ]
-            )
-            >= 2
-            else []
-        ),
+    throttled = otlp_receiver.wait_for_spans(
+        2,
+        kind="CLIENT",
+        where=lambda s: s.attributes.get("http.response.status_code") == 429,
         what="two CLIENT spans of 429 responses",
     )
     assert len(throttled) == 2 and all(s.status_code == "ERROR" for s in throttled)
@@ -250,6 +241,7 @@ def test_per_library_excluded_urls(
             ),
             what=f"peer span of {path} via {client}",
         )
+
         def clients(t: str = trace_id) -> list[Span]:
             spans = otlp_receiver.spans(trace_id=t)
             return [s for s in spans if s.kind == "CLIENT" and "url.full" in s.attributes]

@@ -475,7 +475,8 @@ _JSON_ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "spa
 def _hex_ids_to_base64(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            k: base64.b64encode(bytes.fromhex(v)).decode() if k in _JSON_ID_KEYS and isinstance(v, str)
+            k: base64.b64encode(bytes.fromhex(v)).decode()
+            if k in _JSON_ID_KEYS and isinstance(v, str)
             else _hex_ids_to_base64(v)
             for k, v in value.items()
         }
@@ -1028,15 +1029,18 @@ class OTLPReceiver:
         *,
         name: str | None = None,
         kind: str | int | SpanKind | None = None,
+        where: Callable[[Span], bool] | None = None,
         timeout: float = 10.0,
+        what: str | None = None,
     ) -> list[Span]:
-        """Wait until at least ``count`` spans match ``name``/``kind``; return all matching spans."""
-        what = f"{count} span(s) name={name!r} kind={kind!r}"
-        return self.wait_for(
-            lambda: found if len(found := self.spans(name, kind)) >= count else [],
-            timeout=timeout,
-            what=what,
-        )
+        """Wait until at least ``count`` spans match ``name``/``kind`` (and ``where``); return them all."""
+        what = what or f"{count} span(s) name={name!r} kind={kind!r}"
+
+        def matching() -> list[Span]:
+            found = [s for s in self.spans(name, kind) if where is None or where(s)]
+            return found if len(found) >= count else []
+
+        return self.wait_for(matching, timeout=timeout, what=what)
 
     def wait_for_metric(self, name: str, *, timeout: float = 10.0) -> list[MetricPoint]:
         """Wait until at least one point of metric ``name`` arrived; return its points."""
