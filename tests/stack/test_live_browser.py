@@ -159,7 +159,10 @@ def test_the_uncaught_error_is_an_exception_event_on_the_page_load(
     stack: tuple[PrometheusServer, OTLPReceiver],
 ) -> None:
     _, receiver = stack
-    events = [e for s in receiver.spans("page load") for e in s.events if e.name == "exception"]
+    events = receiver.wait_for(  # the fixture waited for metrics: the spans leave in exports of their own
+        lambda: [e for s in receiver.spans("page load") for e in s.events if e.name == "exception"],
+        what="the exception event on a page load span",
+    )
     assert len(events) == 1, receiver.dump()
     assert events[0].attributes["exception.type"] == "TypeError"
     assert events[0].attributes["exception.message"] == "boom from the test"
