@@ -227,13 +227,11 @@ def test_statements_outside_a_request_get_root_spans_and_metrics(
     tmp_path: Path,
 ) -> None:
     start_data_app(app_process, otlp_receiver, tmp_path, postgres_server)
-    roots = otlp_receiver.wait_for(
-        lambda: [
-            s
-            for s in otlp_receiver.spans(kind="CLIENT")
-            if not s.parent_span_id and s.attributes.get("db.system.name") == "postgresql"
-        ],
-        what="start-up statements",
+    roots = otlp_receiver.wait_for_spans(  # all three: they may leave in different batches
+        3,
+        kind="CLIENT",
+        where=lambda s: not s.parent_span_id and s.attributes.get("db.system.name") == "postgresql",
+        what="the three start-up statements",
     )
     operations = sorted(s.attributes["db.operation.name"] for s in roots)
     assert operations == ["CREATE", "INSERT", "TRUNCATE"]
