@@ -428,15 +428,6 @@ def test_the_attribute_callback_runs_only_for_recorded_spans() -> None:
 # --- the encoder --------------------------------------------------------------------------------
 
 
-class _Collect(SpanExporter):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def export(self, spans: Any) -> SpanExportResult:
-        self.spans.extend(spans)
-        return SpanExportResult.SUCCESS
-
-
 def _varied_spans() -> list[ReadableSpan]:
     collect = _Collect()
     resources = (
@@ -525,7 +516,41 @@ def test_encoder_bounds_its_pair_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     encoder = SpanEncoder()
     for i in range(50):
         encoder.attributes(b"\x4a", {"url.path": f"/items/{i}"})
-    assert len(encoder._pairs) <= 8
+    assert 0 < len(encoder._pairs[b"\x4a"]) <= 8
+
+
+def test_encoder_cache_keeps_fields_and_types_apart() -> None:
+    """A pair seen as an event's attribute, then as a span's, is written with each field's
+    tag; True, 1 and 1.0 (equal in Python) are written as bool, int and double."""
+    from opentelemetry.sdk.trace import Event
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    def span(name: str, attributes: dict[str, object], events: tuple[Event, ...] = ()) -> ReadableSpan:
+        return ReadableSpan(
+            name=name,
+            context=SpanContext(1, 2, False, TraceFlags(1)),
+            attributes=attributes,
+            events=events,
+            start_time=1,
+            end_time=2,
+        )
+
+    varied = [
+        span("event", {}, (Event("exception", {"exception.type": "ValueError", "n": 1}, timestamp=1),)),
+        span("attrs", {"exception.type": "ValueError", "n": 1}),
+        span("bool", {"n": True}),
+        span("float", {"n": 1.0}),
+        span("int", {"n": 1}),
+        span("mixed", {"a": "x", "n": 1.5, "b": True, "c": ("x", "y"), "d": 7}),
+        span("mixed again", {"a": "x", "n": 2.5, "b": True, "c": ("x", "y"), "d": 7}),
+    ]
+    encoder = SpanEncoder()
+    for _ in range(2):  # cold caches, then warm ones
+        ours = encoder.encode(varied)
+        assert ExportTraceServiceRequest.FromString(ours) == ExportTraceServiceRequest.FromString(
+            encode_spans(varied).SerializeToString()
+        )
+        assert ours == encode_spans(varied).SerializeToString()
 
 
 def test_encoder_bounds_its_name_cache(spans: list[ReadableSpan], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -122,7 +122,9 @@ class SpanEncoder:
     """Encodes sequences of SDK ``ReadableSpan`` into ``ExportTraceServiceRequest`` bytes."""
 
     def __init__(self) -> None:
-        self._pairs: dict[tuple[str, Any], bytes] = {}
+        #: field tag -> (key, value) -> the encoded field (span, event, link, resource and
+        #: scope attributes are different fields)
+        self._pairs: dict[bytes, dict[tuple[str, Any], bytes]] = {}
         #: span name -> its encoded field (route and statement names repeat)
         self._names: dict[str, bytes] = {}
         #: id(resource or scope) -> (the object, kept alive so the id stays its own; encoding)
@@ -145,7 +147,9 @@ class SpanEncoder:
         # behind a MappingProxyType); iterate the dict inside it instead.
         inner = getattr(attributes, "_dict", None)
         items = (inner if type(inner) is dict else attributes).items()
-        pairs = self._pairs
+        pairs = self._pairs.get(tag)
+        if pairs is None:
+            pairs = self._pairs.setdefault(tag, {})
         parts = []
         for key, value in items:
             kind = type(value)
