@@ -299,6 +299,108 @@ def test_finished_spans_encoded_from_their_fields_are_the_sdk_bytes(
     provider.shutdown()
 
 
+def _without_end_times(data: bytes) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest.FromString(data)
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                span.end_time_unix_nano = 0
+    return request
+
+
+@pytest.mark.parametrize("case", ["plain", "event", "error", "dropped attribute", "lean end off"])
+def test_live_spans_ended_lean_are_the_sdk_bytes(case: str) -> None:
+    """A live span of ours ended through SpanStarter.end: the bytes the SDK's Span.end gives;
+    straight from its fields when nothing needs a ReadableSpan, through one otherwise."""
+    limits = SpanLimits(max_span_attributes=3) if case == "dropped attribute" else SpanLimits()
+    exported: dict[str, bytes] = {}
+    start_attrs = {"http.request.method": "GET", "url.path": "/x"}
+    for side in ("ours", "stock"):
+        provider = TracerProvider(
+            sampler=sampling.ALWAYS_ON, id_generator=PrimableIdGenerator(), shutdown_on_exit=False,
+            span_limits=limits,
+        )  # fmt: skip
+        processor, kept, encoder = _encoding_pipeline(provider)
+        ended: list[Any] = []
+        on_end = processor.on_end
+        processor.on_end = lambda span, ended=ended, on_end=on_end: (  # type: ignore[method-assign]
+            ended.append(span),
+            on_end(span),
+        )
+        tracer = provider.get_tracer("lib", "1.0")
+        random.seed(5)
+        end_attrs = {"http.route": "/x", "http.response.status_code": 200, "d": 0.5}
+        if side == "ours":
+            starter = SpanStarter(tracer)
+            assert starter.lean is not None and starter.lean.lean_end
+            if case == "lean end off":
+                starter.lean.lean_end = False
+            span = starter.start("GET", None, SpanKind.SERVER, lambda: dict(start_attrs), 1_000)
+            starter.set_attributes(span, end_attrs)
+        else:
+            span = tracer.start_span("GET", None, SpanKind.SERVER, dict(start_attrs), start_time=1_000)
+            span.set_attributes(end_attrs)
+        span.update_name("GET /x")
+        if case == "event":
+            span.add_event("exception", {"exception.type": "ValueError"}, timestamp=2_000)
+        if case == "error":
+            span.set_status(Status(StatusCode.ERROR, "boom"))
+        if side == "ours":
+            starter.end(span)
+            # the SDK's path only for what a ReadableSpan must carry (or with the probe off)
+            assert len(ended) == (case in ("event", "dropped attribute", "lean end off"))
+        else:
+            span.end()
+        assert not span.is_recording()
+        assert processor.force_flush()
+        assert len(kept) == 1
+        exported[side] = encoder.encode(kept)
+        provider.shutdown()
+    assert _without_end_times(exported["ours"]) == _without_end_times(exported["stock"])
+
+
+def test_a_lean_end_after_the_end_is_the_sdk_warning(caplog: pytest.LogCaptureFixture) -> None:
+    provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    processor, kept, _ = _encoding_pipeline(provider)
+    starter = SpanStarter(provider.get_tracer("lib", "1.0"))
+    span = starter.start("GET", None, SpanKind.SERVER)
+    starter.end(span)
+    starter.end(span)
+    assert "Calling end() on an ended span." in caplog.text
+    assert processor.force_flush()
+    assert len(kept) == 1
+    provider.shutdown()
+
+
+def test_live_spans_reach_a_processor_added_later() -> None:
+    """on_start is skipped only while our lone processor (a no-op on_start) is the only one."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Watch(SpanProcessor):
+        def __init__(self) -> None:
+            self.started: list[Any] = []
+            self.ended: list[Any] = []
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            self.started.append(span)
+
+        def on_end(self, span: Any) -> None:
+            self.ended.append(span)
+
+    provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    processor, kept, _ = _encoding_pipeline(provider)
+    starter = SpanStarter(provider.get_tracer("lib", "1.0"))  # built while ours is alone
+    watch = Watch()
+    provider.add_span_processor(watch)
+    span = starter.start("GET", None, SpanKind.SERVER, lambda: {"a": 1})
+    starter.end(span)
+    assert watch.started == [span]
+    assert [s.name for s in watch.ended] == ["GET"]
+    assert processor.force_flush()
+    assert len(kept) == 1
+    provider.shutdown()
+
+
 def test_finished_spans_reach_a_processor_added_later() -> None:
     provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
     processor, kept, _ = _encoding_pipeline(provider)

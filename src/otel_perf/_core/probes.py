@@ -26,6 +26,8 @@ PROBES: dict[str, str] = {
     "fallback: Tracer.start_span and the sampler",
     "sdk-lean-spans": "recording SDK spans built without Tracer.start_span's re-checks; "
     "fallback: Tracer.start_span",
+    "sdk-lean-end": "a live span we started ended straight into our processor's on_end_fields "
+    "(Span.end's steps checked); fallback: Span.end and a ReadableSpan",
     "api-context-var": "context attached through the API's ContextVar; fallback: context.attach",
     "sdk-batch-queue": "sampled spans encoded as they end and queued as bytes in the SDK batch "
     "processor; fallback: the processor's on_end",

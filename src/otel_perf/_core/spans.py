@@ -340,7 +340,12 @@ class SpanStarter:
             span_id = _getrandbits(64)
             while not span_id:
                 span_id = _getrandbits(64)
-            ctx = SpanContext(trace_id, span_id, False, _FLAGS[flags | 1], state)
+            sampled_flags = _FLAGS[flags | 1]
+            if _DIRECT:  # what SpanContext(...) builds: both ids are valid (as below)
+                fields = (trace_id, span_id, False, sampled_flags, state or DEFAULT_TRACE_STATE, True)
+                ctx = _new_tuple(SpanContext, fields)
+            else:
+                ctx = SpanContext(trace_id, span_id, False, sampled_flags, state)
             return lean.start(
                 name,
                 context,
@@ -383,6 +388,14 @@ class SpanStarter:
             span.set_attributes(attributes)
         else:
             lean.set_attributes(span, attributes)
+
+    def end(self, span: trace.Span) -> None:
+        """``span.end()``, without building a ``ReadableSpan`` when our processor takes its fields."""
+        lean = self.lean
+        if lean is None:
+            span.end()
+        else:
+            lean.end(span)
 
     def finished(
         self,
@@ -473,6 +486,23 @@ def _root_bound(sampler: Any) -> int | None:
     return None
 
 
+def _span_end_is_known() -> bool:
+    """Whether the SDK's ``Span.end`` does the steps :meth:`LeanSpans.end` repeats, no more."""
+    if _Span is None or forced_off("sdk-lean-end"):
+        return False
+    code = getattr(_Span.end, "__code__", None)
+    return code is not None and set(code.co_names) == _SPAN_END_NAMES
+
+
+#: The globals and attributes ``Span.end`` reads on SDK 1.43-1.45.
+_SPAN_END_NAMES = frozenset(
+    {
+        "_lock", "_start_time", "RuntimeError", "_end_time", "logger", "warning", "time_ns",
+        "_attributes", "_immutable", "_record_end_metrics", "_span_processor", "_on_ending",
+        "on_end", "_readable_span",
+    }
+)  # fmt: skip
+
 #: Every field ``Span.__init__`` sets on the SDK releases this was written for.
 _SPAN_FIELDS = frozenset(
     {
@@ -499,6 +529,7 @@ _SPAN_FIELDS = frozenset(
         "_record_end_metrics",
     }
 )
+_LEAN_END = _span_end_is_known()
 
 
 class LeanSpans:
@@ -522,10 +553,16 @@ class LeanSpans:
         #: the processors' tuple when it is a lone processor taking ended spans by their fields
         #: (ours, encoding them for its exporter); rechecked per span, processors can be added
         self._direct_for, self._direct = _fields_sink(self._processor)
+        #: on_start may be skipped while the processors are still that lone one (its on_start does nothing)
+        self._skip_on_start = self.on_end_only and self._direct_for is not None
         self._max_attributes = limits.max_span_attributes
         self._max_value_len = limits.max_span_attribute_length
         self._max_events = limits.max_events
         self._max_links = limits.max_links
+        #: the processors' ``_on_ending`` (a no-op for ours; None: the SDK has none)
+        self._on_ending: Callable[[Any], None] | None = getattr(self._processor, "_on_ending", None)
+        #: whether :meth:`end` may do what ``Span.end`` does (its steps are the ones we know)
+        self.lean_end = _LEAN_END and self._on_ending is not None
 
     @classmethod
     def for_tracer(cls, tracer: Tracer) -> LeanSpans | None:
@@ -592,7 +629,9 @@ class LeanSpans:
         fields["_events"] = BoundedList(self._max_events)
         fields["_links"] = BoundedList(self._max_links)
         fields["_start_time"] = start_time if start_time is not None else time_ns()
-        self._processor.on_start(span, parent_context=context)
+        processor = self._processor
+        if not self._skip_on_start or getattr(processor, "_span_processors", None) is not self._direct_for:
+            processor.on_start(span, parent_context=context)
         started: trace.Span = span
         return started
 
@@ -639,6 +678,67 @@ class LeanSpans:
         fields["_attributes"] = self.attributes(attributes, immutable=True)
         fields["_status"] = status if status is not None else self._constants["_status"]
         self._processor.on_end(span)
+
+    def end(self, span: Any) -> None:
+        """``span.end()`` for a span :meth:`start` built; its fields go straight to the lone
+        processor's ``on_end_fields`` (ours, encoding it) when it has no events, links or
+        dropped attributes: no ``ReadableSpan`` is built and nothing is validated again.
+
+        The same steps as the SDK's ``Span.end`` (checked at import against its code): end
+        time and immutable attributes under the span's lock, the SDK's end-of-span metrics,
+        the processors' ``_on_ending``, then ``on_end``.
+        """
+        direct = self._direct
+        if (
+            direct is None
+            or not self.lean_end
+            or type(span) is not _Span
+            or span._span_processor is not self._processor
+            or getattr(self._processor, "_span_processors", None) is not self._direct_for
+        ):
+            span.end()
+            return
+        attributes: Any = span._attributes
+        events: Any = span._events
+        links: Any = span._links
+        with span._lock:
+            if span._start_time is None or span._end_time is not None:
+                lean = None  # Span.end raises or warns: let it
+            else:
+                end_time = span._end_time = time_ns()
+                attributes._immutable = True
+                # Nothing can be added once the end time is set: decided under the lock.
+                lean = (
+                    type(attributes) is BoundedAttributes
+                    and not attributes.dropped
+                    and type(events) is BoundedList
+                    and not events
+                    and not events.dropped
+                    and type(links) is BoundedList
+                    and not links
+                    and not links.dropped
+                )
+        if lean is None:
+            span.end()
+            return
+        record = span._record_end_metrics
+        if record:
+            record()
+        self._on_ending(span)  # type: ignore[misc]
+        if lean and direct(
+            self._readable_constants["_resource"],
+            self._readable_constants["_instrumentation_scope"],
+            span._context,
+            span._parent,
+            span._name,
+            span._kind,
+            span._start_time,
+            end_time,
+            attributes._dict,
+            span._status,
+        ):
+            return
+        self._processor.on_end(span._readable_span())
 
     def attributes(self, attributes: Mapping[str, Any] | None, immutable: bool = False) -> BoundedAttributes:
         bounded = BoundedAttributes(
@@ -689,8 +789,11 @@ class LeanSpans:
             ):
                 with bounded._lock:
                     data = bounded._dict
-                    for key, value in attributes.items():
-                        data.pop(key, None)
-                        data[key] = value
+                    if data.keys().isdisjoint(attributes):
+                        data.update(attributes)  # new keys go last, as setting them one by one does
+                    else:
+                        for key, value in attributes.items():
+                            data.pop(key, None)
+                            data[key] = value
                 return
         span.set_attributes(attributes)
