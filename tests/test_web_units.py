@@ -150,3 +150,42 @@ def test_every_extra_the_registry_names_exists_and_installs_its_library() -> Non
         for name in row.official:
             wanted = f"opentelemetry-instrumentation-{name}"
             assert wanted in extras[row.extra], f"[{row.extra}] does not install {wanted}"
+
+
+def test_connection_attributes_are_each_requests_own() -> None:
+    """The SERVER span attributes built once per connection (client, Host, user agent...) are
+    the right ones for every request, whatever order connections come in; a server giving
+    lists for the peer (not hashable) gets them too."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_perf._config import load
+    from otel_perf._core.runtime import Runtime, build_instruments
+    from otel_perf._core.server import ServerCore
+    from otel_perf._metrics.instruments import Registry
+
+    registry = Registry()
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("otel_perf")
+    core = ServerCore(Runtime(load({}), tracer, registry, build_instruments(registry), Resource({})))
+
+    def attrs(client: Any, host: str = "example.com:8443", agent: str = "curl/8") -> dict[str, Any]:
+        return core.start_attributes(
+            "GET", "GET", "/x", "a=1", "https", "1.1", host, ("10.0.0.9", 80), client, agent
+        )
+
+    first = attrs(("10.0.0.1", 5001))
+    second = attrs(("10.0.0.2", 5002), host="", agent="")
+    listed = attrs(["10.0.0.3", 5003])
+    again = attrs(("10.0.0.1", 5001))
+    assert first == again == {
+        "http.request.method": "GET", "url.path": "/x", "url.query": "a=1", "url.scheme": "https",
+        "network.protocol.version": "1.1", "server.address": "example.com", "server.port": 8443,
+        "client.address": "10.0.0.1", "client.port": 5001, "user_agent.original": "curl/8",
+    }  # fmt: skip
+    assert first is not again  # each span its own dict
+    assert (second["client.address"], second["client.port"]) == ("10.0.0.2", 5002)
+    assert (second["server.address"], second["server.port"]) == ("10.0.0.9", 80)  # the socket's
+    assert "user_agent.original" not in second
+    assert (listed["client.address"], listed["client.port"]) == ("10.0.0.3", 5003)
+    method = core.start_attributes("_OTHER", "PURGE", "/y", "", "http", "1.0", "h", None, None, "")
+    assert method["http.request.method_original"] == "PURGE" and "client.address" not in method

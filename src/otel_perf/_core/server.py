@@ -47,6 +47,9 @@ KNOWN_METHODS = frozenset(
 )
 #: Attribute values cut at this length (paths, queries, routes).
 MAX_PATH_ATTR = 2048
+#: Distinct connections (client address and port, Host, user agent...) whose span attributes
+#: are kept built; cleared whole when full.
+MAX_CACHED_CONNECTIONS = 1024
 #: Baggage keys copied onto the SERVER span, so a load-test run's traces can be searched for.
 BAGGAGE_SPAN_PREFIX = "perf.loadtest."
 #: The span name and metric value of a request that matched no route.
@@ -128,6 +131,8 @@ class ServerCore:
         #: the opt-in per-request extras (access log, user, tenant), or None; while on, finish()
         #: is the version that calls them (so while off a request pays nothing)
         self.extras = request_extras.build(runtime)
+        #: (scheme, version, host, server, client, user agent) -> their span attributes
+        self._connections: dict[tuple[Any, ...], dict[str, Any]] = {}
         if self.extras is not None:
             self.finish = self._finish_with_extras  # type: ignore[method-assign]
 
@@ -154,26 +159,25 @@ class ServerCore:
         attrs = ValidAttributes()
         attrs[n.A_METHOD] = method
         attrs["url.path"] = path[:MAX_PATH_ATTR]
-        attrs[n.A_URL_SCHEME] = str(scheme)
         if method != original_method:
             attrs["http.request.method_original"] = original_method[:64]
         if query:
             attrs["url.query"] = redact_query(query[:MAX_PATH_ATTR], self.redact)
-        if version:
-            attrs[n.A_PROTOCOL_VERSION] = version
-        address, port = _host_and_port(host)
-        if not address and server:
-            address, port = str(server[0]), int(server[1] or 0)
-        if address:
-            attrs[n.A_SERVER_ADDRESS] = address[:256]
-            if port:
-                attrs[n.A_SERVER_PORT] = port
-        if client:
-            attrs["client.address"] = str(client[0])[:256]
-            if client[1]:
-                attrs["client.port"] = int(client[1])
-        if user_agent:
-            attrs["user_agent.original"] = user_agent[:512]
+        # What is the same for every request of a connection, built once per connection
+        key = (scheme, version, host, server, client, user_agent)
+        cache = self._connections
+        try:
+            per_connection = cache.get(key)
+        except TypeError:  # a server giving lists for client/server: not cached
+            per_connection = None
+            cache = {}
+        if per_connection is None:
+            per_connection = _connection_attributes(scheme, version, host, server, client, user_agent)
+            if len(cache) >= MAX_CACHED_CONNECTIONS:
+                cache.clear()
+            with contextlib.suppress(TypeError):
+                cache[key] = per_connection
+        attrs.update(per_connection)
         if headers is not None and self.capture.request_names:
             captured = dict(attrs)  # the shared start attributes stay unchanged
             captured.update(self.capture.request(headers()))
@@ -239,7 +243,7 @@ class ServerCore:
             request_size,
         )
         if recording:  # ending a span that does not record does nothing
-            span.end()
+            self.spans.end(span)
 
     def _finish_with_extras(
         self,
@@ -303,6 +307,34 @@ def supervising(runtime: Runtime, original: Any, *, workers: bool = True) -> Any
                 done()
 
     return run
+
+
+def _connection_attributes(
+    scheme: str,
+    version: str,
+    host: str,
+    server: tuple[str, int] | None,
+    client: tuple[str, int] | None,
+    user_agent: str,
+) -> dict[str, Any]:
+    """The SERVER span attributes that come from the connection and its client, not the request."""
+    attrs: dict[str, Any] = {n.A_URL_SCHEME: str(scheme)}
+    if version:
+        attrs[n.A_PROTOCOL_VERSION] = version
+    address, port = _host_and_port(host)
+    if not address and server:
+        address, port = str(server[0]), int(server[1] or 0)
+    if address:
+        attrs[n.A_SERVER_ADDRESS] = address[:256]
+        if port:
+            attrs[n.A_SERVER_PORT] = port
+    if client:
+        attrs["client.address"] = str(client[0])[:256]
+        if client[1]:
+            attrs["client.port"] = int(client[1])
+    if user_agent:
+        attrs["user_agent.original"] = user_agent[:512]
+    return attrs
 
 
 def _host_and_port(host: str) -> tuple[str, int]:
