@@ -372,6 +372,77 @@ def test_a_lean_end_after_the_end_is_the_sdk_warning(caplog: pytest.LogCaptureFi
     provider.shutdown()
 
 
+def test_a_lean_end_takes_the_sdk_steps(caplog: pytest.LogCaptureFixture) -> None:
+    """End-of-span metrics and the processors' _on_ending run, the attributes freeze."""
+    provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    processor, kept, encoder = _encoding_pipeline(provider)
+    steps: list[str] = []
+    multi = provider._active_span_processor
+    on_ending = multi._on_ending
+    multi._on_ending = lambda span: (steps.append("on_ending"), on_ending(span))  # type: ignore[method-assign]
+    ended: list[Any] = []
+    processor.on_end = ended.append
+    starter = SpanStarter(provider.get_tracer("lib", "1.0"))
+    span: Any = starter.start("GET", None, SpanKind.SERVER, lambda: {"a": 1})
+    span._record_end_metrics = lambda: steps.append("metrics")
+    starter.end(span)
+    assert steps == ["metrics", "on_ending"]
+    assert ended == []  # straight from the fields
+    span.set_attribute("late", 1)
+    assert "Setting attribute on ended span." in caplog.text
+    with pytest.raises(TypeError):  # frozen, as Span.end leaves them
+        span._attributes["late"] = 1
+    assert processor.force_flush()
+    (sent,) = ExportTraceServiceRequest.FromString(encoder.encode(kept)).resource_spans[0].scope_spans
+    assert [kv.key for kv in sent.spans[0].attributes] == ["a"]
+    provider.shutdown()
+
+
+def test_spans_of_other_tracers_and_unsampled_ones_end_through_the_sdk() -> None:
+    """Only our tracer's sampled spans skip on_end: another tracer's keeps its own scope (and
+    on_end's URL redaction), a recorded but unsampled one is not exported."""
+    provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    processor, kept, encoder = _encoding_pipeline(provider)
+    ended: list[Any] = []
+    on_end = processor.on_end
+    processor.on_end = lambda span: (ended.append(span.name), on_end(span))  # type: ignore[method-assign]
+    starter = SpanStarter(provider.get_tracer("otel_perf", "1.0"))
+    ours = starter.start("ours", None, SpanKind.SERVER)
+    unsampled: Any = starter.start("unsampled", None, SpanKind.SERVER)
+    sampled = unsampled.get_span_context()  # as a sampler deciding RECORD_ONLY leaves it:
+    unsampled._context = SpanContext(sampled.trace_id, sampled.span_id, False, TraceFlags(0))
+    theirs = provider.get_tracer("someone.else").start_span("theirs")
+    assert starter.lean is not None and type(theirs) is type(ours)
+    for span in (ours, unsampled, theirs):
+        starter.end(span)
+    assert ended == ["unsampled", "theirs"]
+    assert processor.force_flush()
+    request = ExportTraceServiceRequest.FromString(encoder.encode(kept))
+    scopes = {
+        scope.scope.name: [span.name for span in scope.spans]
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+    }
+    assert scopes == {"otel_perf": ["ours"], "someone.else": ["theirs"]}
+    provider.shutdown()
+
+
+def test_set_attributes_orders_keys_as_the_sdk_does() -> None:
+    """New keys appended in one update; a key set again moves last, as the SDK's set does."""
+    provider = TracerProvider(id_generator=PrimableIdGenerator(), shutdown_on_exit=False)
+    _encoding_pipeline(provider)
+    tracer = provider.get_tracer("lib")
+    starter = SpanStarter(tracer)
+    ours: Any = starter.start("x", None, SpanKind.SERVER, lambda: {"a": 1, "b": 2})
+    stock: Any = tracer.start_span("x", None, SpanKind.SERVER, {"a": 1, "b": 2})
+    for attributes in ({"c": 3, "d": 4}, {"a": 5, "e": 6}):
+        starter.set_attributes(ours, attributes)
+        stock.set_attributes(attributes)
+    assert list(ours.attributes.items()) == list(stock.attributes.items())
+    assert list(ours.attributes) == ["b", "c", "d", "a", "e"]
+    provider.shutdown()
+
+
 def test_live_spans_reach_a_processor_added_later() -> None:
     """on_start is skipped only while our lone processor (a no-op on_start) is the only one."""
     from opentelemetry.sdk.trace import SpanProcessor

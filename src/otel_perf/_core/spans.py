@@ -530,6 +530,8 @@ _SPAN_FIELDS = frozenset(
     }
 )
 _LEAN_END = _span_end_is_known()
+#: the ``Span.end`` probed; one patched in later (by a user or another library) is called instead
+_PROBED_END = getattr(_Span, "end", None)
 
 
 class LeanSpans:
@@ -562,7 +564,8 @@ class LeanSpans:
         #: the processors' ``_on_ending`` (a no-op for ours; None: the SDK has none)
         self._on_ending: Callable[[Any], None] | None = getattr(self._processor, "_on_ending", None)
         #: whether :meth:`end` may do what ``Span.end`` does (its steps are the ones we know)
-        self.lean_end = _LEAN_END and self._on_ending is not None
+        self.lean_end = _LEAN_END and self._on_ending is not None and _Span.end is _PROBED_END
+        self._scope = self._readable_constants["_instrumentation_scope"]
 
     @classmethod
     def for_tracer(cls, tracer: Tracer) -> LeanSpans | None:
@@ -695,6 +698,9 @@ class LeanSpans:
             or type(span) is not _Span
             or span._span_processor is not self._processor
             or getattr(self._processor, "_span_processors", None) is not self._direct_for
+            # a span of our tracer (spans of others may need on_end's URL redaction), sampled
+            or span._instrumentation_scope is not self._scope
+            or not (span._context[3] if CONTEXT_IS_TUPLE else span._context.trace_flags) & 1  # type: ignore[index,union-attr]
         ):
             span.end()
             return
@@ -726,8 +732,8 @@ class LeanSpans:
             record()
         self._on_ending(span)  # type: ignore[misc]
         if lean and direct(
-            self._readable_constants["_resource"],
-            self._readable_constants["_instrumentation_scope"],
+            span._resource,
+            span._instrumentation_scope,
             span._context,
             span._parent,
             span._name,
