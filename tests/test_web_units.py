@@ -6,8 +6,10 @@ import logging
 from typing import Any
 
 import pytest
+from opentelemetry.trace import SpanKind
 
 from otel_perf._analysis.findings import FindingStore, recommend_n_plus_one
+from otel_perf._core import server as server_module
 from otel_perf._integrations import apps, logs, wsgi
 
 
@@ -152,10 +154,10 @@ def test_every_extra_the_registry_names_exists_and_installs_its_library() -> Non
             assert wanted in extras[row.extra], f"[{row.extra}] does not install {wanted}"
 
 
-def test_connection_attributes_are_each_requests_own() -> None:
-    """The SERVER span attributes built once per connection (client, Host, user agent...) are
-    the right ones for every request, whatever order connections come in; a server giving
-    lists for the peer (not hashable) gets them too."""
+def test_connection_attributes_are_each_requests_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server.* attributes parsed once per (Host, socket) are the right ones for every
+    request, whatever order they come in (Host and user agent may change on one connection);
+    a server giving lists for the addresses gets them too; the parsed pairs kept are bounded."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -189,3 +191,47 @@ def test_connection_attributes_are_each_requests_own() -> None:
     assert (listed["client.address"], listed["client.port"]) == ("10.0.0.3", 5003)
     method = core.start_attributes("_OTHER", "PURGE", "/y", "", "http", "1.0", "h", None, None, "")
     assert method["http.request.method_original"] == "PURGE" and "client.address" not in method
+    # one connection, another Host and user agent
+    other = attrs(("10.0.0.1", 5001), host="other.example", agent="wget/1")
+    assert (other["server.address"], other.get("server.port")) == ("other.example", None)
+    assert other["user_agent.original"] == "wget/1"
+    assert attrs(("10.0.0.1", 5001)) == first
+    lists = core.start_attributes("GET", "GET", "/", "", "http", "1.1", "", ["10.0.0.8", 81], None, "")
+    assert (lists["server.address"], lists["server.port"]) == ("10.0.0.8", 81)
+    monkeypatch.setattr(server_module, "MAX_CACHED_SERVERS", 2)
+    for n in range(5):
+        assert attrs(("10.0.0.1", 5001), host=f"h{n}.example:81")["server.address"] == f"h{n}.example"
+    assert 0 < len(core._servers) <= 2
+    long_host = "x" * 400
+    assert attrs(None, host=long_host)["server.address"] == long_host[:256]
+    assert (long_host, ("10.0.0.9", 80)) not in core._servers
+
+
+def test_server_spans_end_through_the_lean_end() -> None:
+    """ServerCore.finish ends a recording SERVER span through SpanStarter.end (no ReadableSpan
+    when our processor takes its fields), and that span is exported once."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_perf._config import load
+    from otel_perf._core.runtime import Runtime, build_instruments
+    from otel_perf._core.server import ServerCore
+    from otel_perf._core.work import Work
+    from otel_perf._metrics.instruments import Registry
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    registry = Registry()
+    tracer = provider.get_tracer("otel_perf")
+    core = ServerCore(Runtime(load({}), tracer, registry, build_instruments(registry), Resource({})))
+    ended: list[Any] = []
+    end = core.spans.end
+    core.spans.end = lambda span: (ended.append(span), end(span))  # type: ignore[method-assign]
+    span = core.spans.start("GET", None, SpanKind.SERVER)
+    work = Work("request", "", span, 10, "GET", None)
+    core.finish(work, "/x", 200, "", 0.001)
+    assert ended == [span] and not span.is_recording()
+    assert [(s.name, s.attributes["http.route"]) for s in memory.get_finished_spans()] == [("GET /x", "/x")]

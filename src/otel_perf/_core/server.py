@@ -47,9 +47,10 @@ KNOWN_METHODS = frozenset(
 )
 #: Attribute values cut at this length (paths, queries, routes).
 MAX_PATH_ATTR = 2048
-#: Distinct connections (client address and port, Host, user agent...) whose span attributes
-#: are kept built; cleared whole when full.
-MAX_CACHED_CONNECTIONS = 1024
+#: Distinct (Host header, listening socket) pairs whose ``server.*`` attributes are kept
+#: parsed; cleared whole when full.  A longer Host header is parsed every time, not kept.
+MAX_CACHED_SERVERS = 256
+MAX_CACHED_HOST = 300
 #: Baggage keys copied onto the SERVER span, so a load-test run's traces can be searched for.
 BAGGAGE_SPAN_PREFIX = "perf.loadtest."
 #: The span name and metric value of a request that matched no route.
@@ -131,8 +132,8 @@ class ServerCore:
         #: the opt-in per-request extras (access log, user, tenant), or None; while on, finish()
         #: is the version that calls them (so while off a request pays nothing)
         self.extras = request_extras.build(runtime)
-        #: (scheme, version, host, server, client, user agent) -> their span attributes
-        self._connections: dict[tuple[Any, ...], dict[str, Any]] = {}
+        #: (Host header, listening socket) -> their server.* span attributes
+        self._servers: dict[tuple[str, Any], dict[str, Any]] = {}
         if self.extras is not None:
             self.finish = self._finish_with_extras  # type: ignore[method-assign]
 
@@ -159,25 +160,33 @@ class ServerCore:
         attrs = ValidAttributes()
         attrs[n.A_METHOD] = method
         attrs["url.path"] = path[:MAX_PATH_ATTR]
+        attrs[n.A_URL_SCHEME] = str(scheme)
         if method != original_method:
             attrs["http.request.method_original"] = original_method[:64]
         if query:
             attrs["url.query"] = redact_query(query[:MAX_PATH_ATTR], self.redact)
-        # What is the same for every request of a connection, built once per connection
-        key = (scheme, version, host, server, client, user_agent)
-        cache = self._connections
+        if version:
+            attrs[n.A_PROTOCOL_VERSION] = version
+        # server.address/port from the Host header (else the socket): the same for every request
+        # of a connection, parsed once per distinct (Host, socket) pair
         try:
-            per_connection = cache.get(key)
-        except TypeError:  # a server giving lists for client/server: not cached
-            per_connection = None
-            cache = {}
-        if per_connection is None:
-            per_connection = _connection_attributes(scheme, version, host, server, client, user_agent)
-            if len(cache) >= MAX_CACHED_CONNECTIONS:
-                cache.clear()
-            with contextlib.suppress(TypeError):
-                cache[key] = per_connection
-        attrs.update(per_connection)
+            key = (host, server if server is None or type(server) is tuple else tuple(server))
+            cached = self._servers.get(key)
+        except TypeError:  # not a pair of hashable values: parsed, not kept
+            key, cached = None, None
+        if cached is None:
+            cached = _server_attributes(host, server)
+            if key is not None and len(host) <= MAX_CACHED_HOST:
+                if len(self._servers) >= MAX_CACHED_SERVERS:
+                    self._servers.clear()
+                self._servers[key] = cached
+        attrs.update(cached)
+        if client:
+            attrs["client.address"] = str(client[0])[:256]
+            if client[1]:
+                attrs["client.port"] = int(client[1])
+        if user_agent:
+            attrs["user_agent.original"] = user_agent[:512]
         if headers is not None and self.capture.request_names:
             captured = dict(attrs)  # the shared start attributes stay unchanged
             captured.update(self.capture.request(headers()))
@@ -309,31 +318,16 @@ def supervising(runtime: Runtime, original: Any, *, workers: bool = True) -> Any
     return run
 
 
-def _connection_attributes(
-    scheme: str,
-    version: str,
-    host: str,
-    server: tuple[str, int] | None,
-    client: tuple[str, int] | None,
-    user_agent: str,
-) -> dict[str, Any]:
-    """The SERVER span attributes that come from the connection and its client, not the request."""
-    attrs: dict[str, Any] = {n.A_URL_SCHEME: str(scheme)}
-    if version:
-        attrs[n.A_PROTOCOL_VERSION] = version
+def _server_attributes(host: str, server: tuple[str, int] | None) -> dict[str, Any]:
+    """``server.address`` and ``server.port`` from a Host header, else from the listening socket."""
     address, port = _host_and_port(host)
     if not address and server:
         address, port = str(server[0]), int(server[1] or 0)
+    attrs: dict[str, Any] = {}
     if address:
         attrs[n.A_SERVER_ADDRESS] = address[:256]
         if port:
             attrs[n.A_SERVER_PORT] = port
-    if client:
-        attrs["client.address"] = str(client[0])[:256]
-        if client[1]:
-            attrs["client.port"] = int(client[1])
-    if user_agent:
-        attrs["user_agent.original"] = user_agent[:512]
     return attrs
 
 
