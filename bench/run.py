@@ -1102,7 +1102,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if not all("=" in a for a in parts if a):
             p.error(f"--variant {variant!r}: expected NAME:VAR=VALUE[,VAR=VALUE...]")
         env.update(dict(a.split("=", 1) for a in parts if a))
-        CONFIGS[name] = {"venv": "ours", "launcher": "otel-perf-instrument", "env": env}
+        CONFIGS[name] = {**CONFIGS["ours"], "env": env}
         DESCRIPTIONS[name] = "ours with " + assignments
         args.configs += "," + name
     unknown = set(args.configs.split(",")) - set(CONFIGS)

@@ -100,6 +100,9 @@ def test_variant_values_may_hold_commas(monkeypatch: pytest.MonkeyPatch) -> None
     assert env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] == "httpx,logging"
     assert env["OTEL_PERF_TRACERESPONSE"] == "false"
     assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.1"  # the rest of "ours" is kept
+    # every key a configuration needs to start (export, launcher, venv), as "ours" has them
+    assert run.CONFIGS["lean"].keys() == run.CONFIGS["ours"].keys()
+    assert run.CONFIGS["lean"]["export"] == "otlp"
     with pytest.raises(SystemExit):
         run.parse_args(["--variant", "broken:no-assignment-here"])
 
