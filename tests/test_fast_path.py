@@ -726,32 +726,6 @@ def test_encoder_cache_keeps_fields_and_types_apart() -> None:
         assert ours == encode_spans(varied).SerializeToString()
 
 
-def test_encoder_encodes_only_the_pairs_it_has_not_met(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once warm, a span's str/int/bool pairs come from the cache and only the rest (floats,
-    values not met yet, unhashable ones) are encoded, to the same bytes as a cold encoder."""
-    encoder = SpanEncoder()
-    attrs = {"http.request.method": "GET", "http.route": "/x", "http.response.status_code": 200, "b": True}
-    first = encoder.attributes(b"\x4a", attrs)
-    cases = [
-        dict(attrs),
-        {**attrs, "perf.db.duration": 0.5},
-        {**attrs, "url.path": "/new"},
-        {"http.response.status_code": 200.0, "b": 1, "c": ["x", "y"]},
-    ]
-    expected = [SpanEncoder().attributes(b"\x4a", case) for case in cases]
-    filled: list[list[str]] = []
-    real = SpanEncoder._fill
-
-    def counted(tag: bytes, pairs: Any, triples: Any, parts: Any) -> None:
-        filled.append([triples[i][0] for i, part in enumerate(parts) if part is None])
-        real(tag, pairs, triples, parts)
-
-    monkeypatch.setattr(SpanEncoder, "_fill", staticmethod(counted))
-    assert [encoder.attributes(b"\x4a", case) for case in cases] == expected
-    assert expected[0] == first
-    assert filled == [["perf.db.duration"], ["url.path"], ["http.response.status_code", "b", "c"]]
-
-
 def test_encoder_bounds_its_name_cache(spans: list[ReadableSpan], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(otlp_spans, "MAX_CACHED_PAIRS", 2)
     encoder = SpanEncoder()

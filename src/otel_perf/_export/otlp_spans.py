@@ -122,9 +122,9 @@ class SpanEncoder:
     """Encodes sequences of SDK ``ReadableSpan`` into ``ExportTraceServiceRequest`` bytes."""
 
     def __init__(self) -> None:
-        #: field tag -> (key, value, type of value) -> the encoded field (span, event, link,
-        #: resource and scope attributes are different fields)
-        self._pairs: dict[bytes, dict[tuple[str, Any, type], bytes]] = {}
+        #: field tag -> (key, value) -> the encoded field (span, event, link, resource and
+        #: scope attributes are different fields)
+        self._pairs: dict[bytes, dict[tuple[str, Any], bytes]] = {}
         #: span name -> its encoded field (route and statement names repeat)
         self._names: dict[str, bytes] = {}
         #: id(resource or scope) -> (the object, kept alive so the id stays its own; encoding)
@@ -144,61 +144,40 @@ class SpanEncoder:
         if frozen and attributes.encoded_by is self:  # type: ignore[attr-defined]
             return attributes.encoded  # type: ignore[attr-defined,no-any-return]
         # The SDK hands out BoundedAttributes (a MutableMapping written in Python, often
-        # behind a MappingProxyType); read the dict inside it instead.
+        # behind a MappingProxyType); iterate the dict inside it instead.
         inner = getattr(attributes, "_dict", None)
-        source = inner if type(inner) is dict else attributes
+        items = (inner if type(inner) is dict else attributes).items()
         pairs = self._pairs.get(tag)
         if pairs is None:
             pairs = self._pairs.setdefault(tag, {})
-        # Each pair's field looked up by (key, value, exact type) with map() in C, not a
-        # Python loop per pair; the type keeps True, 1 and 1.0 (equal in Python) apart.
-        # Pairs not met yet (and floats, which are not cached) are filled in after.
-        values = source.values()
-        triples = list(zip(source, values, map(type, values), strict=True))
-        try:
-            parts: list[bytes | None] = list(map(pairs.get, triples))
-        except TypeError:  # an unhashable value (a list): each pair encoded in turn
-            parts = [None] * len(triples)
-        if None in parts:
-            self._fill(tag, pairs, triples, parts)
-        encoded_all = b"".join(parts)  # type: ignore[arg-type]  # no None left
+        parts = []
+        for key, value in items:
+            kind = type(value)
+            if kind is str or kind is int:  # exact types only: True == 1 must not share an entry
+                encoded = pairs.get((key, value))
+                if encoded is None:
+                    try:
+                        encoded = _field(tag, encode_key_value(key, value))
+                    except Exception as error:
+                        logger.exception("Failed to encode key %s: %s", key, error)
+                        continue
+                    if len(pairs) >= MAX_CACHED_PAIRS:
+                        pairs.clear()
+                    pairs[(key, value)] = encoded
+                parts.append(encoded)
+            elif kind is float:
+                kv = _string(b"\x0a", key) + b"\x12\x09\x21" + _pack_d(value)
+                parts.append(tag + bytes((len(kv),)) + kv if len(kv) < 0x80 else _field(tag, kv))
+            else:
+                try:
+                    parts.append(_field(tag, encode_key_value(key, value)))
+                except Exception as error:
+                    logger.exception("Failed to encode key %s: %s", key, error)
+        encoded_all = b"".join(parts)
         if frozen:  # the bytes first: a reader that sees encoded_by sees them
             attributes.encoded = encoded_all  # type: ignore[attr-defined]
             attributes.encoded_by = self  # type: ignore[attr-defined]
         return encoded_all
-
-    @staticmethod
-    def _fill(
-        tag: bytes,
-        pairs: dict[tuple[str, Any, type], bytes],
-        triples: list[tuple[str, Any, type]],
-        parts: list[bytes | None],
-    ) -> None:
-        """Encode the pairs whose ``parts`` are None (caching str, int and bool ones)."""
-        start = 0
-        while True:
-            try:
-                i = parts.index(None, start)
-            except ValueError:
-                return
-            start = i + 1
-            triple = triples[i]
-            key, value, kind = triple
-            if kind is float:
-                kv = _string(b"\x0a", key) + b"\x12\x09\x21" + _pack_d(value)
-                parts[i] = tag + bytes((len(kv),)) + kv if len(kv) < 0x80 else _field(tag, kv)
-                continue
-            try:
-                encoded = _field(tag, encode_key_value(key, value))
-            except Exception as error:
-                logger.exception("Failed to encode key %s: %s", key, error)
-                parts[i] = b""  # skipped, as the SDK's encoder does
-                continue
-            parts[i] = encoded
-            if kind is str or kind is int or kind is bool:  # repeat between spans; floats rarely do
-                if len(pairs) >= MAX_CACHED_PAIRS:
-                    pairs.clear()
-                pairs[triple] = encoded
 
     def _resource(self, resource: Any) -> bytes:
         cached = self._resources.get(id(resource))
