@@ -111,3 +111,24 @@ def test_uvicorn_flags_sharing_our_prefixes_start_the_app(
     )
     assert proc.wait_http(f"http://127.0.0.1:{port}/hello") == 200
     assert httpx.get(f"http://127.0.0.1:{port}/hello").headers["traceresponse"].startswith("00-")
+
+
+def test_start_up_leaves_unused_heavy_modules_unimported(tmp_path: Path) -> None:
+    """Under the launcher, with no budgets or views file and a plain-http endpoint, neither
+    ``yaml`` (read only with those files) nor ``requests`` (the SDK's default transport) is
+    imported: together about 5 MB of RSS in every process.  (Celery is off here: the official
+    Celery instrumentation imports celery, and kombu imports yaml, whenever it is installed.)"""
+    probe = "import sys; print(sorted({'yaml', 'requests'} & set(sys.modules)))"
+    env = {
+        "PATH": str(BIN),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+        "OTEL_PERF_SHUTDOWN_TIMEOUT": "0.5",
+        "OTEL_PERF_LOG_FORMAT": "off",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "celery",
+    }
+    out = subprocess.run(
+        [str(BIN / "otel-perf-instrument"), "python", "-c", probe],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
