@@ -11,7 +11,7 @@ import pytest
 import otel_perf
 from otel_perf._analysis import ratelimit
 from otel_perf._analysis.stats import percentile
-from otel_perf._metrics.instruments import DURATION_BOUNDS, OVERFLOW_KEY, Histogram
+from otel_perf._metrics.instruments import DURATION_BOUNDS, OVERFLOW_KEY, Histogram, RequestRecorder
 
 
 def test_public_api_is_exactly_this() -> None:
@@ -73,6 +73,67 @@ def test_histogram_keeps_exemplar_per_bucket() -> None:
     h.record(0.2, ())
     ex = h.series()[0].exemplars
     assert list(ex) == [0] and ex[0][2:] == (0xABC, 0xDEF)
+
+
+def _request_histograms(max_series: int = 1000) -> tuple[Histogram, Histogram, Histogram]:
+    key = ("route", "method", "status")
+    return (
+        Histogram("d", "s", "", key, (0.1, 0.5), max_series),
+        Histogram("b", "By", "", key, (10, 100), max_series),
+        Histogram("q", "{query}", "", key[:2], (1, 5), max_series),
+    )
+
+
+def _state(h: Histogram) -> list[tuple[object, ...]]:
+    """Every series of ``h``; exemplars without their timestamps."""
+    out = []
+    for s in h.series():
+        exemplars = {i: e[:1] + e[2:] for i, e in s.exemplars.items()}
+        out.append((s.key, s.count, s.sum, s.min, s.max, s.bucket_counts, exemplars))
+    return sorted(out)
+
+
+REQUESTS = [
+    # seconds, body bytes (-1: unknown), queries, key, trace id, span id
+    (0.05, 12, 0, ("/a", "GET", 200), 0, 0),
+    (0.3, -1, 3, ("/a", "GET", 200), 0xA1, 0xB1),
+    (2.0, 500, 7, ("/a", "GET", 500), 0xA2, 0xB2),
+    (0.07, 0, 1, ("/b", "POST", 201), 0, 0),
+    (0.2, 40, 2, ("/c", "GET", 200), 0xA3, 0xB3),
+    (0.6, 99, 9, ("/d", "GET", 200), 0, 0),
+]
+
+
+@pytest.mark.parametrize("exemplar_filter", [None, "always_off", "always_on"])
+@pytest.mark.parametrize("max_series", [1000, 2])
+def test_request_recorder_records_what_three_records_would(
+    exemplar_filter: str | None, max_series: int
+) -> None:
+    grouped, alone = _request_histograms(max_series), _request_histograms(max_series)
+    recorder = RequestRecorder(*grouped)
+    if exemplar_filter is not None:  # an OTEL_METRICS_EXEMPLAR_FILTER: the recorder goes one by one
+        for h in (*grouped, *alone):
+            h.configure(exemplar_filter=exemplar_filter)
+    assert ("record" in recorder.__dict__) == (exemplar_filter is not None)
+    for seconds, size, queries, key, trace_id, span_id in REQUESTS:
+        recorder.record(seconds, size, queries, key, key[:2], trace_id, span_id)
+        duration, sizes, counts = alone
+        duration.record(seconds, key, trace_id, span_id)
+        if size >= 0:
+            sizes.record(size, key)
+        counts.record(queries, key[:2])
+    for got, want in zip(grouped, alone, strict=True):
+        assert _state(got) == _state(want)
+        assert got.overflowed == want.overflowed
+    assert any(s[6] for s in _state(grouped[0])) == (exemplar_filter != "always_off")
+    assert grouped[0]._lock is grouped[1]._lock is grouped[2]._lock
+
+
+def test_request_recorder_refuses_histograms_that_recorded() -> None:
+    duration, sizes, counts = _request_histograms()
+    sizes.record(1, ("/a", "GET", 200))
+    with pytest.raises(RuntimeError, match="before they record"):
+        RequestRecorder(duration, sizes, counts)
 
 
 def _headers(d: dict[str, str]):  # type: ignore[no-untyped-def]

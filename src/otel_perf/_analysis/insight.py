@@ -53,12 +53,12 @@ def finish_request(
     inst = rt.inst
     key = (route, method)
     http_key = (route, method, status, error_type, scheme, version)
-    inst.server_duration.record(seconds, http_key, work.trace_id if work.span_id else 0, work.span_id)
-    if response_size >= 0:
-        inst.response_size.record(response_size, http_key)
+    span_id = work.span_id
+    inst.requests.record(
+        seconds, response_size, work.query_count, http_key, key, work.trace_id if span_id else 0, span_id
+    )
     if request_size >= 0:
         inst.request_size.record(request_size, http_key)
-    inst.queries_per_request.record(work.query_count, key)
     # The middleware puts perf.db.query_count / perf.db.duration on the span with its other
     # end-of-request attributes (one set_attributes call).
     if seconds >= rt.slow_request_s:

@@ -31,6 +31,7 @@ from otel_perf._metrics.instruments import (
     Histogram,
     Key,
     Registry,
+    RequestRecorder,
 )
 
 if TYPE_CHECKING:
@@ -63,6 +64,11 @@ class Instruments:
     job_duration: Histogram
     job_queue_wait: Histogram
     job_queries: Histogram
+    #: server_duration, response_size and queries_per_request, recorded together per request
+    requests: RequestRecorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.requests = RequestRecorder(self.server_duration, self.response_size, self.queries_per_request)
 
 
 @dataclass

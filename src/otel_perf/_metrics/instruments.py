@@ -111,6 +111,8 @@ class Histogram:
         self.exemplar_filter = "trace_based"
         self._exp: dict[Key, ExpBuckets] = {}
         self._win: dict[Key, list[float]] = {}
+        #: the :class:`RequestRecorder` this histogram is part of (told when configure() changes it)
+        self._group: RequestRecorder | None = None
 
     def record(self, value: float, key: Key, trace_id: int = 0, span_id: int = 0) -> None:
         """Add one measurement; ``trace_id``/``span_id`` (non-zero) keep it as the bucket's exemplar."""
@@ -196,6 +198,8 @@ class Histogram:
                 self.record = self._record_full  # type: ignore[method-assign]
             else:
                 self.__dict__.pop("record", None)
+        if self._group is not None:
+            self._group.refresh()
         return slot
 
     def rebound(self, bounds: Sequence[float]) -> None:
@@ -254,6 +258,87 @@ class Histogram:
             self._exemplars.clear()
             self._exp.clear()
             self._win.clear()
+
+
+class RequestRecorder:
+    """What every HTTP request adds to three histograms, under one acquisition of one lock.
+
+    Duration (with its exemplar), response body size and statements per request: recorded
+    one by one, they take three method calls, three lock acquisitions and hash the request's
+    key twice, about 0.5 µs of a request's cost.  The three histograms share the duration's
+    lock from here on (each still takes it alone to be read, reset or configured).  While any
+    of them records more than the default (exponential buckets, delta windows, an exemplar
+    filter: :meth:`Histogram.configure`), :meth:`record` is each one's own ``record``.
+    """
+
+    def __init__(self, duration: Histogram, response_size: Histogram, queries: Histogram) -> None:
+        if duration._cells or response_size._cells or queries._cells:
+            raise RuntimeError("RequestRecorder: the histograms must be grouped before they record")
+        self.duration, self.response_size, self.queries = duration, response_size, queries
+        self._lock = response_size._lock = queries._lock = duration._lock
+        for member in (duration, response_size, queries):
+            member._group = self
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Choose the lean or the one-by-one recording (a member was just configured)."""
+        members = (self.duration, self.response_size, self.queries)
+        if any("record" in member.__dict__ for member in members):  # configure() chose _record_full
+            self.record = self._one_by_one  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("record", None)
+
+    def record(
+        self, seconds: float, size: int, queries: int, key: Key, route_key: Key, trace_id: int, span_id: int
+    ) -> None:
+        """One request: ``seconds`` and ``size`` (-1: unknown, not recorded) under ``key``, ``queries``
+        under ``route_key``; ``trace_id``/``span_id`` (non-zero) keep the duration as an exemplar."""
+        duration, sizes, counts = self.duration, self.response_size, self.queries
+        i_duration = bisect_left(duration.bounds, seconds)
+        i_queries = bisect_left(counts.bounds, queries)
+        with self._lock:
+            cell = duration._cells.get(key)
+            kept = key
+            if cell is None:
+                cell, kept = duration._new_cell(key)
+            cell[0] += seconds
+            if seconds < cell[1]:  # noqa: PLR1730
+                cell[1] = seconds
+            if seconds > cell[2]:  # noqa: PLR1730
+                cell[2] = seconds
+            cell[3 + i_duration] += 1
+            if trace_id:
+                ex = duration._exemplars.get(kept)
+                if ex is None:
+                    ex = duration._exemplars[kept] = {}
+                ex[i_duration] = (seconds, time.time_ns(), trace_id, span_id)
+            if size >= 0:
+                cell = sizes._cells.get(key)
+                if cell is None:
+                    cell, _ = sizes._new_cell(key)
+                cell[0] += size
+                if size < cell[1]:  # noqa: PLR1730
+                    cell[1] = size
+                if size > cell[2]:  # noqa: PLR1730
+                    cell[2] = size
+                cell[3 + bisect_left(sizes.bounds, size)] += 1
+            cell = counts._cells.get(route_key)
+            if cell is None:
+                cell, _ = counts._new_cell(route_key)
+            cell[0] += queries
+            if queries < cell[1]:  # noqa: PLR1730
+                cell[1] = queries
+            if queries > cell[2]:  # noqa: PLR1730
+                cell[2] = queries
+            cell[3 + i_queries] += 1
+
+    def _one_by_one(
+        self, seconds: float, size: int, queries: int, key: Key, route_key: Key, trace_id: int, span_id: int
+    ) -> None:
+        self.duration.record(seconds, key, trace_id, span_id)
+        if size >= 0:
+            self.response_size.record(size, key)
+        self.queries.record(queries, route_key)
 
 
 class _Scalar:
