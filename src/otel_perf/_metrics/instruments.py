@@ -280,6 +280,11 @@ class RequestRecorder:
             member._group = self
         self.refresh()
 
+    def renew_lock(self) -> None:
+        """One new lock for the group (a forked child: a thread of the parent may have held the old one)."""
+        lock = threading.Lock()
+        self._lock = self.duration._lock = self.response_size._lock = self.queries._lock = lock
+
     def refresh(self) -> None:
         """Choose the lean or the one-by-one recording (a member was just configured)."""
         members = (self.duration, self.response_size, self.queries)
