@@ -314,9 +314,10 @@ if pid == 0:
     def work():
         histogram.record(0.25, ("/forked", "GET", 200, ""))
         # what every request records: the three histograms share one lock, the child's own
-        requests = rt.inst.requests
-        requests.record(0.25, 10, 1, ("/forked", "GET", 200, ""), ("/forked", "GET"), 0, 0)
-        assert requests._lock is histogram._lock is rt.inst.response_size._lock
+        group = rt.inst.request_metrics
+        group.record(0.25, 10, 1, ("/forked", "GET", 200, ""), ("/forked", "GET"), 0, 0)
+        assert group._lock is histogram._lock is rt.inst.response_size._lock
+        assert group._lock is rt.inst.queries_per_request._lock
         reader.collect()
         done.set()
     threading.Thread(target=work, daemon=True).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 
@@ -84,15 +85,6 @@ def _request_histograms(max_series: int = 1000) -> tuple[Histogram, Histogram, H
     )
 
 
-def _state(h: Histogram) -> list[tuple[object, ...]]:
-    """Every series of ``h``; exemplars without their timestamps."""
-    out = []
-    for s in h.series():
-        exemplars = {i: e[:1] + e[2:] for i, e in s.exemplars.items()}
-        out.append((s.key, s.count, s.sum, s.min, s.max, s.bucket_counts, exemplars))
-    return sorted(out)
-
-
 REQUESTS = [
     # seconds, body bytes (-1: unknown), queries, key, trace id, span id
     (0.05, 12, 0, ("/a", "GET", 200), 0, 0),
@@ -104,17 +96,47 @@ REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("exemplar_filter", [None, "always_off", "always_on"])
+#: What an exporter's settings make Histogram.configure() ask for (None: the default, lean).
+SETTINGS: dict[str, dict[str, Any] | None] = {
+    "default": None,
+    "always_off": {"exemplar_filter": "always_off"},  # OTEL_METRICS_EXEMPLAR_FILTER
+    "always_on": {"exemplar_filter": "always_on"},
+    "exponential": {"exponential": (160, 20)},  # base2_exponential_bucket_histogram
+    "delta window": {"add_window": True},  # a delta exporter's min/max per window
+}
+
+
+def _state(h: Histogram) -> list[tuple[object, ...]]:
+    """Every series of ``h``; exemplars without their timestamps."""
+    out = []
+    for s in h.series(0 if h.windows else -1):
+        exemplars = {i: e[:1] + e[2:] for i, e in s.exemplars.items()}
+        window = (s.window_min, s.window_max)
+        out.append((s.key, s.count, s.sum, s.min, s.max, s.bucket_counts, exemplars, s.exp, window))
+    return sorted(out, key=repr)
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("configured", ["before grouping", "after grouping"])
 @pytest.mark.parametrize("max_series", [1000, 2])
 def test_request_recorder_records_what_three_records_would(
-    exemplar_filter: str | None, max_series: int
+    setting: str, configured: str, max_series: int
 ) -> None:
     grouped, alone = _request_histograms(max_series), _request_histograms(max_series)
+    asked = SETTINGS[setting]
+    if asked is not None:
+        for h in alone:
+            h.configure(**asked)
+    if asked is not None and configured == "before grouping":  # an exporter attached first
+        for h in grouped:
+            h.configure(**asked)
     recorder = RequestRecorder(*grouped)
-    if exemplar_filter is not None:  # an OTEL_METRICS_EXEMPLAR_FILTER: the recorder goes one by one
-        for h in (*grouped, *alone):
-            h.configure(exemplar_filter=exemplar_filter)
-    assert ("record" in recorder.__dict__) == (exemplar_filter is not None)
+    if asked is not None and configured == "after grouping":
+        grouped[1].configure(**asked)  # one member is enough to go one by one
+        assert "record" in recorder.__dict__
+        for h in (grouped[0], grouped[2]):
+            h.configure(**asked)
+    assert ("record" in recorder.__dict__) == (asked is not None)
     for seconds, size, queries, key, trace_id, span_id in REQUESTS:
         recorder.record(seconds, size, queries, key, key[:2], trace_id, span_id)
         duration, sizes, counts = alone
@@ -125,8 +147,19 @@ def test_request_recorder_records_what_three_records_would(
     for got, want in zip(grouped, alone, strict=True):
         assert _state(got) == _state(want)
         assert got.overflowed == want.overflowed
-    assert any(s[6] for s in _state(grouped[0])) == (exemplar_filter != "always_off")
+    assert any(s[6] for s in _state(grouped[0])) == (setting != "always_off")
     assert grouped[0]._lock is grouped[1]._lock is grouped[2]._lock
+
+
+def test_request_recorder_goes_lean_again_and_takes_each_histogram_once() -> None:
+    grouped = _request_histograms()
+    recorder = RequestRecorder(*grouped)
+    grouped[2].configure(exemplar_filter="always_on")
+    assert "record" in recorder.__dict__
+    grouped[2].configure(exemplar_filter="trace_based")  # back to the default
+    assert "record" not in recorder.__dict__
+    with pytest.raises(RuntimeError, match="one group only"):
+        RequestRecorder(*grouped)
 
 
 def test_request_recorder_refuses_histograms_that_recorded() -> None:

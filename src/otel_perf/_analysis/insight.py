@@ -54,7 +54,7 @@ def finish_request(
     key = (route, method)
     http_key = (route, method, status, error_type, scheme, version)
     span_id = work.span_id
-    inst.requests.record(
+    inst.request_metrics.record(
         seconds, response_size, work.query_count, http_key, key, work.trace_id if span_id else 0, span_id
     )
     if request_size >= 0:

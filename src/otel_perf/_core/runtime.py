@@ -65,10 +65,12 @@ class Instruments:
     job_queue_wait: Histogram
     job_queries: Histogram
     #: server_duration, response_size and queries_per_request, recorded together per request
-    requests: RequestRecorder = field(init=False)
+    request_metrics: RequestRecorder = field(init=False)
 
     def __post_init__(self) -> None:
-        self.requests = RequestRecorder(self.server_duration, self.response_size, self.queries_per_request)
+        self.request_metrics = RequestRecorder(
+            self.server_duration, self.response_size, self.queries_per_request
+        )
 
 
 @dataclass

@@ -174,7 +174,7 @@ def _fresh_locks() -> None:
         return
     for inst in rt.registry.instruments():
         inst._lock = threading.Lock()
-    rt.inst.requests.renew_lock()  # the histograms every request records share one lock again
+    rt.inst.request_metrics.renew_lock()  # the histograms every request records share one lock again
     rt.findings._lock = threading.Lock()
     rt.warn_limiter._lock = threading.Lock()
     consumer = _measurement_consumer(rt)
