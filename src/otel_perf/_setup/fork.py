@@ -172,9 +172,15 @@ def _fresh_locks() -> None:
     rt = runtime.get()
     if rt is None:
         return
+    groups = set()
     for inst in rt.registry.instruments():
-        inst._lock = threading.Lock()
-    rt.inst.request_metrics.renew_lock()  # the histograms every request records share one lock again
+        group = getattr(inst, "_group", None)
+        if group is None:
+            inst._lock = threading.Lock()
+        else:  # histograms that share a lock (RequestRecorder) get one new lock between them
+            groups.add(group)
+    for group in groups:
+        group.renew_lock()
     rt.findings._lock = threading.Lock()
     rt.warn_limiter._lock = threading.Lock()
     consumer = _measurement_consumer(rt)
