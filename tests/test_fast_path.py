@@ -689,7 +689,11 @@ def test_encoder_bounds_its_pair_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     encoder = SpanEncoder()
     for i in range(50):
         encoder.attributes(b"\x4a", {"url.path": f"/items/{i}"})
-    assert 0 < len(encoder._pairs[b"\x4a"]) <= 8
+    cached = encoder._pairs[b"\x4a"]
+    assert 0 < sum(len(values) for values in cached.values()) <= 8
+    for i in range(50):  # float keys are bounded too
+        encoder.attributes(b"\x4a", {f"key.{i}": 0.5})
+    assert 0 < len(encoder._float_keys[b"\x4a"]) <= 8
 
 
 def test_encoder_cache_keeps_fields_and_types_apart() -> None:
