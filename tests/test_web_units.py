@@ -155,9 +155,9 @@ def test_every_extra_the_registry_names_exists_and_installs_its_library() -> Non
 
 
 def test_connection_attributes_are_each_requests_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The server.* attributes parsed once per (Host, socket) are the right ones for every
+    """The connection attributes built once per connection are the right ones for every
     request, whatever order they come in (Host and user agent may change on one connection);
-    a server giving lists for the addresses gets them too; the parsed pairs kept are bounded."""
+    a server giving lists for the addresses gets them too; the connections kept are bounded."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
@@ -198,13 +198,29 @@ def test_connection_attributes_are_each_requests_own(monkeypatch: pytest.MonkeyP
     assert attrs(("10.0.0.1", 5001)) == first
     lists = core.start_attributes("GET", "GET", "/", "", "http", "1.1", "", ["10.0.0.8", 81], None, "")
     assert (lists["server.address"], lists["server.port"]) == ("10.0.0.8", 81)
-    monkeypatch.setattr(server_module, "MAX_CACHED_SERVERS", 2)
+    # raw header bytes (as ASGI gives them) give the same attributes as text
+    raw = core.start_attributes(
+        "GET", "GET", "/x", "a=1", "https", "1.1", b"example.com:8443", ("10.0.0.9", 80), ("10.0.0.1", 5001),
+        b"curl/8",
+    )
+    assert raw == first
+    latin_ua = "caf\xe9".encode("latin-1")
+    latin = core.start_attributes("GET", "GET", "/", "", "http", "1.1", b"", None, None, latin_ua)
+    assert latin["user_agent.original"] == "caf\xe9"
+    # a connection's attributes are built once and shared, never changed by a request
+    assert attrs(("10.0.0.1", 5001))["url.path"] == "/x" and not any(
+        "url.path" in kept for kept in core._connections.values()
+    )
+    monkeypatch.setattr(server_module, "MAX_CACHED_CONNECTIONS", 2)
     for n in range(5):
         assert attrs(("10.0.0.1", 5001), host=f"h{n}.example:81")["server.address"] == f"h{n}.example"
-    assert 0 < len(core._servers) <= 2
+    assert 0 < len(core._connections) <= 2
     long_host = "x" * 400
     assert attrs(None, host=long_host)["server.address"] == long_host[:256]
-    assert (long_host, ("10.0.0.9", 80)) not in core._servers
+    assert not any(long_host in key for key in core._connections)
+    long_agent = "a" * 600
+    assert attrs(None, agent=long_agent)["user_agent.original"] == long_agent[:512]
+    assert not any(long_agent in key for key in core._connections)
 
 
 def test_server_spans_end_through_the_lean_end() -> None:

@@ -47,10 +47,11 @@ KNOWN_METHODS = frozenset(
 )
 #: Attribute values cut at this length (paths, queries, routes).
 MAX_PATH_ATTR = 2048
-#: Distinct (Host header, listening socket) pairs whose ``server.*`` attributes are kept
-#: parsed; cleared whole when full.  A longer Host header is parsed every time, not kept.
-MAX_CACHED_SERVERS = 256
+#: Distinct connections (scheme, protocol, Host, user agent, both sockets) whose attributes
+#: are kept built; cleared whole when full.  A longer Host header or user agent is not kept.
+MAX_CACHED_CONNECTIONS = 256
 MAX_CACHED_HOST = 300
+MAX_USER_AGENT = 512
 #: Baggage keys copied onto the SERVER span, so a load-test run's traces can be searched for.
 BAGGAGE_SPAN_PREFIX = "perf.loadtest."
 #: The span name and metric value of a request that matched no route.
@@ -132,8 +133,9 @@ class ServerCore:
         #: the opt-in per-request extras (access log, user, tenant), or None; while on, finish()
         #: is the version that calls them (so while off a request pays nothing)
         self.extras = request_extras.build(runtime)
-        #: (Host header, listening socket) -> their server.* span attributes
-        self._servers: dict[tuple[str, Any], dict[str, Any]] = {}
+        #: (scheme, protocol, Host, listening socket, peer, user agent) -> their span attributes:
+        #: the same for every request of a keep-alive connection, built once for it
+        self._connections: dict[tuple[Any, ...], dict[str, Any]] = {}
         if self.extras is not None:
             self.finish = self._finish_with_extras  # type: ignore[method-assign]
 
@@ -145,10 +147,10 @@ class ServerCore:
         query: str,
         scheme: str,
         version: str,
-        host: str = "",
+        host: str | bytes = "",
         server: tuple[str, int] | None = None,
         client: tuple[str, int] | None = None,
-        user_agent: str = "",
+        user_agent: str | bytes = "",
         headers: Callable[[], Pairs] | None = None,
     ) -> dict[str, Any]:
         """The SERVER span's attributes known at start (built only when the span records).
@@ -156,41 +158,58 @@ class ServerCore:
         Stable HTTP semconv, as the official instrumentations set them: ``server.address``
         and ``server.port`` from the Host header (else the listening socket), ``client.*`` from
         the peer, ``http.request.method_original`` for a method outside the known set.
+        ``host`` and ``user_agent`` may be the raw header bytes (Latin-1), decoded only when
+        the connection's attributes are built.
         """
         attrs = ValidAttributes()
         attrs[n.A_METHOD] = method
         attrs["url.path"] = path[:MAX_PATH_ATTR]
-        attrs[n.A_URL_SCHEME] = str(scheme)
         if method != original_method:
             attrs["http.request.method_original"] = original_method[:64]
         if query:
             attrs["url.query"] = redact_query(query[:MAX_PATH_ATTR], self.redact)
-        if version:
-            attrs[n.A_PROTOCOL_VERSION] = version
-        # server.address/port from the Host header (else the socket): the same for every request
-        # of a connection, parsed once per distinct (Host, socket) pair
+        # The rest is the same for every request of a connection: built once for it
         try:
-            key = (host, server if server is None or type(server) is tuple else tuple(server))
-            cached = self._servers.get(key)
-        except TypeError:  # not a pair of hashable values: parsed, not kept
-            key, cached = None, None
-        if cached is None:
-            cached = _server_attributes(host, server)
-            if key is not None and len(host) <= MAX_CACHED_HOST:
-                if len(self._servers) >= MAX_CACHED_SERVERS:
-                    self._servers.clear()
-                self._servers[key] = cached
-        attrs.update(cached)
-        if client:
-            attrs["client.address"] = str(client[0])[:256]
-            if client[1]:
-                attrs["client.port"] = int(client[1])
-        if user_agent:
-            attrs["user_agent.original"] = user_agent[:512]
+            attrs.update(self._connections[scheme, version, host, server, client, user_agent])
+        except (KeyError, TypeError):  # TypeError: a socket given as a list (unhashable)
+            attrs.update(self._connection_attributes(scheme, version, host, server, client, user_agent))
         if headers is not None and self.capture.request_names:
             captured = dict(attrs)  # the shared start attributes stay unchanged
             captured.update(self.capture.request(headers()))
             return captured
+        return attrs
+
+    def _connection_attributes(
+        self,
+        scheme: str,
+        version: str,
+        host: str | bytes,
+        server: Any,
+        client: Any,
+        user_agent: str | bytes,
+    ) -> dict[str, Any]:
+        """``url.scheme``, ``network.protocol.version``, ``server.*``, ``client.*`` and the user
+        agent of one connection, kept for its next requests when they can be."""
+        attrs: dict[str, Any] = {n.A_URL_SCHEME: str(scheme)}
+        if version:
+            attrs[n.A_PROTOCOL_VERSION] = version
+        host_text = host.decode("latin-1") if isinstance(host, bytes) else host
+        agent = user_agent.decode("latin-1") if isinstance(user_agent, bytes) else user_agent
+        attrs.update(_server_attributes(host_text, server))
+        if client:
+            attrs["client.address"] = str(client[0])[:256]
+            if client[1]:
+                attrs["client.port"] = int(client[1])
+        if agent:
+            attrs["user_agent.original"] = agent[:MAX_USER_AGENT]
+        if len(host) <= MAX_CACHED_HOST and len(user_agent) <= MAX_USER_AGENT:
+            connections = self._connections
+            try:
+                if len(connections) >= MAX_CACHED_CONNECTIONS:
+                    connections.clear()
+                connections[scheme, version, host, server, client, user_agent] = attrs
+            except TypeError:  # unhashable (a socket given as a list): built each time
+                pass
         return attrs
 
     def finish(

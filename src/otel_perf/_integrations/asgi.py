@@ -425,10 +425,10 @@ class PerfMiddleware:
             query.decode("latin-1") if query else "",
             scope.get("scheme") or "http",
             scope.get("http_version") or "",
-            host.decode("latin-1"),
+            host,  # raw: decoded once per connection
             scope.get("server"),
             scope.get("client"),
-            user_agent.decode("latin-1"),
+            user_agent,
             (lambda: _decoded(headers)) if self.core.capture.request_names else None,
         )
 
