@@ -112,22 +112,6 @@ class OpcodeCounter:
         self.on = False
 
 
-def _load_app(name: str) -> tuple[Any, bool]:
-    """The benchmark app ``name`` (imported after the bootstrap, as under the launcher); is it ASGI?"""
-    if name == "django":
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djbench.settings")
-        import djbench.wsgi
-
-        return djbench.wsgi.application, False
-    if name == "flask":
-        import flask_bench
-
-        return flask_bench.app, False
-    import app as bench_app
-
-    return bench_app.app, True
-
-
 def child(
     mode: str, endpoints: Sequence[str], requests: int, warmup: int, app_name: str = "fastapi"
 ) -> dict[str, Any]:
@@ -137,22 +121,8 @@ def child(
     tmp = tempfile.mkdtemp(prefix="otel-perf-bytecodes-")
     os.environ["BENCH_DB"] = os.path.join(tmp, "bench.db")
     if mode != "bare":
-        defaults = {
-            "OTEL_SERVICE_NAME": "bytecodes",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": inproc.start_sink(),
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": "1.0" if mode == "ours-100" else "0",
-            "OTEL_PERF_LOG_FORMAT": "off",
-            # Per second, not per request (see the module docstring).
-            "OTEL_PERF_LOOP_MONITOR": "false",
-        }
-        for name, value in defaults.items():  # what --set gave (in the environment) wins
-            os.environ.setdefault(name, value)
-        from otel_perf._setup.install import bootstrap
-
-        if bootstrap() is None:
-            raise RuntimeError("otel_perf did not bootstrap (is OTEL_SDK_DISABLED set?)")
-    target, is_asgi = _load_app(app_name)
+        inproc.bootstrap_ours(mode)
+    target, is_asgi = inproc.load_app(app_name)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 

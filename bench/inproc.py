@@ -6,6 +6,7 @@ Shared by the microbenchmarks (``test_hotpath.py``) and the bytecode counter
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -102,3 +103,43 @@ def start_sink() -> str:
     server = sink.serve(0)
     threading.Thread(target=server.serve_forever, name="bench-sink", daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def bootstrap_ours(mode: str) -> None:
+    """Bootstrap otel_perf as the launcher does, README production settings; ``mode`` is ``ours``
+    (no request sampled) or ``ours-100`` (every request sampled).  What the environment already
+    sets wins (``--set``, or the sink the caller started); a sink is started here otherwise.
+    """
+    defaults = {
+        "OTEL_SERVICE_NAME": "inproc",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "1.0" if mode == "ours-100" else "0",
+        "OTEL_PERF_LOG_FORMAT": "off",
+        # Per second, not per request: it would charge a request slowed by a tracer or an
+        # emulator many times its share (bytecodes.py's docstring).
+        "OTEL_PERF_LOOP_MONITOR": "false",
+    }
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" not in os.environ:
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = start_sink()
+    from otel_perf._setup.install import bootstrap
+
+    if bootstrap() is None:
+        raise RuntimeError("otel_perf did not bootstrap (is OTEL_SDK_DISABLED set?)")
+
+
+def load_app(name: str) -> tuple[Any, bool]:
+    """The benchmark app ``name`` (imported after the bootstrap, as under the launcher); is it ASGI?"""
+    if name == "django":
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djbench.settings")
+        import djbench.wsgi
+
+        return djbench.wsgi.application, False
+    if name == "flask":
+        import flask_bench
+
+        return flask_bench.app, False
+    import app as bench_app
+
+    return bench_app.app, True

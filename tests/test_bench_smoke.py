@@ -174,3 +174,38 @@ def test_bytecode_counter_prices_one_setting(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "expected VAR=VALUE" in bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind (apt-get install valgrind)")
+def test_instruction_counter_prices_a_request_under_callgrind() -> None:
+    pytest.importorskip("fastapi")
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "instructions.py"), "--endpoints", "/hello", "--requests", "4",
+         "--warmup", "3"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| run")
+    }
+    assert list(rows) == ["bare", "ours", "ours-100"], result.stdout
+    per_request = {name: int(cell.split()[0].replace(",", "")) for name, cell in rows.items()}
+    # One FastAPI request through the whole ASGI stack is hundreds of thousands of instructions
+    # (410,000 bare when last counted); a near-zero count would mean the runs did no requests.
+    assert per_request["bare"] > 100_000, result.stdout
+    assert "At 10% sampling" in result.stdout and "/hello +" in result.stdout
+
+
+def test_instruction_counter_refuses_bad_arguments() -> None:
+    for argv, message in (
+        (["--variant", "pre"], "expected NAME=VALUE"),
+        (["--variant", "pre=/nonexistent"], "no /nonexistent/otel_perf directory"),
+        (["--endpoints", "/nope"], "unknown /nope"),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(BENCH / "instructions.py"), *argv],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2 and message in result.stderr, (argv, result.stderr)

@@ -1,0 +1,209 @@
+"""Machine instructions per request under callgrind: the instrumentation's whole cost, C included.
+
+    python bench/instructions.py                          # /hello, /items/42, /db
+    python bench/instructions.py --endpoints /hello --variant pre=/tmp/pre/src
+    python bench/instructions.py --set OTEL_PERF_TRACERESPONSE=false
+
+``bytecodes.py`` counts Python bytecodes, which do not see what a bytecode costs in C (a dict
+built, a lock taken, bytes encoded), and timings on a shared 2-core machine scatter by tens of
+percent (a plain loop of additions took 203 to 363 ms in six runs on 2026-12-06).  This counts
+the instructions the CPU executes (``valgrind --tool=callgrind``), whatever else the machine is
+doing: the bare app repeats to 0.001%, ours to about ±4% with the request not sampled and ±10%
+sampled (the span export thread's share moves with where the threads switch; bench/README.md,
+"Run 7"), so compare versions in one run and repeat it before trusting a few percent.
+
+Each mode (``bare``, ``ours`` = production settings with the request not sampled, ``ours-100`` =
+every request sampled, spans encoded and exported) runs in two fresh processes under callgrind,
+one doing ``--requests`` requests after the warm-up and one four times as many; the difference
+divided by the extra requests is one request's instructions, with start-up, warm-up and exit
+(the final export, metric collection) cancelled out.  Spans are exported to an OTLP sink in this
+(unmeasured) process.  All threads count: the request's, the threadpool's for ``/db`` and the
+span exporter's.  ``--variant NAME=SRC`` adds ``ours`` and ``ours-100`` for another checkout's
+``src`` (put first on ``PYTHONPATH``), to compare two versions of the code in one run.
+
+callgrind runs a process about 50 times slower; the default counts take a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:  # app.py, sink.py and inproc.py live beside this file
+    sys.path.insert(0, str(BENCH))
+import inproc  # noqa: E402
+
+ENDPOINTS = ("/hello", "/items/42", "/db")
+#: Requests per counted run, per endpoint (the second run does four times as many); /db is
+#: about eight times the instructions of /hello.
+DEFAULT_REQUESTS = {"/hello": 100, "/items/42": 100, "/db": 40}
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def child(mode: str, endpoint: str, requests: int, warmup: int, app_name: str) -> None:
+    """One measured process: bootstrap (unless bare), warm up, run the requests, exit."""
+    # Threads switch when they block, never on a timer: the interpreter's 5 ms switch interval
+    # is wall-clock time, which callgrind stretches by a varying factor.
+    sys.setswitchinterval(3600)
+    os.environ["BENCH_DB"] = os.path.join(tempfile.mkdtemp(prefix="otel-perf-instructions-"), "bench.db")
+    if mode != "bare":
+        inproc.bootstrap_ours(mode)
+    target, is_asgi = inproc.load_app(app_name)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    for _ in range(warmup + requests):
+        if is_asgi:
+            loop.run_until_complete(inproc.call(target, endpoint))
+        else:
+            inproc.wsgi_call(target, endpoint)
+    loop.close()
+
+
+def _count(argv: list[str], env: dict[str, str]) -> int:
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        capture_output=True, text=True, env=env, timeout=1800, check=False,
+    )  # fmt: skip
+    found = _COLLECTED.search(proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise RuntimeError(f"callgrind run failed ({' '.join(argv[-8:])}):\n{proc.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+def measure(
+    runs: dict[str, tuple[str, str | None]],
+    endpoints: Sequence[str],
+    requests: dict[str, int],
+    warmup: int,
+    app_name: str,
+    settings: Sequence[str],
+    jobs: int,
+) -> dict[str, dict[str, float]]:
+    """Instructions per request for each run name (mode, extra PYTHONPATH) and endpoint."""
+    sink = inproc.start_sink()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    base["PYTHONHASHSEED"] = "0"  # the same dict layouts in both processes of a pair
+
+    def one(name: str, endpoint: str, n: int) -> int:
+        mode, src = runs[name]
+        env = dict(base)
+        if mode != "bare":
+            env.update(item.split("=", 1) for item in settings)
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink
+            # Start-up and exit are cancelled out only if nothing periodic runs in between.
+            env.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
+            env.setdefault("OTEL_PERF_SYSTEM_METRICS", "false")
+            # Spans are exported when a batch is full and at exit, not on a timer.
+            env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+        if src:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+        argv = [sys.executable, __file__, "--child", mode, "--endpoints", endpoint,
+                "--requests", str(n), "--warmup", str(warmup), "--app", app_name]  # fmt: skip
+        return _count(argv, env)
+
+    tasks = [(name, e, n) for name in runs for e in endpoints for n in (requests[e], 4 * requests[e])]
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        counts = dict(zip(tasks, pool.map(lambda t: one(*t), tasks), strict=True))
+    return {
+        name: {
+            e: (counts[(name, e, 4 * requests[e])] - counts[(name, e, requests[e])]) / (3 * requests[e])
+            for e in endpoints
+        }
+        for name in runs
+    }
+
+
+def render(per: dict[str, dict[str, float]], runs: dict[str, tuple[str, str | None]]) -> str:
+    lines = [
+        "Instructions per request (valgrind --tool=callgrind; all threads; start-up and exit cancelled out)",
+        "",
+        "| run | " + " | ".join(per["bare"]) + " |",
+        "|---|" + "---|" * len(per["bare"]),
+    ]
+    for name in runs:
+        cells = []
+        for e, n in per[name].items():
+            bare = per["bare"][e]
+            added = "" if name == "bare" else f" (+{n - bare:,.0f}, {(n - bare) / bare:+.1%})"
+            cells.append(f"{n:,.0f}{added}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    at10 = [name for name in runs if runs[name][0] == "ours" and f"{name}-100" in runs]
+    if at10:
+        lines += ["", "At 10% sampling (expected: unsampled + 0.1 x (sampled - unsampled)), over bare:"]
+        for name in at10:
+            cells = []
+            for e in per["bare"]:
+                mixed = per[name][e] + 0.1 * (per[f"{name}-100"][e] - per[name][e])
+                cells.append(f"{e} +{mixed - per['bare'][e]:,.0f}")
+            lines.append(f"  {name}: " + ", ".join(cells))
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="instructions per request under callgrind, bare vs ours")
+    p.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated subset of the default")
+    p.add_argument("--requests", type=int, help="requests in the smaller counted run (default 100, /db 40)")
+    p.add_argument("--warmup", type=int, default=200, help="uncounted requests first, in every run")
+    p.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                   help="a variable for every ours run (repeatable)")  # fmt: skip
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=SRC",
+                   help="also ours and ours-100 with SRC (a checkout's src/) on PYTHONPATH")  # fmt: skip
+    p.add_argument("--app", choices=("fastapi", "django", "flask"), default="fastapi")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="callgrind runs at a time")
+    p.add_argument("--child", choices=("bare", "ours", "ours-100"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for item in [*args.set, *args.variant]:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value:
+            p.error(f"{item!r}: expected NAME=VALUE")
+    for item in args.variant:
+        src = item.partition("=")[2]
+        if src and not Path(src, "otel_perf").is_dir():
+            p.error(f"--variant {item}: no {src}/otel_perf directory")
+    unknown = [e for e in args.endpoints.split(",") if e not in ENDPOINTS]
+    if unknown:
+        p.error(f"--endpoints: unknown {', '.join(unknown)} (choose from {', '.join(ENDPOINTS)})")
+    if (args.requests is not None and args.requests < 1) or args.warmup < 0:
+        p.error("--requests must be at least 1 and --warmup at least 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    endpoints = args.endpoints.split(",")
+    if args.child:
+        child(args.child, endpoints[0], args.requests, args.warmup, args.app)
+        return 0
+    if shutil.which("valgrind") is None:
+        print("bench/instructions.py: valgrind is not installed (Debian: apt-get install valgrind)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    runs: dict[str, tuple[str, str | None]] = {mode: (mode, None) for mode in ("bare", "ours", "ours-100")}
+    for item in args.variant:
+        name, _, src = item.partition("=")
+        runs[name] = ("ours", src)
+        runs[f"{name}-100"] = ("ours-100", src)
+    requests = {e: args.requests or DEFAULT_REQUESTS[e] for e in endpoints}
+    try:
+        per = measure(runs, endpoints, requests, args.warmup, args.app, args.set, args.jobs)
+    except RuntimeError as exc:
+        print(f"bench/instructions.py: {exc}", file=sys.stderr)
+        return 1
+    if args.set:
+        print("ours runs with " + " ".join(args.set))
+    print(render(per, runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
