@@ -10,7 +10,8 @@ percent (a plain loop of additions took 203 to 363 ms in six runs on 2026-12-06)
 the instructions the CPU executes (``valgrind --tool=callgrind``), whatever else the machine is
 doing: the bare app repeats to 0.001%, ours to about ±4% with the request not sampled and ±10%
 sampled (the span export thread's share moves with where the threads switch; bench/README.md,
-"Run 7"), so compare versions in one run and repeat it before trusting a few percent.
+"Run 7"), so compare versions in one run and repeat it before trusting a few percent.  ``/db``
+scatters by more than ours adds (the threadpool hand-off): use it for large differences only.
 
 Each mode (``bare``, ``ours`` = production settings with the request not sampled, ``ours-100`` =
 every request sampled, spans encoded and exported) runs in two fresh processes under callgrind,
