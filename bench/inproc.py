@@ -1,7 +1,8 @@
-"""Driving the benchmark apps in this process: one request through their ASGI or WSGI stack, and an OTLP sink.
+"""Driving the benchmark apps in this process: the bootstrap, one request through their stack, a sink.
 
-Shared by the microbenchmarks (``test_hotpath.py``) and the bytecode counter
-(``bytecodes.py``): no server, no socket, the same request every time.
+Shared by the microbenchmarks (``test_hotpath.py``), the bytecode counter (``bytecodes.py``)
+and the instruction counter (``instructions.py``): no server, no socket, the same request
+every time.
 """
 
 from __future__ import annotations
