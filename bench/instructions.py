@@ -14,13 +14,17 @@ sampled (the span export thread's share moves with where the threads switch; ben
 scatters by more than ours adds (the threadpool hand-off): use it for large differences only.
 
 Each mode (``bare``, ``ours`` = production settings with the request not sampled, ``ours-100`` =
-every request sampled, spans encoded and exported) runs in two fresh processes under callgrind,
-one doing ``--requests`` requests after the warm-up and one four times as many; the difference
-divided by the extra requests is one request's instructions, with start-up, warm-up and exit
-(the final export, metric collection) cancelled out.  Spans are exported to an OTLP sink in this
-(unmeasured) process.  All threads count: the request's, the threadpool's for ``/db`` and the
-span exporter's.  ``--variant NAME=SRC`` adds ``ours`` and ``ours-100`` for another checkout's
-``src`` (put first on ``PYTHONPATH``), to compare two versions of the code in one run.
+every request sampled, spans encoded and exported) runs in a fresh process under callgrind: the
+warm-up, then ``--requests`` counted requests between two marks (callgrind dumps its counters
+where ``os.getppid`` is entered), so start-up, warm-up and exit are not counted at all.  Counting
+only between marks matters: start-up's own count varies from run to run by more than a request
+costs (the type cache's misses move with thread timing), which a difference of two runs of
+different lengths cannot cancel.  The spans still queued when the counted requests are done are
+exported inside the counted part (``force_flush``), so a sampled request pays its export.
+Spans go to an OTLP sink in this (unmeasured) process.  All threads count: the request's, the
+threadpool's for ``/db`` and the span exporter's.  ``--variant NAME=SRC`` adds ``ours`` and
+``ours-100`` for another checkout's ``src`` (put first on ``PYTHONPATH``), to compare two
+versions of the code in one run.
 
 callgrind runs a process about 50 times slower; the default counts take a few minutes.
 """
@@ -45,14 +49,19 @@ if str(BENCH) not in sys.path:  # app.py, sink.py and inproc.py live beside this
 import inproc  # noqa: E402
 
 ENDPOINTS = ("/hello", "/items/42", "/db")
-#: Requests per counted run, per endpoint (the second run does four times as many); /db is
-#: about eight times the instructions of /hello.
-DEFAULT_REQUESTS = {"/hello": 100, "/items/42": 100, "/db": 40}
-_COLLECTED = re.compile(r"Collected : (\d+)")
+#: Counted requests per run, per endpoint; /db is about eight times the instructions of /hello.
+DEFAULT_REQUESTS = {"/hello": 400, "/items/42": 400, "/db": 160}
+_SUMMARY = re.compile(r"^summary: (\d+)", re.MULTILINE)
+#: The function whose entry marks the counted part's start and end (``child``).
+MARK = "os_getppid*"
 
 
 def child(mode: str, endpoint: str, requests: int, warmup: int, app_name: str) -> None:
-    """One measured process: bootstrap (unless bare), warm up, run the requests, exit."""
+    """One measured process: bootstrap (unless bare), warm up, run the counted requests, exit.
+
+    ``os.getppid()`` marks where the counted part starts and ends: callgrind dumps its counters
+    when that function is entered (``--dump-before``), and nothing else here calls it.
+    """
     # Threads switch when they block, never on a timer: the interpreter's 5 ms switch interval
     # is wall-clock time, which callgrind stretches by a varying factor.
     sys.setswitchinterval(3600)
@@ -62,22 +71,43 @@ def child(mode: str, endpoint: str, requests: int, warmup: int, app_name: str) -
     target, is_asgi = inproc.load_app(app_name)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    for _ in range(warmup + requests):
+
+    def one() -> None:
         if is_asgi:
             loop.run_until_complete(inproc.call(target, endpoint))
         else:
             inproc.wsgi_call(target, endpoint)
+
+    for _ in range(warmup):
+        one()
+    os.getppid()  # the counted part starts
+    for _ in range(requests):
+        one()
+    if mode != "bare":  # the spans still queued are exported now, and counted (their HTTP call too)
+        from opentelemetry import trace
+
+        trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
+    os.getppid()  # and ends
     loop.close()
 
 
 def _count(argv: list[str], env: dict[str, str]) -> int:
-    proc = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
-        capture_output=True, text=True, env=env, timeout=1800, check=False,
-    )  # fmt: skip
-    found = _COLLECTED.search(proc.stderr)
-    if proc.returncode != 0 or found is None:
-        raise RuntimeError(f"callgrind run failed ({' '.join(argv[-8:])}):\n{proc.stderr[-3000:]}")
+    """Instructions of the counted part of one child run (callgrind's second dump)."""
+    with tempfile.TemporaryDirectory(prefix="otel-perf-callgrind-") as out:
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--dump-before={MARK}", f"--callgrind-out-file={out}/cg",
+             *argv],
+            capture_output=True, text=True, env=env, timeout=1800, check=False,
+        )  # fmt: skip
+        parts = sorted(Path(out).glob("cg.*"))
+        if proc.returncode != 0 or [p.name for p in parts] != ["cg.1", "cg.2"]:
+            raise RuntimeError(
+                f"callgrind run failed or did not mark its counted part ({' '.join(argv[-8:])}; "
+                f"dumps {[p.name for p in parts]}, expected cg.1 and cg.2):\n{proc.stderr[-3000:]}"
+            )
+        found = _SUMMARY.search(Path(out, "cg.2").read_text())
+    if found is None:
+        raise RuntimeError(f"callgrind's dump {out}/cg.2 has no summary line")
     return int(found.group(1))
 
 
@@ -93,7 +123,7 @@ def measure(
     """Instructions per request for each run name (mode, extra PYTHONPATH) and endpoint."""
     sink = inproc.start_sink()
     base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    base["PYTHONHASHSEED"] = "0"  # the same dict layouts in both processes of a pair
+    base["PYTHONHASHSEED"] = "0"  # the same dict layouts in every process
 
     def one(name: str, endpoint: str, n: int) -> int:
         mode, src = runs[name]
@@ -101,7 +131,7 @@ def measure(
         if mode != "bare":
             env.update(item.split("=", 1) for item in settings)
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink
-            # Start-up and exit are cancelled out only if nothing periodic runs in between.
+            # Nothing periodic may run in the counted part (its share would depend on timing).
             env.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
             env.setdefault("OTEL_PERF_SYSTEM_METRICS", "false")
             # Spans are exported when a batch is full and at exit, not on a timer.
@@ -112,21 +142,15 @@ def measure(
                 "--requests", str(n), "--warmup", str(warmup), "--app", app_name]  # fmt: skip
         return _count(argv, env)
 
-    tasks = [(name, e, n) for name in runs for e in endpoints for n in (requests[e], 4 * requests[e])]
+    tasks = [(name, e) for name in runs for e in endpoints]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        counts = dict(zip(tasks, pool.map(lambda t: one(*t), tasks), strict=True))
-    return {
-        name: {
-            e: (counts[(name, e, 4 * requests[e])] - counts[(name, e, requests[e])]) / (3 * requests[e])
-            for e in endpoints
-        }
-        for name in runs
-    }
+        counts = dict(zip(tasks, pool.map(lambda t: one(t[0], t[1], requests[t[1]]), tasks), strict=True))
+    return {name: {e: counts[(name, e)] / requests[e] for e in endpoints} for name in runs}
 
 
 def render(per: dict[str, dict[str, float]], runs: dict[str, tuple[str, str | None]]) -> str:
     lines = [
-        "Instructions per request (valgrind --tool=callgrind; all threads; start-up and exit cancelled out)",
+        "Instructions per request (valgrind --tool=callgrind; all threads; the counted requests only)",
         "",
         "| run | " + " | ".join(per["bare"]) + " |",
         "|---|" + "---|" * len(per["bare"]),
@@ -153,7 +177,7 @@ def render(per: dict[str, dict[str, float]], runs: dict[str, tuple[str, str | No
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="instructions per request under callgrind, bare vs ours")
     p.add_argument("--endpoints", default=",".join(ENDPOINTS), help="comma-separated subset of the default")
-    p.add_argument("--requests", type=int, help="requests in the smaller counted run (default 100, /db 40)")
+    p.add_argument("--requests", type=int, help="counted requests per run (default 400, /db 160)")
     p.add_argument("--warmup", type=int, default=200, help="uncounted requests first, in every run")
     p.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
                    help="a variable for every ours run (repeatable)")  # fmt: skip
