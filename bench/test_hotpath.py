@@ -276,14 +276,17 @@ def test_part_histogram_record_exemplar(benchmark: Any, env: dict[str, Any]) -> 
 
 
 def test_part_finish_request(benchmark: Any, env: dict[str, Any]) -> None:
-    """RED metrics, queries-per-request and the findings checks at the end of a request."""
-    from otel_perf._analysis import insight
+    """The end of an unsampled request: RED metrics, queries per request, the findings checks."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    from otel_perf._core.server import ServerCore
     from otel_perf._core.work import Work
 
     rt = env["rt"]
-    work = Work("request", "", rt.tracer.start_span("GET"), 256)
-    work.method = "GET"
-    benchmark(lambda: insight.finish_request(rt, work, "/hello", "GET", 200, 0.0031, ""))
+    core = ServerCore(rt)
+    span = NonRecordingSpan(SpanContext(0x1234, 0x5678, False, TraceFlags(0)))
+    work = Work("request", "", span, 256, "GET")
+    benchmark(lambda: core.finish(work, "/hello", 200, "", 0.0031))
 
 
 def test_part_traceresponse(benchmark: Any, env: dict[str, Any]) -> None:

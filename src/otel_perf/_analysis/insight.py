@@ -32,35 +32,13 @@ def display_route(route: str) -> str:
     return route or "(unmatched)"
 
 
-def finish_request(
-    rt: Runtime,
-    work: Work,
-    route: str,
-    method: str,
-    status: int,
-    seconds: float,
-    error_type: str,
-    scheme: str = "http",
-    version: str = "",
-    response_size: int = -1,
-    request_size: int = -1,
-) -> None:
-    """Record a finished HTTP request: RED metrics, queries per request, slow and N+1 findings.
+def request_findings(rt: Runtime, work: Work, route: str, method: str, status: int, seconds: float) -> None:
+    """The slow-request and N+1 findings of a finished HTTP request, where it crossed a threshold.
 
-    Runs for every request, sampled or not; the caller has set the span's attributes.
-    ``response_size``/``request_size``: body bytes (-1: not known).
+    The server core (:meth:`~otel_perf._core.server.ServerCore.finish`) records the request's
+    RED metrics itself and calls this only when one of the two thresholds is reached: most
+    requests never get here.
     """
-    inst = rt.inst
-    key = (route, method)
-    http_key = (route, method, status, error_type, scheme, version)
-    span_id = work.span_id
-    inst.request_metrics.record(
-        seconds, response_size, work.query_count, http_key, key, work.trace_id if span_id else 0, span_id
-    )
-    if request_size >= 0:
-        inst.request_size.record(request_size, http_key)
-    # The middleware puts perf.db.query_count / perf.db.duration on the span with its other
-    # end-of-request attributes (one set_attributes call).
     if seconds >= rt.slow_request_s:
         span = work.span
         _slow_request(rt, work, route, method, status, seconds, span, span.is_recording())

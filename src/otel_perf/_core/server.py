@@ -226,7 +226,7 @@ class ServerCore:
         exc: BaseException | None = None,
         response_headers: Callable[[], Pairs] | None = None,
     ) -> None:
-        """Name the span by ``route``, set its end attributes, record metrics and findings, end it.
+        """Name the span by ``route``, set its end attributes, record RED metrics and findings, end it.
 
         ``exc``: the exception that escaped the app (an ``exception`` event on the span).
         """
@@ -257,19 +257,20 @@ class ServerCore:
                 span.add_event("exception", self.rt.scrubber.exception(exc))
             if error_type:
                 span.set_status(Status(StatusCode.ERROR))
-        insight.finish_request(
-            self.rt,
-            work,
-            route,
-            method,
-            status,
-            seconds,
-            error_type,
-            scheme,
-            version,
-            response_size,
-            request_size,
+        # RED metrics and queries per request, for every request (sampled or not); the
+        # exemplar only from a sampled one.  The findings only past their thresholds.
+        rt = self.rt
+        http_key = (route, method, status, error_type, scheme, version)
+        span_id = work.span_id
+        query_count = work.query_count
+        trace_id = work.trace_id if span_id else 0
+        rt.inst.request_metrics.record(
+            seconds, response_size, query_count, http_key, (route, method), trace_id, span_id
         )
+        if request_size >= 0:
+            rt.inst.request_size.record(request_size, http_key)
+        if seconds >= rt.slow_request_s or query_count >= rt.n_plus_one_threshold:
+            insight.request_findings(rt, work, route, method, status, seconds)
         if recording:  # ending a span that does not record does nothing
             self.spans.end(span)
 

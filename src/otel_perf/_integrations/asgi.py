@@ -128,11 +128,17 @@ class _Responder:
     each of them into a cell, a dozen more objects per request for the collector to count.
     """
 
-    __slots__ = ("headers", "middleware", "send", "size", "start", "status", "traceresponse", "work")
+    __slots__ = (
+        "active_key", "headers", "middleware", "send", "size", "start", "status", "traceresponse", "work",
+    )  # fmt: skip
 
-    def __init__(self, middleware: PerfMiddleware, send: Send, work: Work, start: float) -> None:
+    def __init__(
+        self, middleware: PerfMiddleware, send: Send, work: Work, start: float, active_key: tuple[str, str]
+    ) -> None:
         self.middleware = middleware
         self.send = send
+        #: (method, scheme): the request's entry in the runtime's active-requests count
+        self.active_key = active_key
         #: the request, until it is recorded (then None)
         self.work: Work | None = work
         self.start = start
@@ -147,10 +153,10 @@ class _Responder:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
-            self.headers = message.get("headers") or ()
+            self.headers = headers = message.get("headers") or ()
             if self.traceresponse:
                 header = (b"traceresponse", traceresponse(self.work))  # type: ignore[arg-type]
-                message["headers"] = [*(message.get("headers") or ()), header]
+                message["headers"] = [*headers, header]
             elif self.middleware.rt.server_timing:
                 try:
                     self.middleware._response_headers(message, self.work, self.start)  # type: ignore[arg-type]
@@ -296,7 +302,7 @@ class PerfMiddleware:
             await self.app(scope, receive, send)
             return
 
-        responder = _Responder(self, send, work, start)
+        responder = _Responder(self, send, work, start, active_key)
         error_type = ""
         failure: BaseException | None = None
         try:
@@ -336,10 +342,9 @@ class PerfMiddleware:
         responder.work = None
         seconds = perf_counter() - responder.start
         scope = work.scope
-        scheme = scope.get("scheme") or "http"
         # No longer active (what runs after the response, background tasks, is not the request)
         active = self.rt.active
-        active_key = (work.method, scheme)
+        active_key = responder.active_key
         active[active_key] = active.get(active_key, 1) - 1
         if responder.status >= 500:
             scope.pop(RESPONSE_SENT, None)
@@ -350,7 +355,7 @@ class PerfMiddleware:
                 responder.status,
                 error_type,
                 seconds,
-                scheme,
+                active_key[1],  # the scheme
                 scope.get("http_version") or "",
                 responder.size,
                 _request_size(scope) if work.method in _BODY_METHODS else -1,

@@ -59,7 +59,13 @@ def route_template(scope: Scope, work: Work | None = None) -> str:
     route = scope.get("route")
     if route is None:
         return _matched_route(scope)
-    path = _effective_path(scope, route) if _EFFECTIVE_ROUTE is not None else None
+    path = None
+    if _EFFECTIVE_ROUTE is not None:  # the prefixed path FastAPI keeps for a lazily included router's route
+        fastapi_scope = scope.get(_EFFECTIVE_ROUTE[0])
+        effective = fastapi_scope.get(_EFFECTIVE_ROUTE[1]) if fastapi_scope else None
+        if effective is not None and getattr(effective, "original_route", None) is route:
+            inner = getattr(effective, "starlette_route", None)
+            path = getattr(inner, "path_format", None) or getattr(effective, "path_format", None)
     if path is None:
         path = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not isinstance(path, str):
@@ -103,19 +109,6 @@ def _matched_route(scope: Scope) -> str:
         else:
             return ""
     return ""
-
-
-def _effective_path(scope: Scope, route: Any) -> Any:
-    """The prefixed path FastAPI keeps for ``route`` when it came from a lazily included router."""
-    scope_key, context_key = _EFFECTIVE_ROUTE  # type: ignore[misc]
-    fastapi_scope = scope.get(scope_key)
-    if not fastapi_scope:
-        return None
-    effective = fastapi_scope.get(context_key)
-    if effective is None or getattr(effective, "original_route", None) is not route:
-        return None
-    starlette_route = getattr(effective, "starlette_route", None)
-    return getattr(starlette_route, "path_format", None) or getattr(effective, "path_format", None)
 
 
 class StarletteWork(Work):

@@ -306,10 +306,20 @@ class RequestRecorder:
     ) -> None:
         """One request: ``seconds`` and ``size`` (-1: unknown, not recorded) under ``key``, ``query_count``
         under ``route_key``; ``trace_id``/``span_id`` (non-zero) keep the duration as an exemplar."""
+        # Histogram._add, written out for each of the three: three calls fewer per request.
         duration = self.duration
         i_duration = bisect_left(duration.bounds, seconds)
         with self._lock:
-            kept = duration._add(seconds, key, i_duration)
+            cell = duration._cells.get(key)
+            kept = key
+            if cell is None:
+                cell, kept = duration._new_cell(key)
+            cell[0] += seconds
+            if seconds < cell[1]:  # noqa: PLR1730
+                cell[1] = seconds
+            if seconds > cell[2]:  # noqa: PLR1730
+                cell[2] = seconds
+            cell[3 + i_duration] += 1
             if trace_id:
                 ex = duration._exemplars.get(kept)
                 if ex is None:
@@ -317,9 +327,25 @@ class RequestRecorder:
                 ex[i_duration] = (seconds, time.time_ns(), trace_id, span_id)
             if size >= 0:
                 sizes = self.response_size
-                sizes._add(size, key, bisect_left(sizes.bounds, size))
+                cell = sizes._cells.get(key)
+                if cell is None:
+                    cell = sizes._new_cell(key)[0]
+                cell[0] += size
+                if size < cell[1]:  # noqa: PLR1730
+                    cell[1] = size
+                if size > cell[2]:  # noqa: PLR1730
+                    cell[2] = size
+                cell[3 + bisect_left(sizes.bounds, size)] += 1
             counts = self.queries
-            counts._add(query_count, route_key, bisect_left(counts.bounds, query_count))
+            cell = counts._cells.get(route_key)
+            if cell is None:
+                cell = counts._new_cell(route_key)[0]
+            cell[0] += query_count
+            if query_count < cell[1]:  # noqa: PLR1730
+                cell[1] = query_count
+            if query_count > cell[2]:  # noqa: PLR1730
+                cell[2] = query_count
+            cell[3 + bisect_left(counts.bounds, query_count)] += 1
 
     def _one_by_one(
         self,
