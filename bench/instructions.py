@@ -8,10 +8,11 @@
 built, a lock taken, bytes encoded), and timings on a shared 2-core machine scatter by tens of
 percent (a plain loop of additions took 203 to 363 ms in six runs on 2026-12-06).  This counts
 the instructions the CPU executes (``valgrind --tool=callgrind``), whatever else the machine is
-doing: the bare app repeats to 0.001%, ours to about ±4% with the request not sampled and ±10%
-sampled (the span export thread's share moves with where the threads switch; bench/README.md,
-"Run 7"), so compare versions in one run and repeat it before trusting a few percent.  ``/db``
-scatters by more than ours adds (the threadpool hand-off): use it for large differences only.
+doing: the bare app repeats exactly, ours to about ±0.3% of a request whether sampled or not
+(bench/README.md, "Run 8"), so a difference of 1,000 instructions in a 440,000-instruction request
+shows; compare versions in one run and repeat it all the same.  ``/db`` scatters more, by up to
+60,000 of its 3.9 million (the threadpool hand-off), about what an unsampled request adds
+there: use it for the sampled cost and for large differences.
 
 Each mode (``bare``, ``ours`` = production settings with the request not sampled, ``ours-100`` =
 every request sampled, spans encoded and exported) runs in a fresh process under callgrind: the

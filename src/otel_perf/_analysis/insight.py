@@ -1,7 +1,8 @@
 """Turning one finished unit of work (or query) into findings.
 
-Called for every request and every statement, sampled or not: metrics, log records and
-the stats endpoint therefore see 100% of traffic, while spans follow the sampler.
+Called for every job and every statement, and for every request past the slow or N+1
+threshold (the server core records every request's metrics), sampled or not: metrics, log
+records and the stats endpoint therefore see 100% of traffic, while spans follow the sampler.
 """
 
 from __future__ import annotations
