@@ -8,11 +8,10 @@
 built, a lock taken, bytes encoded), and timings on a shared 2-core machine scatter by tens of
 percent (a plain loop of additions took 203 to 363 ms in six runs on 2026-12-06).  This counts
 the instructions the CPU executes (``valgrind --tool=callgrind``), whatever else the machine is
-doing: the bare app repeats exactly, ours to about ±0.3% of a request whether sampled or not
-(bench/README.md, "Run 8"), so a difference of 1,000 instructions in a 440,000-instruction request
-shows; compare versions in one run and repeat it all the same.  ``/db`` scatters more, by up to
-60,000 of its 3.9 million (the threadpool hand-off), about what an unsampled request adds
-there: use it for the sampled cost and for large differences.
+doing: a trivial request's count repeats to within about 2,500 of its 440,000 instructions, sampled
+or not (bench/README.md, "Run 8"), so compare versions in one run, repeat it, and trust only
+differences every run agrees on.  ``/db`` scatters more, by up to 100,000 of its 3.9 million (the
+threadpool hand-off), more than an unsampled request adds there: use it for large differences.
 
 Each mode (``bare``, ``ours`` = production settings with the request not sampled, ``ours-100`` =
 every request sampled, spans encoded and exported) runs in a fresh process under callgrind: the
@@ -54,7 +53,7 @@ ENDPOINTS = ("/hello", "/items/42", "/db")
 DEFAULT_REQUESTS = {"/hello": 400, "/items/42": 400, "/db": 160}
 _SUMMARY = re.compile(r"^summary: (\d+)", re.MULTILINE)
 #: The function whose entry marks the counted part's start and end (``child``).
-MARK = "os_getppid*"
+MARK = "os_getppid"
 
 
 def child(mode: str, endpoint: str, requests: int, warmup: int, app_name: str) -> None:
@@ -81,15 +80,22 @@ def child(mode: str, endpoint: str, requests: int, warmup: int, app_name: str) -
 
     for _ in range(warmup):
         one()
+    if mode != "bare":  # the warm-up's spans are exported now, not inside the counted part
+        flush_spans()
     os.getppid()  # the counted part starts
     for _ in range(requests):
         one()
-    if mode != "bare":  # the spans still queued are exported now, and counted (their HTTP call too)
-        from opentelemetry import trace
-
-        trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
+    if mode != "bare":  # the counted requests' spans still queued are exported now, and counted
+        flush_spans()
     os.getppid()  # and ends
     loop.close()
+
+
+def flush_spans() -> None:
+    """Export the spans queued so far (their HTTP call included)."""
+    from opentelemetry import trace
+
+    trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
 
 
 def _count(argv: list[str], env: dict[str, str]) -> int:
@@ -108,7 +114,7 @@ def _count(argv: list[str], env: dict[str, str]) -> int:
             )
         found = _SUMMARY.search(Path(out, "cg.2").read_text())
     if found is None:
-        raise RuntimeError(f"callgrind's dump {out}/cg.2 has no summary line")
+        raise RuntimeError(f"callgrind's dump of the counted part has no summary ({' '.join(argv[-8:])})")
     return int(found.group(1))
 
 
