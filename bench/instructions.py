@@ -16,11 +16,12 @@ threadpool hand-off), more than an unsampled request adds there: use it for larg
 Each mode (``bare``, ``ours`` = production settings with the request not sampled, ``ours-100`` =
 every request sampled, spans encoded and exported) runs in a fresh process under callgrind: the
 warm-up, then ``--requests`` counted requests between two marks (callgrind dumps its counters
-where ``os.getppid`` is entered), so start-up, warm-up and exit are not counted at all.  Counting
+where ``os_getppid`` is entered), so start-up, warm-up and exit are not counted at all.  Counting
 only between marks matters: start-up's own count varies from run to run by more than a request
 costs (the type cache's misses move with thread timing), which a difference of two runs of
-different lengths cannot cancel.  The spans still queued when the counted requests are done are
-exported inside the counted part (``force_flush``), so a sampled request pays its export.
+different lengths cannot cancel.  The warm-up's spans are exported before the first mark and the
+counted requests' spans before the second (``force_flush``), so a sampled request pays for its
+own export and nothing else's.
 Spans go to an OTLP sink in this (unmeasured) process.  All threads count: the request's, the
 threadpool's for ``/db`` and the span exporter's.  ``--variant NAME=SRC`` adds ``ours`` and
 ``ours-100`` for another checkout's ``src`` (put first on ``PYTHONPATH``), to compare two
@@ -141,7 +142,7 @@ def measure(
             # Nothing periodic may run in the counted part (its share would depend on timing).
             env.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
             env.setdefault("OTEL_PERF_SYSTEM_METRICS", "false")
-            # Spans are exported when a batch is full and at exit, not on a timer.
+            # Spans are exported when a batch is full and at the marks (child), not on a timer.
             env.setdefault("OTEL_BSP_SCHEDULE_DELAY", "3600000")
         if src:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
