@@ -43,11 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_setup",),
     ("_cli", "_bootstrap", "_demo", "_loadtest"),
 )
-KNOWN_UPWARD = {
-    # views.yaml is read with the budgets file's line-aware YAML reader; the reader (_Doc,
-    # _read_text) belongs in a module below both (e.g. otel_perf/_yamlfile.py).
-    ("otel_perf._metrics.views", "otel_perf._analysis.budgets"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()  # none left
 
 
 def _modules() -> dict[str, Path]:

@@ -35,6 +35,11 @@ PROBES: dict[str, str] = {
     "fallback: the SDK's OTLPSpanExporter",
     "otlp-lean-transport": "the SDK exporters' urllib3 transport for plain-http endpoints; "
     "fallback: their default requests session",
+    "instrumentation-logging-handler-alone": "the official LoggingHandler's module run on its own, "
+    "without its package's instrumentor (1.8 MB of imports); fallback: the usual import",
+    "api-suppress-keys": "the suppression keys read from the API's context (what "
+    "is_http_instrumentation_enabled reads), without importing opentelemetry-instrumentation's utils "
+    "and wrapt; fallback: is_http_instrumentation_enabled",
     "fastapi-telemetry-lookups": "FastAPI's per-request telemetry lookups skipped while its native "
     "telemetry is off; fallback: left as they are",
     "sqlalchemy-connect-bypass": "hooked engines connect straight to SQLAlchemy's method; "

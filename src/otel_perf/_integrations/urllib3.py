@@ -17,10 +17,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
-
 from otel_perf._core import guard
-from otel_perf._core.outgoing import Call, OutgoingCalls
+from otel_perf._core.outgoing import Call, OutgoingCalls, is_http_instrumentation_enabled
 from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
 

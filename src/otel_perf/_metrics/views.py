@@ -38,11 +38,13 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from otel_perf._analysis.budgets import _Doc, _read_text
 from otel_perf._metrics import instruments as fast
 from otel_perf._metrics.exponential import DEFAULT_MAX_SCALE, DEFAULT_MAX_SIZE
+
+if TYPE_CHECKING:
+    from otel_perf._analysis.budgets import _Doc
 
 __all__ = ["AGGREGATIONS", "INSTRUMENT_TYPES", "ViewRule", "ViewsError", "load_views", "notes", "our_type"]
 
@@ -382,6 +384,8 @@ def _rule(doc: _Doc, path: tuple[str, ...], raw: Any) -> ViewRule:
 
 def parse_views(text: str, source: str = "<views>") -> list[ViewRule]:
     """Validate a views document (``views:`` or a declarative configuration's ``meter_provider.views``)."""
+    from otel_perf._analysis.budgets import _Doc  # the document reader: only when views are configured
+
     doc = _Doc(source, ViewsError)
     data = doc.parse(text, "expected `views:` with a list of views (see the README, Metric views).")
     if not isinstance(data, dict):
@@ -411,5 +415,7 @@ def parse_views(text: str, source: str = "<views>") -> list[ViewRule]:
 
 def load_views(path: str) -> list[ViewRule]:
     """Read and validate the views file at ``path``; :class:`ViewsError` says what is wrong."""
+    from otel_perf._analysis.budgets import _read_text
+
     name, text = _read_text(path, ViewsError, "views", "OTEL_PERF_METRIC_VIEWS")
     return parse_views(text, name)

@@ -902,11 +902,7 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
-    try:
-        from opentelemetry.instrumentation.logging.handler import LoggingHandler
-    except ImportError:  # older contrib: the SDK's (deprecated) handler
-        from opentelemetry.sdk._logs import LoggingHandler  # type: ignore[assignment]
-
+    handler_class = official_log_handler()
     provider = LoggerProvider(resource=pipeline.resource, shutdown_on_exit=False)
     queue_size, batch_size = batch_sizes(config, "OTEL_BLRP")
     for name in names:
@@ -923,7 +919,60 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
         provider.add_log_record_processor(_drop_counting_logs(processor, health, queue_size, scrubber))
     set_logger_provider(provider)
     pipeline.logger_provider = provider
-    pipeline.log_handler = LoggingHandler(level=logging.NOTSET, logger_provider=provider)
+    pipeline.log_handler = handler_class(level=logging.NOTSET, logger_provider=provider)
+
+
+#: the official handler's module, and the name it is loaded under when loaded alone
+_HANDLER_MODULE = "opentelemetry.instrumentation.logging.handler"
+
+
+def official_log_handler() -> Callable[..., logging.Handler]:
+    """The official ``LoggingHandler`` class (opentelemetry-instrumentation-logging).
+
+    Importing it the usual way runs its package's ``__init__`` first, whose ``LoggingInstrumentor``
+    brings ``BaseInstrumentor`` and with it ``packaging``, ``wrapt`` and a dozen semantic-convention
+    modules (about 1.8 MB of RSS, in every process that exports logs), none of which the handler
+    uses.  So its module file is executed on its own, under its own name, unless the package is
+    imported already; it is the same code.  Probe ``instrumentation-logging-handler-alone``: when
+    the file is not where the package says, does not define a ``logging.Handler`` subclass named
+    ``LoggingHandler``, or fails to run, the usual import is the fallback (and, for a contrib too old
+    to have the handler, the SDK's deprecated one).
+    """
+    loaded = sys.modules.get(_HANDLER_MODULE)
+    if loaded is None and not forced_off("instrumentation-logging-handler-alone"):
+        handler = _handler_alone()
+        if handler is not None:
+            return handler
+    try:
+        from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+        return LoggingHandler
+    except ImportError:  # older contrib: the SDK's (deprecated) handler
+        from opentelemetry.sdk._logs import LoggingHandler as SdkLoggingHandler
+
+        return SdkLoggingHandler
+
+
+def _handler_alone() -> Callable[..., logging.Handler] | None:
+    import importlib.util
+
+    try:
+        package = importlib.util.find_spec("opentelemetry.instrumentation.logging")  # not executed
+        locations = list(package.submodule_search_locations or ()) if package is not None else []
+        path = os.path.join(locations[0], "handler.py") if locations else ""
+        if not os.path.isfile(path):
+            return None
+        spec = importlib.util.spec_from_file_location(_HANDLER_MODULE, path)
+        if spec is None or spec.loader is None:
+            return None
+        module = importlib.util.module_from_spec(spec)  # not in sys.modules: the package keeps its own
+        spec.loader.exec_module(module)
+        handler = getattr(module, "LoggingHandler", None)
+    except Exception:  # a layout we do not know: the usual import
+        return None
+    if isinstance(handler, type) and issubclass(handler, logging.Handler):
+        return handler
+    return None
 
 
 def _drop_counting_logs(processor: Any, health: Health, capacity: int, scrubber: LogScrubber) -> Any:

@@ -1,0 +1,194 @@
+"""What the bootstrap leaves out of memory, and that leaving it out changes nothing exported.
+
+The official log handler is run from its own module file (its package's instrumentor and
+``BaseInstrumentor``'s imports stay out), the HTTP-suppression test reads the API's keys itself
+(``opentelemetry.instrumentation.utils`` and ``wrapt`` stay out), and the process metrics are
+read without the system-metrics instrumentation (tests/test_system_metrics.py).  Each of the
+first two is a probe; here each is compared with the official path it replaces, and its
+fallback is shown to be that path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.matrix
+
+_HEAVY = (
+    "opentelemetry.instrumentation.logging",
+    "opentelemetry.instrumentation.utils",
+    "wrapt",
+    "packaging",
+)
+
+#: Emits the same records through a handler class and prints what the exporter received.
+_EMIT = r"""
+import json, logging, sys
+from opentelemetry import trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.trace import TracerProvider
+try:
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Memory
+except ImportError:
+    from opentelemetry.sdk._logs.export import InMemoryLogExporter as Memory
+
+def records(handler_class):
+    exporter = Memory()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    handler = handler_class(level=logging.NOTSET, logger_provider=provider)
+    log = logging.getLogger("shop.orders")
+    log.propagate = False
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG)
+    tracer = TracerProvider().get_tracer("t")
+    with tracer.start_as_current_span("request"):
+        log.info("order %s paid", 42, extra={"order.id": 42, "tenant": "acme"})
+        try:
+            raise ValueError("bad card")
+        except ValueError:
+            log.exception("payment failed")
+    log.warning("no span here")
+    out = []
+    for data in exporter.get_finished_logs():
+        r = getattr(data, "log_record", data)
+        attrs = dict(r.attributes or {})
+        stack = attrs.pop("exception.stacktrace", "")
+        out.append({
+            "body": r.body, "severity_text": r.severity_text,
+            "severity_number": int(r.severity_number.value) if r.severity_number else None,
+            "attributes": sorted((k, repr(v)) for k, v in attrs.items()),
+            "stack_ends": stack.strip().splitlines()[-1] if stack else "",
+            "traced": bool(r.trace_id), "scope": data.instrumentation_scope.name,
+        })
+    return out
+"""
+
+
+def _run(code: str, env: dict[str, str] | None = None) -> str:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    full_env.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_handler_run_alone_exports_what_the_usual_import_does() -> None:
+    code = _EMIT + (
+        "from otel_perf._setup.providers import official_log_handler\n"
+        "alone = official_log_handler()\n"
+        f"heavy = sorted(m for m in sys.modules if m.startswith({_HEAVY!r}))\n"
+        "first = records(alone)\n"
+        "from opentelemetry.instrumentation.logging.handler import LoggingHandler\n"
+        "usual = records(LoggingHandler)\n"
+        "print(json.dumps({'heavy': heavy, 'alone': first, 'usual': usual,\n"
+        "                  'same_class': alone is LoggingHandler,\n"
+        "                  'name': alone.__module__}))\n"
+    )
+    out = json.loads(_run(code))
+    assert out["heavy"] == []
+    assert out["same_class"] is False  # loaded on its own, not the package's copy
+    assert out["name"] == "opentelemetry.instrumentation.logging.handler"
+    assert out["alone"] == out["usual"]
+    paid, failed, plain = out["alone"]
+    assert paid["body"] == "order 42 paid" and paid["traced"] and ["order.id", "42"] in paid["attributes"]
+    assert failed["stack_ends"] == "ValueError: bad card" and failed["severity_text"] == "ERROR"
+    assert plain["severity_text"] == "WARN" and not plain["traced"]
+
+
+def test_the_handler_fallback_is_the_usual_import() -> None:
+    code = (
+        "from otel_perf._setup.providers import official_log_handler\n"
+        "cls = official_log_handler()\n"
+        "from opentelemetry.instrumentation.logging.handler import LoggingHandler\n"
+        "print(cls is LoggingHandler)\n"
+    )
+    assert _run(code, {"OTEL_PERF__PROBES_OFF": "instrumentation-logging-handler-alone"}).strip() == "True"
+    # and once the package is imported (an app using LoggingInstrumentor), its class is used
+    imported_first = "import opentelemetry.instrumentation.logging\n" + code
+    assert _run(imported_first).strip() == "True"
+
+
+_SUPPRESSION = r"""
+import json
+from opentelemetry import context
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled as official
+from otel_perf._core.outgoing import is_http_instrumentation_enabled as ours
+keys = [context._SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation",
+        context._SUPPRESS_HTTP_INSTRUMENTATION_KEY]
+rows = []
+for mask in range(8):
+    ctx = context.get_current()
+    for i, key in enumerate(keys):
+        if mask & (1 << i):
+            ctx = context.set_value(key, True, ctx)
+    token = context.attach(ctx)
+    try:
+        rows.append([mask, ours(), official()])
+    finally:
+        context.detach(token)
+print(json.dumps({"rows": rows, "official": ours is official}))
+"""
+
+
+@pytest.mark.parametrize("probes_off", ["", "api-suppress-keys"])
+def test_http_suppression_check_answers_as_the_official_one(probes_off: str) -> None:
+    out = json.loads(_run(_SUPPRESSION, {"OTEL_PERF__PROBES_OFF": probes_off}))
+    assert out["official"] is bool(probes_off)
+    assert [r[1] for r in out["rows"]] == [r[2] for r in out["rows"]] == [True] + [False] * 7
+
+
+def test_a_bootstrapped_app_imports_none_of_them(tmp_path: Path) -> None:
+    """Under the launcher, with logs exported and process metrics on (production settings).
+
+    (An official instrumentation still brings them when it loads: ``celery``'s, say, when the
+    app uses Celery.)
+    """
+    probe = tmp_path / "modules.py"
+    probe.write_text(
+        "import json, logging, sys\n"
+        "logging.getLogger('x').warning('hello')\n"
+        "inner = [type(h.inner).__module__ for h in logging.getLogger().handlers if hasattr(h, 'inner')]\n"
+        f"print(json.dumps([inner, sorted(m for m in sys.modules if m.startswith({_HEAVY!r}))]))\n"
+    )
+    launcher = Path(sys.executable).with_name("otel-perf-instrument")
+    from importlib.metadata import entry_points
+
+    # Official instrumentations of libraries installed here (the test environment has several)
+    # load whatever they import; ours for logging and the process metrics stay on.
+    others = {e.name for e in entry_points(group="opentelemetry_instrumentor")} - {
+        "logging",
+        "system_metrics",
+    }
+    env = {
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ",".join(sorted(others)),
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_LOGS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # nothing listens: exports fail
+        "OTEL_PERF_SHUTDOWN_TIMEOUT": "0.2",
+    }
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    full_env.update(env)
+    done = subprocess.run(
+        [str(launcher), sys.executable, str(probe)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    handlers, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    assert handlers == ["opentelemetry.instrumentation.logging.handler"]  # the OTLP log handler is there
+    assert heavy == []
+    assert "LoggingHandler" not in done.stderr

@@ -1,0 +1,178 @@
+"""Our process metrics against the official system-metrics instrumentation, side by side.
+
+``otel_perf._integrations.system_metrics`` reads the seven process metrics itself instead of
+importing the official instrumentor (1.8 MB of RSS); this runs both into their own meter
+providers in this process and compares scope, names, units, descriptions, types, attributes
+and values.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
+
+from otel_perf._integrations import system_metrics
+from otel_perf._integrations.system_metrics import CONFIG, ProcessMetrics, wanted
+
+
+def _collect(reader: InMemoryMetricReader) -> tuple[Any, dict[str, Any]]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    (rm,) = data.resource_metrics
+    (sm,) = rm.scope_metrics
+    return sm, {m.name: m for m in sm.metrics}
+
+
+def _points(metric: Any) -> dict[frozenset[tuple[str, Any]], float]:
+    return {frozenset(p.attributes.items()): p.value for p in metric.data.data_points}
+
+
+def test_the_same_points_as_the_official_instrumentor() -> None:
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    official_reader, ours_reader = InMemoryMetricReader(), InMemoryMetricReader()
+    official_provider = MeterProvider(metric_readers=[official_reader])
+    ours_provider = MeterProvider(metric_readers=[ours_reader])
+    instrumentor = SystemMetricsInstrumentor(config=dict(CONFIG))
+    instrumentor.instrument(meter_provider=official_provider)
+    try:
+        ProcessMetrics(CONFIG).register(ours_provider)
+        # cpu_percent() is measured since the previous call on the same psutil.Process: the
+        # first collection of each reads 0.0, the second a real share
+        _collect(official_reader), _collect(ours_reader)
+        sum(i * i for i in range(200_000))  # some CPU between the two collections
+        official_scope, official = _collect(official_reader)
+        ours_scope, ours = _collect(ours_reader)
+    finally:
+        instrumentor.uninstrument()
+
+    assert (ours_scope.scope.name, ours_scope.scope.version, ours_scope.scope.schema_url) == (
+        official_scope.scope.name,
+        official_scope.scope.version,
+        official_scope.scope.schema_url,
+    )
+    assert sorted(ours) == sorted(official) == sorted(CONFIG)
+    for name, theirs in official.items():
+        mine = ours[name]
+        assert (mine.unit, mine.description, type(mine.data)) == (
+            theirs.unit,
+            theirs.description,
+            type(theirs.data),
+        )
+        if isinstance(theirs.data, Sum):
+            assert mine.data.is_monotonic == theirs.data.is_monotonic, name
+            assert mine.data.aggregation_temporality == theirs.data.aggregation_temporality, name
+        assert set(_points(mine)) == set(_points(theirs)), name
+
+    def value(metrics: dict[str, Any], name: str, **attrs: Any) -> float:
+        return _points(metrics[name])[frozenset(attrs.items())]
+
+    for state in ("user", "system"):  # ours was read a moment later
+        theirs_s, mine_s = (
+            value(official, "process.cpu.time", type=state),
+            value(ours, "process.cpu.time", type=state),
+        )
+        assert theirs_s <= mine_s <= theirs_s + 1.0, state
+    assert (
+        value(ours, "process.thread.count")
+        == value(official, "process.thread.count")
+        == threading.active_count()
+    )
+    assert (
+        abs(
+            value(ours, "process.open_file_descriptor.count")
+            - value(official, "process.open_file_descriptor.count")
+        )
+        <= 2
+    )
+    assert abs(value(ours, "process.memory.usage") - value(official, "process.memory.usage")) < 16 << 20
+    assert abs(value(ours, "process.memory.virtual") - value(official, "process.memory.virtual")) < 64 << 20
+    for generation in range(3):
+        attrs = {"cpython.gc.generation": generation, "generation": str(generation)}
+        theirs_gc = value(official, "cpython.gc.collections", **attrs)
+        assert theirs_gc <= value(ours, "cpython.gc.collections", **attrs) <= theirs_gc + 5
+    assert 0.0 < value(ours, "process.cpu.utilization") <= 1.0
+    assert 0.0 < value(official, "process.cpu.utilization") <= 1.0
+
+
+def test_installing_imports_no_instrumentor() -> None:
+    """What the replacement is for: the official package (and BaseInstrumentor's imports) stay out."""
+    code = (
+        "import sys\n"
+        "from otel_perf._integrations import system_metrics\n"
+        "system_metrics.install(None)\n"
+        "heavy = sorted(m for m in sys.modules\n"
+        "               if m.startswith(('opentelemetry.instrumentation', 'wrapt', 'packaging')))\n"
+        "print(heavy)\n"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+@pytest.mark.parametrize(
+    ("excluded", "left_out"),
+    [
+        ("", set()),
+        ("process.memory.*", {"process.memory.usage", "process.memory.virtual"}),
+        (" cpython.* , process.cpu.utilization", {"cpython.gc.collections", "process.cpu.utilization"}),
+        ("*", set(CONFIG)),
+    ],
+)
+def test_excluded_metrics_variable(excluded: str, left_out: set[str]) -> None:
+    assert set(wanted(excluded)) == set(CONFIG) - left_out
+    reader = InMemoryMetricReader()
+    ProcessMetrics(wanted(excluded)).register(MeterProvider(metric_readers=[reader]))
+    data = reader.get_metrics_data()
+    names = (
+        {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        if data
+        else set()
+    )
+    assert names == set(CONFIG) - left_out
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_reports_itself() -> None:
+    metrics = ProcessMetrics(CONFIG)
+    assert metrics.process().pid == os.getpid()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report which process psutil reads now
+        try:
+            os.write(write, str(metrics.process().pid).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child_reads = int(os.read(read, 64))
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_reads == pid
+
+
+def test_uninstall_stops_observing() -> None:
+    reader = InMemoryMetricReader()
+    metrics = ProcessMetrics(CONFIG)
+    metrics.register(MeterProvider(metric_readers=[reader]))
+    system_metrics._state["metrics"] = metrics
+    system_metrics.uninstall()
+    data = reader.get_metrics_data()
+    points = (
+        [
+            p
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            for p in m.data.data_points
+        ]
+        if data
+        else []
+    )
+    assert points == []
