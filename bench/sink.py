@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -87,9 +88,10 @@ def serve(port: int) -> ThreadingHTTPServer:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=4318)
-    p.add_argument("--keep", metavar="DIR", help="also write every body to DIR")
+    p.add_argument("--keep", metavar="DIR", help="also write every body to DIR (created if missing)")
     args = p.parse_args()
     if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
         _keep.append(args.keep)
     server = serve(args.port)
     print(f"sink listening on 127.0.0.1:{server.server_address[1]}", flush=True)

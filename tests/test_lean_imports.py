@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,3 +193,66 @@ def test_a_bootstrapped_app_imports_none_of_them(tmp_path: Path) -> None:
     assert handlers == ["opentelemetry.instrumentation.logging.handler"]  # the OTLP log handler is there
     assert heavy == []
     assert "LoggingHandler" not in done.stderr
+
+
+_LOGS_AND_METRICS = r"""
+import logging, time
+log = logging.getLogger("shop.checkout")
+log.setLevel(logging.DEBUG)
+def pay():
+    log.info("paid-info-line")
+    log.warning("paid-warning-line")
+pay()
+time.sleep(1.2)  # two metric exports
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", ["defaults", "set"])
+def test_the_log_and_process_metric_variables_reach_the_receiver(
+    settings: str, otlp_receiver: Any, tmp_path: Path
+) -> None:
+    """OTEL_PYTHON_LOG_CODE_ATTRIBUTES, OTEL_PYTHON_LOG_HANDLER_LEVEL and
+    OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS, as the official instrumentations read them."""
+    script = tmp_path / "checkout.py"
+    script.write_text(_LOGS_AND_METRICS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= otlp_receiver.exporter_env()
+    env |= {"OTEL_SERVICE_NAME": f"checkout-{settings}", "OTEL_LOGS_EXPORTER": "otlp"}
+    if settings == "set":
+        env |= {
+            "OTEL_PYTHON_LOG_CODE_ATTRIBUTES": "true",
+            "OTEL_PYTHON_LOG_HANDLER_LEVEL": "warning",
+            "OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS": "process.memory.*,cpython.*",
+        }
+    launcher = Path(sys.executable).with_name("otel-perf-instrument")
+    done = subprocess.run(
+        [str(launcher), sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    warning = otlp_receiver.wait_for(lambda: otlp_receiver.logs("paid-warning-line"), what="the warning record")
+    names = otlp_receiver.wait_for(
+        lambda: {m for m in otlp_receiver.metric_names() if m.startswith(("process.", "cpython."))},
+        what="process metrics",
+    )
+    info = otlp_receiver.logs("paid-info-line")
+    code = {k: v for k, v in warning[0].attributes.items() if k.startswith("code.")}
+    if settings == "set":
+        assert info == []
+        assert code == {
+            "code.file.path": str(script),
+            "code.function.name": "pay",
+            "code.line.number": 7,
+        }
+        assert names == {"process.cpu.time", "process.cpu.utilization", "process.open_file_descriptor.count",
+                         "process.thread.count"}  # fmt: skip
+    else:
+        assert len(info) == 1 and code == {}
+        assert names == {"process.cpu.time", "process.cpu.utilization", "process.open_file_descriptor.count",
+                         "process.thread.count", "process.memory.usage", "process.memory.virtual",
+                         "cpython.gc.collections"}  # fmt: skip

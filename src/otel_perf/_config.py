@@ -562,6 +562,29 @@ SETTINGS: tuple[Setting, ...] = (
         )
     ),
     _s(
+        "OTEL_PYTHON_LOG_CODE_ATTRIBUTES",
+        "bool",
+        False,
+        "Add `code.file.path`, `code.function.name` and `code.line.number` to every log record "
+        "exported over OTLP.",
+        standard=True,
+    ),
+    _s(
+        "OTEL_PYTHON_LOG_HANDLER_LEVEL",
+        "enum",
+        "notset",
+        "Lowest level of the log records exported over OTLP (the loggers' own levels apply first).",
+        choices=("notset", "debug", "info", "warn", "warning", "error", "critical", "fatal"),
+        standard=True,
+    ),
+    _s(
+        "OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS",
+        "list",
+        (),
+        "Comma-separated fnmatch patterns of process metrics not to export (e.g. `process.memory.*`).",
+        standard=True,
+    ),
+    _s(
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
         "list",
         (),

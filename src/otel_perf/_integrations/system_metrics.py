@@ -173,7 +173,8 @@ def wanted(excluded: str) -> list[str]:
 
 
 def install(runtime: Any, _module: Any = None) -> None:
-    metrics = ProcessMetrics(wanted(os.environ.get(EXCLUDED_ENV, "")))
+    excluded = ",".join(runtime.config.items(EXCLUDED_ENV)) if runtime is not None else ""
+    metrics = ProcessMetrics(wanted(excluded))
     metrics.register()
     _state["metrics"] = metrics
 

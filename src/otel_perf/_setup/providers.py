@@ -919,7 +919,19 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
         provider.add_log_record_processor(_drop_counting_logs(processor, health, queue_size, scrubber))
     set_logger_provider(provider)
     pipeline.logger_provider = provider
-    pipeline.log_handler = handler_class(level=logging.NOTSET, logger_provider=provider)
+    level = logging.getLevelName(config.text("OTEL_PYTHON_LOG_HANDLER_LEVEL").upper())
+    options: dict[str, Any] = {"level": level if isinstance(level, int) else logging.NOTSET}
+    if config.flag("OTEL_PYTHON_LOG_CODE_ATTRIBUTES"):  # the official handler's option; the SDK's has none
+        options["log_code_attributes"] = True
+    try:
+        pipeline.log_handler = handler_class(logger_provider=provider, **options)
+    except TypeError:  # the SDK's deprecated handler (a contrib without one)
+        logger.warning(
+            "otel-perf: OTEL_PYTHON_LOG_CODE_ATTRIBUTES=true needs the handler of "
+            "opentelemetry-instrumentation-logging, which is not installed; "
+            "exporting logs without code.* attributes."
+        )
+        pipeline.log_handler = handler_class(logger_provider=provider, level=options["level"])
 
 
 #: the official handler's module, and the name it is loaded under when loaded alone
