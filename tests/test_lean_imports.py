@@ -235,7 +235,9 @@ def test_the_log_and_process_metric_variables_reach_the_receiver(
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    warning = otlp_receiver.wait_for(lambda: otlp_receiver.logs("paid-warning-line"), what="the warning record")
+    warning = otlp_receiver.wait_for(
+        lambda: otlp_receiver.logs("paid-warning-line"), what="the warning record"
+    )
     names = otlp_receiver.wait_for(
         lambda: {m for m in otlp_receiver.metric_names() if m.startswith(("process.", "cpython."))},
         what="process metrics",
