@@ -36,7 +36,7 @@ PROBES: dict[str, str] = {
     "otlp-lean-transport": "the SDK exporters' urllib3 transport for plain-http endpoints; "
     "fallback: their default requests session",
     "instrumentation-logging-handler-alone": "the official LoggingHandler's module run on its own, "
-    "without its package's instrumentor (1.8 MB of imports); fallback: the usual import",
+    "without its package's instrumentor (BaseInstrumentor's imports); fallback: the usual import",
     "api-suppress-keys": "the suppression keys read from the API's context (what "
     "is_http_instrumentation_enabled reads), without importing opentelemetry-instrumentation's utils "
     "and wrapt; fallback: is_http_instrumentation_enabled",

@@ -2,18 +2,24 @@
 
 We export the process metrics a performance dashboard needs and nothing host-wide (the
 collector's host metrics receiver is the place for those).  They are read here rather than
-through ``opentelemetry.instrumentation.system_metrics``: importing it costs about 1.8 MB of
-RSS (its ``BaseInstrumentor`` brings ``packaging``, ``wrapt`` and a dozen semantic-convention
-modules) for seven callbacks on ``psutil``, which the SDK's resource detection imports anyway.
+through ``opentelemetry.instrumentation.system_metrics``: its ``BaseInstrumentor`` brings
+``packaging``, ``wrapt`` and a dozen semantic-convention modules for seven callbacks on ``psutil``
+(which the SDK's resource detection imports anyway).  Left out, with the official log handler's
+package (``_setup/providers.py``), they are 1.6 MB of RSS in a process that loads no official
+instrumentation.
 The seven metrics come from the same ``psutil`` and ``gc`` calls, under the same names, units,
 descriptions, attributes, instrumentation scope and schema URL;
 ``tests/test_system_metrics.py`` runs the official instrumentor beside them and compares
-every point.  Two differences, both on purpose:
+every point.  The differences, all on purpose:
 
 * after a fork (a gunicorn worker) the points are the child's: the official instrumentor keeps
   the ``psutil.Process`` of the process that built it;
 * ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` (comma-separated fnmatch patterns) is honoured;
-  the official instrumentor honours it only when built without a configuration.
+  the official instrumentor honours it only when built without a configuration;
+* uninstalling stops the observations (the official instrumentor's keep going), and on PyPy
+  ``cpython.gc.collections`` is left out without its warning;
+* the scope's version is the installed distribution's (the official one: its ``__version__``,
+  the same string).
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+import psutil
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter
 
 from otel_perf import _names as n
+from otel_perf._integrations import DidNotEnable
 
 #: the scope the official instrumentation reports under: the same series, whichever reads them
 SCOPE = "opentelemetry.instrumentation.system_metrics"
@@ -67,11 +75,9 @@ class ProcessMetrics:
         self._process: Any = None
 
     def process(self) -> Any:
-        """This process's ``psutil.Process``, made again after a fork."""
+        """This process's ``psutil.Process``, made again after a fork (psutil is imported at install)."""
         pid = os.getpid()
         if pid != self._pid:
-            import psutil
-
             self._process, self._pid = psutil.Process(pid), pid
         return self._process
 
@@ -137,8 +143,6 @@ class ProcessMetrics:
     def _cpu_utilization(self, options: CallbackOptions) -> Iterable[Observation]:
         if not self.active:
             return
-        import psutil
-
         percent = self.process().cpu_percent()
         yield Observation(percent / 100 / (psutil.cpu_count() or 1), {})
 
@@ -173,14 +177,22 @@ def wanted(excluded: str) -> list[str]:
 
 
 def install(runtime: Any, _module: Any = None) -> None:
+    metrics = _state.get("metrics")
+    if metrics is not None:  # installed before, then uninstalled: its instruments are still registered
+        metrics.active = True
+        return
     excluded = ",".join(runtime.config.items(EXCLUDED_ENV)) if runtime is not None else ""
     metrics = ProcessMetrics(wanted(excluded))
+    try:
+        metrics.process()  # here, not in the metric reader's thread at its first export
+    except Exception as exc:  # psutil cannot read this process (a restricted /proc)
+        raise DidNotEnable(f"psutil cannot read this process ({exc})") from exc
     metrics.register()
     _state["metrics"] = metrics
 
 
 def uninstall() -> None:
-    """Observable instruments cannot be removed from a meter: they observe nothing from now on."""
-    metrics = _state.pop("metrics", None)
+    """Observable instruments cannot be removed from a meter: they observe nothing until installed again."""
+    metrics = _state.get("metrics")
     if metrics is not None:
         metrics.active = False
