@@ -952,8 +952,9 @@ def official_log_handler(alone: bool = True) -> Callable[..., logging.Handler]:
     brings ``BaseInstrumentor`` and with it ``packaging``, ``wrapt`` and a dozen semantic-convention
     modules, none of which the handler uses (with the process metrics read by us and the HTTP
     suppression test below, 1.6 MB of RSS left out of a process that loads no official
-    instrumentation; any official instrumentation brings them back).  So its module file is executed on its own, under its own name, unless the package is
-    imported already; it is the same code.  Probe ``instrumentation-logging-handler-alone``: when
+    instrumentation; any official instrumentation brings them back).  So its module file is
+    executed on its own, under its own name, unless the package is imported already; it is the
+    same code.  Probe ``instrumentation-logging-handler-alone``: when
     the file is not where the package says, does not define a ``logging.Handler`` subclass named
     ``LoggingHandler``, or fails to run, the usual import is the fallback (and, for a contrib too old
     to have the handler, the SDK's deprecated one).  Run once per process: later calls get the
