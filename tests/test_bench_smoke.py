@@ -209,3 +209,24 @@ def test_instruction_counter_refuses_bad_arguments() -> None:
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert result.returncode == 2 and message in result.stderr, (argv, result.stderr)
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind (apt-get install valgrind)")
+def test_server_counter_prices_a_request_of_the_real_server() -> None:
+    pytest.importorskip("uvicorn")
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "servercount.py"), "--requests", "6", "--warmup", "3",
+         "--modes", "bare,ours-100"],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| mode")
+    }
+    assert list(rows) == ["bare", "ours-100"], result.stdout
+    per_request = {name: int(cell.split()[0].replace(",", "")) for name, cell in rows.items()}
+    # uvicorn, the app and, for ours-100, a sampled span: hundreds of thousands of instructions
+    assert per_request["bare"] > 100_000, result.stdout
+    assert per_request["ours-100"] > per_request["bare"], result.stdout
