@@ -176,6 +176,17 @@ def test_bytecode_counter_prices_one_setting(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "expected VAR=VALUE" in bad.stderr
 
 
+def _instructions_per_request(result: subprocess.CompletedProcess[str], header: str) -> dict[str, int]:
+    """A counter's table: first column (the mode) -> the second's leading number."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ")]
+    return {
+        cells[1].strip(): int(cells[2].split()[0].replace(",", ""))
+        for cells in rows
+        if not "|".join(cells).startswith(header)
+    }
+
+
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind (apt-get install valgrind)")
 def test_instruction_counter_prices_a_request_under_callgrind() -> None:
     pytest.importorskip("fastapi")
@@ -184,14 +195,8 @@ def test_instruction_counter_prices_a_request_under_callgrind() -> None:
          "--warmup", "3"],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {
-        line.split("|")[1].strip(): line.split("|")[2].strip()
-        for line in result.stdout.splitlines()
-        if line.startswith("| ") and not line.startswith("| run")
-    }
-    assert list(rows) == ["bare", "ours", "ours-100"], result.stdout
-    per_request = {name: int(cell.split()[0].replace(",", "")) for name, cell in rows.items()}
+    per_request = _instructions_per_request(result, header="| run")
+    assert list(per_request) == ["bare", "ours", "ours-100"], result.stdout
     # One FastAPI request through the whole ASGI stack is hundreds of thousands of instructions
     # (410,000 bare when last counted); a near-zero count would mean the runs did no requests.
     assert per_request["bare"] > 100_000, result.stdout
@@ -219,14 +224,8 @@ def test_server_counter_prices_a_request_of_the_real_server() -> None:
          "--modes", "bare,ours-100"],
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = {
-        line.split("|")[1].strip(): line.split("|")[2].strip()
-        for line in result.stdout.splitlines()
-        if line.startswith("| ") and not line.startswith("| mode")
-    }
-    assert list(rows) == ["bare", "ours-100"], result.stdout
-    per_request = {name: int(cell.split()[0].replace(",", "")) for name, cell in rows.items()}
+    per_request = _instructions_per_request(result, header="| mode")
+    assert list(per_request) == ["bare", "ours-100"], result.stdout
     # uvicorn, the app and, for ours-100, a sampled span: hundreds of thousands of instructions
     assert per_request["bare"] > 100_000, result.stdout
     assert per_request["ours-100"] > per_request["bare"], result.stdout

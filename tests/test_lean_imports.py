@@ -73,6 +73,18 @@ def records(handler_class):
 """
 
 
+def _launch(script: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``script`` under ``otel-perf-instrument`` with ``env`` over this environment minus its OTEL_*."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | env
+    launcher = Path(sys.executable).with_name("otel-perf-instrument")
+    done = subprocess.run(
+        [str(launcher), sys.executable, str(script)], capture_output=True, text=True, env=full_env,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def _run(code: str, env: dict[str, str] | None = None) -> str:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     full_env.update(env or {})
@@ -161,7 +173,6 @@ def test_a_bootstrapped_app_imports_none_of_them(tmp_path: Path) -> None:
         "inner = [type(h.inner).__module__ for h in logging.getLogger().handlers if hasattr(h, 'inner')]\n"
         f"print(json.dumps([inner, sorted(m for m in sys.modules if m.startswith({_HEAVY!r}))]))\n"
     )
-    launcher = Path(sys.executable).with_name("otel-perf-instrument")
     from importlib.metadata import entry_points
 
     # Official instrumentations of libraries installed here (the test environment has several)
@@ -178,17 +189,7 @@ def test_a_bootstrapped_app_imports_none_of_them(tmp_path: Path) -> None:
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # nothing listens: exports fail
         "OTEL_PERF_SHUTDOWN_TIMEOUT": "0.2",
     }
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    full_env.update(env)
-    done = subprocess.run(
-        [str(launcher), sys.executable, str(probe)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _launch(probe, env)
     handlers, heavy = json.loads(done.stdout.strip().splitlines()[-1])
     assert handlers == ["opentelemetry.instrumentation.logging.handler"]  # the OTLP log handler is there
     assert heavy == []
@@ -216,8 +217,7 @@ def test_the_log_and_process_metric_variables_reach_the_receiver(
     OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS, as the official instrumentations read them."""
     script = tmp_path / "checkout.py"
     script.write_text(_LOGS_AND_METRICS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env |= otlp_receiver.exporter_env()
+    env = otlp_receiver.exporter_env()
     env |= {"OTEL_SERVICE_NAME": f"checkout-{settings}", "OTEL_LOGS_EXPORTER": "otlp"}
     if settings == "set":
         env |= {
@@ -225,16 +225,7 @@ def test_the_log_and_process_metric_variables_reach_the_receiver(
             "OTEL_PYTHON_LOG_HANDLER_LEVEL": "warning",
             "OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS": "process.memory.*,cpython.*",
         }
-    launcher = Path(sys.executable).with_name("otel-perf-instrument")
-    done = subprocess.run(
-        [str(launcher), sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    _launch(script, env)
     warning = otlp_receiver.wait_for(
         lambda: otlp_receiver.logs("paid-warning-line"), what="the warning record"
     )
