@@ -29,7 +29,7 @@ import gc
 import os
 import platform
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psutil
@@ -65,11 +65,42 @@ def _scope_version() -> str:
         return ""
 
 
+#: metric -> (instrument, description, unit), as the official instrumentation creates each one
+#: (``process.cpu.utilization``'s from the semantic conventions' ``create_process_cpu_utilization``)
+INSTRUMENTS: dict[str, tuple[str, str, str]] = {
+    n.PROCESS_CPU_TIME: ("counter", "Total CPU seconds broken down by different states.", "s"),
+    n.PROCESS_CPU_UTILIZATION: (
+        "gauge",
+        "Difference in process.cpu.time since the last measurement, divided by the elapsed time and "
+        "number of CPUs available to the process.",
+        "1",
+    ),
+    n.PROCESS_MEMORY: ("up_down_counter", "The amount of physical memory in use.", "By"),
+    "process.memory.virtual": ("up_down_counter", "The amount of committed virtual memory.", "By"),
+    "process.open_file_descriptor.count": (
+        "up_down_counter",
+        "Number of file descriptors in use by the process.",
+        "",
+    ),
+    n.PROCESS_THREADS: ("up_down_counter", "Process threads count.", ""),
+    n.GC_COLLECTIONS: (
+        "counter",
+        "The number of times a generation was collected since interpreter start.",
+        "{collection}",
+    ),
+}
+#: what this platform cannot report (the official instrumentation leaves these out too)
+UNAVAILABLE = frozenset(
+    (["process.open_file_descriptor.count"] if sys.platform == "win32" else [])
+    + ([n.GC_COLLECTIONS] if platform.python_implementation() == "PyPy" else [])
+)
+
+
 class ProcessMetrics:
     """The observable instruments and their callbacks (``active`` False: they observe nothing)."""
 
     def __init__(self, metrics: Iterable[str]) -> None:
-        self.metrics = frozenset(metrics)
+        self.metrics = frozenset(metrics) - UNAVAILABLE
         self.active = True
         self._pid = 0
         self._process: Any = None
@@ -83,91 +114,59 @@ class ProcessMetrics:
 
     def register(self, meter_provider: MeterProvider | None = None) -> None:
         meter = get_meter(SCOPE, _scope_version(), meter_provider, schema_url=SCHEMA_URL)
-        want = self.metrics
-        if n.PROCESS_CPU_TIME in want:
-            meter.create_observable_counter(
-                name=n.PROCESS_CPU_TIME,
-                callbacks=[self._cpu_time],
-                description="Total CPU seconds broken down by different states.",
-                unit="s",
-            )
-        if n.PROCESS_CPU_UTILIZATION in want:
-            from opentelemetry.semconv._incubating.metrics.process_metrics import (
-                create_process_cpu_utilization,
-            )
+        create = {
+            "counter": meter.create_observable_counter,
+            "gauge": meter.create_observable_gauge,
+            "up_down_counter": meter.create_observable_up_down_counter,
+        }
+        readers = {
+            n.PROCESS_CPU_TIME: self._cpu_time,
+            n.PROCESS_CPU_UTILIZATION: self._cpu_utilization,
+            n.PROCESS_MEMORY: self._memory_usage,
+            "process.memory.virtual": self._memory_virtual,
+            "process.open_file_descriptor.count": self._open_file_descriptors,
+            n.PROCESS_THREADS: self._thread_count,
+            n.GC_COLLECTIONS: self._gc_collections,
+        }
+        for name in CONFIG:  # the official instrumentor's order
+            if name in self.metrics:
+                kind, description, unit = INSTRUMENTS[name]
+                callback = self._while_active(readers[name])
+                create[kind](name=name, callbacks=[callback], description=description, unit=unit)
 
-            create_process_cpu_utilization(meter, callbacks=[self._cpu_utilization])
-        if n.PROCESS_MEMORY in want:
-            meter.create_observable_up_down_counter(
-                name=n.PROCESS_MEMORY,
-                callbacks=[self._memory_usage],
-                description="The amount of physical memory in use.",
-                unit="By",
-            )
-        if "process.memory.virtual" in want:
-            meter.create_observable_up_down_counter(
-                name="process.memory.virtual",
-                callbacks=[self._memory_virtual],
-                description="The amount of committed virtual memory.",
-                unit="By",
-            )
-        if sys.platform != "win32" and "process.open_file_descriptor.count" in want:
-            meter.create_observable_up_down_counter(
-                name="process.open_file_descriptor.count",
-                callbacks=[self._open_file_descriptors],
-                description="Number of file descriptors in use by the process.",
-            )
-        if n.PROCESS_THREADS in want:
-            meter.create_observable_up_down_counter(
-                name=n.PROCESS_THREADS,
-                callbacks=[self._thread_count],
-                description="Process threads count.",
-            )
-        if n.GC_COLLECTIONS in want and platform.python_implementation() != "PyPy":
-            meter.create_observable_counter(
-                name=n.GC_COLLECTIONS,
-                callbacks=[self._gc_collections],
-                description="The number of times a generation was collected since interpreter start.",
-                unit="{collection}",
-            )
+    def _while_active(self, read: Callable[[CallbackOptions], list[Observation]]) -> Callable[..., Any]:
+        def callback(options: CallbackOptions) -> list[Observation]:
+            return read(options) if self.active else []
 
-    # --- callbacks (the official instrumentor's, point for point) ------------------------
-    def _cpu_time(self, options: CallbackOptions) -> Iterable[Observation]:
-        if not self.active:
-            return
+        return callback
+
+    # --- readers (the official instrumentor's callbacks, point for point) ---------------
+    def _cpu_time(self, options: CallbackOptions) -> list[Observation]:
         times = self.process().cpu_times()
-        for state in CONFIG[n.PROCESS_CPU_TIME] or ():
-            if hasattr(times, state):
-                yield Observation(getattr(times, state), {"type": state})
+        states = CONFIG[n.PROCESS_CPU_TIME] or ()
+        return [Observation(getattr(times, s), {"type": s}) for s in states if hasattr(times, s)]
 
-    def _cpu_utilization(self, options: CallbackOptions) -> Iterable[Observation]:
-        if not self.active:
-            return
-        percent = self.process().cpu_percent()
-        yield Observation(percent / 100 / (psutil.cpu_count() or 1), {})
+    def _cpu_utilization(self, options: CallbackOptions) -> list[Observation]:
+        return [Observation(self.process().cpu_percent() / 100 / (psutil.cpu_count() or 1), {})]
 
-    def _memory_usage(self, options: CallbackOptions) -> Iterable[Observation]:
-        if self.active:
-            yield Observation(self.process().memory_info().rss, {})
+    def _memory_usage(self, options: CallbackOptions) -> list[Observation]:
+        return [Observation(self.process().memory_info().rss, {})]
 
-    def _memory_virtual(self, options: CallbackOptions) -> Iterable[Observation]:
-        if self.active:
-            yield Observation(self.process().memory_info().vms, {})
+    def _memory_virtual(self, options: CallbackOptions) -> list[Observation]:
+        return [Observation(self.process().memory_info().vms, {})]
 
-    def _open_file_descriptors(self, options: CallbackOptions) -> Iterable[Observation]:
-        if self.active:
-            yield Observation(self.process().num_fds(), {})
+    def _open_file_descriptors(self, options: CallbackOptions) -> list[Observation]:
+        return [Observation(self.process().num_fds(), {})]
 
-    def _thread_count(self, options: CallbackOptions) -> Iterable[Observation]:
-        if self.active:
-            yield Observation(self.process().num_threads(), {})
+    def _thread_count(self, options: CallbackOptions) -> list[Observation]:
+        return [Observation(self.process().num_threads(), {})]
 
-    def _gc_collections(self, options: CallbackOptions) -> Iterable[Observation]:
-        if not self.active:
-            return
-        for index, stat in enumerate(gc.get_stats()):
-            # "generation" as well: the official instrumentation still sends the old name
-            yield Observation(stat["collections"], {"cpython.gc.generation": index, "generation": str(index)})
+    def _gc_collections(self, options: CallbackOptions) -> list[Observation]:
+        # "generation" as well: the official instrumentation still sends the old name
+        return [
+            Observation(stat["collections"], {"cpython.gc.generation": index, "generation": str(index)})
+            for index, stat in enumerate(gc.get_stats())
+        ]
 
 
 def wanted(excluded: str) -> list[str]:
