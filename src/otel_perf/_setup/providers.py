@@ -924,19 +924,9 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
     pipeline.logger_provider = provider
     level = logging.getLevelName(config.text("OTEL_PYTHON_LOG_HANDLER_LEVEL").upper())
     options: dict[str, Any] = {"level": level if isinstance(level, int) else logging.NOTSET}
-    if config.flag("OTEL_PYTHON_LOG_CODE_ATTRIBUTES"):  # the official handler's option; the SDK's has none
+    if config.flag("OTEL_PYTHON_LOG_CODE_ATTRIBUTES"):
         options["log_code_attributes"] = True
-    try:
-        pipeline.log_handler = handler_class(logger_provider=provider, **options)
-    except TypeError:  # the SDK's deprecated handler (a contrib without one) has no such option
-        if "log_code_attributes" not in options:
-            raise
-        logger.warning(
-            "otel-perf: OTEL_PYTHON_LOG_CODE_ATTRIBUTES=true needs the handler of "
-            "opentelemetry-instrumentation-logging, which is not installed; "
-            "exporting logs without code.* attributes."
-        )
-        pipeline.log_handler = handler_class(logger_provider=provider, level=options["level"])
+    pipeline.log_handler = handler_class(logger_provider=provider, **options)
 
 
 #: the official handler's module, and the name it is loaded under when loaded alone
@@ -956,8 +946,8 @@ def official_log_handler(alone: bool = True) -> Callable[..., logging.Handler]:
     executed on its own, under its own name, unless the package is imported already; it is the
     same code.  Probe ``instrumentation-logging-handler-alone``: when
     the file is not where the package says, does not define a ``logging.Handler`` subclass named
-    ``LoggingHandler``, or fails to run, the usual import is the fallback (and, for a contrib too old
-    to have the handler, the SDK's deprecated one).  Run once per process: later calls get the
+    ``LoggingHandler``, or fails to run, the usual import is the fallback (every contrib release we
+    declare, 0.64b0 on, has the handler module).  Run once per process: later calls get the
     same class.  It is not registered in ``sys.modules``: an app that imports the package later
     gets the package's own copy of the module, as without us (the handler's class is then not
     the one ours is an instance of; nothing in the package compares them).
@@ -971,14 +961,9 @@ def official_log_handler(alone: bool = True) -> Callable[..., logging.Handler]:
                 _ALONE["class"] = handler
         if handler is not None:
             return handler
-    try:
-        from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
-        return LoggingHandler
-    except ImportError:  # older contrib: the SDK's (deprecated) handler
-        from opentelemetry.sdk._logs import LoggingHandler as SdkLoggingHandler
-
-        return SdkLoggingHandler
+    return LoggingHandler
 
 
 def _handler_alone() -> Callable[..., logging.Handler] | None:
