@@ -28,7 +28,6 @@ import argparse
 import http.client
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 import inproc  # noqa: E402
+import run  # noqa: E402
 
 #: as instructions.py: production settings, the request not sampled / every request sampled
 MODES = {
@@ -59,12 +59,6 @@ QUIET = {
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100",
 }
 EVENTS_CACHE = ("I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw", "Bcm", "Bim")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _requests(port: int, path: str, n: int) -> None:
@@ -102,7 +96,7 @@ def count(
 ) -> dict[str, int]:
     """Event totals of ``requests`` counted requests in one server run under callgrind."""
     bindir = Path(sys.executable).parent
-    port = _free_port()
+    port = run.free_port()
     out = tempfile.mkdtemp(prefix="servercount-")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYTHON"))}
     env["BENCH_DB"] = os.path.join(out, "bench.db")
@@ -127,18 +121,11 @@ def count(
     log = open(log_path, "wb")  # noqa: SIM115 (closed below, after the server)
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                _requests(port, path, 1)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    server.terminate()
-                    server.wait(60)
-                    tail = Path(log_path).read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"the {mode} server did not answer; its output:\n{tail}") from None
-                time.sleep(0.5)
+        try:
+            run._wait(lambda: _requests(port, path, 1), server, f"the {mode} server", timeout=300)
+        except RuntimeError as exc:
+            tail = Path(log_path).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{exc}; its output:\n{tail}") from None
         _requests(port, path, warmup)
         if mode == "ours-100":
             _settle()  # the warm-up's full batches exported before the count starts
