@@ -26,7 +26,7 @@ import pytest
 
 from support.launch import APPS, BIN, launcher
 from support.otlp_receiver import OTLPReceiver
-from support.procs import AppProcess, clean_environ, free_port, skip_or_fail
+from support.procs import AppProcess, clean_environ, free_port, skip_or_fail, until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -152,6 +152,7 @@ def test_uvicorn_workers(otlp_receiver: OTLPReceiver, app_process: Callable[...,
         ],
         port,
     )
+    until_serving(base + "/version", 2)
     _check_exact(otlp_receiver, _send(base, N), min_workers=2)
 
 
@@ -176,6 +177,7 @@ def test_gunicorn_uvicorn_worker(
     if preload:
         args.insert(1, "--preload")
     base = _start(app_process, otlp_receiver, args, port)
+    until_serving(base + "/version", 2)
     _check_exact(otlp_receiver, _send(base, N), min_workers=2)
 
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from support.otlp_receiver import OTLPReceiver
-from support.procs import AppProcess, free_port
+from support.procs import AppProcess, free_port, until_serving
 from support.web import SERVERS, django_env, flask_env, serve
 
 pytestmark = pytest.mark.slow
@@ -106,6 +106,7 @@ def test_django_two_workers_exact(
     target = "djsite.asgi:application" if server.startswith("uvicorn") else "djsite.wsgi"
     port = free_port()
     _, base = serve(app_process, otlp_receiver, SERVERS[server](target, port), port, env, ready="/hello/")
+    until_serving(base + "/polls/1/", 2)
     _check_exact(otlp_receiver, "polls/pid/", _send(base, "/polls/pid/", N))
 
 
@@ -118,4 +119,5 @@ def test_flask_two_workers_exact(
     _, base = serve(
         app_process, otlp_receiver, SERVERS[server]("flask_app:app", port), port, env, ready="/hello"
     )
+    until_serving(base + "/orders/1", 2)
     _check_exact(otlp_receiver, "/pid", _send(base, "/pid", N))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -282,3 +283,21 @@ def _http_status(url: str, timeout: float) -> int | str:
         return http_get(url, timeout=timeout)[0]
     except (urllib.error.URLError, OSError) as err:
         return repr(err)
+
+
+def until_serving(url: str, workers: int, timeout: float = 60.0) -> None:
+    """GET ``url`` (a route answering ``{"pid": ...}``), each time on a new connection, until
+    ``workers`` distinct processes have answered.
+
+    A server answers as soon as its first worker is up while the others may still be importing
+    (slowest on the newest Python); requests sent before then all land on that one worker. Use a
+    route other than the one a test counts.
+    """
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"only workers {sorted(seen)} answered {url} within {timeout}s")
+        with urllib.request.urlopen(url, timeout=5) as response:
+            seen.add(int(json.loads(response.read())["pid"]))
+        time.sleep(0.02)
