@@ -128,7 +128,16 @@ def test_slow_request_and_slow_query(service: Service, otlp_receiver: OTLPReceiv
     assert "index" in findings["slow_queries"][0]["recommendation"]
 
 
-def test_blocking_call_in_async_endpoint_is_named(service: Service, otlp_receiver: OTLPReceiver) -> None:
+# "task-context": from Python 3.12 the watchdog reads the request from the blocked task's context
+# (the matrix runs this on 3.13); "registered": each request registers its task (before 3.12,
+# and the fallback when the probe is off).
+@pytest.mark.matrix
+@pytest.mark.parametrize("lookup", ["task-context", "registered"])
+def test_blocking_call_in_async_endpoint_is_named(
+    otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path, lookup: str
+) -> None:
+    env = {"OTEL_PERF__PROBES_OFF": "asyncio-task-context"} if lookup == "registered" else {}
+    service = _start(app_process, otlp_receiver, tmp_path, **env)
     r = httpx.get(service.base + "/blocking")
     trace_id = r.headers["traceresponse"].split("-")[1]
     log = otlp_receiver.wait_for_logs("event loop blocked")[0]

@@ -46,6 +46,8 @@ PROBES: dict[str, str] = {
     "fallback: through our Engine.connect wrapper",
     "asyncio-current-tasks": "the running task read from asyncio's task table; "
     "fallback: asyncio.current_task",
+    "asyncio-task-context": "(Python 3.12+, public API) the loop watchdog reads the blocked task's "
+    "request from Task.get_context(); fallback: each request registers its task",
 }
 
 FORCED_OFF_ENV = "OTEL_PERF__PROBES_OFF"

@@ -3,8 +3,11 @@
 A timer callback on the app's loop re-arms itself every tick and records how late it ran
 (``perf.asyncio.loop.lag``): the time a ready callback waited.  A watchdog thread checks
 the callback's heartbeat; when the loop has not come round for ``OTEL_PERF_LOOP_BLOCK_MS``
-it looks up the task running on the loop at that moment, maps it to the in-flight request
-(the middleware registers each request's task), and remembers it.  When the loop comes
+it looks up the task running on the loop at that moment, finds the request (or background
+job) that task is serving, and remembers it: from Python 3.12 on it reads the unit of work
+from the task's own context (``Task.get_context()``, where the middleware set it), so
+requests pay nothing for this; before 3.12 the middleware registers each request's task in
+:attr:`LoopMonitor.requests` (a task lookup and two dict operations per request).  When the loop comes
 back, one WARNING names the route and trace id of the request that blocked it: the
 classic "sync call inside an async endpoint" bug.
 
@@ -31,7 +34,7 @@ from otel_perf._analysis.findings import LoopBlock, recommend_loop_block
 from otel_perf._core import guard
 from otel_perf._core.probes import forced_off
 from otel_perf._core.runtime import Runtime
-from otel_perf._core.work import Work
+from otel_perf._core.work import Work, current_work
 
 logger = logging.getLogger("otel_perf")
 TICK = 0.05
@@ -44,9 +47,12 @@ class LoopMonitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat = time.monotonic()
         #: id(task) -> the request that task serves; the middleware adds and removes entries
+        #: (before Python 3.12: from 3.12 on the watchdog reads the task's context instead)
         self.requests: dict[int, Work] = {}
-        #: the task running on the monitored loop now (None until the loop is known)
+        #: the task running on the monitored loop now (None until the loop is known, and
+        #: always None when the watchdog reads the task's context: nothing to register)
         self.current_task: Callable[[], asyncio.Task[Any] | None] = _no_task
+        self.by_context = _TASK_CONTEXT and not forced_off("asyncio-task-context")
         self._blocker: Work | None = None
         self._stop = threading.Event()
         self._pid = 0
@@ -60,7 +66,8 @@ class LoopMonitor:
         except RuntimeError:
             return
         self._loop = loop
-        self.current_task = _task_getter(loop)
+        if not self.by_context:
+            self.current_task = _task_getter(loop)
         self._pid = _pid()
         self._heartbeat = now = time.monotonic()
         loop.call_later(TICK, self._tick, now)
@@ -127,7 +134,17 @@ class LoopMonitor:
             except RuntimeError:
                 continue
             if task is not None:
-                self._blocker = self.requests.get(id(task))
+                self._blocker = self._work_of(task)
+
+    def _work_of(self, task: asyncio.Task[Any]) -> Work | None:
+        """The request or job ``task`` is serving (the watchdog thread, while the loop is blocked)."""
+        if not self.by_context:
+            return self.requests.get(id(task))
+        get_context = getattr(task, "get_context", None)  # a task factory's own kind may lack it
+        if get_context is None:
+            return None
+        work = get_context().get(current_work)
+        return work if isinstance(work, Work) else None
 
     def stop(self) -> None:
         """Stop both sides (from any thread): the next tick does not re-arm."""
@@ -136,6 +153,10 @@ class LoopMonitor:
 
 def _no_task() -> None:
     return None
+
+
+#: ``Task.get_context()`` (Python 3.12+): the watchdog finds a blocked task's request there
+_TASK_CONTEXT = hasattr(asyncio.Task, "get_context")
 
 
 def _task_getter(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Task[Any] | None]:
