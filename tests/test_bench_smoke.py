@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -229,3 +230,75 @@ def test_server_counter_prices_a_request_of_the_real_server() -> None:
     # uvicorn, the app and, for ours-100, a sampled span: hundreds of thousands of instructions
     assert per_request["bare"] > 100_000, result.stdout
     assert per_request["ours-100"] > per_request["bare"], result.stdout
+
+
+def _load_bench_module(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))  # pyprofile imports run.py beside it
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, f"bench_{name}", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: ``perf script -F pid,tid,ip,sym --no-inline`` as it prints five samples of a server (pid 700)
+PERF_SCRIPT = """\
+700/700 \n\t           91ecd _PyEval_EvalFrameDefault
+\t    7f50d00fa605 py::PerfMiddleware.__call__:/v/lib/python3.13/site-packages/otel_perf/_integrations/asgi.py
+
+700/700 \n\tffffffff8225283c _raw_spin_unlock_irqrestore
+\tffffffff81e77dd8 tcp_sendmsg
+\t          10afa8 __send
+\t    7f50d00fbfe5 py::_SelectorSocketTransport.write:/usr/lib/python3.13/asyncio/selector_events.py
+
+700/700 \n\t          25ba84 gc_collect_main
+\t          230032 _PyObject_GC_Link
+\t    7f50d00fbdc5 py::Response.headers:/v/lib/python3.13/site-packages/starlette/responses.py
+
+700/713 \n\t          177cb1 PyTuple_New
+\t    7f50d00fb9b5 py::SpanEncoder.attributes:/v/lib/python3.13/site-packages/otel_perf/_export/otlp_spans.py
+
+700/700 \n\tffffffff8205fd3b inet_csk_accept
+\tffffffff81e77f04 __sys_accept4
+"""
+
+
+def test_pyprofile_charges_each_sample_to_its_innermost_python_function(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pyprofile = _load_bench_module("pyprofile", monkeypatch)
+    samples, threads = pyprofile.charge(PERF_SCRIPT)
+    assert samples == {
+        "otel_perf/_integrations/asgi.py:PerfMiddleware.__call__": 1,
+        # the kernel's share of a socket write is the write's
+        "asyncio/selector_events.py:_SelectorSocketTransport.write": 1,
+        # a collection is the collector's, not the function whose allocation set it off
+        pyprofile.GC: 1,
+        "otel_perf/_export/otlp_spans.py:SpanEncoder.attributes": 1,
+        pyprofile.KERNEL: 1,  # no Python frame at all
+    }
+    assert threads == {"main thread": 4, "other threads": 1}
+    per_request = pyprofile.per_request(samples, served=2)  # 1,000 Hz: a sample is 1 ms of CPU
+    assert per_request[pyprofile.GC] == 500.0
+    groups = {pyprofile.group(f) for f in samples}
+    assert groups == {"otel_perf", "server, framework, stdlib", "garbage collection", "kernel"}
+
+
+def test_pyprofile_refuses_what_it_cannot_profile() -> None:
+    def refused(*argv: str) -> str:
+        result = subprocess.run(
+            [sys.executable, str(BENCH / "pyprofile.py"), *argv],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2, (argv, result.stdout, result.stderr)
+        return result.stderr
+
+    assert "bad --modes" in refused("--modes", "bare,nope")
+    message = refused("--python", sys.executable)  # this interpreter: 3.11 in CI
+    if shutil.which("perf") is None:
+        assert "perf is not installed" in message
+    elif shutil.which("wrk") is not None and sys.version_info < (3, 12):
+        assert "sees Python functions from 3.12 on" in message, message
