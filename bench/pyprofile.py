@@ -6,7 +6,7 @@
 ``bytecodes.py``, ``instructions.py`` and ``servercount.py`` count work; this times it.  The
 counts repeat to 0.1% but leave out what the work costs on a real CPU (cache and TLB misses,
 branch mispredictions, the kernel's share of a socket write), and on 2026-12-07 they explained
-less than half of what ``run.py`` measured (bench/README.md, "Run 10").  Here each server of
+about half of what ``run.py`` measured (bench/README.md, "Run 9" and "Run 10").  Here each server of
 ``run.py``'s configurations (bare, ours at 10% of traces, ours-100) serves ``wrk`` for
 ``--seconds`` on its own core while ``perf record`` samples its CPU (1,000 Hz, DWARF call
 stacks); every sample is charged to the innermost Python function on its stack (its own
@@ -16,8 +16,10 @@ mode and ours minus bare.
 
 Python names in ``perf`` need Python 3.12 or later (``PYTHONPERFSUPPORT=1``, the perf trampoline),
 so ``--python`` names an environment of 3.12+ with the benchmark app's requirements and
-otel-perf-instrument installed (``.ci/matrix``'s newest environment has both).  Sampling adds a
-little to every function alike; compare modes of one run, not runs.
+otel-perf-instrument installed (``.ci/matrix``'s newest environment has both).  The trampoline
+is an eval-frame hook, and with one set CPython stops inlining Python-to-Python calls, so every
+function runs somewhat slower than without it, code made of many small calls most: compare the
+modes of one run (the rounds interleave them), not its figures with ``run.py``'s.
 """
 
 from __future__ import annotations
@@ -144,10 +146,17 @@ def profile(mode: str, python: Path, endpoint: str, seconds: float, pin: run.Pin
             tail = err.decode(errors="replace")[-500:]
             raise RuntimeError(f"perf record failed ({perf.returncode}): {tail}")
     finally:
+        profiled = server.pids()
         server.stop()
-    script = subprocess.run(["perf", "script", "-i", str(data), "-F", "pid,tid,ip,sym", "--no-inline"],
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
-    data.unlink()
+    try:
+        script = subprocess.run(["perf", "script", "-i", str(data), "-F", "pid,tid,ip,sym", "--no-inline"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+    finally:
+        data.unlink(missing_ok=True)
+        for pid in profiled:  # the trampoline's symbol maps, read by perf script
+            Path(f"/tmp/perf-{pid}.map").unlink(missing_ok=True)
+    if served <= 0:
+        raise RuntimeError(f"wrk got no answer from the {mode} server in {seconds:g} s")
     samples, threads = charge(script)
     return samples, threads, served
 
@@ -185,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--python",
         type=Path,
-        default=run._venv_python("ours"),
+        required=True,
         help="Python 3.12+ with the bench app's requirements and otel-perf-instrument",
     )
     p.add_argument("--endpoint", default="/hello", choices=run.ENDPOINTS)

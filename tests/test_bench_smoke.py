@@ -287,7 +287,7 @@ def test_pyprofile_charges_each_sample_to_its_innermost_python_function(
     assert groups == {"otel_perf", "server, framework, stdlib", "garbage collection", "kernel"}
 
 
-def test_pyprofile_refuses_what_it_cannot_profile() -> None:
+def test_pyprofile_refuses_what_it_cannot_profile(tmp_path: Path) -> None:
     def refused(*argv: str) -> str:
         result = subprocess.run(
             [sys.executable, str(BENCH / "pyprofile.py"), *argv],
@@ -296,9 +296,15 @@ def test_pyprofile_refuses_what_it_cannot_profile() -> None:
         assert result.returncode == 2, (argv, result.stdout, result.stderr)
         return result.stderr
 
-    assert "bad --modes" in refused("--modes", "bare,nope")
-    message = refused("--python", sys.executable)  # this interpreter: 3.11 in CI
+    assert "bad --modes" in refused("--python", sys.executable, "--modes", "bare,nope")
+    assert "--python" in refused()  # required: no default interpreter can be assumed to be 3.12+
+    old = tmp_path / "python3.11"  # an interpreter that says it is 3.11, whatever runs the tests
+    old.write_text("#!/bin/sh\necho 3 11\n")
+    old.chmod(0o755)
+    message = refused("--python", str(old))
     if shutil.which("perf") is None:
         assert "perf is not installed" in message
-    elif shutil.which("wrk") is not None and sys.version_info < (3, 12):
-        assert "sees Python functions from 3.12 on" in message, message
+    elif shutil.which("wrk") is None:
+        assert "wrk is not installed" in message
+    else:
+        assert "is Python 3.11; perf sees Python functions from 3.12 on" in message, message

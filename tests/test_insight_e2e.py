@@ -7,6 +7,7 @@ token, Server-Timing; and everything still reported with the sampler set to alwa
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,7 +133,16 @@ def test_slow_request_and_slow_query(service: Service, otlp_receiver: OTLPReceiv
 # (the matrix runs this on 3.13); "registered": each request registers its task (before 3.12,
 # and the fallback when the probe is off).
 @pytest.mark.matrix
-@pytest.mark.parametrize("lookup", ["task-context", "registered"])
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        pytest.param(
+            "task-context",
+            marks=pytest.mark.skipif(sys.version_info < (3, 12), reason="Task.get_context() is 3.12+"),
+        ),
+        "registered",
+    ],
+)
 def test_blocking_call_in_async_endpoint_is_named(
     otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path, lookup: str
 ) -> None:
@@ -147,6 +157,23 @@ def test_blocking_call_in_async_endpoint_is_named(
         lambda: otlp_receiver.histogram_count("perf.asyncio.loop.lag") > 0, what="loop lag"
     )
     assert _stats(service)["findings"]["event_loop_blocks"][0]["trace_id"] == trace_id
+
+    # A task the request started, blocking after the request ended, is not that request.
+    assert httpx.get(service.base + "/spawns-blocker").status_code == 200
+    log = otlp_receiver.wait_for(
+        lambda: [x for x in otlp_receiver.logs("event loop blocked") if "outside a request" in x.body],
+        what="a block outside any request",
+    )[0]
+    assert "/spawns-blocker" not in log.body and not log.attributes.get("perf.blocking_trace_id")
+    # A background task blocking the loop after the response: its job's doing.
+    queued = httpx.get(service.base + "/background-blocker")
+    assert queued.status_code == 200
+    log = otlp_receiver.wait_for(
+        lambda: [x for x in otlp_receiver.logs("event loop blocked") if "blocking_job" in x.body],
+        what="a block by the background job",
+    )[0]
+    assert "by background service.blocking_job" in log.body  # the job, not GET /background-blocker
+    assert log.attributes["perf.blocking_trace_id"] == queued.headers["traceresponse"].split("-")[1]
 
 
 def test_outgoing_rate_limit_headroom_and_429s(

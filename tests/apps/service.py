@@ -184,6 +184,35 @@ async def blocking() -> dict[str, str]:
     return {"blocked": "yes"}
 
 
+_spawned: set[asyncio.Task[None]] = set()
+
+
+async def _block_later() -> None:
+    await asyncio.sleep(0.4)  # the request that started this task has ended by then
+    time.sleep(0.3)
+
+
+@app.get("/spawns-blocker")
+async def spawns_blocker() -> dict[str, str]:
+    """Starts a task that blocks the loop after this request ended (it copies our context)."""
+    task = asyncio.get_running_loop().create_task(_block_later())
+    _spawned.add(task)
+    task.add_done_callback(_spawned.discard)
+    return {"spawned": "yes"}
+
+
+async def blocking_job() -> None:
+    time.sleep(0.3)
+
+
+@app.get("/background-blocker")
+async def background_blocker() -> Response:
+    """A background task (on the loop, after the response) that blocks it: the job's doing."""
+    from starlette.background import BackgroundTask
+
+    return Response("queued", background=BackgroundTask(blocking_job))
+
+
 @app.get("/boom")
 async def boom() -> None:
     raise RuntimeError("boom")

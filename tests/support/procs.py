@@ -298,6 +298,9 @@ def until_serving(url: str, workers: int, timeout: float = 60.0) -> None:
     while len(seen) < workers:
         if time.monotonic() >= deadline:
             raise AssertionError(f"only workers {sorted(seen)} answered {url} within {timeout}s")
-        with urllib.request.urlopen(url, timeout=5) as response:
-            seen.add(int(json.loads(response.read())["pid"]))
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                seen.add(int(json.loads(response.read())["pid"]))
+        except OSError:  # a worker still starting (URLError and HTTPError are OSErrors): ask again
+            pass
         time.sleep(0.02)

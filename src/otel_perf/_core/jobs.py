@@ -100,6 +100,7 @@ class Jobs:
             return
         seconds = perf_counter() - run.start
         work = run.work
+        work.done = True
         try:
             current_work.reset(run.work_token)
         except Exception as exc:  # reset from another context

@@ -155,6 +155,7 @@ class measure:
                 work = current_work.get()
                 current_work.reset(work_token)
                 if work is not None:
+                    work.done = True
                     _finish_unit(rt, work, span)
             if self.dimensions:
                 key: tuple[Any, ...] = (

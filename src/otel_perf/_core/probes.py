@@ -47,7 +47,9 @@ PROBES: dict[str, str] = {
     "asyncio-current-tasks": "the running task read from asyncio's task table; "
     "fallback: asyncio.current_task",
     "asyncio-task-context": "(Python 3.12+, public API) the loop watchdog reads the blocked task's "
-    "request from Task.get_context(); fallback: each request registers its task",
+    "request or job from Task.get_context(), so requests register nothing (and a child task of a "
+    "request, such as a Django ASGI view's or BaseHTTPMiddleware's, is named too); "
+    "fallback: each request registers its task",
 }
 
 FORCED_OFF_ENV = "OTEL_PERF__PROBES_OFF"

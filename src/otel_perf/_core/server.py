@@ -233,6 +233,7 @@ class ServerCore:
         if len(route) > MAX_PATH_ATTR:
             route = route[:MAX_PATH_ATTR]
         work.name = route
+        work.done = True
         method = work.method
         if not error_type and status >= 500:
             error_type = str(status)

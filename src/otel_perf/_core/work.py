@@ -25,6 +25,7 @@ class Work:
     __slots__ = (
         "context",
         "db_time",
+        "done",
         # Set only by the opt-in request extras (access log, user, tenant): never per request
         # while they are off, so they stay unset here (read with getattr and a default).
         "enduser",
@@ -44,6 +45,9 @@ class Work:
     )
     #: The framework whose unit this is ("django", ...; "" for any): findings word their advice for it.
     framework: ClassVar[str] = ""
+    #: True once the unit has ended; unset before (so starting one costs nothing): read it with
+    #: getattr and a default.  A task the unit started may outlive it with it in its context.
+    done: bool
 
     def __init__(
         self, kind: str, name: str, span: Span, max_statements: int, method: str = "", scope: Any = None

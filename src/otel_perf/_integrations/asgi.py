@@ -391,6 +391,7 @@ class PerfMiddleware:
             mark_failed_request(exc, work.context)
             raise
         finally:
+            work.done = True
             current_work.reset(work_token)
             context.detach(ctx_token)
             if span.is_recording():

@@ -144,15 +144,20 @@ class LoopMonitor:
         if get_context is None:
             return None
         work = get_context().get(current_work)
-        return work if isinstance(work, Work) else None
+        # A task a request started (fire and forget, a client's pool) copied the request's
+        # context and keeps its unit after the request ended: that task is not the request.
+        if not isinstance(work, Work) or getattr(work, "done", False):
+            return None
+        return work
 
     def stop(self) -> None:
         """Stop both sides (from any thread): the next tick does not re-arm."""
         self._stop.set()
 
 
-def _no_task() -> None:
-    return None
+#: "no task": a C callable returning None (``NoneType()``), so a request calling it on 3.12+,
+#: where nothing registers, runs no Python frame
+_no_task: Callable[[], None] = type(None)
 
 
 #: ``Task.get_context()`` (Python 3.12+): the watchdog finds a blocked task's request there
