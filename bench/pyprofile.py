@@ -219,9 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = "wrk is not installed (Debian: apt-get install wrk)"
     elif not args.python.exists():
         problem = f"--python {args.python} does not exist"
-    elif _python_version(args.python) < (3, 12):
+    elif (version := _python_version(args.python)) < (3, 12):
         problem = (
-            f"--python {args.python} is Python {'.'.join(map(str, _python_version(args.python)))}; perf "
+            f"--python {args.python} is Python {version[0]}.{version[1]}; perf "
             "sees Python functions from 3.12 on: pass a 3.12+ environment with the bench app's "
             "requirements and otel-perf-instrument (e.g. .matrix/newest/bin/python after .ci/matrix)"
         )

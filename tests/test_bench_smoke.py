@@ -86,14 +86,20 @@ def test_hotpath_microbenchmarks_run() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
-def test_variant_values_may_hold_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+def _load_bench_module(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+    monkeypatch.syspath_prepend(str(BENCH))  # pyprofile imports run.py beside it
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
-    run = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_run", run)  # its dataclasses look their module up
-    spec.loader.exec_module(run)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, f"bench_{name}", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variant_values_may_hold_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _load_bench_module("run", monkeypatch)
     variant = "lean:OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=httpx,logging,OTEL_PERF_TRACERESPONSE=false"
     args = run.parse_args(["--variant", variant])
     assert args.configs.split(",")[-1] == "lean"
@@ -230,18 +236,6 @@ def test_server_counter_prices_a_request_of_the_real_server() -> None:
     # uvicorn, the app and, for ours-100, a sampled span: hundreds of thousands of instructions
     assert per_request["bare"] > 100_000, result.stdout
     assert per_request["ours-100"] > per_request["bare"], result.stdout
-
-
-def _load_bench_module(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(BENCH))  # pyprofile imports run.py beside it
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, f"bench_{name}", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 #: ``perf script -F pid,tid,ip,sym --no-inline`` as it prints five samples of a server (pid 700)

@@ -15,6 +15,7 @@ seconds even when the backend never answers.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import signal
@@ -931,8 +932,6 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
 
 #: the official handler's module, and the name it is loaded under when loaded alone
 _HANDLER_MODULE = "opentelemetry.instrumentation.logging.handler"
-#: the class from the module run alone (run once per process)
-_ALONE: dict[str, Callable[..., logging.Handler]] = {}
 
 
 def official_log_handler(alone: bool = True) -> Callable[..., logging.Handler]:
@@ -954,11 +953,7 @@ def official_log_handler(alone: bool = True) -> Callable[..., logging.Handler]:
     """
     probe = "instrumentation-logging-handler-alone"
     if alone and sys.modules.get(_HANDLER_MODULE) is None and not forced_off(probe):
-        handler = _ALONE.get("class")
-        if handler is None:
-            handler = _handler_alone()
-            if handler is not None:
-                _ALONE["class"] = handler
+        handler = _handler_alone()
         if handler is not None:
             return handler
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
@@ -966,6 +961,7 @@ def official_log_handler(alone: bool = True) -> Callable[..., logging.Handler]:
     return LoggingHandler
 
 
+@functools.cache  # the module runs once per process
 def _handler_alone() -> Callable[..., logging.Handler] | None:
     import importlib.util
 
