@@ -31,8 +31,8 @@ PROBES: dict[str, str] = {
     "api-context-var": "context attached through the API's ContextVar; fallback: context.attach",
     "sdk-batch-queue": "sampled spans encoded as they end and queued as bytes in the SDK batch "
     "processor; fallback: the processor's on_end",
-    "otlp-encoder": "OTLP span bytes written directly by our encoder inside the SDK exporter; "
-    "fallback: the SDK's OTLPSpanExporter",
+    "otlp-encoder": "OTLP/HTTP spans, metrics and logs written by our encoders and sent by the SDK's "
+    "HTTP client (exporter 1.45+), so no process imports protobuf; fallback: the SDK's OTLP/HTTP exporters",
     "otlp-lean-transport": "the SDK exporters' urllib3 transport for plain-http endpoints; "
     "fallback: their default requests session",
     "instrumentation-logging-handler-alone": "the official LoggingHandler's module run on its own, "

@@ -580,9 +580,9 @@ def _span_exporter(name: str, config: Config) -> SpanExporter | None:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpan
 
             return GrpcSpan()
-        from otel_perf._export.otlp_spans import http_span_exporter
+        from otel_perf._export.otlp_http import span_exporter
 
-        exporter: SpanExporter = http_span_exporter()  # the SDK's, with a faster encoder
+        exporter: SpanExporter = span_exporter()  # the SDK's client, our encoder, no protobuf
         return exporter
     if name == "console":
         return ConsoleSpanExporter()
@@ -600,12 +600,10 @@ def _metric_exporter(name: str, config: Config) -> MetricExporter | MetricReader
             )
 
             return GrpcMetric()
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from otel_perf._export.otlp_http import metric_exporter
 
-        from otel_perf._export.otlp_spans import http_exporter
-
-        metric_exporter: MetricExporter = http_exporter(OTLPMetricExporter, "metrics")
-        return metric_exporter
+        exporter_m: MetricExporter = metric_exporter()
+        return exporter_m
     if name == "console":
         return ConsoleMetricExporter()
     if name == "none":
@@ -622,11 +620,9 @@ def _log_exporter(name: str, config: Config) -> Any:
             from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLog
 
             return GrpcLog()
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from otel_perf._export.otlp_http import log_exporter
 
-        from otel_perf._export.otlp_spans import http_exporter
-
-        return http_exporter(OTLPLogExporter, "logs")
+        return log_exporter()
     if name == "console":
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 

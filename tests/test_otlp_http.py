@@ -1,0 +1,461 @@
+"""OTLP/HTTP without protobuf, against the SDK's exporters it stands in for.
+
+Our metric and log encoders are compared byte for byte with the SDK's encoders on real SDK data
+and on hand-made edge points; our exporters and the SDK's send the same batches to a real
+receiver with the same compression and headers; failures are reported the same way; a process
+under the launcher never imports protobuf, and with the probe forced off it gets the SDK's
+exporters back.  (Span encoding is compared in tests/test_fast_path.py.)  Also: which transport
+the exporters get.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Buckets,
+    ExponentialHistogram,
+    ExponentialHistogramDataPoint,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from otel_perf._export import otlp_http
+from otel_perf._export.otlp_logs import LogEncoder
+from otel_perf._export.otlp_metrics import MetricEncoder
+
+needs_lean = pytest.mark.skipif(
+    not otlp_http._lean_available(),
+    reason="this OTLP exporter package predates the SDK's protobuf-free HTTP client (1.45+): "
+    "its own exporters are used",
+)
+
+
+def _sdk_metric_bytes(data: MetricsData) -> bytes:
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    return encode_metrics(data).SerializeToString()  # type: ignore[no-any-return]
+
+
+def _sdk_log_bytes(batch: Any) -> bytes:
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+    return encode_logs(batch).SerializeToString()  # type: ignore[no-any-return]
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+
+def _recorded_metrics(temporality: AggregationTemporality) -> MetricsData:
+    """Every instrument kind recorded through the SDK, exemplars included (inside a sampled span)."""
+    from opentelemetry.metrics import Observation
+    from opentelemetry.sdk.metrics import Counter, MeterProvider
+    from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+    from opentelemetry.sdk.trace import TracerProvider
+
+    reader = InMemoryMetricReader(
+        preferred_temporality={Counter: temporality, HistogramInstrument: temporality}
+    )
+    provider = MeterProvider(
+        metric_readers=[reader],
+        resource=Resource({"service.name": "shop", "host.cores": 2}, schema_url="https://r/1.0"),
+        views=[View(instrument_name="exp.*", aggregation=ExponentialBucketHistogramAggregation())],
+        shutdown_on_exit=False,
+    )
+    meter = provider.get_meter("shop.orders", "1.0", schema_url="https://s/1.0", attributes={"team": "a"})
+    other = provider.get_meter("shop.stock")
+    counter = meter.create_counter("orders", unit="1", description="orders taken")
+    floats = meter.create_counter("revenue")
+    level = other.create_up_down_counter("queue.depth")
+    latency = meter.create_histogram("latency", unit="s")
+    spread = meter.create_histogram("exp.latency")
+    other.create_observable_gauge(
+        "temperature",
+        callbacks=[lambda _: [Observation(3, {"rack": 1}), Observation(2.5, {"ok": True, "ids": [1, 2]})]],
+    )
+    with TracerProvider().get_tracer("t").start_as_current_span("request"):
+        counter.add(5, {"http.route": "/orders/{id}", "code": 200})
+        floats.add(2.5)
+        level.add(-3, {"ratio": 1.5})
+        for value in (0.001, 0.2, 5, 1000, 0, 7.25):
+            latency.record(value, {"http.route": "/orders/{id}"})
+            spread.record(value, {"http.route": "/orders/{id}"})
+    latency.record(3)  # no span: no exemplar from the trace-based filter
+    data = reader.get_metrics_data()
+    assert data is not None
+    provider.shutdown()
+    return data
+
+
+@pytest.mark.parametrize("temporality", [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA])
+def test_recorded_metrics_encode_to_the_sdk_bytes(temporality: AggregationTemporality) -> None:
+    data = _recorded_metrics(temporality)
+    points = [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+              for p in m.data.data_points]  # fmt: skip
+    assert len(points) == 8
+    assert any(getattr(p, "exemplars", None) for p in points)  # the exemplar fields are exercised
+    encoded, count = MetricEncoder().encode(data)
+    assert encoded == _sdk_metric_bytes(data)
+    assert count == 8
+
+
+def _exemplar(value: float, traced: bool) -> Exemplar:
+    return Exemplar(
+        {"user": "u1"} if traced else {},
+        value,
+        1_700_000_000_000_000_123,
+        0x00F067AA0BA902B7 if traced else None,
+        0x4BF92F3577B34DA6A3CE929D0E0E4736 if traced else None,
+    )
+
+
+def _edge_metrics() -> MetricsData:
+    """Points the SDK's aggregations rarely make: negative scales, offsets and buckets, int
+    exemplars, a metric with no points, attributes of every type and one that cannot be encoded."""
+    start, now = 1_700_000_000_000_000_000, 1_700_000_060_000_000_000
+    attrs = {"s": "x", "i": -7, "b": False, "f": 0.0, "seq": ["a", "b"], "bad": object()}
+    exponential = ExponentialHistogramDataPoint(
+        attrs, start, now, count=12, sum=-40.5, scale=-3, zero_count=2,
+        positive=Buckets(offset=-2, bucket_counts=[1, 0, 300]),
+        negative=Buckets(offset=5, bucket_counts=[4, 5]),
+        flags=1, min=-30.0, max=12.0, exemplars=[_exemplar(3, False), _exemplar(-2.5, True)],
+    )  # fmt: skip
+    empty_buckets = ExponentialHistogramDataPoint(
+        {}, start, now, count=0, sum=0, scale=0, zero_count=0,
+        positive=Buckets(0, []), negative=Buckets(0, []), flags=0, min=0, max=0,
+    )  # fmt: skip
+    histogram = HistogramDataPoint(
+        {"route": "/"}, start, now, count=3, sum=0.0, bucket_counts=[0, 3, 0],
+        explicit_bounds=[0.5, 1.0], min=0.7, max=0.9, exemplars=[_exemplar(1, True)],
+    )  # fmt: skip
+    delta, cumulative = AggregationTemporality.DELTA, AggregationTemporality.CUMULATIVE
+    gauge = Gauge([NumberDataPoint({}, 0, now, -(2**63)), NumberDataPoint({}, 0, now, -0.0)])
+    metrics = [
+        Metric("exp", "", "ms", ExponentialHistogram([exponential, empty_buckets], delta)),
+        Metric("hist", "d", "", Histogram([histogram], cumulative)),
+        Metric("gauge", "", "", gauge),
+        Metric("no.points", "nothing yet", "", Sum([], cumulative, True)),
+        Metric("updown", "", "", Sum([NumberDataPoint({"x": 1}, start, now, 12)], delta, False)),
+    ]
+    scope, unnamed = InstrumentationScope("edge", None, None, None), InstrumentationScope("")
+    return MetricsData(
+        [
+            ResourceMetrics(Resource({}), [ScopeMetrics(scope, metrics, "")], ""),
+            ResourceMetrics(Resource({"r": 2}), [ScopeMetrics(unnamed, metrics[:1], "")], ""),
+        ]
+    )
+
+
+def test_edge_points_encode_to_the_sdk_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    data = _edge_metrics()
+    with caplog.at_level(logging.ERROR):
+        encoded, count = MetricEncoder().encode(data)
+    assert encoded == _sdk_metric_bytes(data)
+    assert count == 8
+    assert "Failed to encode key bad" in caplog.text  # skipped and said, as the SDK does
+
+
+def test_an_unsupported_data_type_is_left_out_with_the_sdks_warning(caplog: pytest.LogCaptureFixture) -> None:
+    class Summary:
+        def __init__(self) -> None:
+            self.data_points = [NumberDataPoint({}, 0, 1, 1)]
+
+    data = MetricsData([ResourceMetrics(Resource({}), [ScopeMetrics(
+        InstrumentationScope("s"), [Metric("odd", "", "", Summary())], "")], "")])  # type: ignore[arg-type]  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        encoded, count = MetricEncoder().encode(data)
+    ours = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        sdk = _sdk_metric_bytes(data)
+    assert encoded == sdk and count == 0
+    assert ours == [r.getMessage() for r in caplog.records] == ["unsupported data type Summary"]
+
+
+@pytest.mark.parametrize(
+    ("value", "exemplar", "error"),
+    [(1, "3", "Exemplar value must be an int or float"), (True, None, "Expected an int, got a boolean"),
+     (1, True, "Expected an int, got a boolean")],
+)  # fmt: skip
+def test_a_point_the_sdk_cannot_encode_fails_ours_too(value: Any, exemplar: Any, error: str) -> None:
+    exemplars = [] if exemplar is None else [Exemplar({}, exemplar, 1, None, None)]
+    point = NumberDataPoint({}, 0, 1, value, exemplars=exemplars)
+    data = MetricsData([ResourceMetrics(Resource({}), [ScopeMetrics(
+        InstrumentationScope("s"), [Metric("m", "", "", Gauge([point]))], "")], "")])  # fmt: skip
+    with pytest.raises(Exception, match=error):
+        _sdk_metric_bytes(data)
+    with pytest.raises((ValueError, TypeError), match=error):
+        MetricEncoder().encode(data)
+
+
+# --- logs ---------------------------------------------------------------------------------------
+
+
+def _emitted_logs() -> list[Any]:
+    from opentelemetry._logs import SeverityNumber
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_perf._setup.providers import official_log_handler
+
+    try:
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Memory
+    except ImportError:  # older SDKs
+        from opentelemetry.sdk._logs.export import InMemoryLogExporter as Memory  # type: ignore[attr-defined,no-redef]
+
+    exporter = Memory()
+    provider = LoggerProvider(resource=Resource({"service.name": "shop"}, schema_url="https://r/1.0"),
+                              shutdown_on_exit=False)  # fmt: skip
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    log = logging.getLogger("test_otlp_http.shop")
+    log.handlers[:] = [official_log_handler()(logger_provider=provider)]
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    with TracerProvider().get_tracer("t").start_as_current_span("request"):
+        log.info("order %s paid", 42, extra={"order.id": 42, "ratio": 1.5, "ok": True, "tags": ["a", "b"]})
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            log.exception("payment failed")
+    log.warning("no span here")
+    events = provider.get_logger("shop.events", "2.0", schema_url="https://s/1.0",
+                                 attributes={"team": "a"})  # fmt: skip
+    events.emit(  # type: ignore[call-arg]
+        body={"items": [1, 2.5, None, b"\x00"], "nested": {"x": True}},
+        severity_number=SeverityNumber.WARN,
+        event_name="order.refund",
+        attributes={"k": "v"},
+    )
+    events.emit(body=None)  # type: ignore[call-arg]
+    events.emit(body=b"raw", severity_text="custom")  # type: ignore[call-arg]
+    batch = list(exporter.get_finished_logs())
+    log.handlers[:] = []
+    return batch
+
+
+def test_log_records_encode_to_the_sdk_bytes() -> None:
+    batch = _emitted_logs()
+    assert len(batch) == 6
+    assert LogEncoder().encode(batch) == _sdk_log_bytes(batch)
+
+
+# --- the exporters at a real receiver -------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPatch:
+    for key in list(os.environ):
+        if key.lower().endswith("_proxy") or key.startswith("OTEL_EXPORTER_OTLP") or "CREDENTIAL" in key:
+            monkeypatch.delenv(key)
+    monkeypatch.delenv("NETRC", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return monkeypatch
+
+
+def _spans() -> list[Any]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "shop"}), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("shop", "1.0")
+    with (
+        tracer.start_as_current_span("GET /orders/{id}", attributes={"http.route": "/orders/{id}"}),
+        tracer.start_as_current_span("SELECT orders", attributes={"db.system.name": "sqlite"}),
+    ):
+        pass
+    return list(memory.get_finished_spans())
+
+
+def _sdk_exporters() -> dict[str, Any]:
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    # on the transport ours get (urllib3 for plain http; tests/test_fast_path.py compares it
+    # with the default requests session)
+    sdk = otlp_http.sdk_exporter
+    return {"traces": sdk(OTLPSpanExporter, "traces"), "metrics": sdk(OTLPMetricExporter, "metrics"),
+            "logs": sdk(OTLPLogExporter, "logs")}  # fmt: skip
+
+
+def _ours() -> dict[str, Any]:
+    return {"traces": otlp_http.span_exporter(), "metrics": otlp_http.metric_exporter(),
+            "logs": otlp_http.log_exporter()}  # fmt: skip
+
+
+_VARYING = ("host", "content-length")
+
+
+def _received(receiver: Any) -> dict[str, Any]:
+    strip = lambda items: sorted(repr({k: v for k, v in vars(i).items() if k != "export"}) for i in items)  # noqa: E731
+    return {
+        "traces": strip(receiver.spans()),
+        "metrics": strip(receiver.metric_points()),
+        "logs": strip(receiver.logs()),
+        "headers": sorted(
+            (r.path, r.body_bytes, sorted((k, v) for k, v in r.headers.items() if k not in _VARYING))
+            for r in receiver.requests()
+        ),
+    }
+
+
+@needs_lean
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_our_exporters_deliver_what_the_sdks_deliver(
+    otlp_receiver: Any, clean_env: pytest.MonkeyPatch, compression: str
+) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
+    clean_env.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", compression)
+    clean_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=checkout,x-tenant=acme")
+    spans, metrics, logs = _spans(), _recorded_metrics(AggregationTemporality.CUMULATIVE), _emitted_logs()
+    results = []
+    for exporters in (_sdk_exporters(), _ours()):
+        otlp_receiver.clear()
+        assert exporters["traces"].export(spans).name == "SUCCESS"
+        assert exporters["metrics"].export(metrics).name == "SUCCESS"
+        assert exporters["logs"].export(logs).name == "SUCCESS"
+        for exporter in exporters.values():
+            exporter.shutdown()
+        results.append(_received(otlp_receiver))
+    sdk, ours = results
+    assert ours == sdk
+    assert len(ours["traces"]) == 2 and len(ours["metrics"]) == 8 and len(ours["logs"]) == 6
+    headers = dict(ours["headers"][0][2])
+    assert headers["x-team"] == "checkout" and headers["content-type"] == "application/x-protobuf"
+    assert headers.get("content-encoding") == (None if compression == "none" else "gzip")
+    assert {type(e).__module__ for e in _ours().values()} == {"otel_perf._export.otlp_http"}
+
+
+@needs_lean
+def test_failures_are_reported_as_the_sdks_are(
+    otlp_receiver: Any, clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
+    otlp_receiver.mode = "status:400"  # not retryable: one attempt
+    spans = _spans()
+    said = []
+    for exporter in (_sdk_exporters()["traces"], otlp_http.span_exporter()):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            refused = exporter.export(spans)
+            exporter.shutdown()
+            exporter.shutdown()
+            after = exporter.export(spans)
+        logged = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+        said.append([refused.name, after.name, *logged])
+    assert said[1] == said[0]
+    assert said[0][:2] == ["FAILURE", "FAILURE"]
+    assert ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "WARNING",
+            "Exporter already shutdown, ignoring batch") in said[0]  # fmt: skip
+
+
+# --- no protobuf in the process, and the fallback ---------------------------------------------------
+
+_PROBE = r"""
+import json, logging, sys, time
+from opentelemetry import trace
+with trace.get_tracer("shop").start_as_current_span("checkout"):
+    logging.getLogger("shop").warning("paid-line")
+time.sleep(1.2)  # spans and logs exported (100 ms), metrics twice (500 ms)
+print(json.dumps({
+    "protobuf": sorted(m for m in sys.modules if m.startswith(("google.protobuf", "opentelemetry.proto"))),
+}))
+"""
+
+
+@pytest.mark.matrix
+@pytest.mark.parametrize("probes_off", ["", "otlp-encoder"])
+def test_a_bootstrapped_process_imports_no_protobuf(
+    probes_off: str, otlp_receiver: Any, tmp_path: Path
+) -> None:
+    script = tmp_path / "shop.py"
+    script.write_text(_PROBE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | otlp_receiver.exporter_env()
+    env |= {"OTEL_SERVICE_NAME": "shop", "OTEL_LOGS_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "always_on",
+            "OTEL_PERF__PROBES_OFF": probes_off, "OTEL_PERF_SHUTDOWN_TIMEOUT": "5"}  # fmt: skip
+    launcher = Path(sys.executable).with_name("otel-perf-instrument")
+    done = subprocess.run([str(launcher), sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])["protobuf"]
+    if probes_off or not otlp_http._lean_available():
+        assert "google.protobuf" in loaded  # the SDK's exporters, as before
+    else:
+        assert loaded == []
+    # every signal arrived, whichever exporters sent it
+    span = otlp_receiver.wait_for_spans(name="checkout")[0]
+    assert otlp_receiver.wait_for_logs("paid-line")[0].trace_id == span.trace_id
+    assert otlp_receiver.wait_for(
+        lambda: {m for m in otlp_receiver.metric_names() if m.startswith("process.")}, what="process metrics"
+    )
+
+
+# --- the transport ---------------------------------------------------------------------------------
+
+
+def _exporter_has(module: str, name: str) -> bool:
+    import importlib
+
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except ImportError:
+        return False
+
+
+#: the SDK exporter's pluggable transports came with exporter 1.45; before, the stock one is used
+needs_transports = pytest.mark.skipif(
+    not _exporter_has("opentelemetry.exporter.http.transport._urllib3", "Urllib3HTTPTransport"),
+    reason="this OTLP exporter has no pluggable transport (1.45+): the default one is used",
+)
+
+
+@needs_transports
+def test_lean_transport_for_plain_http(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert type(otlp_http.lean_http_transport("traces")).__name__ == "Urllib3HTTPTransport"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector:4318/v1/traces"),
+        ("HTTP_PROXY", "http://proxy:3128"),
+        ("all_proxy", "http://proxy:3128"),
+        ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", "pkg:provider"),
+        ("NETRC", "/etc/netrc"),
+    ],
+)
+def test_default_transport_otherwise(clean_env: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    clean_env.setenv(variable, value)
+    assert otlp_http.lean_http_transport("traces") is None
+
+
+def test_default_transport_with_a_netrc_file(clean_env: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    (tmp_path / ".netrc").write_text("machine collector login a password b\n")
+    assert otlp_http.lean_http_transport("traces") is None
