@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -295,8 +296,7 @@ def _sdk_exporters() -> dict[str, Any]:
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    # on the transport ours get (urllib3 for plain http; tests/test_fast_path.py compares it
-    # with the default requests session)
+    # on the transport ours get (http.client for plain http: compared with urllib3's below)
     sdk = otlp_http.sdk_exporter
     return {"traces": sdk(OTLPSpanExporter, "traces"), "metrics": sdk(OTLPMetricExporter, "metrics"),
             "logs": sdk(OTLPLogExporter, "logs")}  # fmt: skip
@@ -428,7 +428,7 @@ def _exporter_has(module: str, name: str) -> bool:
 
 #: the SDK exporter's pluggable transports came with exporter 1.45; before, the stock one is used
 needs_transports = pytest.mark.skipif(
-    not _exporter_has("opentelemetry.exporter.http.transport._urllib3", "Urllib3HTTPTransport"),
+    not _exporter_has("opentelemetry.exporter.http.transport._base", "BaseHTTPTransport"),
     reason="this OTLP exporter has no pluggable transport (1.45+): the default one is used",
 )
 
@@ -436,7 +436,75 @@ needs_transports = pytest.mark.skipif(
 @needs_transports
 def test_lean_transport_for_plain_http(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-    assert type(otlp_http.lean_http_transport("traces")).__name__ == "Urllib3HTTPTransport"
+    assert type(otlp_http.lean_http_transport("traces")).__name__ == "StdlibHTTPTransport"
+
+
+def _answer(transport: Any, url: str, timeout: float = 5.0) -> tuple[Any, ...]:
+    result = transport.request("POST", url, headers={"Content-Type": "application/x-protobuf"},
+                               data=b"", timeout=timeout)  # fmt: skip
+    return (
+        result.status_code,
+        result.reason,
+        result.headers().get("Retry-After"),
+        result.headers().get("retry-after"),
+        result.error is not None,
+        transport.is_connection_error(result.error),
+    )
+
+
+@needs_transports
+def test_the_stdlib_transport_answers_as_the_sdks_urllib3_transport(otlp_receiver: Any) -> None:
+    """Status, reason, Retry-After (any case) and what counts as a connection error (retried)."""
+    from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+
+    from otel_perf._export.otlp_transport import StdlibHTTPTransport
+    from support.otlp_receiver import closed_port
+
+    url = otlp_receiver.url("traces")
+    cases: list[tuple[str, str, float]] = [
+        ("ok", url, 5.0),
+        ("status:400", url, 5.0),
+        ("status:503", url, 5.0),  # with Retry-After
+        ("stall", url, 0.3),  # no answer within the timeout
+        ("ok", f"http://127.0.0.1:{closed_port()}/v1/traces", 5.0),  # refused
+    ]
+    otlp_receiver.retry_after = 7
+    answers = {}
+    for name, transport in (("urllib3", Urllib3HTTPTransport()), ("stdlib", StdlibHTTPTransport())):
+        rows = []
+        for mode, target, timeout in cases:
+            otlp_receiver.mode = mode
+            rows.append(_answer(transport, target, timeout))
+            otlp_receiver.release_stalled()
+        rows.append(_answer(transport, url))  # the connection after all of that
+        otlp_receiver._server.cut_connections()  # the server closes the idle kept-alive connection
+        time.sleep(0.1)
+        rows.append(_answer(transport, url))  # noticed before reuse: a new one, answered
+        transport.close()
+        answers[name] = rows
+    assert answers["stdlib"] == answers["urllib3"]
+    ok, refused_status, unavailable, stalled, refused, after, after_cut = answers["stdlib"]
+    assert ok[0] == 200 and refused_status[0] == 400
+    assert unavailable[:4] == (503, "Service Unavailable", "7", "7")
+    assert stalled[4:] == (True, False)  # timed out waiting: not retried by the SDK's client
+    assert refused[4:] == (True, True)  # could not connect: retried
+    assert after[0] == after_cut[0] == 200
+
+
+@needs_transports
+def test_the_stdlib_transport_keeps_its_connection(otlp_receiver: Any) -> None:
+    from otel_perf._export.otlp_transport import StdlibHTTPTransport
+
+    transport = StdlibHTTPTransport()
+    url, headers = otlp_receiver.url("traces"), {"Content-Type": "application/x-protobuf"}
+    for _ in range(3):
+        assert transport.request("POST", url, data=b"", timeout=5, headers=headers).status_code == 200
+    connection = transport._connection
+    assert connection is not None
+    transport.request("POST", url, data=b"", timeout=5, headers=headers)
+    assert transport._connection is connection  # kept alive, reused
+    transport.close()
+    assert transport._connection is None
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ PROBES: dict[str, str] = {
     "processor; fallback: the processor's on_end",
     "otlp-encoder": "OTLP/HTTP spans, metrics and logs written by our encoders and sent by the SDK's "
     "HTTP client (exporter 1.45+), so no process imports protobuf; fallback: the SDK's OTLP/HTTP exporters",
-    "otlp-lean-transport": "the SDK exporters' urllib3 transport for plain-http endpoints; "
+    "otlp-lean-transport": "the standard library's http.client as the OTLP exporters' transport for "
+    "plain-http endpoints (exporter 1.45+); "
     "fallback: their default requests session",
     "instrumentation-logging-handler-alone": "the official LoggingHandler's module run on its own, "
     "without its package's instrumentor (BaseInstrumentor's imports); fallback: the usual import",

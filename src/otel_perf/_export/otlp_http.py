@@ -37,13 +37,13 @@ _SIGNALS = {  # signal -> (client kind, default path, SDK exporter module for th
 
 
 def lean_http_transport(signal: str) -> Any:
-    """The SDK's urllib3 transport for a plain-http OTLP endpoint, or None to keep the default.
+    """Our ``http.client`` transport for a plain-http OTLP endpoint, or None to keep the default.
 
     The SDK's default transport is a ``requests`` session, whose import alone (with
-    charset_normalizer) is ~4.5 MB of RSS.  For ``http://`` endpoints without proxies,
-    netrc or a credential provider, a requests session does nothing urllib3 does not, so
-    the SDK's own urllib3 transport sends the same bytes to the same place.  Anything
-    else (TLS, whose CA handling differs between the two, proxies, ...) keeps requests.
+    charset_normalizer) is ~4.5 MB of RSS, and its other one urllib3 (1.9 MB).  For ``http://``
+    endpoints without proxies, netrc or a credential provider, neither does anything
+    ``http.client`` does not (:mod:`otel_perf._export.otlp_transport`).  Anything else (TLS,
+    whose CA handling differs, proxies, ...) keeps the SDK's default.
     """
     env = os.environ
     endpoint = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or env.get(
@@ -57,11 +57,11 @@ def lean_http_transport(signal: str) -> Any:
         return None
     if os.path.exists(os.path.expanduser("~/.netrc")) or os.path.exists(os.path.expanduser("~/_netrc")):
         return None
-    try:
-        from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+    try:  # the SDK's transport interface (exporter 1.45+)
+        from otel_perf._export.otlp_transport import StdlibHTTPTransport
     except ImportError:
         return None
-    return Urllib3HTTPTransport()
+    return StdlibHTTPTransport()
 
 
 def _transport(signal: str) -> Any:

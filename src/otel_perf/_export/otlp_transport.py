@@ -1,0 +1,135 @@
+"""The OTLP exporters' transport for plain-http endpoints: the standard library's ``http.client``.
+
+The SDK exporters (1.45+) take a pluggable transport; theirs are a ``requests`` session (the
+default) and a urllib3 pool.  For an ``http://`` endpoint without proxies, netrc or a credential
+provider (:func:`~otel_perf._export.otlp_http.lean_http_transport` decides), neither does
+anything ``http.client`` does not: one POST at a time per exporter, to one host, on a kept-alive
+connection.  Importing urllib3 costs 1.9 MB of every process's memory and requests 4.5 MB
+(bench/README.md, "Run 11"); ``http.client`` is in memory already in any web app.
+
+What it keeps from the urllib3 transport: one connection per exporter, reused while the server
+keeps it open and opened again after any error; ``timeout`` bounds the whole request (connect,
+send, response), as ``urllib3.Timeout(total=...)`` does; what the SDK's client retries is the
+same: failing to connect (refused, unresolvable, timed out) and a connection that breaks (reset,
+closed before answering) are connection errors, a request sent and not answered in time is not.
+Response headers are looked up case-insensitively (``http.client``'s message).  A test compares
+its answers with the urllib3 transport's, case by case.
+"""
+
+from __future__ import annotations
+
+import http.client
+import select
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
+
+
+class ReadTimeout(TimeoutError):
+    """Connected and sent, but the response did not come in time (urllib3's ``ReadTimeoutError``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StdlibHTTPResult(BaseHTTPResult):
+    """A response's status, reason, body and headers (or the error that came instead)."""
+
+    body: bytes = b""
+    response_headers: Any = field(default=None, hash=False, compare=False)
+
+    def content(self) -> bytes:
+        return self.body
+
+    def headers(self) -> Mapping[str, str]:
+        return self.response_headers if self.response_headers is not None else {}
+
+
+class StdlibHTTPTransport(BaseHTTPTransport):
+    """POSTs to one plain-http endpoint over a kept-alive ``http.client`` connection."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: http.client.HTTPConnection | None = None
+        self._address: tuple[str, int] | None = None
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        data: bytes | None = None,
+    ) -> BaseHTTPResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        with self._lock:
+            try:
+                connection = self._connect(parts.hostname or "localhost", parts.port or 80, deadline)
+                try:
+                    connection.request(method, target, body=data, headers=headers or {})
+                    self._bound(connection, deadline)
+                    response = connection.getresponse()
+                    body = response.read()
+                except TimeoutError as error:  # connected, then no answer in time
+                    raise ReadTimeout(str(error) or "no response in time") from error
+            except Exception as error:  # no response: the connection is not reused
+                self._drop()
+                return StdlibHTTPResult(error=error)
+            if response.will_close:
+                self._drop()
+            return StdlibHTTPResult(response.status, response.reason, None, body, response.headers)
+
+    def _connect(self, host: str, port: int, deadline: float | None) -> http.client.HTTPConnection:
+        if self._connection is not None and self._address == (host, port) and not self._dropped():
+            self._bound(self._connection, deadline)
+            return self._connection
+        self._drop()
+        remaining = None if deadline is None else self._remaining(deadline)
+        connection = http.client.HTTPConnection(host, port, timeout=remaining)
+        connection.connect()
+        self._connection, self._address = connection, (host, port)
+        return connection
+
+    def _dropped(self) -> bool:
+        """Whether the server closed the idle connection (readable before a request: its EOF),
+        as urllib3's pool checks before reusing one."""
+        sock = self._connection.sock if self._connection is not None else None
+        if sock is None:
+            return True
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    @staticmethod
+    def _remaining(deadline: float) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("OTLP export timed out")
+        return remaining
+
+    def _bound(self, connection: http.client.HTTPConnection, deadline: float | None) -> None:
+        """What is left of the request's time, for the socket's next operations."""
+        if deadline is not None and connection.sock is not None:
+            connection.sock.settimeout(self._remaining(deadline))
+
+    def _drop(self) -> None:
+        connection, self._connection, self._address = self._connection, None, None
+        if connection is not None:
+            connection.close()
+
+    def is_connection_error(self, exception: Exception | None) -> bool:
+        """Failing to connect, or the connection failing (retried); not a request that timed out."""
+        return isinstance(exception, (OSError, http.client.HTTPException)) and not isinstance(
+            exception, ReadTimeout
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
