@@ -527,3 +527,44 @@ def test_default_transport_otherwise(clean_env: pytest.MonkeyPatch, variable: st
 def test_default_transport_with_a_netrc_file(clean_env: pytest.MonkeyPatch, tmp_path: Any) -> None:
     (tmp_path / ".netrc").write_text("machine collector login a password b\n")
     assert otlp_http.lean_http_transport("traces") is None
+
+
+@needs_transports
+def test_a_forked_child_exports_while_the_parent_waits_on_its_request(otlp_receiver: Any) -> None:
+    """A fork while an export thread of the parent holds the transport, mid-request (gunicorn forks
+    workers from a master that exports): the child's transport has a lock and a connection of its own."""
+    import threading
+
+    from otel_perf._export.otlp_transport import StdlibHTTPTransport
+    from support.otlp_receiver import OTLPReceiver
+
+    transport = StdlibHTTPTransport()
+    headers = {"Content-Type": "application/x-protobuf"}
+    otlp_receiver.mode = "stall"
+    waiting = threading.Thread(
+        target=transport.request, args=("POST", otlp_receiver.url("traces")),
+        kwargs={"data": b"", "timeout": 30, "headers": headers}, daemon=True,
+    )  # fmt: skip
+    with OTLPReceiver() as other:
+        waiting.start()
+        otlp_receiver.wait_for(lambda: otlp_receiver.request_count() == 1, what="the parent's request")
+        assert transport._lock.locked()
+        pid = os.fork()
+        if pid == 0:  # the child: one export, then out, whatever happens
+            code = 1
+            try:
+                answer = transport.request("POST", other.url("traces"), data=b"", timeout=5, headers=headers)
+                code = 0 if answer.status_code == 200 else 2
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 15
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        otlp_receiver.release_stalled()
+        waiting.join(10)
+        assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0, "the child could not export"
+        assert other.request_count() == 1
+    transport.close()

@@ -18,16 +18,31 @@ its answers with the urllib3 transport's, case by case.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
 import select
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
+
+#: every transport made, so a forked child can renew them all
+_ALL: weakref.WeakSet[StdlibHTTPTransport] = weakref.WeakSet()
+
+
+def _renew_after_fork() -> None:
+    for transport in list(_ALL):
+        transport._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_after_fork)
 
 
 class ReadTimeout(TimeoutError):
@@ -49,12 +64,24 @@ class StdlibHTTPResult(BaseHTTPResult):
 
 
 class StdlibHTTPTransport(BaseHTTPTransport):
-    """POSTs to one plain-http endpoint over a kept-alive ``http.client`` connection."""
+    """POSTs to one plain-http endpoint over a kept-alive ``http.client`` connection.
+
+    After a fork the child gets a new lock (an export thread of the parent may have held the
+    old one, mid-request, for good) and no connection (the socket is the parent's).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._connection: http.client.HTTPConnection | None = None
         self._address: tuple[str, int] | None = None
+        _ALL.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        connection, self._connection, self._address = self._connection, None, None
+        if connection is not None:  # this process's copy of the parent's socket (the connection
+            with contextlib.suppress(OSError):  # stays open in the parent, which still holds it)
+                connection.close()
 
     def request(
         self,
