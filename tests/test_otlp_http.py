@@ -568,3 +568,27 @@ def test_a_forked_child_exports_while_the_parent_waits_on_its_request(otlp_recei
         assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0, "the child could not export"
         assert other.request_count() == 1
     transport.close()
+
+
+@needs_lean
+def test_exporters_the_sdk_pieces_do_not_fit_are_the_sdks(
+    clean_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A release that kept the names the probe checks but changed what they take: one warning each,
+    and the SDK's own exporters."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    def changed(self: Any, *args: Any) -> None:
+        raise TypeError("_OTLPHTTPClient() got an unexpected keyword argument 'kind'")
+
+    clean_env.setattr(otlp_http._Sender, "__init__", changed)
+    with caplog.at_level(logging.WARNING, logger="otel_perf"):
+        exporters = _ours()
+    assert [type(e) for e in exporters.values()] == [OTLPSpanExporter, OTLPMetricExporter, OTLPLogExporter]
+    assert [r.getMessage().split(" exporter could not")[0] for r in caplog.records] == [
+        f"otel-perf: the OTLP/HTTP {signal}" for signal in ("traces", "metrics", "logs")
+    ]
+    for exporter in exporters.values():
+        exporter.shutdown()

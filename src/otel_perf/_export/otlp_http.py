@@ -22,6 +22,7 @@ exporters, which is also what ``grpc`` and every other exporter name get.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from typing import Any
 
 from otel_perf._core.probes import forced_off
 
+logger = logging.getLogger("otel_perf")
 _SIGNALS = {  # signal -> (client kind, default path, SDK exporter module for the logger's name)
     "traces": ("spans", "v1/traces", "opentelemetry.exporter.otlp.proto.http.trace_exporter"),
     "metrics": ("metrics", "v1/metrics", "opentelemetry.exporter.otlp.proto.http.metric_exporter"),
@@ -181,9 +183,7 @@ def _lean_available() -> bool:
 def span_exporter() -> Any:
     """An OTLP/HTTP span exporter: ours when the probe passes, else the SDK's."""
     if not _lean_available():
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        return sdk_exporter(OTLPSpanExporter, "traces")
+        return _sdk("traces")
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
     from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
 
@@ -206,15 +206,13 @@ def span_exporter() -> Any:
         def force_flush(self, timeout_millis: int = 30000) -> bool:
             return True
 
-    return LeanOTLPSpanExporter()
+    return _built(LeanOTLPSpanExporter, "traces")
 
 
 def metric_exporter() -> Any:
     """An OTLP/HTTP metric exporter: ours when the probe passes, else the SDK's."""
     if not _lean_available():
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-        return sdk_exporter(OTLPMetricExporter, "metrics")
+        return _sdk("metrics")
     from opentelemetry.exporter.otlp.common._aggregation import _get_aggregation, _get_temporality
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
     from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
@@ -252,15 +250,13 @@ def metric_exporter() -> Any:
         def force_flush(self, timeout_millis: float = 10_000) -> bool:
             return True
 
-    return LeanOTLPMetricExporter()
+    return _built(LeanOTLPMetricExporter, "metrics")
 
 
 def log_exporter() -> Any:
     """An OTLP/HTTP log record exporter: ours when the probe passes, else the SDK's."""
     if not _lean_available():
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-        return sdk_exporter(OTLPLogExporter, "logs")
+        return _sdk("logs")
     from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
     from opentelemetry.semconv._incubating.attributes.otel_attributes import OtelComponentTypeValues
 
@@ -284,7 +280,34 @@ def log_exporter() -> Any:
         def force_flush(self, timeout_millis: int = 10_000) -> bool:
             return True
 
-    return LeanOTLPLogExporter()
+    return _built(LeanOTLPLogExporter, "logs")
+
+
+def _built(lean: Any, signal: str) -> Any:
+    """``lean()``, or the SDK's exporter when the SDK's pieces turn out not to fit (a release
+    that changed them under the names the probe checks): one warning, nothing lost."""
+    try:
+        return lean()
+    except Exception as exc:
+        logger.warning(
+            "otel-perf: the OTLP/HTTP %s exporter could not be built on this exporter package's HTTP "
+            "client (%s: %s); using the SDK's own exporter (same data, protobuf imported).",
+            signal, type(exc).__name__, exc,
+        )  # fmt: skip
+        return _sdk(signal)
+
+
+def _sdk(signal: str) -> Any:
+    """The SDK's OTLP/HTTP exporter for ``signal`` (on the lean transport when it applies)."""
+    module, name = _SDK_CLASSES[signal]
+    return sdk_exporter(getattr(importlib.import_module(module), name), signal)
+
+
+_SDK_CLASSES = {
+    "traces": ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter"),
+    "metrics": ("opentelemetry.exporter.otlp.proto.http.metric_exporter", "OTLPMetricExporter"),
+    "logs": ("opentelemetry.exporter.otlp.proto.http._log_exporter", "OTLPLogExporter"),
+}
 
 
 def _encoded(data: bytes) -> bytes:
