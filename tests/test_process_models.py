@@ -370,26 +370,37 @@ def test_fork_while_the_metric_thread_holds_locks(otlp_receiver: OTLPReceiver) -
 FORK_AFTER_EXPORTING = """
 import os
 from otel_perf._core import runtime
+from otel_perf._export import otlp_transport
 from otel_perf._setup import fork
 
 pipeline = runtime.get().pipeline
+
+def held():  # open connections: urllib3 pools (the SDK's transports) and our http.client ones
+    pools = sum(len(p.pools) for p in fork._http_pools(pipeline.exporters))
+    return pools + sum(t._connection is not None for t in otlp_transport._ALL)
+
 pipeline.meter_provider.force_flush()  # the parent's exporter opens its keep-alive connection
-pools = fork._http_pools(pipeline.exporters)
-print("parent", sum(len(p.pools) for p in pools))
+print("parent", held())
 pid = os.fork()
 if pid == 0:
-    os._exit(10 + sum(len(p.pools) for p in fork._http_pools(pipeline.exporters)))
+    os._exit(10 + held())
 _, status = os.waitpid(pid, 0)
 print("child", os.waitstatus_to_exitcode(status) - 10)
 """
 
 
-def test_a_forked_child_opens_its_own_exporter_connections(otlp_receiver: OTLPReceiver) -> None:
+@pytest.mark.matrix
+@pytest.mark.parametrize("probes_off", ["", "otlp-lean-transport"], ids=["http.client", "sdk-transport"])
+def test_a_forked_child_opens_its_own_exporter_connections(
+    otlp_receiver: OTLPReceiver, probes_off: str
+) -> None:
     """gunicorn --preload: the master exports before it forks; a worker sharing the master's
-    keep-alive socket lost span batches (responses read by the wrong process)."""
-    result = _run_script(FORK_AFTER_EXPORTING, otlp_receiver, {"OTEL_TRACES_EXPORTER": "none"})
+    keep-alive socket lost span batches (responses read by the wrong process).  Both our
+    http.client transport and the SDK's own (urllib3 pools, probe off) drop theirs in the child."""
+    env = {"OTEL_TRACES_EXPORTER": "none", "OTEL_PERF__PROBES_OFF": probes_off}
+    result = _run_script(FORK_AFTER_EXPORTING, otlp_receiver, env)
     lines = dict(line.split() for line in result.stdout.splitlines() if line.startswith(("parent", "child")))
-    assert int(lines["parent"]) >= 1, result.stdout  # the parent holds a pooled connection
+    assert int(lines["parent"]) >= 1, result.stdout  # the parent holds a kept-alive connection
     assert int(lines["child"]) == 0, result.stdout  # the child kept none of them
 
 

@@ -130,12 +130,15 @@ def _forget_connections() -> None:
         pool.clear()
 
 
-def _http_pools(root: Any, depth: int = 6) -> list[Any]:
+def _http_pools(root: Any, depth: int = 10) -> list[Any]:
     """The urllib3 pool managers reachable from ``root`` through instance attributes (bounded walk).
 
     The SDK's OTLP/HTTP exporters keep theirs privately, in a transport object or a requests
     session (whose adapters hold one each); walking from the exporters finds them wherever
-    the SDK release keeps them.  gRPC exporters hold no urllib3 pool (gRPC handles forks).
+    the SDK release keeps them: ours reach them through the SDK's HTTP client, nine levels
+    down (exporter list, exporter, client, transport, session, adapters, adapter, pool
+    manager).  gRPC exporters hold no urllib3 pool (gRPC handles forks), and our http.client
+    transport drops its own connection after a fork (``otlp_transport``).
     """
     try:
         from urllib3 import PoolManager
