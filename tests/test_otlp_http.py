@@ -250,6 +250,7 @@ def _emitted_logs() -> list[Any]:
     )
     events.emit(body=None)  # type: ignore[call-arg]
     events.emit(body=b"raw", severity_text="custom")  # type: ignore[call-arg]
+    events.emit(body={"k": {"": 1}})  # type: ignore[call-arg]  # an empty key in a map
     batch = list(exporter.get_finished_logs())
     log.handlers[:] = []
     return batch
@@ -257,8 +258,44 @@ def _emitted_logs() -> list[Any]:
 
 def test_log_records_encode_to_the_sdk_bytes() -> None:
     batch = _emitted_logs()
-    assert len(batch) == 6
+    assert len(batch) == 7
     assert LogEncoder().encode(batch) == _sdk_log_bytes(batch)
+
+
+def test_unique_large_attribute_values_are_not_kept_by_the_encoder() -> None:
+    """``log.exception`` gives every record its own stack trace: the encoder's cache of encoded
+    pairs keeps what repeats (bounded in entries and bytes), not kilobytes that never come back."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    from otel_perf._export import otlp_spans
+
+    try:
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Memory
+    except ImportError:  # older SDKs
+        from opentelemetry.sdk._logs.export import InMemoryLogExporter as Memory  # type: ignore[attr-defined,no-redef]
+
+    exporter = Memory()
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = provider.get_logger("shop")
+    encoder, sdk_equal = LogEncoder(), True
+    for first in range(0, 2000, 250):
+        for i in range(first, first + 250):
+            logger.emit(body="failed", attributes={  # type: ignore[call-arg]
+                "exception.stacktrace": f"order {i}\n" + "x" * 6000,
+                "exception.message": f"bad order {i} " + "y" * 300,
+                "code.function": "pay",
+            })  # fmt: skip
+        batch = list(exporter.get_finished_logs())
+        exporter.clear()
+        sdk_equal = sdk_equal and encoder.encode(batch) == _sdk_log_bytes(batch)
+    assert sdk_equal
+    pairs = encoder._attributes._pairs  # type: ignore[attr-defined]
+    kept = sum(len(b) for by_key in pairs.values() for by_value in by_key.values() for b in by_value.values())
+    assert kept <= otlp_spans.MAX_CACHED_BYTES * len(pairs)
+    assert not any("exception.stacktrace" in by_key for by_key in pairs.values())  # never cached
+    assert any("code.function" in by_key for by_key in pairs.values())  # what repeats is
 
 
 # --- the exporters at a real receiver -------------------------------------------------------------
@@ -343,7 +380,7 @@ def test_our_exporters_deliver_what_the_sdks_deliver(
         results.append(_received(otlp_receiver))
     sdk, ours = results
     assert ours == sdk
-    assert len(ours["traces"]) == 2 and len(ours["metrics"]) == 8 and len(ours["logs"]) == 6
+    assert len(ours["traces"]) == 2 and len(ours["metrics"]) == 8 and len(ours["logs"]) == 7
     headers = dict(ours["headers"][0][2])
     assert headers["x-team"] == "checkout" and headers["content-type"] == "application/x-protobuf"
     assert headers.get("content-encoding") == (None if compression == "none" else "gzip")
@@ -507,6 +544,117 @@ def test_the_stdlib_transport_keeps_its_connection(otlp_receiver: Any) -> None:
     assert transport._connection is None
 
 
+class _EarlyAnswer:
+    """A server that answers 413 once it has a request's headers and closes without reading the
+    body, as a collector with a body-size limit does (loopback; a daemon thread per test)."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1/traces"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := client.recv(4096)):
+                    head += chunk
+                client.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\n"
+                               b"Connection: close\r\n\r\n")  # fmt: skip
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@needs_transports
+def test_an_answer_before_the_body_is_in_is_read_as_urllib3_reads_it() -> None:
+    """The send fails (the server closed), but its 413 came first: the SDK's client must see the
+    413 (not retried), not a broken connection retried with the whole body for the timeout."""
+    from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+
+    from otel_perf._export.otlp_transport import StdlibHTTPTransport
+
+    server = _EarlyAnswer()
+    body = b"x" * (16 * 1024 * 1024)  # more than the socket buffers hold
+    answers = {}
+    try:
+        for name, transport in (("urllib3", Urllib3HTTPTransport()), ("stdlib", StdlibHTTPTransport())):
+            result = transport.request("POST", server.url, data=body, timeout=10,
+                                       headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
+            answers[name] = (result.status_code, result.error, transport.is_connection_error(result.error))
+            transport.close()
+    finally:
+        server.close()
+    assert answers["stdlib"] == answers["urllib3"] == (413, None, False)
+
+
+@needs_transports
+def test_closing_does_not_wait_for_the_request_in_flight(otlp_receiver: Any) -> None:
+    """An exporter's shutdown closes its transport; the export thread may be waiting on a slow
+    collector (as urllib3's pool, close drops idle connections and the busy one when it is done)."""
+    import threading
+
+    from otel_perf._export.otlp_transport import StdlibHTTPTransport
+
+    transport = StdlibHTTPTransport()
+    otlp_receiver.mode = "stall"
+    answers: list[Any] = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(transport.request(
+            "POST", otlp_receiver.url("traces"), data=b"", timeout=30,
+            headers={"Content-Type": "application/x-protobuf"})),
+        daemon=True,
+    )  # fmt: skip
+    waiting.start()
+    otlp_receiver.wait_for(lambda: otlp_receiver.request_count() == 1, what="the request")
+    transport.close()  # returns with the request still waiting for its answer
+    assert waiting.is_alive() and not answers
+    otlp_receiver.release_stalled()
+    waiting.join(10)
+    assert answers and answers[0].status_code == 200  # the request in flight is answered
+    assert transport._connection is None  # and its connection closed after it
+
+
+@needs_transports
+def test_a_connection_on_a_descriptor_above_1024_is_kept(otlp_receiver: Any) -> None:
+    """select() cannot watch descriptors from 1024 on; a busy server's exporter socket gets one."""
+    import resource
+
+    from otel_perf._export.otlp_transport import StdlibHTTPTransport
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if max(soft, hard if hard != resource.RLIM_INFINITY else 4096) < 1200:
+        pytest.skip(f"this machine allows {hard} open files; the test needs 1,200")
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    transport = StdlibHTTPTransport()
+    headers = {"Content-Type": "application/x-protobuf"}
+    try:
+        url = otlp_receiver.url("traces")
+        assert transport.request("POST", url, data=b"", timeout=5, headers=headers).status_code == 200
+        connection = transport._connection
+        assert connection is not None and connection.sock.fileno() >= 1024
+        for _ in range(3):
+            assert transport.request("POST", url, data=b"", timeout=5, headers=headers).status_code == 200
+        assert transport._connection is connection  # reused, not reopened for every export
+    finally:
+        transport.close()
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -516,6 +664,7 @@ def test_the_stdlib_transport_keeps_its_connection(otlp_receiver: Any) -> None:
         ("all_proxy", "http://proxy:3128"),
         ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER", "pkg:provider"),
         ("NETRC", "/etc/netrc"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://user:secret@127.0.0.1:4318"),  # requests: Basic auth
     ],
 )
 def test_default_transport_otherwise(clean_env: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -548,11 +697,17 @@ def test_a_forked_child_exports_while_the_parent_waits_on_its_request(otlp_recei
     with OTLPReceiver() as other:
         waiting.start()
         otlp_receiver.wait_for(lambda: otlp_receiver.request_count() == 1, what="the parent's request")
-        assert transport._lock.locked()
+        assert transport._lock.locked() and transport._connection is not None
+        parents_socket = transport._connection.sock.fileno()
         pid = os.fork()
         if pid == 0:  # the child: one export, then out, whatever happens
             code = 1
             try:
+                try:
+                    os.fstat(parents_socket)
+                    os._exit(3)  # the parent's connection stays open in the child
+                except OSError:
+                    pass
                 answer = transport.request("POST", other.url("traces"), data=b"", timeout=5, headers=headers)
                 code = 0 if answer.status_code == 200 else 2
             finally:

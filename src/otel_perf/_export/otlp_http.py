@@ -27,6 +27,7 @@ import logging
 import os
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from otel_perf._core.probes import forced_off
 
@@ -43,7 +44,7 @@ def lean_http_transport(signal: str) -> Any:
 
     The SDK's default transport is a ``requests`` session, whose import alone (with
     charset_normalizer) is ~4.5 MB of RSS, and its other one urllib3 (1.9 MB).  For ``http://``
-    endpoints without proxies, netrc or a credential provider, neither does anything
+    endpoints without proxies, netrc, credentials in the URL or a credential provider, neither does anything
     ``http.client`` does not (:mod:`otel_perf._export.otlp_transport`).  Anything else (TLS,
     whose CA handling differs, proxies, ...) keeps the SDK's default.
     """
@@ -52,6 +53,8 @@ def lean_http_transport(signal: str) -> Any:
         "OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"
     )
     if not endpoint.strip().lower().startswith("http://"):
+        return None
+    if "@" in urlsplit(endpoint.strip()).netloc:  # user:password@host: requests makes it Basic auth
         return None
     if any(k.lower().endswith("_proxy") and k.lower() != "no_proxy" and v for k, v in env.items()):
         return None

@@ -49,6 +49,11 @@ _INT64_MAX = (1 << 63) - 1
 _UNSET = object()
 #: Cached encoded key/value pairs, cleared whole when full (url.path and friends vary).
 MAX_CACHED_PAIRS = 4096
+#: ... and their encoded bytes per field, cleared whole when over: values that do not repeat can
+#: be large (a log's ``exception.stacktrace``), and 4,096 of them would be megabytes.
+MAX_CACHED_BYTES = 256 * 1024
+#: A pair larger than this is not cached at all (a stack trace or a request body: unique).
+MAX_CACHED_PAIR_BYTES = 4096
 #: Distinct (resource, scope) pairs an encoder pre-encodes spans for; spans of any further
 #: pair are queued as SDK spans and encoded at export, as before.
 MAX_GROUPS = 255
@@ -113,8 +118,8 @@ def encode_value(value: Any) -> bytes:
 
 
 def encode_key_value(key: str, value: Any) -> bytes:
-    """A ``KeyValue`` message body."""
-    return _string(b"\x0a", key) + _field(b"\x12", encode_value(value))
+    """A ``KeyValue`` message body (an empty key is left out, as protobuf leaves out a default)."""
+    return (_string(b"\x0a", key) if key else b"") + _field(b"\x12", encode_value(value))
 
 
 class SpanEncoder:
@@ -129,6 +134,8 @@ class SpanEncoder:
         #: how many values ``_pairs`` holds per tag (bounded by MAX_CACHED_PAIRS; approximate
         #: under threads, which is all a bound needs)
         self._pair_count: dict[bytes, int] = {}
+        #: their encoded bytes per tag (bounded by MAX_CACHED_BYTES, as approximately)
+        self._pair_bytes: dict[bytes, int] = {}
         #: field tag -> key -> the field up to a double value's 8 bytes (the value varies)
         self._float_keys: dict[bytes, dict[str, bytes]] = {}
         #: span name -> its encoded field (route and statement names repeat)
@@ -177,7 +184,7 @@ class SpanEncoder:
                 prefix = prefixes.get(key) if prefixes is not None else None
                 if prefix is None:
                     try:
-                        kv = _string(b"\x0a", key) + b"\x12\x09\x21"
+                        kv = (_string(b"\x0a", key) if key else b"") + b"\x12\x09\x21"
                     except Exception as error:
                         logger.exception("Failed to encode key %s: %s", key, error)
                         continue
@@ -198,15 +205,20 @@ class SpanEncoder:
     def _cache_pair(
         self, pairs: dict[str, dict[Any, bytes]], tag: bytes, key: str, value: Any, encoded: bytes
     ) -> None:
+        size = len(encoded)
+        if size > MAX_CACHED_PAIR_BYTES:
+            return
         count = self._pair_count.get(tag, 0)
-        if count >= MAX_CACHED_PAIRS:  # url.path and friends vary: start again
-            pairs.clear()
-            count = 0
+        used = self._pair_bytes.get(tag, 0)
+        if count >= MAX_CACHED_PAIRS or used + size > MAX_CACHED_BYTES:  # url.path and friends
+            pairs.clear()  # vary: start again
+            count = used = 0
         by_value = pairs.get(key)
         if by_value is None:
             by_value = pairs.setdefault(key, {})
         by_value[value] = encoded
         self._pair_count[tag] = count + 1
+        self._pair_bytes[tag] = used + size
 
     def _cache_float_key(self, tag: bytes, key: str, prefix: bytes) -> None:
         prefixes = self._float_keys.get(tag)

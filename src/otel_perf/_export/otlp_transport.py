@@ -11,9 +11,12 @@ What it keeps from the urllib3 transport: one connection per exporter, reused wh
 keeps it open and opened again after any error; ``timeout`` bounds the whole request (connect,
 send, response), as ``urllib3.Timeout(total=...)`` does; what the SDK's client retries is the
 same: failing to connect (refused, unresolvable, timed out) and a connection that breaks (reset,
-closed before answering) are connection errors, a request sent and not answered in time is not.
-Response headers are looked up case-insensitively (``http.client``'s message).  A test compares
-its answers with the urllib3 transport's, case by case.
+closed before answering) are connection errors, a request sent and not answered in time is not;
+an answer the server sent before it had the whole body (413, then closed) is read and returned.
+``close()`` drops the idle connection at once and a busy one when its request ends (an
+exporter's shutdown does not wait for a slow collector).  Response headers are looked up
+case-insensitively (``http.client``'s message).  A test compares its answers with the urllib3
+transport's, case by case.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 
+_poll = getattr(select, "poll", None)
 #: every transport made, so a forked child can renew them all
 _ALL: weakref.WeakSet[StdlibHTTPTransport] = weakref.WeakSet()
 
@@ -74,14 +78,19 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         self._lock = threading.Lock()
         self._connection: http.client.HTTPConnection | None = None
         self._address: tuple[str, int] | None = None
+        #: close() was called: the request in flight drops its connection when it ends
+        self._closing = False
         _ALL.add(self)
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         connection, self._connection, self._address = self._connection, None, None
-        if connection is not None:  # this process's copy of the parent's socket (the connection
-            with contextlib.suppress(OSError):  # stays open in the parent, which still holds it)
-                connection.close()
+        sock = connection.sock if connection is not None else None
+        if sock is not None:  # this process's copy of the parent's socket (the connection stays
+            # open in the parent).  Closed by its descriptor: a response the parent was reading
+            # holds the socket object too, and close() would leave the descriptor open.
+            with contextlib.suppress(OSError):
+                os.close(sock.detach())
 
     def request(
         self,
@@ -98,16 +107,22 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         with self._lock:
             try:
                 connection = self._connect(parts.hostname or "localhost", parts.port or 80, deadline)
-                try:
+                # A server may answer before the body is in and close (413: too large); the send
+                # fails then, and the answer is read all the same, as urllib3 does.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     connection.request(method, target, body=data, headers=headers or {})
-                    self._bound(connection, deadline)
+                self._bound(connection, deadline)
+                try:
                     response = connection.getresponse()
                     body = response.read()
-                except TimeoutError as error:  # connected, then no answer in time
+                except TimeoutError as error:  # sent, then no answer in time
                     raise ReadTimeout(str(error) or "no response in time") from error
             except Exception as error:  # no response: the connection is not reused
                 self._drop()
                 return StdlibHTTPResult(error=error)
+            finally:
+                if self._closing:  # close() came while this request held the connection
+                    self._drop()
             if response.will_close:
                 self._drop()
             return StdlibHTTPResult(response.status, response.reason, None, body, response.headers)
@@ -130,7 +145,11 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         if sock is None:
             return True
         try:
-            return bool(select.select([sock], [], [], 0)[0])
+            if _poll is None:  # no poll() (Windows): select, limited to descriptors below 1024
+                return bool(select.select([sock], [], [], 0)[0])
+            poller = _poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
 
@@ -158,5 +177,11 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         )
 
     def close(self) -> None:
-        with self._lock:
-            self._drop()
+        """Close the idle connection; one in use is closed when its request ends (as urllib3's
+        ``PoolManager.clear()``: shutting an exporter down does not wait for a slow collector)."""
+        self._closing = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._lock.release()
