@@ -410,6 +410,36 @@ def test_failures_are_reported_as_the_sdks_are(
             "Exporter already shutdown, ignoring batch") in said[0]  # fmt: skip
 
 
+@needs_lean
+def test_the_metric_exporters_own_metrics_go_where_set_meter_provider_says(
+    otlp_receiver: Any, clean_env: pytest.MonkeyPatch
+) -> None:
+    """``set_meter_provider`` (the SDK metric exporter's method): its otel.sdk.exporter.* metrics
+    go to that provider, the same points as the SDK exporter's."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    clean_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
+    clean_env.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    metrics = _recorded_metrics(AggregationTemporality.CUMULATIVE)
+    seen = []
+    for exporter in (_sdk_exporters()["metrics"], otlp_http.metric_exporter()):
+        reader = InMemoryMetricReader()
+        exporter.set_meter_provider(MeterProvider(metric_readers=[reader], shutdown_on_exit=False))
+        assert exporter.export(metrics).name == "SUCCESS"
+        exporter.shutdown()
+        data = reader.get_metrics_data()
+        points = {
+            (m.name, tuple(sorted((k, v) for k, v in p.attributes.items() if k != "otel.component.name")),
+             getattr(p, "value", None), getattr(p, "count", None))
+            for rm in (data.resource_metrics if data else ()) for sm in rm.scope_metrics
+            for m in sm.metrics for p in m.data.data_points
+        }  # fmt: skip
+        seen.append(points)
+    assert seen[0] and seen[1] == seen[0]
+    assert any(name.startswith("otel.sdk.exporter.") for name, *_ in seen[1])
+
+
 # --- no protobuf in the process, and the fallback ---------------------------------------------------
 
 _PROBE = r"""

@@ -89,7 +89,6 @@ class _Sender:
 
     def __init__(self, signal: str, component_type: Any) -> None:
         from opentelemetry.exporter.otlp.common import http as _http
-        from opentelemetry.exporter.otlp.common._exporter_metrics import create_exporter_metrics
         from opentelemetry.exporter.otlp.proto.http import _common
         from opentelemetry.sdk import environment_variables as names
 
@@ -118,9 +117,17 @@ class _Sender:
             headers=_common._resolve_headers(None, f"OTEL_EXPORTER_OTLP_{upper}_HEADERS"),
             logger=self.logger,
         )
-        enabled = os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true"
-        self.metrics = create_exporter_metrics(component_type, signal, self.endpoint, None, enabled)  # type: ignore[arg-type]
+        self._component = (component_type, signal)
+        self.metrics = self.exporter_metrics(None)
         self.shut = False
+
+    def exporter_metrics(self, meter_provider: Any) -> Any:
+        """The SDK exporters' self-metrics (``otel.sdk.exporter.*``), on ``meter_provider``."""
+        from opentelemetry.exporter.otlp.common._exporter_metrics import create_exporter_metrics
+
+        enabled = os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").strip().lower() == "true"
+        component_type, signal = self._component
+        return create_exporter_metrics(component_type, signal, self.endpoint, meter_provider, enabled)  # type: ignore[arg-type]
 
     def send(self, what: str, count: int, encode: Any, *args: Any) -> bool:
         """Encode and send one batch of ``count`` items, as the SDK exporters' ``export`` does."""
@@ -252,6 +259,10 @@ def metric_exporter() -> Any:
 
         def force_flush(self, timeout_millis: float = 10_000) -> bool:
             return True
+
+        def set_meter_provider(self, meter_provider: Any) -> None:
+            """Where the exporter's own metrics go (the SDK metric exporter's method)."""
+            self._sender.metrics = self._sender.exporter_metrics(meter_provider)
 
     return _built(LeanOTLPMetricExporter, "metrics")
 
