@@ -104,6 +104,21 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         deadline = None if timeout is None else time.monotonic() + timeout
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            return self._request(method, parts, target, headers, deadline, data)
+        finally:
+            if self._closing:  # close() came while this request held the connection: after the
+                self._drop_idle()  # lock is released, so one of the two drops it
+
+    def _request(
+        self,
+        method: str,
+        parts: Any,
+        target: str,
+        headers: dict[str, str] | None,
+        deadline: float | None,
+        data: bytes | None,
+    ) -> BaseHTTPResult:
         with self._lock:
             try:
                 connection = self._connect(parts.hostname or "localhost", parts.port or 80, deadline)
@@ -120,9 +135,6 @@ class StdlibHTTPTransport(BaseHTTPTransport):
             except Exception as error:  # no response: the connection is not reused
                 self._drop()
                 return StdlibHTTPResult(error=error)
-            finally:
-                if self._closing:  # close() came while this request held the connection
-                    self._drop()
             if response.will_close:
                 self._drop()
             return StdlibHTTPResult(response.status, response.reason, None, body, response.headers)
@@ -180,7 +192,10 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         """Close the idle connection; one in use is closed when its request ends (as urllib3's
         ``PoolManager.clear()``: shutting an exporter down does not wait for a slow collector)."""
         self._closing = True
-        if self._lock.acquire(blocking=False):
+        self._drop_idle()
+
+    def _drop_idle(self) -> None:
+        if self._lock.acquire(blocking=False):  # else a request holds it, and drops it after
             try:
                 self._drop()
             finally:
