@@ -10,6 +10,7 @@ the exporters get.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -753,6 +754,90 @@ def test_a_forked_child_exports_while_the_parent_waits_on_its_request(otlp_recei
         assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0, "the child could not export"
         assert other.request_count() == 1
     transport.close()
+
+
+def _sockets_to(port: int) -> list[int]:
+    """This process's descriptors of TCP sockets connected to ``port`` on loopback."""
+    import socket
+
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            probe = socket.socket(fileno=os.dup(int(name)))
+        except OSError:  # not a socket (or gone)
+            continue
+        with probe, contextlib.suppress(OSError):
+            if probe.type == socket.SOCK_STREAM and probe.getpeername()[1] == port:
+                found.append(int(name))
+    return found
+
+
+class _ClosingAnswer:
+    """Answers ``Connection: close`` in two parts: the head and half the body, then (when the
+    test says) the rest; the client reads the body on a socket its connection has let go of."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sent_head, self.go_on = threading.Event(), threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1/traces"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        client, _ = self._listener.accept()
+        with client, client.makefile("rb") as stream:
+            length = 0
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            stream.read(length)
+            client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nok")
+            self.sent_head.set()
+            self.go_on.wait(20)
+            with contextlib.suppress(OSError):
+                client.sendall(b"ok")
+
+    def close(self) -> None:
+        self.go_on.set()
+        self._listener.close()
+
+
+@needs_transports
+def test_a_forked_child_closes_the_socket_a_closing_answer_holds() -> None:
+    """A fork while the parent reads a ``Connection: close`` answer: ``http.client`` has handed
+    the socket to the response (the connection's is None), and the child must close it all the same."""
+    import threading
+
+    from otel_perf._export.otlp_transport import StdlibHTTPTransport
+
+    server = _ClosingAnswer()
+    transport = StdlibHTTPTransport()
+    answers: list[Any] = []
+    reading = threading.Thread(target=lambda: answers.append(transport.request(
+        "POST", server.url, data=b"x", timeout=30, headers={"Content-Type": "application/x-protobuf"})),
+        daemon=True)  # fmt: skip
+    try:
+        reading.start()
+        assert server.sent_head.wait(10)
+        deadline = time.monotonic() + 10
+        while (
+            transport._connection is None or transport._connection.sock is not None
+        ) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the response holds the socket alone
+        assert transport._connection is not None and transport._connection.sock is None
+        port = int(server.url.split(":")[2].split("/")[0])
+        assert len(_sockets_to(port)) == 1  # the parent's, held by the response
+        pid = os.fork()
+        if pid == 0:
+            os._exit(3 if _sockets_to(port) else 0)  # 3: still open in the child
+        _, status = os.waitpid(pid, 0)
+    finally:
+        server.close()
+        reading.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child kept the parent's socket open"
+    assert answers and answers[0].status_code == 200 and answers[0].content() == b"okok"
 
 
 @needs_lean

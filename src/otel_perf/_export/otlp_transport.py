@@ -22,6 +22,7 @@ transport's, case by case.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import os
 import select
@@ -36,6 +37,8 @@ from urllib.parse import urlsplit
 from opentelemetry.exporter.http.transport._base import BaseHTTPResult, BaseHTTPTransport
 
 _poll = getattr(select, "poll", None)
+#: what a send fails with when the server closed after answering early (urllib3's list)
+_ANSWERED_EARLY = (errno.EPIPE, errno.ECONNRESET, errno.EPROTOTYPE)
 #: every transport made, so a forked child can renew them all
 _ALL: weakref.WeakSet[StdlibHTTPTransport] = weakref.WeakSet()
 
@@ -77,6 +80,8 @@ class StdlibHTTPTransport(BaseHTTPTransport):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._connection: http.client.HTTPConnection | None = None
+        #: the connection's socket, also while a ``Connection: close`` response holds it alone
+        self._sock: Any = None
         self._address: tuple[str, int] | None = None
         #: close() was called: the request in flight drops its connection when it ends
         self._closing = False
@@ -84,11 +89,11 @@ class StdlibHTTPTransport(BaseHTTPTransport):
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        connection, self._connection, self._address = self._connection, None, None
-        sock = connection.sock if connection is not None else None
+        sock, self._connection, self._sock, self._address = self._sock, None, None, None
         if sock is not None:  # this process's copy of the parent's socket (the connection stays
             # open in the parent).  Closed by its descriptor: a response the parent was reading
-            # holds the socket object too, and close() would leave the descriptor open.
+            # holds the socket object too (alone, for a ``Connection: close`` answer), and
+            # closing the connection would leave the descriptor open.
             with contextlib.suppress(OSError):
                 os.close(sock.detach())
 
@@ -122,12 +127,13 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         with self._lock:
             try:
                 connection = self._connect(parts.hostname or "localhost", parts.port or 80, deadline)
-                # A server may answer before the body is in and close (413: too large); the send
-                # fails then, and the answer is read all the same, as urllib3 does.
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    connection.request(method, target, body=data, headers=headers or {})
-                self._bound(connection, deadline)
                 try:
+                    connection.request(method, target, body=data, headers=headers or {})
+                except OSError as error:  # a server may answer before the body is in and close
+                    if error.errno not in _ANSWERED_EARLY:  # (413: too large): the send fails,
+                        raise  # and the answer is read all the same, as urllib3 does
+                try:
+                    self._bound(connection, deadline)
                     response = connection.getresponse()
                     body = response.read()
                 except TimeoutError as error:  # sent, then no answer in time
@@ -147,7 +153,7 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         remaining = None if deadline is None else self._remaining(deadline)
         connection = http.client.HTTPConnection(host, port, timeout=remaining)
         connection.connect()
-        self._connection, self._address = connection, (host, port)
+        self._connection, self._sock, self._address = connection, connection.sock, (host, port)
         return connection
 
     def _dropped(self) -> bool:
@@ -178,7 +184,7 @@ class StdlibHTTPTransport(BaseHTTPTransport):
             connection.sock.settimeout(self._remaining(deadline))
 
     def _drop(self) -> None:
-        connection, self._connection, self._address = self._connection, None, None
+        connection, self._connection, self._sock, self._address = self._connection, None, None, None
         if connection is not None:
             connection.close()
 
