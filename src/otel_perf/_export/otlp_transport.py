@@ -110,40 +110,29 @@ class StdlibHTTPTransport(BaseHTTPTransport):
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
-            return self._request(method, parts, target, headers, deadline, data)
+            with self._lock:
+                try:
+                    connection = self._connect(parts.hostname or "localhost", parts.port or 80, deadline)
+                    try:
+                        connection.request(method, target, body=data, headers=headers or {})
+                    except OSError as error:  # a server may answer before the body is in and close
+                        if error.errno not in _ANSWERED_EARLY:  # (413: too large): the send fails,
+                            raise  # and the answer is read all the same, as urllib3 does
+                    try:
+                        self._bound(connection, deadline)
+                        response = connection.getresponse()
+                        body = response.read()
+                    except TimeoutError as error:  # sent, then no answer in time
+                        raise ReadTimeout(str(error) or "no response in time") from error
+                except Exception as error:  # no response: the connection is not reused
+                    self._drop()
+                    return StdlibHTTPResult(error=error)
+                if response.will_close:
+                    self._drop()
+                return StdlibHTTPResult(response.status, response.reason, None, body, response.headers)
         finally:
             if self._closing:  # close() came while this request held the connection: after the
                 self._drop_idle()  # lock is released, so one of the two drops it
-
-    def _request(
-        self,
-        method: str,
-        parts: Any,
-        target: str,
-        headers: dict[str, str] | None,
-        deadline: float | None,
-        data: bytes | None,
-    ) -> BaseHTTPResult:
-        with self._lock:
-            try:
-                connection = self._connect(parts.hostname or "localhost", parts.port or 80, deadline)
-                try:
-                    connection.request(method, target, body=data, headers=headers or {})
-                except OSError as error:  # a server may answer before the body is in and close
-                    if error.errno not in _ANSWERED_EARLY:  # (413: too large): the send fails,
-                        raise  # and the answer is read all the same, as urllib3 does
-                try:
-                    self._bound(connection, deadline)
-                    response = connection.getresponse()
-                    body = response.read()
-                except TimeoutError as error:  # sent, then no answer in time
-                    raise ReadTimeout(str(error) or "no response in time") from error
-            except Exception as error:  # no response: the connection is not reused
-                self._drop()
-                return StdlibHTTPResult(error=error)
-            if response.will_close:
-                self._drop()
-            return StdlibHTTPResult(response.status, response.reason, None, body, response.headers)
 
     def _connect(self, host: str, port: int, deadline: float | None) -> http.client.HTTPConnection:
         if self._connection is not None and self._address == (host, port) and not self._dropped():
