@@ -213,13 +213,10 @@ def test_a_point_the_sdk_cannot_encode_fails_ours_too(value: Any, exemplar: Any,
 # --- logs ---------------------------------------------------------------------------------------
 
 
-def _emitted_logs() -> list[Any]:
-    from opentelemetry._logs import SeverityNumber
+def _recording_provider(**kwargs: Any) -> tuple[Any, Any]:
+    """A LoggerProvider whose records are kept in memory, and the exporter that keeps them."""
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-    from opentelemetry.sdk.trace import TracerProvider
-
-    from otel_perf._setup.providers import official_log_handler
 
     try:
         from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Memory
@@ -227,9 +224,18 @@ def _emitted_logs() -> list[Any]:
         from opentelemetry.sdk._logs.export import InMemoryLogExporter as Memory  # type: ignore[attr-defined,no-redef]
 
     exporter = Memory()
-    provider = LoggerProvider(resource=Resource({"service.name": "shop"}, schema_url="https://r/1.0"),
-                              shutdown_on_exit=False)  # fmt: skip
+    provider = LoggerProvider(shutdown_on_exit=False, **kwargs)
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    return provider, exporter
+
+
+def _emitted_logs() -> list[Any]:
+    from opentelemetry._logs import SeverityNumber
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_perf._setup.providers import official_log_handler
+
+    provider, exporter = _recording_provider(resource=Resource({"service.name": "shop"}, schema_url="https://r/1.0"))
     log = logging.getLogger("test_otlp_http.shop")
     log.handlers[:] = [official_log_handler()(logger_provider=provider)]
     log.propagate = False
@@ -266,19 +272,9 @@ def test_log_records_encode_to_the_sdk_bytes() -> None:
 def test_unique_large_attribute_values_are_not_kept_by_the_encoder() -> None:
     """``log.exception`` gives every record its own stack trace: the encoder's cache of encoded
     pairs keeps what repeats (bounded in entries and bytes), not kilobytes that never come back."""
-    from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-
     from otel_perf._export import otlp_spans
 
-    try:
-        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Memory
-    except ImportError:  # older SDKs
-        from opentelemetry.sdk._logs.export import InMemoryLogExporter as Memory  # type: ignore[attr-defined,no-redef]
-
-    exporter = Memory()
-    provider = LoggerProvider(shutdown_on_exit=False)
-    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    provider, exporter = _recording_provider()
     logger = provider.get_logger("shop")
     encoder, sdk_equal = LogEncoder(), True
     for first in range(0, 2000, 250):
