@@ -407,6 +407,51 @@ def test_a_forked_child_opens_its_own_exporter_connections(
     assert int(lines["child"]) == 0, result.stdout  # the child kept none of them
 
 
+FORK_AFTER_SPANS = """
+import os, sqlite3
+from opentelemetry import trace
+from otel_perf._core import runtime
+
+flush = runtime.get().pipeline.tracer_provider.force_flush
+db = sqlite3.connect(":memory:")
+with trace.get_tracer("shop").start_as_current_span("in-parent"):  # the SDK's span
+    pass
+db.execute("CREATE TABLE in_parent (x)")  # ours (a statement's span)
+flush()  # the parent's span encoder has encoded its resource (gunicorn --preload: the master's)
+pid = os.fork()
+if pid == 0:
+    with trace.get_tracer("shop").start_as_current_span("in-child"):
+        pass
+    db.execute("CREATE TABLE in_child (x)")
+    os._exit(0 if flush() else 1)
+_, status = os.waitpid(pid, 0)
+print("parent", os.getpid(), "child", pid, "status", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.matrix
+def test_a_forked_childs_spans_carry_its_own_identity(otlp_receiver: OTLPReceiver) -> None:
+    """The worker's spans name the worker (pid, service.instance.id), not the master whose
+    encoder had already encoded the shared resource before the fork."""
+    env = {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
+    result = _run_script(FORK_AFTER_SPANS, otlp_receiver, env)
+    words = result.stdout.split()
+    parent, child = int(words[words.index("parent") + 1]), int(words[words.index("child") + 1])
+    assert words[-1] == "0", result.stdout
+    otlp_receiver.wait_for(lambda: len(otlp_receiver.spans()) >= 4, what="the parent's and child's spans")
+    spans = otlp_receiver.spans()
+    side = lambda span, name: span.name == name or any(  # noqa: E731
+        name.replace("-", "_") in str(v) for v in span.attributes.values()
+    )
+    in_parent = [span.resource for span in spans if side(span, "in-parent")]
+    in_child = [span.resource for span in spans if side(span, "in-child")]
+    assert len(in_parent) == len(in_child) == 2, [(span.name, span.attributes) for span in spans]
+    assert [r["process.pid"] for r in in_parent] == [parent, parent]
+    assert [r["process.pid"] for r in in_child] == [child, child]
+    ids = {r["service.instance.id"] for r in in_parent}
+    assert not ids & {r["service.instance.id"] for r in in_child}
+
+
 LAZY_IMPORTS = r"""
 import builtins, logging, sys, threading, time
 imported = {}

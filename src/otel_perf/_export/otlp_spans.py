@@ -140,8 +140,9 @@ class SpanEncoder:
         self._float_keys: dict[bytes, dict[str, bytes]] = {}
         #: span name -> its encoded field (route and statement names repeat)
         self._names: dict[str, bytes] = {}
-        #: id(resource or scope) -> (the object, kept alive so the id stays its own; encoding)
-        self._resources: dict[int, tuple[Any, bytes]] = {}
+        #: id(resource or scope) -> (the object, kept alive so the id stays its own; for a
+        #: resource, the attributes object its encoding was made from; encoding)
+        self._resources: dict[int, tuple[Any, Any, bytes]] = {}
         self._scopes: dict[int, tuple[Any, bytes]] = {}
         #: (resource, scope) of pre-encoded spans, by the index their first byte holds
         self._groups: list[tuple[Any, Any]] = []
@@ -229,13 +230,17 @@ class SpanEncoder:
         prefixes[key] = prefix
 
     def _resource(self, resource: Any) -> bytes:
+        # Valid while the resource holds the same attributes object: a forked worker's identity
+        # is written into the shared resource in place (``_setup/fork.py``), after the master
+        # may have encoded it, and the worker inherits this cache.
+        attributes = resource.attributes if resource is not None else None
         cached = self._resources.get(id(resource))
-        if cached is not None and cached[0] is resource:
-            return cached[1]
-        body = self.attributes(b"\x0a", resource.attributes) if resource is not None else b""
+        if cached is not None and cached[0] is resource and cached[1] is attributes:
+            return cached[2]
+        body = self.attributes(b"\x0a", attributes) if attributes is not None else b""
         if len(self._resources) > 64:
             self._resources.clear()
-        self._resources[id(resource)] = (resource, body)
+        self._resources[id(resource)] = (resource, attributes, body)
         return body
 
     def _scope(self, scope: Any) -> bytes:
