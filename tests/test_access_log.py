@@ -35,9 +35,10 @@ FIELDS = {
 
 
 def _access_lines(stderr: str) -> list[dict[str, Any]]:
+    """The access-log records among complete lines (the server may be writing the last one)."""
     out = []
-    for line in stderr.splitlines():
-        if line.startswith("{") and '"otel_perf.access"' in line:
+    for line in stderr.splitlines(keepends=True):
+        if line.startswith("{") and '"otel_perf.access"' in line and line.endswith("\n"):
             out.append(json.loads(line))
     return out
 
@@ -67,7 +68,10 @@ def test_access_log_line_has_every_field_and_the_trace_id(
     assert line["perf.duration_ms"] > 0 and line["perf.db.duration_ms"] >= 0
     assert line["http.response.body.size"] == len(r.content)
     assert line["level"] == "INFO" and line["message"].startswith("GET /items/{item_id} 200 ")
-    refused = next(x for x in _access_lines(svc.proc.stderr()) if x.get("http.route") == "/private")
+    (refused, *_) = otlp_receiver.wait_for(
+        lambda: [x for x in _access_lines(svc.proc.stderr()) if x.get("http.route") == "/private"],
+        what="the /private request's access-log line",
+    )
     assert refused["http.response.status_code"] == 401 and "enduser.id" not in refused
 
     (record,) = otlp_receiver.logs("GET /items/{item_id} 200")
