@@ -2,6 +2,7 @@
 
     python bench/pyprofile.py --python .matrix/newest/bin/python            # /hello: bare, ours
     python bench/pyprofile.py --python PY --endpoint /db --modes bare,ours,ours-100 --top 40
+    python bench/pyprofile.py --python PY --app django --endpoint /db --rounds 2
 
 ``bytecodes.py``, ``instructions.py`` and ``servercount.py`` count work; this times it.  The
 counts repeat to 0.1% but leave out what the work costs on a real CPU (cache and TLB misses,
@@ -119,8 +120,8 @@ def group(function: str) -> str:
     return "server, framework, stdlib"
 
 
-def profile(mode: str, python: Path, endpoint: str, seconds: float, pin: run.Pinning, sink_port: int,
-            workdir: Path, src: str | None, settings: dict[str, str]
+def profile(mode: str, app: str, python: Path, endpoint: str, seconds: float, pin: run.Pinning,
+            sink_port: int, workdir: Path, src: str | None, settings: dict[str, str]
             ) -> tuple[Counter[str], Counter[str], int]:  # fmt: skip
     """Samples per function and per thread, and requests served: ``mode`` under ``seconds`` of wrk."""
     config, fixed = MODES[mode]
@@ -129,7 +130,7 @@ def profile(mode: str, python: Path, endpoint: str, seconds: float, pin: run.Pin
         extra |= settings | fixed
         if src:
             extra["PYTHONPATH"] = src
-    server = run.start_server("fastapi", config, python, pin, sink_port, workdir, extra)
+    server = run.start_server(app, config, python, pin, sink_port, workdir, extra)
     data = workdir / f"{mode}.perf"
     try:
         run._wait(lambda: run._get(server.base + endpoint), server.proc, f"the {mode} server")
@@ -197,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         required=True,
         help="Python 3.12+ with the bench app's requirements and otel-perf-instrument",
     )
+    p.add_argument("--app", choices=run.ALL_APPS, default="fastapi", help="the benchmark app served")
     p.add_argument("--endpoint", default="/hello", choices=run.ENDPOINTS)
     p.add_argument("--seconds", type=float, default=6.0, help="of load per mode (sampled throughout)")
     p.add_argument("--modes", default="bare,ours", help="comma-separated, of " + ", ".join(MODES))
@@ -235,8 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pyprofile-") as tmp, run.sink(pin) as sink_port:
         for n in range(args.rounds):
             for mode in modes:  # in turn, so a slow spell of the machine falls on every mode
-                got, on, count = profile(mode, args.python, args.endpoint, args.seconds, pin, sink_port,
-                                         Path(tmp), args.src, settings)  # fmt: skip
+                got, on, count = profile(mode, args.app, args.python, args.endpoint, args.seconds, pin,
+                                         sink_port, Path(tmp), args.src, settings)  # fmt: skip
                 samples[mode] += got
                 threads[mode] += on
                 served[mode] += count
@@ -244,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"round {n + 1}, {mode}: {count:,} requests, {cpu:.1f} us of CPU each", flush=True)
     per = {m: per_request(samples[m], served[m]) for m in modes}
     per_thread = {m: per_request(threads[m], served[m]) for m in modes}
-    print(f"\n{args.endpoint}: microseconds of CPU per request, by part ({pin.describe()})\n")
+    print(f"\n{args.app} {args.endpoint}: microseconds of CPU per request, by part ({pin.describe()})\n")
     print("\n".join(summary(per, per_thread)))
     if all(m in per for m in ("bare", "ours", "ours-0", "ours-100")):
         total = {m: sum(us.values()) for m, us in per.items()}

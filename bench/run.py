@@ -398,7 +398,7 @@ def start_server(
         }
     )
     if app_spec["server"] == "gunicorn":  # importable before gunicorn's --chdir (instrumentors load first)
-        env["PYTHONPATH"] = str(BENCH)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in ((extra_env or {}).get("PYTHONPATH"), str(BENCH)) if p)
     target = spec.get("target", {}).get(app, app_spec["target"])
     if spec["export"] == "datadog":
         env.update(
