@@ -281,3 +281,117 @@ def test_registry_rows_of_this_issue() -> None:
         if name not in ("sqlite3", "background_tasks"):
             assert row.extra in extras, f"{name}: extra [{row.extra}] missing from pyproject.toml"
     assert len({row.name for row in REGISTRY}) == len(REGISTRY)
+
+
+@pytest.fixture
+def django_orm(
+    sqlite_installed: tuple[Runtime, _Collect], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Runtime, Any]]:
+    """Django (in this process: no test here configures it differently) with our ORM hook on;
+    its connections are closed after each test (files: Django keeps in-memory ones open)."""
+    import django
+    from django.conf import settings
+
+    from otel_perf._integrations import django as django_adapter
+
+    if not settings.configured:
+        where = tmp_path_factory.mktemp("django")
+        databases = {
+            alias: {"ENGINE": "django.db.backends.sqlite3", "NAME": str(where / f"{alias}.sqlite3")}
+            for alias in ("default", "outside", "unclaimed")
+        }
+        settings.configure(DATABASES=databases, INSTALLED_APPS=[], USE_TZ=True)
+        django.setup()
+    from django.db import connections
+    from django.db.backends import signals
+    from django.db.backends.base import base
+
+    rt = sqlite_installed[0]
+    django_adapter.install(rt, base)
+    django_adapter.install(rt, signals)
+    try:
+        yield rt, connections
+    finally:
+        django_adapter.uninstall()
+        connections.close_all()
+
+
+def _django_statement(rt: Runtime, connection: Any) -> tuple[int, list[bool]]:
+    """One statement through Django's cursor: the unit's query count, and whether each layer
+    under our execute wrapper saw the outer-layer flag set."""
+    from otel_perf._core.statements import recorded_above
+
+    flags: list[bool] = []
+
+    def inner(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+        flags.append(recorded_above())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(inner):  # after ours in the list: runs inside it
+        work, token = _unit(rt)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        finally:
+            current_work.reset(token)
+    return work.query_count, flags
+
+
+def test_django_statements_count_once_and_set_the_outer_flag_only_over_a_recording_driver(
+    django_orm: tuple[Runtime, Any],
+) -> None:
+    from django.db.backends import signals
+
+    from otel_perf._core import statements
+
+    rt, connections = django_orm
+    # Django connects as the outer layer: the driver's own connection, no flag per statement.
+    default = connections["default"]
+    default.ensure_connection()
+    assert type(default.connection) is sqlite3.Connection
+    assert _django_statement(rt, default) == (1, [False])
+
+    def connect_outside(connection: Any) -> None:
+        """A connection made where our connect() patch does not reach (a backend's own connect)."""
+        connection.connection = connection.get_new_connection(connection.get_connection_params())
+        signals.connection_created.send(sender=type(connection), connection=connection)
+
+    # The sqlite3 adapter wrapped it: disowned at connect time, still no flag per statement.
+    outside = connections["outside"]
+    connect_outside(outside)
+    assert type(outside.connection) is not sqlite3.Connection
+    assert _django_statement(rt, outside) == (1, [False])
+
+    # A driver adapter that records the connection and cannot let go of it: the flag makes it
+    # pass the statement through, so it still counts once.
+    statements.unregister_disowner(sqlite_adapter._disown)
+    try:
+        unclaimed = connections["unclaimed"]
+        connect_outside(unclaimed)
+        assert sqlite_adapter._target_of(unclaimed.connection) is not None  # the adapter records it
+        assert _django_statement(rt, unclaimed) == (1, [True])
+    finally:
+        statements.register_disowner(sqlite_adapter._disown)
+
+
+def test_uninstalling_leaves_the_apps_own_execute_wrappers(django_orm: tuple[Runtime, Any]) -> None:
+    import gc
+
+    from otel_perf._integrations import django as django_adapter
+
+    rt, connections = django_orm
+    connection = connections["default"]
+    connection.ensure_connection()
+
+    def apps_wrapper(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+        return execute(sql, params, many, context)
+
+    connection.execute_wrappers.append(apps_wrapper)
+    try:
+        assert len(connection.execute_wrappers) == 2  # ours, then the app's
+        django_adapter.uninstall()
+        gc.collect()
+        assert connection.execute_wrappers == [apps_wrapper]
+        assert _django_statement(rt, connection) == (0, [False])  # nothing of ours left
+    finally:
+        connection.execute_wrappers.remove(apps_wrapper)

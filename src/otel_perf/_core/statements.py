@@ -131,15 +131,16 @@ def unregister_disowner(disown_one: Callable[[Any], bool]) -> None:
         _DISOWNERS.remove(disown_one)
 
 
-def disown(connection: Any) -> None:
+def disown(connection: Any) -> bool:
     """An outer layer records ``connection``'s statements: driver adapters under it stop.
 
     ``connection`` may be an adapter around the driver's connection (SQLAlchemy's async
     adapters, aiosqlite's thread): the objects it wraps are tried too.  Called once per
-    connection, at connect time; never raises.
+    connection, at connect time; never raises.  True when a driver adapter had it (and has
+    let go of it).
     """
     if not _DISOWNERS:
-        return
+        return False
     try:
         seen: list[Any] = []
         todo = [connection]
@@ -149,7 +150,7 @@ def disown(connection: Any) -> None:
                 continue
             seen.append(obj)
             if any(disown_one(obj) for disown_one in _DISOWNERS):
-                return
+                return True
             for attribute in ("driver_connection", "_connection", "_conn"):
                 try:
                     todo.append(getattr(obj, attribute, None))
@@ -157,6 +158,7 @@ def disown(connection: Any) -> None:
                     continue
     except Exception as exc:
         guard.internal_error("statements.disown", exc)
+    return False
 
 
 def db_system(name: str) -> str:

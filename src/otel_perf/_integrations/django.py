@@ -9,11 +9,13 @@
   include() prefixes joined; the empty root pattern is reported as ``/``); a request no
   pattern matched keeps the unmatched value.  An exception a view raises (Django turns it
   into a 500) is recorded on the SERVER span from ``got_request_exception``.
-* ORM: every database connection gets our wrapper through Django's own public hook,
-  ``connection.execute_wrapper()``, when it connects (``connection_created``): each statement
-  is timed and handed to :class:`~otel_perf._core.statements.Statements` with the statement
-  core's outer-layer flag set (:func:`~otel_perf._core.statements.outer_layer`), so a driver
-  adapter under Django passes it through and it counts once.  N+1 findings in a Django request recommend
+* ORM: every database connection gets our wrapper in its ``execute_wrappers`` (Django's
+  public hook, ``connection.execute_wrapper()``) when it connects (``connection_created``):
+  each statement is timed and handed to :class:`~otel_perf._core.statements.Statements`.  It
+  counts once: Django connects as the outer layer, so the driver adapters leave its
+  connections unwrapped (or let go of them), and over one that still records, the wrapper sets
+  the statement core's outer-layer flag (:func:`~otel_perf._core.statements.outer_layer`) so
+  the adapter passes it through.  N+1 findings in a Django request recommend
   ``select_related`` / ``prefetch_related``.
 * Cache: each backend ``caches[alias]`` creates gets ``get``/``get_many`` that count hits and
   misses by alias into ``perf.cache.operations`` (the hit-ratio metric Redis feeds).  A
@@ -46,6 +48,7 @@ from otel_perf._core.statements import (
     DbTarget,
     Statements,
     batch_size,
+    connecting_for_outer_layer,
     db_system,
     disown,
     outer_connection,
@@ -61,8 +64,6 @@ _state: dict[str, Any] = {}
 ROOT_ROUTE = "/"
 #: The per-handler ASGI middleware lives in the handler's ``__dict__`` under this key.
 _ASGI_MIDDLEWARE = "_otel_perf_asgi"
-#: Where a connection keeps the entered ``execute_wrapper()`` context (never exited).
-_WRAPPER_CONTEXT = "_otel_perf_execute_wrapper"
 #: Set while one of our cache methods runs, so a backend method calling another counts once.
 _IN_CACHE_READ: ContextVar[bool] = ContextVar("otel_perf_django_cache_read", default=False)
 _MISSING = object()
@@ -248,25 +249,43 @@ class _Orm:
 
     def __init__(self, runtime: Runtime) -> None:
         self.statements = Statements(runtime)
-        self.wrappers: dict[str, Callable[..., Any]] = {}
+        #: (alias, whether its statements need the outer-layer flag) -> its execute wrapper
+        self.wrappers: dict[tuple[str, bool], Callable[..., Any]] = {}
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def connection_created(self, sender: Any = None, connection: Any = None, **kwargs: Any) -> None:
+        """Put our execute wrapper on a connection that has just connected (Django's signal).
+
+        A driver adapter under Django must not record the statements again.  When Django
+        connected through ``BaseDatabaseWrapper.connect`` (the signal is sent inside it, in
+        :func:`~otel_perf._core.statements.outer_connection`) the driver handed back its own
+        connection, and when a driver adapter wrapped it anyway it let go of it here
+        (:func:`~otel_perf._core.statements.disown`): either way nothing beneath records, and
+        the wrapper does not set the outer-layer flag around each statement (two context
+        variable writes per statement).  Otherwise it does.
+        """
         try:
             if connection is None:
                 return
-            wrapper = self.wrappers.get(connection.alias)
+            unwrapped = connecting_for_outer_layer()
+            if connection.connection is not None and disown(connection.connection):
+                unwrapped = True
+            key = (connection.alias, not unwrapped)
+            wrapper = self.wrappers.get(key)
             if wrapper is None:
-                wrapper = self.wrappers[connection.alias] = _execute_wrapper(
-                    self.statements, _target(connection)
+                wrapper = self.wrappers[key] = _execute_wrapper(
+                    self.statements, _target(connection), mark_outer=not unwrapped
                 )
-            if wrapper in connection.execute_wrappers:
-                return
-            if connection.connection is not None:  # made where outer_connection() did not reach
-                disown(connection.connection)
-            entered = connection.execute_wrapper(wrapper)  # Django's public hook, entered for good
-            entered.__enter__()
-            setattr(connection, _WRAPPER_CONTEXT, entered)  # kept alive with its connection
+            installed = connection.execute_wrappers
+            ours = set(map(id, self.wrappers.values()))
+            for i, present in enumerate(installed):  # a reconnection: the wrapper it needs now
+                if id(present) in ours:
+                    installed[i] = wrapper
+                    return
+            # What ``connection.execute_wrapper(wrapper)`` does on entering, without the context
+            # manager: kept entered, that generator's exit (when it is collected) would pop
+            # whichever wrapper is last in the list by then, one of the app's or none.
+            installed.append(wrapper)
             self.connections.add(connection)
         except Exception as exc:
             guard.internal_error("django.connection_created", exc)
@@ -275,7 +294,6 @@ class _Orm:
         ours = set(map(id, self.wrappers.values()))
         for connection in list(self.connections):
             connection.execute_wrappers[:] = [w for w in connection.execute_wrappers if id(w) not in ours]
-            connection.__dict__.pop(_WRAPPER_CONTEXT, None)
         self.connections = weakref.WeakSet()
 
 
@@ -290,28 +308,31 @@ def _target(connection: Any) -> DbTarget:
     )
 
 
-def _execute_wrapper(statements: Statements, target: DbTarget) -> Callable[..., Any]:
+def _execute_wrapper(statements: Statements, target: DbTarget, mark_outer: bool = True) -> Callable[..., Any]:
     """The ``execute_wrapper`` of one alias: time the statement, hand it to the statement core.
 
-    Per statement, so written for the calls it makes: the outer-layer flag is set and reset
+    Per statement, so written for the calls it makes: the outer-layer flag (``mark_outer``:
+    a driver adapter beneath may record the connection's statements) is set and reset
     through bound methods (:func:`~otel_perf._core.statements.outer_layer` without a context
     manager), the statement goes to ``record`` as Django built it (a str).
     """
     record = statements.record
     failed = statements.failed
-    mark = OUTER.set
+    mark = OUTER.set if mark_outer else None
     unmark = OUTER.reset
 
     def otel_perf_execute(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
-        token = mark(True)
+        token = mark(True) if mark is not None else None
         t0 = perf_counter()
         try:
             result = execute(sql, params, many, context)
         except BaseException as exc:
-            unmark(token)
+            if token is not None:
+                unmark(token)
             failed(target, sql, t0, exc, batch_size(params) if many else 0)
             raise
-        unmark(token)
+        if token is not None:
+            unmark(token)
         seconds = perf_counter() - t0
         try:
             record(target, sql, seconds, "", batch_size(params) if many else 0)
