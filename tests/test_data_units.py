@@ -395,3 +395,44 @@ def test_uninstalling_leaves_the_apps_own_execute_wrappers(django_orm: tuple[Run
         assert _django_statement(rt, connection) == (0, [False])  # nothing of ours left
     finally:
         connection.execute_wrappers.remove(apps_wrapper)
+
+
+def _django_reads(rt: Runtime, backend: Any) -> None:
+    """A scripted sequence on a Django cache backend with our read counting on it."""
+    from otel_perf._integrations import django as django_adapter
+
+    django_adapter._count_reads(backend, "shared", Caches(rt))
+    backend.set("here", 1)
+    assert backend.get("here") == 1  # hit
+    assert backend.get("absent", "fallback") == "fallback"  # miss
+    assert backend.get_or_set("made", lambda: 2) == 2  # miss (Django reads it again after its add)
+    assert backend.get_or_set("made", 3) == 2  # hit
+    assert backend.get_many(["here", "made", "none"]) == {"here": 1, "made": 2}  # 2 hits, 1 miss
+
+
+def test_a_django_cache_read_counts_once_with_get_or_set_as_one_read(
+    django_orm: tuple[Runtime, Any],
+) -> None:
+    from django.core.cache.backends.locmem import LocMemCache
+
+    rt = django_orm[0]
+    _django_reads(rt, LocMemCache("get-or-set", {}))
+    assert Caches(rt).totals() == {("django", "shared"): (4.0, 3.0)}
+
+
+def test_a_django_cache_over_redis_counts_each_read_once(
+    django_orm: tuple[Runtime, Any], redis_server: Any
+) -> None:
+    """Django's RedisCache over redis-py with our Redis adapter on: the reads are Django's only."""
+    import redis.client
+    from django.core.cache.backends.redis import RedisCache
+
+    rt = django_orm[0]
+    redis_adapter.install(rt, redis.client)
+    try:
+        backend = RedisCache(redis_server.url(5), {"KEY_PREFIX": "once"})
+        _django_reads(rt, backend)
+        backend.clear()
+    finally:
+        redis_adapter.uninstall()
+    assert Caches(rt).totals() == {("django", "shared"): (4.0, 3.0)}

@@ -24,23 +24,28 @@ if TYPE_CHECKING:
 
 HIT = "hit"
 MISS = "miss"
-#: True while a library reads a key-value store for its own bookkeeping (a job system's result
-#: backend): those reads are not cache reads and stay out of the hit ratio.
-_BOOKKEEPING: ContextVar[bool] = ContextVar("otel_perf_cache_bookkeeping", default=False)
+#: True while the store's reads are not to be counted by its own adapter: a library reading it
+#: for its own bookkeeping (a job system's result backend: no cache reads), or a cache layer
+#: above that counts the read itself (Django's cache framework over Redis: counted once, by it).
+_UNCOUNTED: ContextVar[bool] = ContextVar("otel_perf_cache_uncounted", default=False)
+#: The flag itself, for an outer cache layer's per-read path: ``token = COUNTED_ABOVE.set(True)``
+#: before the read and ``COUNTED_ABOVE.reset(token)`` after.
+COUNTED_ABOVE = _UNCOUNTED
 
 
 @contextmanager
 def bookkeeping() -> Iterator[None]:
     """Reads made inside are a library's own bookkeeping, not cache reads."""
-    token = _BOOKKEEPING.set(True)
+    token = _UNCOUNTED.set(True)
     try:
         yield
     finally:
-        _BOOKKEEPING.reset(token)
+        _UNCOUNTED.reset(token)
 
 
 def is_bookkeeping() -> bool:
-    return _BOOKKEEPING.get()
+    """Whether a read now is bookkeeping or counted by a cache layer above (adapters: skip it)."""
+    return _UNCOUNTED.get()
 
 
 class Caches:

@@ -40,7 +40,7 @@ from types import MethodType
 from typing import Any
 
 from otel_perf._core import guard
-from otel_perf._core.caches import Caches
+from otel_perf._core.caches import COUNTED_ABOVE, Caches
 from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
 from otel_perf._core.statements import (
@@ -64,8 +64,8 @@ _state: dict[str, Any] = {}
 ROOT_ROUTE = "/"
 #: The per-handler ASGI middleware lives in the handler's ``__dict__`` under this key.
 _ASGI_MIDDLEWARE = "_otel_perf_asgi"
-#: Set while one of our cache methods runs, so a backend method calling another counts once.
-_IN_CACHE_READ: ContextVar[bool] = ContextVar("otel_perf_django_cache_read", default=False)
+#: Inside a ``get_or_set``: the keys read so far (its first read counts, not the one after its ``add``).
+_GET_OR_SET_READS: ContextVar[list[Any] | None] = ContextVar("otel_perf_django_get_or_set", default=None)
 _MISSING = object()
 
 
@@ -359,34 +359,52 @@ def _create_cache(caches: Caches, original: Any) -> Any:
 
 
 def _count_reads(backend: Any, alias: str, caches: Caches) -> None:
-    """Give one cache backend instance ``get``/``get_many`` that count hits and misses."""
+    """Give one cache backend instance ``get``/``get_many`` that count hits and misses, and
+    ``get_or_set``/``aget_or_set`` that count one read.
+
+    A read counts once: a backend method that calls another one (``get_many`` through ``get``)
+    and the store beneath (Redis's adapter) see :data:`~otel_perf._core.caches.COUNTED_ABOVE`
+    set and pass it through; of the two reads of a ``get_or_set`` of a missing key (Django
+    reads again after its ``add``), the first counts.
+    """
     read = caches.read
     own_get = backend.get
     own_get_many = backend.get_many
+    own_get_or_set = backend.get_or_set
+    own_aget_or_set = getattr(backend, "aget_or_set", None)
 
     def get(key: Any, default: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if _IN_CACHE_READ.get():
+        if COUNTED_ABOVE.get():
             return own_get(key, default, *args, **kwargs)
-        token = _IN_CACHE_READ.set(True)
+        counted = True
+        reads = _GET_OR_SET_READS.get()
+        if reads is not None:  # inside get_or_set: its read again after its add does not count
+            if not reads:
+                reads.append(key)
+            elif key == reads[0]:
+                counted = False
+        token = COUNTED_ABOVE.set(True)  # the store beneath does not count it either
         try:
             value = own_get(key, _MISSING, *args, **kwargs)
         finally:
-            _IN_CACHE_READ.reset(token)
+            COUNTED_ABOVE.reset(token)
         if value is _MISSING:
-            read("django", alias, 0, 1)
+            if counted:
+                read("django", alias, 0, 1)
             return default
-        read("django", alias, 1, 0)
+        if counted:
+            read("django", alias, 1, 0)
         return value
 
     def get_many(keys: Any, *args: Any, **kwargs: Any) -> Any:
-        if _IN_CACHE_READ.get():
+        if COUNTED_ABOVE.get():
             return own_get_many(keys, *args, **kwargs)
         keys = list(keys)
-        token = _IN_CACHE_READ.set(True)
+        token = COUNTED_ABOVE.set(True)
         try:
             found = own_get_many(keys, *args, **kwargs)
         finally:
-            _IN_CACHE_READ.reset(token)
+            COUNTED_ABOVE.reset(token)
         try:
             asked = len(set(keys))
         except TypeError:  # unhashable keys: the backend will have said so already
@@ -395,8 +413,25 @@ def _count_reads(backend: Any, alias: str, caches: Caches) -> None:
         read("django", alias, hits, max(asked - hits, 0))
         return found
 
+    def get_or_set(key: Any, default: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _GET_OR_SET_READS.set([])
+        try:
+            return own_get_or_set(key, default, *args, **kwargs)
+        finally:
+            _GET_OR_SET_READS.reset(token)
+
+    async def aget_or_set(key: Any, default: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _GET_OR_SET_READS.set([])  # aget runs get in a thread, in a copy of this context
+        try:
+            return await own_aget_or_set(key, default, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            _GET_OR_SET_READS.reset(token)
+
     backend.get = get
     backend.get_many = get_many
+    backend.get_or_set = get_or_set
+    if own_aget_or_set is not None:
+        backend.aget_or_set = aget_or_set
 
 
 # --- logging ----------------------------------------------------------------------------------
