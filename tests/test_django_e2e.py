@@ -258,6 +258,22 @@ def test_a_failing_view_is_an_error_span_with_its_exception(site: Site) -> None:
     assert exception.attributes["exception.type"] == "RuntimeError"
 
 
+def test_a_request_a_middleware_fails_is_named_by_the_pattern_its_path_matches(site: Site) -> None:
+    """The middleware raises before Django resolves the URL: the route is still the pattern's
+    (as the official instrumentation names it), not the unmatched series."""
+    r = httpx.get(site.base + "/polls/3/", headers={"X-Break-Middleware": "1"})
+    assert r.status_code == 500
+    span = _server_span(site.receiver, _trace(r)[0])
+    assert span.name == "GET polls/<int:question_id>/"
+    assert span.attributes["http.route"] == "polls/<int:question_id>/"
+    assert span.status_code == "ERROR" and span.attributes["error.type"] == "500"
+    exception = next(e for e in span.events if e.name == "exception")
+    assert exception.attributes["exception.message"] == "the middleware failed"
+    unmatched = httpx.get(site.base + "/nowhere/", headers={"X-Break-Middleware": "1"})
+    assert unmatched.status_code == 500
+    assert _server_span(site.receiver, _trace(unmatched)[0]).name == "GET"  # no pattern matches
+
+
 def test_the_exception_event_of_a_failing_view_is_scrubbed(site: Site) -> None:
     """Its message and stack trace leave the process as the FastAPI one's do: query secrets redacted."""
     r = httpx.get(site.base + "/polls/secret-error/")

@@ -216,6 +216,8 @@ def _got_request_exception(sender: Any = None, **kwargs: Any) -> None:
         exc = sys.exc_info()[1]
         if work is None or work.kind != "request" or exc is None:
             return
+        if not work.name:  # a middleware failed before Django resolved the URL
+            work.name = _route_before_resolving(kwargs.get("request"))
         span = work.span
         runtime: Runtime | None = _state.get("runtime")
         if _propagates():  # it escapes the handler (the signal fires once per middleware on its
@@ -224,6 +226,22 @@ def _got_request_exception(sender: Any = None, **kwargs: Any) -> None:
             span.add_event("exception", runtime.scrubber.exception(exc))
     except Exception as error:
         guard.internal_error("django.exception", error)
+
+
+def _route_before_resolving(request: Any) -> str:
+    """The pattern the path of a request that failed before URL resolution matches ("": none).
+
+    The official instrumentation resolves the path in its own middleware, before the app's,
+    so such a request keeps its route there too.  Only failed requests pay for this.
+    """
+    urls = sys.modules.get("django.urls")  # loaded: a request runs
+    if request is None or urls is None:
+        return ""
+    try:
+        match = urls.get_resolver(getattr(request, "urlconf", None)).resolve(request.path_info)
+    except Exception:  # Resolver404, or a urlconf that fails to load: it stays unmatched
+        return ""
+    return str(match.route or ROOT_ROUTE)
 
 
 def _propagates() -> bool:
