@@ -28,7 +28,11 @@ TASK = "data.lookup_items"
 
 
 def start_worker(
-    app_process: Callable[..., AppProcess], broker: str, sqlite_path: Path, env: dict[str, str]
+    app_process: Callable[..., AppProcess],
+    broker: str,
+    sqlite_path: Path,
+    env: dict[str, str],
+    pool: tuple[str, ...] = ("--pool", "solo"),
 ) -> AppProcess:
     """A Celery worker for tests/apps/celery_tasks.py under the launcher; returns once it is ready."""
     full = {
@@ -41,7 +45,7 @@ def start_worker(
         "PYTHONPATH": str(APPS),
     }
     args = [
-        launcher(), str(BIN / "celery"), "-A", "celery_tasks", "worker", "--pool", "solo",
+        launcher(), str(BIN / "celery"), "-A", "celery_tasks", "worker", *pool,
         "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
     ]  # fmt: skip
     worker = app_process(args, full, name="worker")
@@ -115,3 +119,35 @@ def test_a_task_is_a_job_in_the_senders_trace_with_its_metrics_findings_and_logs
     line = next(x for x in report.splitlines() if x.startswith(f"celery {TASK}"))
     assert line.split()[2] == "1"  # one run
     assert "N+1 on celery data.lookup_items" in report
+
+
+def test_a_prefork_pool_process_exports_its_tasks_before_it_is_recycled(
+    redis_server: RedisServer,
+    otlp_receiver: OTLPReceiver,
+    app_process: Callable[..., AppProcess],
+    tmp_path: Path,
+) -> None:
+    """Celery's default pool: a process ends with os._exit (no atexit), here after each task.
+    With batches that would leave only after a minute, the task's span, job metrics and log
+    record arrive: the process exported them as it left."""
+    broker = redis_server.url(10)
+    svc = start_data_app(app_process, otlp_receiver, tmp_path, APP_BROKER_URL=broker)
+    later = {"OTEL_BSP_SCHEDULE_DELAY": "60000", "OTEL_BLRP_SCHEDULE_DELAY": "60000",
+             "OTEL_METRIC_EXPORT_INTERVAL": "60000"}  # fmt: skip
+    start_worker(
+        app_process, broker, tmp_path / "data.db", {**otlp_receiver.exporter_env(), **later},
+        pool=("--pool", "prefork", "--concurrency", "1", "--max-tasks-per-child", "1"),
+    )  # fmt: skip
+    trace_id = trace_of(httpx.get(svc.base + "/celery/send", params={"n": 2}))
+    consumer = otlp_receiver.wait_for(
+        lambda: otlp_receiver.spans(f"run/{TASK}", "CONSUMER", trace_id=trace_id),
+        what="the consumer span of the recycled process",
+        timeout=30,
+    )[0]
+    assert consumer.attributes["perf.db.query_count"] == 3
+    job = {"perf.job.system": "celery", "perf.job.name": TASK}
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.histogram_count("perf.job.duration", job) == 1, what="duration"
+    )
+    record = otlp_receiver.wait_for_logs("looked up 2 items")[0]
+    assert record.trace_id == trace_id and record.span_id == consumer.span_id

@@ -64,6 +64,20 @@ class _Tracker:
         self.running: dict[str, list[Any]] = {}
         self.dropped = 0
 
+    # --- a pool process ------------------------------------------------------------------
+    def process_shutdown(self, **_: Any) -> None:
+        """A prefork pool process is about to leave with ``os._exit`` (``atexit`` never runs
+        there): export what its tasks recorded, bounded by ``OTEL_PERF_SHUTDOWN_TIMEOUT``.
+        Sent at the worker's shutdown and whenever a process is recycled
+        (``--max-tasks-per-child``, ``--max-memory-per-child``)."""
+        pipeline = self.rt.pipeline
+        if pipeline is None:
+            return
+        try:
+            pipeline.flush(self.rt.config.number("OTEL_PERF_SHUTDOWN_TIMEOUT"))
+        except Exception as exc:
+            guard.internal_error("celery.process_shutdown", exc)
+
     # --- the sender ---------------------------------------------------------------------
     def before_publish(self, sender: Any = None, headers: Any = None, **_: Any) -> None:
         try:
@@ -201,6 +215,7 @@ def install(runtime: Runtime, celery: ModuleType | None) -> None:
         (signals.task_postrun, tracker.postrun),
         (signals.after_setup_logger, tracker.after_setup_logger),
         (signals.after_setup_task_logger, tracker.after_setup_task_logger),
+        (signals.worker_process_shutdown, tracker.process_shutdown),
     ]
     for signal, handler in connections:
         signal.connect(handler, weak=False)
