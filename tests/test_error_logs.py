@@ -60,3 +60,34 @@ def test_unhandled_exception_record_is_exported_with_the_request_trace(
     assert len(lines) == failed, svc.proc.stderr()[-3000:]
     assert {line["trace_id"] for line in lines} == {s.trace_id for s in spans}
     assert all(line["exception"]["type"] == "RuntimeError" for line in lines)
+
+
+def test_an_app_configuring_logging_with_dictconfig_keeps_log_export_and_our_warnings(
+    otlp_receiver: OTLPReceiver,
+) -> None:
+    """A Flask-style app's ``logging.config.dictConfig`` (root handlers replaced, existing loggers
+    disabled): its records are still exported over OTLP and our logger still writes."""
+    import subprocess
+    import sys
+
+    from support.launch import launcher
+    from support.procs import clean_environ
+
+    code = (
+        "import logging, logging.config\n"
+        "logging.config.dictConfig({'version': 1, 'formatters': {'f': {'format': 'APP %(message)s'}},\n"
+        "    'handlers': {'h': {'class': 'logging.StreamHandler', 'formatter': 'f', 'stream': 'ext://sys.stdout'}},\n"
+        "    'root': {'level': 'INFO', 'handlers': ['h']}})\n"
+        "logging.getLogger('dictapp').warning('configured by the app')\n"
+        "print('otel_perf disabled:', logging.getLogger('otel_perf').disabled)\n"
+    )
+    env = clean_environ({**otlp_receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1"})
+    result = subprocess.run(
+        [launcher(), sys.executable, "-c", code],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "APP configured by the app" in result.stdout  # the app's own handler writes its lines
+    assert "otel_perf disabled: False" in result.stdout
+    record = otlp_receiver.wait_for_logs("configured by the app")[0]
+    assert record.severity_number == 13  # WARN

@@ -7,7 +7,9 @@ what log pipelines such as Loki, Elasticsearch and Cloud Logging ingest) install
 handler writing one JSON object per line; ``text`` a plain line with the ids; ``off``
 leaves logging configuration alone.  The handler goes on the root logger at startup,
 before the app runs; an app that later calls ``logging.basicConfig()`` keeps it (basicConfig
-is then a no-op), one that calls ``dictConfig`` replaces it (records still carry the ids).
+is then a no-op), one that calls ``logging.config.dictConfig``/``fileConfig`` replaces it (their
+handlers write the lines; records still carry the ids), and after such a call the OTLP handler
+goes back on the root and our loggers are enabled again (:func:`reinstate`).
 An unconfigured root logger (level WARNING) is lowered to INFO so the app's INFO records
 reach the pipeline.  With ``OTEL_LOGS_EXPORTER=otlp`` records are also sent over OTLP.
 """
@@ -26,6 +28,9 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from otel_perf._core import guard
+from otel_perf._core.imports import when_imported
+from otel_perf._core.patching import Patches
 from otel_perf._core.server import failed_request
 
 _MARK = "_otel_perf_handler"
@@ -41,6 +46,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys
     "taskName",
 }
 _state: dict[str, Any] = {}
+_patches = Patches("logging")
 
 
 def install_record_factory(service_name: str, correlation: bool = False) -> None:
@@ -300,6 +306,26 @@ def reinstate() -> None:
             lg.disabled = False
 
 
+def _after_configuring(original: Any) -> Any:
+    """``logging.config.dictConfig``/``fileConfig`` as the app calls it, then :func:`reinstate`."""
+
+    def configure(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        try:
+            reinstate()
+        except Exception as exc:
+            guard.internal_error("logging.config", exc)
+        return result
+
+    return configure
+
+
+def _hook_logging_config(module: Any) -> None:
+    for name in ("dictConfig", "fileConfig"):
+        if callable(getattr(module, name, None)):
+            _patches.wrap(module, name, _after_configuring)
+
+
 def install(runtime: Any, _module: Any = None) -> None:
     """The logging row: ids on every record, our stream handler, the OTLP handler."""
     service_name = str(runtime.resource.attributes.get("service.name", ""))
@@ -311,9 +337,11 @@ def install(runtime: Any, _module: Any = None) -> None:
         service_name,
         pipeline.log_handler if pipeline is not None else None,
     )
+    when_imported("logging.config", _hook_logging_config)
 
 
 def uninstall() -> None:
+    _patches.restore()
     root = logging.getLogger()
     for key in ("stream", "otlp"):
         handler = _state.pop(key, None)
