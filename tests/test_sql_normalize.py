@@ -8,6 +8,12 @@ from hypothesis import strategies as st
 
 from otel_perf._analysis.sql import ShapeCache, classify, normalize
 
+# What Django sends PostgreSQL and SQLite: every identifier double-quoted.
+DJANGO_INSERT = (
+    'INSERT INTO "shop_order" ("customer_id", "total") VALUES (%s, %s) RETURNING "shop_order"."id"'
+)
+DJANGO_UPSERT = 'INSERT INTO "t" ("a", "b") VALUES (%s, %s) ON CONFLICT("a") DO UPDATE SET "b" = EXCLUDED."b"'
+
 
 @pytest.mark.parametrize(
     ("sql", "expected"),
@@ -86,3 +92,55 @@ def test_cache_is_bounded() -> None:
         cache.shape(f"SELECT * FROM t WHERE id = {i}")
     assert len(cache._cache) <= 16 and cache.evictions > 0
     assert cache.shape("SELECT a FROM t WHERE b = 1").text == "SELECT a FROM t WHERE b = ?"
+
+
+@pytest.mark.parametrize("system", ["postgresql", "sqlite"])
+def test_double_quotes_are_identifiers_where_the_database_says_so(system: str) -> None:
+    """PostgreSQL and SQLite: "..." is an identifier; an INSERT keeps its column list."""
+    assert normalize(DJANGO_INSERT, system) == (
+        'INSERT INTO "shop_order" ("customer_id", "total") VALUES (?, ?) RETURNING "shop_order"."id"'
+    )
+    assert normalize(DJANGO_UPSERT, system) == (
+        'INSERT INTO "t" ("a", "b") VALUES (?, ?) ON CONFLICT("a") DO UPDATE SET "b" = EXCLUDED."b"'
+    )
+    # Two INSERTs into one table with as many columns but different ones are different shapes.
+    other = DJANGO_INSERT.replace('"total"', '"note"')
+    assert normalize(other, system) != normalize(DJANGO_INSERT, system)
+    # literals still go whatever the quotes around identifiers
+    assert normalize("""INSERT INTO "t" ("a", "b") VALUES ('secret', 42)""", system) == (
+        'INSERT INTO "t" ("a", "b") VALUES (?, ?)'
+    )
+    if system == "postgresql":  # columns compared or listed, never values
+        assert normalize('SELECT a FROM t WHERE b IN ("x", "y") AND c = "z"', system) == (
+            'SELECT a FROM t WHERE b IN ("x", "y") AND c = "z"'
+        )
+    shape = ShapeCache().shape(DJANGO_INSERT, system)
+    assert '("customer_id", "total")' in shape.text and shape.operation == "INSERT"
+    assert shape.collection == "shop_order"
+
+
+@pytest.mark.parametrize("system", ["mysql", "mariadb", ""])
+def test_double_quoted_values_go_for_mysql_and_unknown_databases(system: str) -> None:
+    """MySQL/MariaDB (without ANSI_QUOTES): "..." is a string, maybe a secret; so when unknown."""
+    assert normalize('INSERT INTO t (a, b) VALUES ("secret", "s3cr3t")', system) == (
+        "INSERT INTO t (a, b) VALUES (?, ?)"
+    )
+    assert normalize('SELECT a FROM t WHERE b IN ("x", "y") AND c = "secret"', system) == (
+        "SELECT a FROM t WHERE b IN (?) AND c = ?"
+    )
+    assert normalize('SELECT * FROM t WHERE name = "secret"', system) == "SELECT * FROM t WHERE name = ?"
+
+
+def test_shape_cache_keeps_systems_apart() -> None:
+    """One raw statement on MySQL and on PostgreSQL: each gets its own system's shape."""
+    cache = ShapeCache()
+    mysql = cache.shape(DJANGO_INSERT, "mysql")
+    postgresql = cache.shape(DJANGO_INSERT, "postgresql")
+    assert mysql.text == 'INSERT INTO "shop_order" (?, ?) VALUES (?, ?) RETURNING "shop_order"."id"'
+    assert '("customer_id", "total")' in postgresql.text
+    assert cache.shape(DJANGO_INSERT, "mysql") is mysql
+    assert cache.shape(DJANGO_INSERT, "postgresql") is postgresql
+    bounded = ShapeCache(max_entries=16)  # the bound holds for both ways together
+    for i in range(100):
+        bounded.shape(f"SELECT * FROM t WHERE id = {i}", "mysql" if i % 2 else "postgresql")
+    assert len(bounded._cache) + len(bounded._quoted_identifiers) <= 16 and bounded.evictions > 0

@@ -3,9 +3,10 @@
 Every statement that leaves the process (span attribute, log record, finding, stats
 endpoint, metric label) goes through :func:`normalize` first: string, numeric, hex and
 dollar-quoted literals become ``?``, bind placeholders of every DB-API paramstyle become
-``?``, ``IN (...)`` lists and multi-row ``VALUES`` collapse to one element, comments go,
-whitespace folds.  The same query shape thus always normalizes to the same text, which is
-what N+1 detection groups by.
+``?``, double-quoted values become ``?`` unless the database's double quotes are identifiers
+(PostgreSQL, SQLite, ...: :data:`QUOTED_IDENTIFIERS`), ``IN (...)`` lists and multi-row
+``VALUES`` collapse to one element, comments go, whitespace folds.  The same query shape
+thus always normalizes to the same text, which is what N+1 detection groups by.
 
 :func:`classify` extracts ``db.operation.name`` (SELECT, INSERT, ...) and
 ``db.collection.name`` (the first table the statement names).  Both are cached: a
@@ -31,7 +32,7 @@ _LEXEMES = re.compile(
     re.S | re.X,
 )
 #: A double-quoted token right after one of these is a value (MySQL's default string
-#: quotes, SQLite's fallback), not an identifier: it is replaced too.
+#: quotes), not an identifier: it is replaced too, except for :data:`QUOTED_IDENTIFIERS`.
 _VALUE_BEFORE = re.compile(
     r"(?:[=<>!(,]|\b(?:LIKE|ILIKE|IN|VALUES|BETWEEN|AND|OR|NOT|IS|THEN|ELSE|WHEN))\s*$", re.I
 )
@@ -52,6 +53,15 @@ _TABLE_AFTER = {
 }
 _MAIN_VERB = re.compile(r"\)\s*(SELECT|INSERT|UPDATE|DELETE|MERGE)\b", re.I)
 _SUBQUERY_FROM = re.compile(r"^\(")
+#: ``db.system.name`` of the databases whose double quotes are identifiers, never strings
+#: (standard SQL): their "..." tokens are kept.  Everywhere else (MySQL and MariaDB without
+#: ANSI_QUOTES, BigQuery, Spark, a system we do not know) a double-quoted token where a value
+#: can stand is a string, possibly a secret, and becomes ``?``.  SQLite takes "..." for a
+#: string only where no column has that name (a deprecated fallback Django and SQLAlchemy
+#: never rely on): identifiers.
+QUOTED_IDENTIFIERS = frozenset(
+    {"postgresql", "sqlite", "oracle.db", "cockroachdb", "redshift", "duckdb", "snowflake", "trino"}
+)
 #: Statements longer than this are cut before normalizing (and marked), so a pathological
 #: multi-megabyte statement costs bounded time and memory.
 MAX_STATEMENT = 4096
@@ -79,6 +89,16 @@ def _lexeme(match: re.Match[str]) -> str:
     return "?"
 
 
+def _lexeme_quoted_identifiers(match: re.Match[str]) -> str:
+    """:func:`_lexeme` for :data:`QUOTED_IDENTIFIERS`: every "..." is a name, kept."""
+    kind = match.lastgroup
+    if kind == "comment":
+        return " "
+    if kind == "quoted":
+        return match.group()
+    return "?"
+
+
 def _blank_from_first(sql: str, quote: str) -> str:
     """Replace everything from the first ``quote`` on by one ``?``.
 
@@ -89,8 +109,12 @@ def _blank_from_first(sql: str, quote: str) -> str:
     return sql[: sql.find(quote)] + "?"
 
 
-def normalize(statement: str) -> str:
-    """Return ``statement`` with every literal replaced by ``?`` (never the values)."""
+def normalize(statement: str, system: str = "") -> str:
+    """Return ``statement`` with every literal replaced by ``?`` (never the values).
+
+    ``system`` is the ``db.system.name`` the statement runs on: it decides whether
+    double-quoted tokens are identifiers (kept) or may be values (replaced; the default).
+    """
     if not isinstance(statement, str):  # a driver handing us bytes: never fail, never leak
         raw: object = statement
         statement = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
@@ -102,7 +126,7 @@ def normalize(statement: str) -> str:
     if '\\"' in sql:
         sql = _blank_from_first(sql, '"')
     if "'" in sql or '"' in sql or "-" in sql or "/" in sql or "$" in sql:
-        sql = _LEXEMES.sub(_lexeme, sql)
+        sql = _LEXEMES.sub(_lexeme_quoted_identifiers if system in QUOTED_IDENTIFIERS else _lexeme, sql)
     sql = _PLACEHOLDERS.sub("?", sql)
     sql = _NUMBERS.sub("?", sql)
     sql = _IN_LIST.sub("IN (?)", sql)
@@ -142,24 +166,33 @@ def classify(normalized: str) -> tuple[str, str]:
 
 
 class ShapeCache:
-    """Bounded cache statement -> :class:`Shape` (cleared whole when full: cheap and bounded)."""
+    """Bounded cache statement -> :class:`Shape` (cleared whole when full: cheap and bounded).
+
+    One runtime's statements may run on several systems, and one text may normalize two ways
+    (see :data:`QUOTED_IDENTIFIERS`): each way has its own dict, so a shape never crosses over.
+    """
 
     def __init__(self, max_entries: int = 2048) -> None:
         self.max_entries = max_entries
+        #: statements of systems where "..." may be a value (and of unknown systems)
         self._cache: dict[str, Shape] = {}
+        #: statements of :data:`QUOTED_IDENTIFIERS` systems
+        self._quoted_identifiers: dict[str, Shape] = {}
         self.evictions = 0
 
-    def shape(self, statement: str) -> Shape:
-        shape = self._cache.get(statement)
+    def shape(self, statement: str, system: str = "") -> Shape:
+        cache = self._quoted_identifiers if system in QUOTED_IDENTIFIERS else self._cache
+        shape = cache.get(statement)
         if shape is not None:
             return shape
-        text = normalize(statement)
+        text = normalize(statement, system)
         operation, collection = classify(text)
         shape = Shape(text, operation, collection)
-        if len(self._cache) >= self.max_entries:
+        if len(self._cache) + len(self._quoted_identifiers) >= self.max_entries:
             self._cache.clear()
+            self._quoted_identifiers.clear()
             self.evictions += 1
         # Only cache statements without inline literals' variety: keying on the raw text is
         # what makes hits cheap; a flood of distinct literal-laden statements just cycles.
-        self._cache[statement] = shape
+        cache[statement] = shape
         return shape
