@@ -144,3 +144,39 @@ def test_shape_cache_keeps_systems_apart() -> None:
     for i in range(100):
         bounded.shape(f"SELECT * FROM t WHERE id = {i}", "mysql" if i % 2 else "postgresql")
     assert len(bounded._cache) + len(bounded._quoted_identifiers) <= 16 and bounded.evictions > 0
+
+
+def test_statement_core_honours_the_targets_system() -> None:
+    """Statements.record: a target's db.system.name decides (the shape cache is per runtime)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_perf._config import load
+    from otel_perf._core.runtime import Runtime, build_instruments
+    from otel_perf._core.statements import Statements
+    from otel_perf._core.work import Work, current_work
+    from otel_perf._metrics.instruments import Registry
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    registry = Registry()
+    tracer = provider.get_tracer("otel_perf")
+    rt = Runtime(load({}), tracer, registry, build_instruments(registry), Resource({}))
+    statements = Statements(rt)
+    postgresql, sqlite, mysql = (statements.target(s) for s in ("postgresql", "sqlite", "mysql"))
+    other = DJANGO_INSERT.replace('"total"', '"note"')
+    work = Work("operation", "unit", tracer.start_span("unit"), rt.max_statements)
+    token = current_work.set(work)
+    try:
+        # MySQL first: a shape cache shared across systems would hand PostgreSQL MySQL's shape
+        for target in (mysql, postgresql, sqlite, postgresql, mysql):
+            statements.record(target, DJANGO_INSERT, 0.001, "", 0)
+        for target in (postgresql, postgresql):
+            statements.record(target, other, 0.001, "", 0)
+    finally:
+        current_work.reset(token)
+        provider.shutdown()
+    assert work.statements == {
+        'INSERT INTO "shop_order" (?, ?) VALUES (?, ?) RETURNING "shop_order"."id"': 2,
+        'INSERT INTO "shop_order" ("customer_id", "total") VALUES (?, ?) RETURNING "shop_order"."id"': 3,
+        'INSERT INTO "shop_order" ("customer_id", "note") VALUES (?, ?) RETURNING "shop_order"."id"': 2,
+    }

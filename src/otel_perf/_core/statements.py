@@ -4,8 +4,8 @@ Every DB adapter (the SQLAlchemy dialect hooks, the DB-API and asyncpg drivers) 
 statement between two clock reads and hands it to :meth:`Statements.record` with the
 :class:`DbTarget` it ran against.  Per statement, sampled or not:
 
-* normalize it (cached per target: a raw statement maps to its shape *and* its metric key
-  in one dict lookup),
+* normalize it for the target's system (cached per target: a raw statement maps to its
+  shape *and* its metric key in one dict lookup),
 * add it to the current unit of work (query count, DB time, repeats for N+1),
 * record ``db.client.operation.duration`` by system, operation, table and error type,
 * flag it slow (a finding with the example trace id),
@@ -282,7 +282,7 @@ class Statements:
         statements = target.statements
         entry = statements.get(statement)
         if entry is None:
-            shape = rt.shapes.shape(statement)
+            shape = rt.shapes.shape(statement, target.system)
             entry = (shape, (target.system, shape.operation, shape.collection, ""))
             if len(statements) >= CACHED_STATEMENTS:
                 statements.clear()
