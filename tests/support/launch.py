@@ -59,7 +59,10 @@ def start_service(
         "APP_DATABASE_URL": db_url,
         "APP_ASYNC_DATABASE_URL": async_db_url,
         "APP_PEER_URL": peer,
-        "PYTHONPATH": os.pathsep.join(p for p in (python_path, str(APPS)) if p),
+        # a caller's PYTHONPATH (a checkout's src, ahead of an installed copy) kept
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (python_path, str(APPS), os.environ.get("PYTHONPATH", "")) if p
+        ),
     }
     if receiver is not None:
         full |= receiver.exporter_env()

@@ -59,7 +59,8 @@ def _run(args: list[str], env: Mapping[str, str], cwd: Path | None = None) -> No
 
 def django_env(db: str, **extra: str) -> dict[str, str]:
     """Create the project's tables in ``db`` (a SQLite path or ``postgresql://`` URL) and seed them."""
-    env = {"APP_DB": db, "DJANGO_SETTINGS_MODULE": "djsite.settings", "PYTHONPATH": str(DJANGO_SITE), **extra}
+    path = pythonpath(DJANGO_SITE, os.environ.get("PYTHONPATH", ""))  # a caller's (a checkout's src) kept
+    env = {"APP_DB": db, "DJANGO_SETTINGS_MODULE": "djsite.settings", "PYTHONPATH": path, **extra}
     manage = str(DJANGO_SITE / "manage.py")
     _run([sys.executable, manage, "migrate", "--run-syncdb", "-v0"], env)
     _run([sys.executable, manage, "seed"], env)
@@ -68,7 +69,8 @@ def django_env(db: str, **extra: str) -> dict[str, str]:
 
 def flask_env(db_url: str, **extra: str) -> dict[str, str]:
     """Create and fill the Flask app's tables at ``db_url`` (a SQLAlchemy URL)."""
-    env = {"APP_DATABASE_URL": db_url, "PYTHONPATH": str(APPS), "FLASK_APP": "flask_app", **extra}
+    path = pythonpath(APPS, os.environ.get("PYTHONPATH", ""))  # a caller's (a checkout's src) kept
+    env = {"APP_DATABASE_URL": db_url, "PYTHONPATH": path, "FLASK_APP": "flask_app", **extra}
     _run([sys.executable, "-c", "import flask_app; flask_app.seed()"], env)
     return env
 
