@@ -9,6 +9,7 @@ endpoint and the server's stderr.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from support.web import DJANGO_SITE, INSIGHT_ENV, SERVERS, STATS_TOKEN, django_e
 pytestmark = pytest.mark.slow
 
 DURATION = "http.server.request.duration"
+DB_DURATION = "db.client.operation.duration"
 TARGETS = {"gunicorn": "djsite.wsgi", "uvicorn": "djsite.asgi:application"}
 #: One process: the stats endpoint answers for the process it reaches.
 ONE_PROCESS = {"gunicorn": "gunicorn-1", "uvicorn": "uvicorn"}
@@ -317,15 +319,38 @@ def _django(
 def test_django_excluded_urls_under_wsgi_and_asgi(
     server: str, otlp_receiver: OTLPReceiver, app_process: Callable[..., AppProcess], tmp_path: Path
 ) -> None:
-    """OTEL_PYTHON_DJANGO_EXCLUDED_URLS, as the official instrumentation reads it, whichever the handler."""
-    excluded_urls = {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "polls/pid"}
+    """OTEL_PYTHON_DJANGO_EXCLUDED_URLS, as the official instrumentation reads it, whichever the handler.
+
+    Nothing of an excluded request is traced or measured: the queries of a streaming body sent
+    for one (its list of questions, one count per question) make no root CLIENT spans and no
+    db.client.operation.duration points; a measured request's queries are as before.
+    """
+    excluded_urls = {"OTEL_PYTHON_DJANGO_EXCLUDED_URLS": "polls/pid,polls/stream"}
     _, base = _django(app_process, otlp_receiver, tmp_path, server, **excluded_urls)
     excluded = httpx.get(base + "/polls/pid/")
     assert excluded.status_code == 200 and "traceresponse" not in excluded.headers
+    streamed = httpx.get(base + "/polls/stream/")
+    assert streamed.text.count("\n") == 3 and "traceresponse" not in streamed.headers
     measured = httpx.get(base + "/polls/3/")
-    _server_span(otlp_receiver, _trace(measured)[0])
+    trace_id, span_id = _trace(measured)
+    _server_span(otlp_receiver, trace_id)
     paths = [s.attributes.get("url.path") for s in otlp_receiver.spans(kind="SERVER")]
-    assert "/polls/3/" in paths and "/polls/pid/" not in paths
+    assert "/polls/3/" in paths and "/polls/pid/" not in paths and "/polls/stream/" not in paths
+    # The measured request's two queries (its question, its choices), ended after the excluded ones'.
+    otlp_receiver.wait_for(
+        lambda: len(otlp_receiver.spans(kind="CLIENT", trace_id=trace_id)) == 2, what="the measured queries"
+    )
+    statements = otlp_receiver.spans(kind="CLIENT")
+    assert {(s.trace_id, s.parent_span_id) for s in statements} == {(trace_id, span_id)}, [
+        (s.name, s.parent_span_id) for s in statements
+    ]
+
+    def points(table: str) -> int:
+        return otlp_receiver.histogram_count(DB_DURATION, {"db.collection.name": table})
+
+    for table in ("polls_question", "polls_choice"):  # cumulative: a point with the measured one has all
+        otlp_receiver.wait_for(functools.partial(points, table), what=f"the measured {table} query")
+        assert points(table) == 1, f"{table}: the excluded requests' queries were measured"
 
 
 def test_an_exception_django_propagates_is_one_exception_event(

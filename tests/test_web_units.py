@@ -251,3 +251,216 @@ def test_server_spans_end_through_the_lean_end() -> None:
     core.finish(work, "/x", 200, "", 0.001)
     assert ended == [span] and not span.is_recording()
     assert [(s.name, s.attributes["http.route"]) for s in memory.get_finished_spans()] == [("GET /x", "/x")]
+
+
+# --- excluded URLs: nothing of the request is traced or measured -----------------------------------
+
+
+class _Excluded:
+    """A runtime excluding ``^/health`` (OTEL_PYTHON_EXCLUDED_URLS), spans kept in memory, the
+    sqlite3 adapter installed, and what an app does per request: a SQL statement, a Redis
+    command (recorded as the Redis adapter does) and an outgoing call (as the HTTP clients do)."""
+
+    def __init__(self) -> None:
+        import sqlite3
+
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from otel_perf._config import load
+        from otel_perf._core.commands import Commands, CommandTarget
+        from otel_perf._core.outgoing import OutgoingCalls
+        from otel_perf._core.runtime import Runtime, build_instruments
+        from otel_perf._integrations import sqlite3 as sqlite_adapter
+        from otel_perf._metrics.instruments import Registry
+
+        self.provider = TracerProvider(shutdown_on_exit=False)
+        self.memory = InMemorySpanExporter()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.memory))
+        registry = Registry()
+        config = load({"OTEL_PYTHON_EXCLUDED_URLS": "^/health", "OTEL_PERF_SLOW_QUERY_MS": "0"})
+        tracer = self.provider.get_tracer("otel_perf")
+        self.rt = Runtime(config, tracer, registry, build_instruments(registry), Resource({}))
+        sqlite_adapter.install(self.rt, sqlite3)
+        self.uninstall = sqlite_adapter.uninstall
+        self.db = sqlite3.connect(":memory:", check_same_thread=False)
+        self.commands = Commands(self.rt)
+        self.redis = CommandTarget("redis", "127.0.0.1", 6379, "0")
+        self.calls = OutgoingCalls(self.rt, "requests")
+        self.traceparents: list[str] = []
+
+    def work(self, statement: str) -> None:
+        """What the app does while serving: one statement, one command, one outgoing call."""
+        self.db.execute(statement)
+        self.commands.record(self.redis, "GET", 0.001, "")
+        headers: dict[str, str] = {}
+        call = self.calls.start("GET", "http://peer.invalid/x", "peer.invalid", None, "http",
+                                headers.__setitem__)
+        if call is not None:
+            self.calls.end(call, 200)
+        self.traceparents.append(headers.get("traceparent", ""))
+
+    def counts(self) -> dict[tuple[Any, ...], int]:
+        """db.client.operation.duration points by (system, operation, collection, error)."""
+        return {s.key: s.count for s in self.rt.inst.db_duration.series()}
+
+    def close(self) -> None:
+        self.uninstall()
+        self.db.close()
+        self.provider.shutdown()
+
+
+@pytest.fixture
+def excluded() -> Any:
+    setup = _Excluded()
+    try:
+        yield setup
+    finally:
+        setup.close()
+
+
+def _wsgi_get(app: Any, path: str) -> bytes:
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict[str, Any] = {"PATH_INFO": path}
+    setup_testing_defaults(environ)
+    body = app(environ, lambda status, headers, exc_info=None: None)
+    try:
+        return b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+def test_an_excluded_wsgi_request_traces_and_measures_nothing_it_does(excluded: _Excluded) -> None:
+    """A request to an excluded URL gets no SERVER span, and its statements (in the app and while
+    its streamed body is made), Redis commands and outgoing calls no root span, no duration
+    point, no slow-query finding and no traceparent; a statement outside any request still
+    gets its root span and point, and a measured request is as before."""
+    excluded.db.execute("CREATE TABLE author (id INTEGER)")  # start-up: outside any request
+
+    def app(environ: Any, start_response: Any) -> Any:
+        excluded.work("SELECT id FROM author")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"].endswith("/stream"):
+
+            def chunks() -> Any:
+                yield b"a"
+                excluded.work("SELECT count(*) FROM author")  # while the body is sent
+                yield b"b"
+
+            return chunks()
+        return [b"ok"]
+
+    middleware = wsgi.PerfWSGIMiddleware(app, excluded.rt)
+    assert _wsgi_get(middleware, "/health") == b"ok"
+    assert _wsgi_get(middleware, "/health/stream") == b"ab"
+    assert excluded.traceparents == ["", "", ""], "an excluded request's outgoing calls carry no traceparent"
+    assert [q.operation for q in excluded.rt.findings.slow_queries] == ["CREATE"]  # every statement is slow
+    spans = excluded.memory.get_finished_spans()
+    assert [(s.name, s.parent) for s in spans] == [("CREATE", None)], "an excluded request's work was traced"
+    assert excluded.counts() == {("sqlite", "CREATE", "", ""): 1}
+    assert excluded.rt.inst.client_duration.series() == []
+
+    assert _wsgi_get(middleware, "/orders") == b"ok"  # measured: its statement is its SERVER span's child
+    server = next(s for s in excluded.memory.get_finished_spans() if s.kind == SpanKind.SERVER)
+    children = [s for s in excluded.memory.get_finished_spans() if s.parent is not None]
+    assert {s.parent.span_id for s in children} == {server.context.span_id}  # type: ignore[union-attr]
+    assert sorted(s.name for s in children) == ["GET", "GET", "SELECT author"]
+    assert excluded.traceparents[-1].split("-")[1] == f"{server.context.trace_id:032x}"
+    assert excluded.counts() == {
+        ("sqlite", "CREATE", "", ""): 1, ("sqlite", "SELECT", "author", ""): 1, ("redis", "GET", "", ""): 1,
+    }  # fmt: skip
+    assert len(excluded.rt.inst.client_duration.series()) == 1
+
+
+def test_an_excluded_asgi_request_or_websocket_traces_and_measures_nothing_it_does(
+    excluded: _Excluded,
+) -> None:
+    """The ASGI twin: an excluded request and an excluded websocket record nothing of what they
+    run; the lifespan (start-up) keeps its root spans."""
+    import asyncio
+
+    from otel_perf._integrations.asgi import PerfMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            excluded.db.execute("CREATE TABLE author (id INTEGER)")
+            return
+        excluded.work("SELECT id FROM author")
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0)
+        excluded.work("SELECT count(*) FROM author")  # while the body is sent
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = PerfMiddleware(app, excluded.rt)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def scope(kind: str, path: str) -> dict[str, Any]:
+        return {"type": kind, "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                "root_path": "", "headers": [], "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 2)}  # fmt: skip
+
+    async def serve() -> None:
+        await middleware({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+        await middleware(scope("http", "/health"), receive, send)
+        await middleware(scope("websocket", "/health/ws"), receive, send)
+
+    asyncio.run(serve())
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body", "websocket.close"]
+    assert excluded.traceparents == ["", "", ""]
+    spans = excluded.memory.get_finished_spans()
+    assert [(s.name, s.parent) for s in spans] == [("CREATE", None)], "an excluded request's work was traced"
+    assert excluded.counts() == {("sqlite", "CREATE", "", ""): 1}
+    assert excluded.rt.inst.client_duration.series() == []
+    assert [q.operation for q in excluded.rt.findings.slow_queries] == ["CREATE"]
+
+    asyncio.run(middleware(scope("http", "/orders"), receive, send))
+    server = next(s for s in excluded.memory.get_finished_spans() if s.kind == SpanKind.SERVER)
+    children = [s for s in excluded.memory.get_finished_spans() if s.parent is not None]
+    assert {s.parent.span_id for s in children} == {server.context.span_id}  # type: ignore[union-attr]
+    assert excluded.counts()[("sqlite", "SELECT", "author", "")] == 2
+
+
+def test_an_excluded_flask_request_streaming_its_body_records_nothing(excluded: _Excluded) -> None:
+    """Flask's own test of a complete body reads its unit, which an excluded request has not: the
+    body it streams is still made in the excluded request's context."""
+    import flask
+    import flask.app
+
+    from otel_perf._integrations import flask as flask_adapter
+
+    flask_adapter.install(excluded.rt, flask.app)
+    try:
+        app = flask.Flask("excluded")
+
+        @app.get("/health/stream")
+        def stream() -> Any:
+            def chunks() -> Any:
+                yield "a"
+                excluded.work("SELECT count(*) FROM sqlite_master")  # while the body is sent
+                yield "b"
+
+            return flask.Response(chunks(), mimetype="text/plain")
+
+        response = app.test_client().get("/health/stream")
+        assert response.get_data() == b"ab"
+        response.close()
+    finally:
+        flask_adapter.uninstall()
+    assert excluded.traceparents == [""]
+    assert excluded.memory.get_finished_spans() == ()
+    assert excluded.counts() == {}

@@ -5,11 +5,12 @@ Per command, sampled or not: ``db.client.operation.duration`` by ``db.system.nam
 client sending odd names cannot grow the series), and, when the enclosing span is sampled,
 a CLIENT span with explicit start/end times.  A command outside any span gets no span of its
 own (only its duration point): a job broker polling Redis (Celery's, kombu's) would otherwise
-fill the traces with one-command traces.  A command is not a SQL statement: it does not count
-in the unit of work's queries (they would distort queries per request), but the request's span,
-when sampled, carries ``perf.redis.command_count`` and ``perf.redis.duration`` (seconds).
-Cache reads among the commands are classified hit or miss by the adapter and go to
-:mod:`otel_perf._core.caches`.
+fill the traces with one-command traces.  Where instrumentation is suppressed (a request to an
+excluded URL) a command outside any span is not recorded at all.  A command is not a SQL
+statement: it does not count in the unit of work's queries (they would distort queries per
+request), but the request's span, when sampled, carries ``perf.redis.command_count`` and
+``perf.redis.duration`` (seconds).  Cache reads among the commands are classified hit or miss
+by the adapter and go to :mod:`otel_perf._core.caches`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
-from otel_perf._core.work import current_work
+from otel_perf._core.work import current_work, suppressed
 
 if TYPE_CHECKING:
     from otel_perf._core.runtime import Runtime
@@ -74,7 +75,8 @@ class Commands:
         end_ns = time.time_ns()
         start_ns = end_ns - int(seconds * 1e9)
         if parent is None:  # no root span: a broker's or a cache's own polling would flood traces
-            rt.inst.db_duration.record(seconds, key)
+            if not suppressed(var.get() if var is not None else _current_context()):  # excluded request
+                rt.inst.db_duration.record(seconds, key)
             return
         pctx = parent.get_span_context()
         if not (pctx.trace_flags & _SAMPLED and parent.is_recording()):

@@ -15,7 +15,8 @@ library sends a request and wraps it in :meth:`OutgoingCalls.start` / :meth:`Out
 While a call runs, HTTP instrumentation is suppressed in its context (the standard
 ``suppress_http_instrumentation`` key), so a library under another (``requests`` over
 ``urllib3``), ours or an official one, does not record the same call twice; and a call made
-where instrumentation is suppressed (the exporters' own requests) is not recorded at all.
+where instrumentation is suppressed (the exporters' own requests, a request to an excluded URL
+being served) is not recorded at all: no span, no metric, no ``traceparent``.
 
 A URL matching ``OTEL_PYTHON_<LIBRARY>_EXCLUDED_URLS`` (``REQUESTS``, ``URLLIB3``,
 ``AIOHTTP_CLIENT``, ``HTTPX``), or ``OTEL_PYTHON_EXCLUDED_URLS`` when that is unset, as for

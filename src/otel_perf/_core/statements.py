@@ -11,7 +11,9 @@ statement between two clock reads and hands it to :meth:`Statements.record` with
 * flag it slow (a finding with the example trace id),
 * and, when the enclosing span is sampled, emit a CLIENT span with explicit start/end
   times (no context attach needed: a statement has no children).  A statement outside
-  any span (start-up code, a script) starts a root span the sampler decides on.
+  any span (start-up code, a script) starts a root span the sampler decides on, unless
+  instrumentation is suppressed where it runs (a request to an excluded URL): then it is
+  neither traced nor measured.
 
 Driver adapters time a cursor call through :meth:`Statements.run` / :meth:`Statements.run_async`
 against a shared :meth:`Statements.target`.  A statement is recorded once whichever layers it
@@ -42,7 +44,7 @@ from otel_perf._analysis import insight
 from otel_perf._analysis.sql import Shape
 from otel_perf._core import guard
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
-from otel_perf._core.work import current_work
+from otel_perf._core.work import current_work, suppressed
 
 if TYPE_CHECKING:
     from otel_perf._core.runtime import Runtime
@@ -310,6 +312,8 @@ class Statements:
         slow = seconds >= rt.slow_query_s
         if parent is None:
             trace_id = self._root(target, shape, key, seconds, error_type, slow, batch)
+            if trace_id < 0:  # an excluded request's: not traced, not measured, no finding
+                return
         elif work is not None and parent is work.span:
             # The request's own span: the Work read its ids at the start (span_id: sampled).
             trace_id = work.trace_id
@@ -339,7 +343,14 @@ class Statements:
         slow: bool,
         batch: int,
     ) -> int:
-        """A statement outside any span (start-up, scripts): a root span if the sampler keeps it."""
+        """A statement outside any span (start-up, scripts): a root span if the sampler keeps it.
+
+        Its trace id (0: not sampled); -1, and nothing recorded, where instrumentation is
+        suppressed (a request to an excluded URL: :func:`~otel_perf._core.work.untraced`).
+        """
+        var = self._context_var
+        if suppressed(var.get() if var is not None else _current_context()):
+            return -1
         attrs, name = self._attributes(target, shape, error_type, slow, batch)
         end_ns = time.time_ns()
         span = self.spans.start(name, None, SpanKind.CLIENT, None, end_ns - int(seconds * 1e9))

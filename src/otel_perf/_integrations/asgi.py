@@ -5,7 +5,9 @@ and propagators are standard), attaches it as the current context, opens a :clas
 for the insight counters, adds ``traceresponse`` (and optionally ``Server-Timing``)
 headers, and at the end hands the unit to :class:`~otel_perf._core.server.ServerCore`,
 which names the span by the route template, records the RED metrics and evaluates the
-findings.  Requests to excluded URLs pass straight through; the stats endpoint is
+findings.  Requests (and websockets) to excluded URLs pass through with no span and no
+unit, in a context where instrumentation is suppressed (:func:`~otel_perf._core.work.untraced`):
+their statements, commands and outgoing calls are not recorded either.  The stats endpoint is
 answered here before the app sees the request.  How the route template is found is the
 framework adapter's part (``route_of``).
 
@@ -40,7 +42,7 @@ from otel_perf._core.server import (
     tag_from_baggage,
     traceresponse,
 )
-from otel_perf._core.work import Work, current_work
+from otel_perf._core.work import Work, current_work, untraced
 from otel_perf._integrations import apps, asgi_browser
 
 Scope = MutableMapping[str, Any]
@@ -237,10 +239,12 @@ class PerfMiddleware:
         # adapters), and nothing is allocated that a request does not need (no attribute
         # dict unless the span records, one object for send).
         if scope["type"] != "http":
-            if scope["type"] == "websocket" and not self._is_excluded(scope):
-                await self._websocket(scope, receive, send)
-            else:
+            if scope["type"] != "websocket":  # lifespan: start-up and shutdown keep their telemetry
                 await self.app(scope, receive, send)
+            elif self._is_excluded(scope):
+                await self._untraced(scope, receive, send)
+            else:
+                await self._websocket(scope, receive, send)
             return
         path: str = scope.get("path", "")
         if self.admin_paths and path.startswith(self.admin_paths) and self.core.stats.owns(path):
@@ -250,7 +254,7 @@ class PerfMiddleware:
             await asgi_browser.serve_script(self.browser, scope, send)
             return
         if self.excluded is not None and self.excluded.search(path):
-            await self.app(scope, receive, send)
+            await self._untraced(scope, receive, send)
             return
         rt = self.rt
         monitor = self.loop_monitor
@@ -367,6 +371,21 @@ class PerfMiddleware:
 
     def _is_excluded(self, scope: Scope) -> bool:
         return self.excluded is not None and bool(self.excluded.search(scope.get("path", "")))
+
+    async def _untraced(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request or websocket to an excluded URL: no span, no unit, instrumentation suppressed.
+
+        Inside a request an outer layer measures (nested apps) it is that request's, passed through.
+        """
+        outer = current_work.get()
+        if outer is not None and outer.kind == "request":
+            await self.app(scope, receive, send)
+            return
+        token = context.attach(untraced(context.get_current()))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            context.detach(token)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A websocket connection: one SERVER span for its whole life, named by its route.

@@ -6,8 +6,10 @@ the insight counters and makes both current while the app runs, adds ``traceresp
 (and ``Server-Timing`` when enabled) in ``start_response``, and at the end hands the unit
 to :class:`~otel_perf._core.server.ServerCore`, which names the span by the route
 template, records the RED metrics and evaluates the findings.  The stats endpoint and the
-browser script are answered before the app sees the request; excluded URLs pass straight
-through.
+browser script are answered before the app sees the request; a request to an excluded URL
+is passed through with no span and no unit, in a context where instrumentation is suppressed
+(:func:`~otel_perf._core.work.untraced`) while the app runs and while each chunk of a body it
+streams is made, so its statements, commands and outgoing calls are not recorded either.
 
 When the unit ends: a body that is already complete when the app returns (a list, Django's
 ``HttpResponse``, a server's file wrapper, whose ``sendfile`` path is kept) ends it there.
@@ -57,7 +59,7 @@ from otel_perf._core.server import (
     tag_from_baggage,
 )
 from otel_perf._core.spans import CONTEXT_IS_TUPLE
-from otel_perf._core.work import Work, current_work
+from otel_perf._core.work import Work, current_work, untraced
 from otel_perf._integrations import apps
 
 logger = logging.getLogger("otel_perf")
@@ -309,6 +311,40 @@ class _Body:
             self.server.finish(self.work, self.responder, error_type, exc)
 
 
+class _UntracedBody:
+    """The body of an excluded request the app is still producing: each chunk is made, and the
+    body closed, in the request's context (instrumentation suppressed)."""
+
+    __slots__ = ("body", "ctx", "iterator")
+
+    def __init__(self, body: Iterable[bytes], ctx: Context) -> None:
+        self.body = body
+        self.ctx = ctx
+        self.iterator: Iterator[bytes] | None = None
+
+    def __iter__(self) -> _UntracedBody:
+        return self
+
+    def __next__(self) -> bytes:
+        token = context.attach(self.ctx)
+        try:
+            iterator = self.iterator
+            if iterator is None:
+                iterator = self.iterator = iter(self.body)
+            return next(iterator)
+        finally:
+            context.detach(token)
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            token = context.attach(self.ctx)
+            try:
+                close()
+            finally:
+                context.detach(token)
+
+
 class WsgiServer:
     """The per-request work for WSGI apps of one framework (shared by its apps and threads).
 
@@ -359,7 +395,7 @@ class WsgiServer:
             if answered is not None:
                 return answered
         if self.excluded is not None and self.excluded.search(path):
-            return app(environ, start_response)
+            return self._untraced(app, environ, start_response)
         outer = current_work.get()
         if outer is not None and outer.kind == "request":  # inside a unit already (nested apps)
             self._join(outer)
@@ -431,6 +467,30 @@ class WsgiServer:
                     var.reset(ctx_token)
                 except Exception:  # what context.detach does: log it
                     context.detach(ctx_token)
+
+    def _untraced(self, app: WSGIApp, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """A request to an excluded URL: no span, no unit, instrumentation suppressed while it runs.
+
+        A body the app is still producing keeps that context for each chunk (:class:`_UntracedBody`).
+        Whether it is complete is the generic test's to say: a framework's own (``complete``) may
+        read what its adapter put on the unit (Flask's), and this request has none.  Inside a
+        request an outer layer measures (nested apps) it is that request's, passed through.
+        """
+        outer = current_work.get()
+        if outer is not None and outer.kind == "request":
+            return app(environ, start_response)
+        ctx = untraced(context.get_current())
+        token = context.attach(ctx)
+        try:
+            body = app(environ, start_response)
+            if complete_body(environ, body):
+                return body
+            wrapper = environ.get("wsgi.file_wrapper")
+            if wrapper is not None and type(wrapper) is type and type(body) is wrapper:
+                return body  # the server sends the file itself (sendfile)
+            return _UntracedBody(body, ctx)
+        finally:
+            context.detach(token)
 
     def finish(
         self, work: Work, responder: _Responder, error_type: str, exc: BaseException | None = None
