@@ -3,6 +3,7 @@
     python bench/servercount.py                       # /hello: bare, ours unsampled, ours sampled
     python bench/servercount.py --cache-sim           # + simulated cache and branch misses
     python bench/servercount.py --endpoint /db --requests 300
+    python bench/servercount.py --modes ours --set OTEL_PERF_TRACERESPONSE=false   # price a setting
 
 ``instructions.py`` counts one request through the app's ASGI stack in-process; this counts the
 whole server process: uvicorn, uvloop, httptools, the app, ours, and every thread, for
@@ -92,7 +93,13 @@ def _settle(seconds: float = 3.0, limit: float = 120.0) -> None:
 
 
 def count(
-    mode: str, path: str, requests: int, warmup: int, cache_sim: bool, src: str | None
+    mode: str,
+    path: str,
+    requests: int,
+    warmup: int,
+    cache_sim: bool,
+    src: str | None,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Event totals of ``requests`` counted requests in one server run under callgrind."""
     bindir = Path(sys.executable).parent
@@ -108,6 +115,7 @@ def count(
             QUIET
             | MODES[mode]
             | {"OTEL_SERVICE_NAME": "servercount", "OTEL_EXPORTER_OTLP_ENDPOINT": inproc.start_sink()}
+            | (settings or {})
         )
         if src:
             env["PYTHONPATH"] = src
@@ -173,7 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cache-sim", action="store_true", help="also simulate caches and branches (slower)")
     p.add_argument("--src", help="a checkout's src/ for the ours runs (PYTHONPATH)")
     p.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
+    p.add_argument("--set", action="append", default=[], metavar="VAR=VALUE",
+                   help="a variable for the ours runs (repeatable), to price a feature")  # fmt: skip
     args = p.parse_args(argv)
+    if any("=" not in kv for kv in args.set):
+        p.error("--set takes VAR=VALUE")
+    settings = dict(kv.split("=", 1) for kv in args.set)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print(
             "bench/servercount.py: valgrind is not installed (Debian: apt-get install valgrind)",
@@ -184,7 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [m for m in modes if m not in MODES]
     if unknown or args.requests < 1 or args.warmup < 0:
         p.error(f"bad --modes {unknown} or --requests/--warmup")
-    per = {m: count(m, args.endpoint, args.requests, args.warmup, args.cache_sim, args.src) for m in modes}
+    per = {
+        m: count(m, args.endpoint, args.requests, args.warmup, args.cache_sim, args.src, settings)
+        for m in modes
+    }
     print(f"{args.endpoint}: per request ({args.requests} counted, whole server process, all threads)")
     head = "| mode | instructions |" + (
         " est. cycles | L1 misses | LL misses | mispredicted |" if args.cache_sim else ""
