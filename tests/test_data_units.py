@@ -88,9 +88,39 @@ def test_sqlite3_connections_record_every_statement_once(sqlite_installed: tuple
         current_work.reset(token)
     assert work.query_count == 5
     series = {s.key: s.count for s in rt.inst.db_duration.series()}
-    assert series[("sqlite", "INSERT", "t", "")] == 1  # executemany: one statement
-    assert series[("sqlite", "SELECT", "missing", "OperationalError")] == 1
+    # system, operation, table, error type, then db.namespace, server.address, server.port
+    assert series[("sqlite", "INSERT", "t", "", ":memory:", "", None)] == 1  # executemany: one statement
+    assert series[("sqlite", "SELECT", "missing", "OperationalError", ":memory:", "", None)] == 1
     assert cursor.execute("SELECT count(*) FROM t").fetchone() == (3,)
+
+
+def test_statement_and_command_duration_points_say_which_database(runtime: tuple[Runtime, _Collect]) -> None:
+    """db.client.operation.duration carries db.namespace, server.address and server.port where
+    known (semantic conventions: conditionally required / recommended), as the spans do."""
+    from otel_perf._core.commands import Commands, CommandTarget
+    from otel_perf._core.statements import DbTarget, Statements
+    from otel_perf._metrics.bridge import _attributes
+
+    rt = runtime[0]
+    postgres = DbTarget("postgresql", "shop", "db.internal", 5433)
+    Statements(rt).record(postgres, "SELECT 1 FROM t", 0.002, "", 0)
+    Statements(rt).record(DbTarget("sqlite", "/srv/app.db"), "SELECT 1 FROM t", 0.001, "", 0)
+    Commands(rt).record(CommandTarget("redis", "cache.internal", 6380, "2"), "GET", 0.001, "")
+    inst = rt.inst.db_duration
+    points = sorted(
+        (sorted(_attributes(inst.attribute_names, s.key).items()) for s in inst.series()), key=str
+    )
+    assert points == sorted(
+        [
+            sorted({"db.system.name": "postgresql", "db.operation.name": "SELECT", "db.collection.name": "t",
+                    "db.namespace": "shop", "server.address": "db.internal", "server.port": 5433}.items()),
+            sorted({"db.system.name": "sqlite", "db.operation.name": "SELECT", "db.collection.name": "t",
+                    "db.namespace": "/srv/app.db"}.items()),
+            sorted({"db.system.name": "redis", "db.operation.name": "GET", "db.namespace": "2",
+                    "server.address": "cache.internal", "server.port": 6380}.items()),
+        ],
+        key=str,
+    )  # fmt: skip
 
 
 def test_sqlite3_connections_for_an_outer_layer_stay_unwrapped(

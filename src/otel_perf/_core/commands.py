@@ -24,6 +24,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
+from otel_perf._core.statements import db_place
 from otel_perf._core.work import current_work, suppressed
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ CACHED_SHAPES = 512
 class CommandTarget:
     """One key-value server and database a client talks to (what every command's span says)."""
 
-    __slots__ = ("attributes", "name", "spans", "system")
+    __slots__ = ("attributes", "name", "place", "spans", "system")
 
     def __init__(self, system: str, host: str = "", port: int | None = None, namespace: str = "") -> None:
         self.system = system
@@ -50,6 +51,8 @@ class CommandTarget:
             if port:
                 attrs["server.port"] = int(port)
         self.attributes = attrs
+        #: the end of its ``db.client.operation.duration`` key: namespace, address, port
+        self.place = db_place(attrs)
         #: the cache name its reads are counted under: ``host:port/db``
         self.name = f"{host}:{port}/{namespace}" if host else (namespace or system)
         #: (operation, batch) -> span attributes and name, built once
@@ -69,7 +72,7 @@ class Commands:
     ) -> None:
         """One command (or one pipeline of ``batch`` commands) that took ``seconds``."""
         rt = self.rt
-        key = (target.system, operation, "", error_type)
+        key = (target.system, operation, "", error_type, *target.place)
         var = self._context_var
         parent: Span | None = (var.get() if var is not None else _current_context()).get(_SPAN_KEY)  # type: ignore[assignment]
         end_ns = time.time_ns()

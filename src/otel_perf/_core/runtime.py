@@ -188,7 +188,15 @@ def build_instruments(
             n.DB_DURATION,
             "s",
             "Duration of database client operations.",
-            (n.A_DB_SYSTEM, n.A_DB_OPERATION, n.A_DB_COLLECTION, n.A_ERROR_TYPE),
+            (
+                n.A_DB_SYSTEM,
+                n.A_DB_OPERATION,
+                n.A_DB_COLLECTION,
+                n.A_ERROR_TYPE,
+                n.A_DB_NAMESPACE,
+                n.A_SERVER_ADDRESS,
+                n.A_SERVER_PORT,
+            ),
             sorted(set(DURATION_BOUNDS) | set(db_bounds)),
         ),
         queries_per_request=registry.histogram(

@@ -163,6 +163,17 @@ def disown(connection: Any) -> bool:
     return False
 
 
+def db_place(attributes: dict[str, Any]) -> tuple[str, str, int | None]:
+    """``db.namespace``, ``server.address`` and ``server.port`` of a target's span attributes,
+    as the last three values of its ``db.client.operation.duration`` key ("" / None: unknown,
+    left out of the point)."""
+    return (
+        str(attributes.get(n.A_DB_NAMESPACE, "")),
+        str(attributes.get(n.A_SERVER_ADDRESS, "")),
+        attributes.get("server.port"),
+    )
+
+
 def db_system(name: str) -> str:
     """``db.system.name`` for a SQLAlchemy dialect or driver family name."""
     return _SYSTEMS.get(name, name)
@@ -176,7 +187,7 @@ class DbTarget:
     create one per engine or per (driver, server, database) and keep it.
     """
 
-    __slots__ = ("attributes", "spans", "statements", "system")
+    __slots__ = ("attributes", "place", "spans", "statements", "system")
 
     def __init__(
         self, system: str, namespace: str = "", host: str = "", port: int | None = None
@@ -191,6 +202,8 @@ class DbTarget:
                 attrs["server.port"] = int(port)
         #: the span attributes every statement of this target carries
         self.attributes = attrs
+        #: the end of its ``db.client.operation.duration`` key: namespace, address, port
+        self.place = db_place(attrs)
         #: raw statement -> (shape, metric key); bounded, cleared whole when full
         self.statements: dict[str, tuple[Shape, Key]] = {}
         #: normalized statement -> its span's attributes and name (the usual case: not slow,
@@ -285,13 +298,13 @@ class Statements:
         entry = statements.get(statement)
         if entry is None:
             shape = rt.shapes.shape(statement, target.system)
-            entry = (shape, (target.system, shape.operation, shape.collection, ""))
+            entry = (shape, (target.system, shape.operation, shape.collection, "", *target.place))
             if len(statements) >= CACHED_STATEMENTS:
                 statements.clear()
             statements[statement] = entry
         shape, key = entry
         if error_type:
-            key = (target.system, shape.operation, shape.collection, error_type)
+            key = (target.system, shape.operation, shape.collection, error_type, *target.place)
         work = current_work.get()
         if work is not None:  # Work.add_query, inlined: this runs for every statement
             text = shape.text
