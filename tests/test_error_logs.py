@@ -77,8 +77,11 @@ def test_an_app_configuring_logging_with_dictconfig_keeps_log_export_and_our_war
         "import logging, logging.config\n"
         "logging.config.dictConfig({'version': 1, 'formatters': {'f': {'format': 'APP %(message)s'}},\n"
         "    'handlers': {'h': {'class': 'logging.StreamHandler', 'formatter': 'f', 'stream': 'ext://sys.stdout'}},\n"
+        "    'loggers': {'dictapp.audit': {'handlers': ['h'], 'propagate': False, 'level': 'INFO'}},\n"
         "    'root': {'level': 'INFO', 'handlers': ['h']}})\n"
         "logging.getLogger('dictapp').warning('configured by the app')\n"
+        "logging.getLogger('dictapp.audit').info('an audit line')\n"
+        "logging.getLogger('dictapp.audit.sub').info('a child audit line')\n"
         "print('otel_perf disabled:', logging.getLogger('otel_perf').disabled)\n"
     )
     env = clean_environ({**otlp_receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1"})
@@ -91,3 +94,7 @@ def test_an_app_configuring_logging_with_dictconfig_keeps_log_export_and_our_war
     assert "otel_perf disabled: False" in result.stdout
     record = otlp_receiver.wait_for_logs("configured by the app")[0]
     assert record.severity_number == 13  # WARN
+    # A logger the config stops at itself (propagate False, its own handler): exported, once.
+    assert "APP an audit line" in result.stdout
+    assert len(otlp_receiver.wait_for_logs("an audit line")) == 1
+    assert len(otlp_receiver.wait_for_logs("a child audit line")) == 1

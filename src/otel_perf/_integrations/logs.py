@@ -291,7 +291,9 @@ def reinstate() -> None:
     A config that sets the root's handlers removes ours: the OTLP handler goes back (log
     export is ours), the stderr one only if the root was left with none (theirs write the
     lines now).  ``disable_existing_loggers`` (dictConfig's default) switched off our logger
-    and the SDK's: enabled again, or findings and export warnings would vanish.
+    and the SDK's: enabled again, or findings and export warnings would vanish.  A logger the
+    config makes stop at itself (``propagate: False``, handlers of its own) gets the OTLP
+    handler, or its records would never be exported.
     """
     root = logging.getLogger()
     otlp = _state.get("otlp")
@@ -301,9 +303,15 @@ def reinstate() -> None:
     if otlp is not None and otlp not in root.handlers:
         root.addHandler(otlp)
     for name, lg in list(logging.root.manager.loggerDict.items()):
-        ours = name == "otel_perf" or name.startswith(("otel_perf.", "opentelemetry"))
-        if ours and isinstance(lg, logging.Logger):
+        if not isinstance(lg, logging.Logger):
+            continue
+        if name == "otel_perf" or name.startswith(("otel_perf.", "opentelemetry")):
             lg.disabled = False
+        elif otlp is not None and not lg.propagate and lg.handlers and otlp not in lg.handlers:
+            # A logger the config stops at itself (``propagate: False`` with handlers of its
+            # own, to write its lines once): its records never reach the root, so it gets the
+            # OTLP handler too.  A record is exported once: it stops at the first such logger.
+            lg.addHandler(otlp)
 
 
 def _after_configuring(original: Any) -> Any:
