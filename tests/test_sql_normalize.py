@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from otel_perf._analysis.sql import ShapeCache, classify, normalize
+from otel_perf._core.work import Work, current_work
 
 # What Django sends PostgreSQL and SQLite: every identifier double-quoted.
 DJANGO_INSERT = (
@@ -94,9 +97,9 @@ def test_cache_is_bounded() -> None:
     assert cache.shape("SELECT a FROM t WHERE b = 1").text == "SELECT a FROM t WHERE b = ?"
 
 
-@pytest.mark.parametrize("system", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("system", ["postgresql", "cockroachdb"])
 def test_double_quotes_are_identifiers_where_the_database_says_so(system: str) -> None:
-    """PostgreSQL and SQLite: "..." is an identifier; an INSERT keeps its column list."""
+    """PostgreSQL and its kin: "..." is an identifier; an INSERT keeps its column list."""
     assert normalize(DJANGO_INSERT, system) == (
         'INSERT INTO "shop_order" ("customer_id", "total") VALUES (?, ?) RETURNING "shop_order"."id"'
     )
@@ -119,9 +122,11 @@ def test_double_quotes_are_identifiers_where_the_database_says_so(system: str) -
     assert shape.collection == "shop_order"
 
 
-@pytest.mark.parametrize("system", ["mysql", "mariadb", ""])
+@pytest.mark.parametrize("system", ["mysql", "mariadb", "sqlite", ""])
 def test_double_quoted_values_go_for_mysql_and_unknown_databases(system: str) -> None:
-    """MySQL/MariaDB (without ANSI_QUOTES): "..." is a string, maybe a secret; so when unknown."""
+    """MySQL/MariaDB (without ANSI_QUOTES): "..." is a string, maybe a secret; so when unknown,
+    and on SQLite, which reads "..." naming no column as a string (Python's sqlite3 runs
+    ``WHERE password = "hunter2"``)."""
     assert normalize('INSERT INTO t (a, b) VALUES ("secret", "s3cr3t")', system) == (
         "INSERT INTO t (a, b) VALUES (?, ?)"
     )
@@ -129,6 +134,33 @@ def test_double_quoted_values_go_for_mysql_and_unknown_databases(system: str) ->
         "SELECT a FROM t WHERE b IN (?) AND c = ?"
     )
     assert normalize('SELECT * FROM t WHERE name = "secret"', system) == "SELECT * FROM t WHERE name = ?"
+    assert normalize('UPDATE users SET password = "s3cr3t" WHERE name = ?', system) == (
+        "UPDATE users SET password = ? WHERE name = ?"
+    )
+
+
+@pytest.mark.parametrize("system", ["postgresql", "mysql", ""])
+def test_an_unterminated_double_quote_keeps_nothing_after_it(system: str) -> None:
+    """A statement cut (or malformed) inside "...": its tail may hold values, never exported."""
+    assert normalize("""SELECT * FROM "users WHERE token = 'abc123' AND pin = 4242""", system) == (
+        "SELECT * FROM ?"
+    )
+
+
+def test_a_refused_postgresql_statement_is_read_the_cautious_way() -> None:
+    """PostgreSQL refuses ``api_key = "sk_live_..."`` (no such column): the failed statement is
+    recorded with the value rule, so the would-be value does not leave the process."""
+    rt, statements, tracer, provider = _runtime()
+    target = statements.target("postgresql")
+    work = Work("operation", "unit", tracer.start_span("unit"), rt.max_statements)
+    token = current_work.set(work)
+    try:
+        refused = 'SELECT * FROM "keys" WHERE api_key = "sk_live_abc"'
+        statements.record(target, refused, 0.001, "UndefinedColumn", 0)
+    finally:
+        current_work.reset(token)
+        provider.shutdown()
+    assert list(work.statements) == ['SELECT * FROM "keys" WHERE api_key = ?']
 
 
 def test_shape_cache_keeps_systems_apart() -> None:
@@ -146,22 +178,26 @@ def test_shape_cache_keeps_systems_apart() -> None:
     assert len(bounded._cache) + len(bounded._quoted_identifiers) <= 16 and bounded.evictions > 0
 
 
-def test_statement_core_honours_the_targets_system() -> None:
-    """Statements.record: a target's db.system.name decides (the shape cache is per runtime)."""
+def _runtime() -> tuple[Any, Any, Any, Any]:
+    """A runtime, its statement core, a tracer and the provider to shut down."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
     from otel_perf._config import load
     from otel_perf._core.runtime import Runtime, build_instruments
     from otel_perf._core.statements import Statements
-    from otel_perf._core.work import Work, current_work
     from otel_perf._metrics.instruments import Registry
 
     provider = TracerProvider(shutdown_on_exit=False)
     registry = Registry()
     tracer = provider.get_tracer("otel_perf")
     rt = Runtime(load({}), tracer, registry, build_instruments(registry), Resource({}))
-    statements = Statements(rt)
+    return rt, Statements(rt), tracer, provider
+
+
+def test_statement_core_honours_the_targets_system() -> None:
+    """Statements.record: a target's db.system.name decides (the shape cache is per runtime)."""
+    rt, statements, tracer, provider = _runtime()
     postgresql, sqlite, mysql = (statements.target(s) for s in ("postgresql", "sqlite", "mysql"))
     other = DJANGO_INSERT.replace('"total"', '"note"')
     work = Work("operation", "unit", tracer.start_span("unit"), rt.max_statements)
@@ -176,7 +212,7 @@ def test_statement_core_honours_the_targets_system() -> None:
         current_work.reset(token)
         provider.shutdown()
     assert work.statements == {
-        'INSERT INTO "shop_order" (?, ?) VALUES (?, ?) RETURNING "shop_order"."id"': 2,
-        'INSERT INTO "shop_order" ("customer_id", "total") VALUES (?, ?) RETURNING "shop_order"."id"': 3,
+        'INSERT INTO "shop_order" (?, ?) VALUES (?, ?) RETURNING "shop_order"."id"': 3,  # MySQL, SQLite
+        'INSERT INTO "shop_order" ("customer_id", "total") VALUES (?, ?) RETURNING "shop_order"."id"': 2,
         'INSERT INTO "shop_order" ("customer_id", "note") VALUES (?, ?) RETURNING "shop_order"."id"': 2,
     }

@@ -28,7 +28,7 @@ _LEXEMES = re.compile(
       |(?P<dollar>(?<![\w$])\$(?P<tag>[A-Za-z_]\w*|)\$.*?(?:\$(?P=tag)\$|\Z))
       |(?P<estring>(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z))
       |(?P<string>(?:(?<![\w$])[XxBbNn])?'(?:[^']|'')*(?:'|\Z))
-      |(?P<quoted>"(?:[^"]|"")*(?:"|\Z)))""",
+      |(?P<quoted>"(?:[^"]|"")*(?P<closed>")?))""",
     re.S | re.X,
 )
 #: A double-quoted token right after one of these is a value (MySQL's default string
@@ -56,11 +56,11 @@ _SUBQUERY_FROM = re.compile(r"^\(")
 #: ``db.system.name`` of the databases whose double quotes are identifiers, never strings
 #: (standard SQL): their "..." tokens are kept.  Everywhere else (MySQL and MariaDB without
 #: ANSI_QUOTES, BigQuery, Spark, a system we do not know) a double-quoted token where a value
-#: can stand is a string, possibly a secret, and becomes ``?``.  SQLite takes "..." for a
-#: string only where no column has that name (a deprecated fallback Django and SQLAlchemy
-#: never rely on): identifiers.
+#: can stand is a string, possibly a secret, and becomes ``?``.  Not SQLite: it runs
+#: ``WHERE password = "hunter2"`` with "hunter2" as a string when no column has that name (its
+#: deprecated fallback, on in Python's sqlite3), so its raw SQL keeps the value rule.
 QUOTED_IDENTIFIERS = frozenset(
-    {"postgresql", "sqlite", "oracle.db", "cockroachdb", "redshift", "duckdb", "snowflake", "trino"}
+    {"postgresql", "oracle.db", "cockroachdb", "redshift", "duckdb", "snowflake", "trino"}
 )
 #: Statements longer than this are cut before normalizing (and marked), so a pathological
 #: multi-megabyte statement costs bounded time and memory.
@@ -80,7 +80,7 @@ def _lexeme(match: re.Match[str]) -> str:
     kind = match.lastgroup
     if kind == "comment":
         return " "
-    if kind == "quoted" and (
+    if kind == "quoted" and match.group("closed") and (
         # "table"."column" (Django's select lists): a qualifier, never a value
         match.string.startswith(".", match.end())
         or not _VALUE_BEFORE.search(match.string, max(0, match.start() - 12), match.start())
@@ -90,11 +90,11 @@ def _lexeme(match: re.Match[str]) -> str:
 
 
 def _lexeme_quoted_identifiers(match: re.Match[str]) -> str:
-    """:func:`_lexeme` for :data:`QUOTED_IDENTIFIERS`: every "..." is a name, kept."""
+    """:func:`_lexeme` for :data:`QUOTED_IDENTIFIERS`: every closed "..." is a name, kept."""
     kind = match.lastgroup
     if kind == "comment":
         return " "
-    if kind == "quoted":
+    if kind == "quoted" and match.group("closed"):
         return match.group()
     return "?"
 

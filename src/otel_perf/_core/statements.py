@@ -297,7 +297,9 @@ class Statements:
         statements = target.statements
         entry = statements.get(statement)
         if entry is None:
-            shape = rt.shapes.shape(statement, target.system)
+            # A statement the database refused is read the cautious way: on PostgreSQL
+            # ``WHERE api_key = "sk_live_..."`` fails (no such column) with a value in it.
+            shape = rt.shapes.shape(statement, "" if error_type else target.system)
             entry = (shape, (target.system, shape.operation, shape.collection, "", *target.place))
             if len(statements) >= CACHED_STATEMENTS:
                 statements.clear()
