@@ -76,12 +76,17 @@ def test_an_app_configuring_logging_with_dictconfig_keeps_log_export_and_our_war
     code = (
         "import logging, logging.config\n"
         "logging.config.dictConfig({'version': 1, 'formatters': {'f': {'format': 'APP %(message)s'}},\n"
-        "    'handlers': {'h': {'class': 'logging.StreamHandler', 'formatter': 'f', 'stream': 'ext://sys.stdout'}},\n"
-        "    'loggers': {'dictapp.audit': {'handlers': ['h'], 'propagate': False, 'level': 'INFO'}},\n"
+        "    'handlers': {'h': {'class': 'logging.StreamHandler', 'formatter': 'f', 'stream': 'ext://sys.stdout'},\n"
+        "                 'null': {'class': 'logging.NullHandler'}},\n"
+        "    'loggers': {'dictapp.audit': {'handlers': ['h'], 'propagate': False, 'level': 'INFO'},\n"
+        "                'dictapp.access': {'handlers': ['h'], 'propagate': False, 'level': 'INFO'},\n"
+        "                'dictapp.silenced': {'handlers': ['null'], 'propagate': False}},\n"
         "    'root': {'level': 'INFO', 'handlers': ['h']}})\n"
         "logging.getLogger('dictapp').warning('configured by the app')\n"
         "logging.getLogger('dictapp.audit').info('an audit line')\n"
         "logging.getLogger('dictapp.audit.sub').info('a child audit line')\n"
+        "logging.getLogger('dictapp.access').info('GET /x 200')\n"
+        "logging.getLogger('dictapp.silenced').warning('silenced on purpose')\n"
         "print('otel_perf disabled:', logging.getLogger('otel_perf').disabled)\n"
     )
     env = clean_environ({**otlp_receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1"})
@@ -98,3 +103,34 @@ def test_an_app_configuring_logging_with_dictconfig_keeps_log_export_and_our_war
     assert "APP an audit line" in result.stdout
     assert len(otlp_receiver.wait_for_logs("an audit line")) == 1
     assert len(otlp_receiver.wait_for_logs("a child audit line")) == 1
+    # Not an access log (a line per request: the SERVER span), not a logger silenced on purpose.
+    assert not [r for r in otlp_receiver.logs() if r.body in ("GET /x 200", "silenced on purpose")]
+
+
+def test_after_the_apps_logging_config_our_lines_do_not_come_back_beside_its_own(
+    otlp_receiver: OTLPReceiver,
+) -> None:
+    """A config that leaves the root without handlers and gives the app's logger its own: the
+    app's handler writes each line, ours does not write it a second time on stderr."""
+    import subprocess
+    import sys
+
+    from support.launch import launcher
+    from support.procs import clean_environ
+
+    code = (
+        "import logging, logging.config\n"
+        "logging.config.dictConfig({'version': 1, 'disable_existing_loggers': False,\n"
+        "    'handlers': {'h': {'class': 'logging.StreamHandler', 'stream': 'ext://sys.stdout'}},\n"
+        "    'loggers': {'myapp': {'handlers': ['h'], 'level': 'INFO'}}, 'root': {'level': 'INFO'}})\n"
+        "logging.getLogger('myapp').warning('order 42 placed')\n"
+    )
+    env = clean_environ({**otlp_receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1"})
+    result = subprocess.run(
+        [launcher(), sys.executable, "-c", code],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("order 42 placed") == 1
+    assert "order 42 placed" not in result.stderr
+    assert len(otlp_receiver.wait_for_logs("order 42 placed")) == 1  # exported from the root

@@ -9,7 +9,8 @@ leaves logging configuration alone.  The handler goes on the root logger at star
 before the app runs; an app that later calls ``logging.basicConfig()`` keeps it (basicConfig
 is then a no-op), one that calls ``logging.config.dictConfig``/``fileConfig`` replaces it (their
 handlers write the lines; records still carry the ids), and after such a call the OTLP handler
-goes back on the root and our loggers are enabled again (:func:`reinstate`).
+goes back on the root and on the loggers it made stop at themselves, and our loggers are enabled
+again (:func:`_after_app_config`).
 An unconfigured root logger (level WARNING) is lowered to INFO so the app's INFO records
 reach the pipeline.  With ``OTEL_LOGS_EXPORTER=otlp`` records are also sent over OTLP.
 """
@@ -291,9 +292,7 @@ def reinstate() -> None:
     A config that sets the root's handlers removes ours: the OTLP handler goes back (log
     export is ours), the stderr one only if the root was left with none (theirs write the
     lines now).  ``disable_existing_loggers`` (dictConfig's default) switched off our logger
-    and the SDK's: enabled again, or findings and export warnings would vanish.  A logger the
-    config makes stop at itself (``propagate: False``, handlers of its own) gets the OTLP
-    handler, or its records would never be exported.
+    and the SDK's: enabled again, or findings and export warnings would vanish.
     """
     root = logging.getLogger()
     otlp = _state.get("otlp")
@@ -302,25 +301,66 @@ def reinstate() -> None:
         root.addHandler(stream)
     if otlp is not None and otlp not in root.handlers:
         root.addHandler(otlp)
+    _enable_ours()
+
+
+def _enable_ours() -> None:
     for name, lg in list(logging.root.manager.loggerDict.items()):
-        if not isinstance(lg, logging.Logger):
-            continue
-        if name == "otel_perf" or name.startswith(("otel_perf.", "opentelemetry")):
+        ours = name == "otel_perf" or name.startswith(("otel_perf.", "opentelemetry"))
+        if ours and isinstance(lg, logging.Logger):
             lg.disabled = False
-        elif otlp is not None and not lg.propagate and lg.handlers and otlp not in lg.handlers:
-            # A logger the config stops at itself (``propagate: False`` with handlers of its
-            # own, to write its lines once): its records never reach the root, so it gets the
-            # OTLP handler too.  A record is exported once: it stops at the first such logger.
+
+
+def _logger_states() -> dict[str, tuple[bool, tuple[logging.Handler, ...]]]:
+    """Each logger's propagation and handlers (to see what a config call changed)."""
+    return {
+        name: (lg.propagate, tuple(lg.handlers))
+        for name, lg in list(logging.root.manager.loggerDict.items())
+        if isinstance(lg, logging.Logger)
+    }
+
+
+def _after_app_config(before: dict[str, tuple[bool, tuple[logging.Handler, ...]]]) -> None:
+    """After the app's ``dictConfig``/``fileConfig``: the OTLP handler back on the root, ours
+    enabled again, and the OTLP handler on each logger the call made stop at itself.
+
+    The app's handlers write the lines now: ours goes back on no logger.  A logger the call
+    gave ``propagate: False`` and handlers of its own (to write its lines once) never passes
+    a record to the root, so it gets the OTLP handler; each record is exported once, at the
+    first such logger.  Not access logs (``*.access``: a line per request, which the SERVER
+    span already is; uvicorn configures its own with ``dictConfig`` at every start), not a
+    logger silenced with only ``NullHandler``s, not one the call left as it was.
+    """
+    root = logging.getLogger()
+    otlp = _state.get("otlp")
+    if otlp is not None and otlp not in root.handlers:
+        root.addHandler(otlp)
+    _enable_ours()
+    if otlp is None:
+        return
+    for name, lg in list(logging.root.manager.loggerDict.items()):
+        if not isinstance(lg, logging.Logger) or lg.propagate or otlp in lg.handlers:
+            continue
+        if name == "access" or name.endswith(".access") or lg.disabled:
+            continue
+        if not any(type(h) is not logging.NullHandler for h in lg.handlers):
+            continue
+        if before.get(name) != (lg.propagate, tuple(lg.handlers)):
             lg.addHandler(otlp)
 
 
 def _after_configuring(original: Any) -> Any:
-    """``logging.config.dictConfig``/``fileConfig`` as the app calls it, then :func:`reinstate`."""
+    """``logging.config.dictConfig``/``fileConfig`` as the app calls it, then :func:`_after_app_config`."""
 
     def configure(*args: Any, **kwargs: Any) -> Any:
+        try:
+            before = _logger_states()
+        except Exception as exc:
+            guard.internal_error("logging.config", exc)
+            return original(*args, **kwargs)
         result = original(*args, **kwargs)
         try:
-            reinstate()
+            _after_app_config(before)
         except Exception as exc:
             guard.internal_error("logging.config", exc)
         return result
