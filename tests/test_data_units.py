@@ -450,6 +450,43 @@ def test_a_django_cache_read_counts_once_with_get_or_set_as_one_read(
     assert Caches(rt).totals() == {("django", "shared"): (4.0, 3.0)}
 
 
+def test_a_get_or_set_filled_from_another_cache_counts_both_reads(django_orm: tuple[Runtime, Any]) -> None:
+    """Two tiers: the local cache's get_or_set reads the shared one for its default."""
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from otel_perf._integrations import django as django_adapter
+
+    rt = django_orm[0]
+    caches = Caches(rt)
+    local, shared = LocMemCache("local-tier", {}), LocMemCache("shared-tier", {})
+    django_adapter._count_reads(local, "local", caches)
+    django_adapter._count_reads(shared, "shared", caches)
+    shared.set("k", 1)
+    assert local.get_or_set("k", lambda: shared.get("k")) == 1
+    assert caches.totals() == {("django", "local"): (0.0, 1.0), ("django", "shared"): (1.0, 0.0)}
+
+
+def test_a_connection_opened_inside_an_apps_execute_wrapper_keeps_ours(
+    django_orm: tuple[Runtime, Any],
+) -> None:
+    """Django's docs' QueryLogger pattern: the thread's first query is inside the app's
+    ``with connection.execute_wrapper(...)``; leaving it pops the app's wrapper, not ours."""
+    rt, connections = django_orm
+    connection = connections["outside"]
+    seen: list[str] = []
+
+    def apps_wrapper(execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    assert connection.connection is None
+    with connection.execute_wrapper(apps_wrapper):
+        connection.ensure_connection()  # connects inside the block: ours goes in now
+    assert apps_wrapper not in connection.execute_wrappers
+    assert _django_statement(rt, connection) == (1, [False])  # ours still records
+    assert seen == []
+
+
 def test_a_django_cache_over_redis_counts_each_read_once(
     django_orm: tuple[Runtime, Any], redis_server: Any
 ) -> None:

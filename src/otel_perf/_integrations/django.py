@@ -64,7 +64,8 @@ _state: dict[str, Any] = {}
 ROOT_ROUTE = "/"
 #: The per-handler ASGI middleware lives in the handler's ``__dict__`` under this key.
 _ASGI_MIDDLEWARE = "_otel_perf_asgi"
-#: Inside a ``get_or_set``: the keys read so far (its first read counts, not the one after its ``add``).
+#: Inside a ``get_or_set``: its first read, (id of the backend, key): that read counts, the
+#: backend's read of the key again after its ``add`` does not.
 _GET_OR_SET_READS: ContextVar[list[Any] | None] = ContextVar("otel_perf_django_get_or_set", default=None)
 _MISSING = object()
 
@@ -300,10 +301,11 @@ class _Orm:
                 if id(present) in ours:
                     installed[i] = wrapper
                     return
-            # What ``connection.execute_wrapper(wrapper)`` does on entering, without the context
-            # manager: kept entered, that generator's exit (when it is collected) would pop
-            # whichever wrapper is last in the list by then, one of the app's or none.
-            installed.append(wrapper)
+            # Not ``connection.execute_wrapper(wrapper)`` kept entered: that generator's exit
+            # (when collected) pops whichever wrapper is last by then, one of the app's or none.
+            # First in the list, ours is the outermost: an app's ``with execute_wrapper(w):``
+            # this connection was opened in pops its own wrapper on exit, the last, not ours.
+            installed.insert(0, wrapper)
             self.connections.add(connection)
         except Exception as exc:
             guard.internal_error("django.connection_created", exc)
@@ -386,6 +388,7 @@ def _count_reads(backend: Any, alias: str, caches: Caches) -> None:
     reads again after its ``add``), the first counts.
     """
     read = caches.read
+    this = id(backend)
     own_get = backend.get
     own_get_many = backend.get_many
     own_get_or_set = backend.get_or_set
@@ -398,8 +401,8 @@ def _count_reads(backend: Any, alias: str, caches: Caches) -> None:
         reads = _GET_OR_SET_READS.get()
         if reads is not None:  # inside get_or_set: its read again after its add does not count
             if not reads:
-                reads.append(key)
-            elif key == reads[0]:
+                reads.append((this, key))
+            elif reads[0] == (this, key):  # not another cache's read of that key (two tiers)
                 counted = False
         token = COUNTED_ABOVE.set(True)  # the store beneath does not count it either
         try:
