@@ -9,15 +9,17 @@ and the exception, and follow ``OTEL_PERF_LOG_FORMAT`` on stderr (one JSON objec
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from support.launch import BIN, sqlite_urls, start_service
+from support.launch import BIN, launcher, sqlite_urls, start_service
 from support.otlp_receiver import OTLPReceiver
-from support.procs import AppProcess, free_port
+from support.procs import AppProcess, clean_environ, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -62,17 +64,22 @@ def test_unhandled_exception_record_is_exported_with_the_request_trace(
     assert all(line["exception"]["type"] == "RuntimeError" for line in lines)
 
 
+def _script_under_the_launcher(code: str, receiver: OTLPReceiver) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` under the launcher, exporting to ``receiver``; it must exit 0."""
+    env = clean_environ({**receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1"})
+    result = subprocess.run(
+        [launcher(), sys.executable, "-c", code],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_an_app_configuring_logging_with_dictconfig_keeps_log_export_and_our_warnings(
     otlp_receiver: OTLPReceiver,
 ) -> None:
     """A Flask-style app's ``logging.config.dictConfig`` (root handlers replaced, existing loggers
     disabled): its records are still exported over OTLP and our logger still writes."""
-    import subprocess
-    import sys
-
-    from support.launch import launcher
-    from support.procs import clean_environ
-
     code = (
         "import logging, logging.config\n"
         "logging.config.dictConfig({'version': 1, 'formatters': {'f': {'format': 'APP %(message)s'}},\n"
@@ -89,12 +96,7 @@ def test_an_app_configuring_logging_with_dictconfig_keeps_log_export_and_our_war
         "logging.getLogger('dictapp.silenced').warning('silenced on purpose')\n"
         "print('otel_perf disabled:', logging.getLogger('otel_perf').disabled)\n"
     )
-    env = clean_environ({**otlp_receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1"})
-    result = subprocess.run(
-        [launcher(), sys.executable, "-c", code],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _script_under_the_launcher(code, otlp_receiver)
     assert "APP configured by the app" in result.stdout  # the app's own handler writes its lines
     assert "otel_perf disabled: False" in result.stdout
     record = otlp_receiver.wait_for_logs("configured by the app")[0]
@@ -112,12 +114,6 @@ def test_after_the_apps_logging_config_our_lines_do_not_come_back_beside_its_own
 ) -> None:
     """A config that leaves the root without handlers and gives the app's logger its own: the
     app's handler writes each line, ours does not write it a second time on stderr."""
-    import subprocess
-    import sys
-
-    from support.launch import launcher
-    from support.procs import clean_environ
-
     code = (
         "import logging, logging.config\n"
         "logging.config.dictConfig({'version': 1, 'disable_existing_loggers': False,\n"
@@ -125,12 +121,7 @@ def test_after_the_apps_logging_config_our_lines_do_not_come_back_beside_its_own
         "    'loggers': {'myapp': {'handlers': ['h'], 'level': 'INFO'}}, 'root': {'level': 'INFO'}})\n"
         "logging.getLogger('myapp').warning('order 42 placed')\n"
     )
-    env = clean_environ({**otlp_receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1"})
-    result = subprocess.run(
-        [launcher(), sys.executable, "-c", code],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = _script_under_the_launcher(code, otlp_receiver)
     assert result.stdout.count("order 42 placed") == 1
     assert "order 42 placed" not in result.stderr
     assert len(otlp_receiver.wait_for_logs("order 42 placed")) == 1  # exported from the root
