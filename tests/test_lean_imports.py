@@ -135,7 +135,7 @@ _SUPPRESSION = r"""
 import json
 from opentelemetry import context
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled as official
-from otel_perf._core.outgoing import is_http_instrumentation_enabled as ours
+from otel_perf._core.suppression import is_http_instrumentation_enabled as ours
 keys = [context._SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation",
         context._SUPPRESS_HTTP_INSTRUMENTATION_KEY]
 rows = []
@@ -158,6 +158,33 @@ def test_http_suppression_check_answers_as_the_official_one(probes_off: str) -> 
     out = json.loads(_run(_SUPPRESSION, {"OTEL_PERF__PROBES_OFF": probes_off}))
     assert out["official"] is bool(probes_off)
     assert [r[1] for r in out["rows"]] == [r[2] for r in out["rows"]] == [True] + [False] * 7
+
+
+_EXCLUDED = r"""
+import json
+from opentelemetry import context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from otel_perf._core import suppression
+def seen():
+    return [suppression.suppressed(context.get_current()), is_instrumentation_enabled(),
+            suppression.is_http_instrumentation_enabled()]
+outside = seen()
+token = context.attach(suppression.untraced())
+try:
+    inside = seen()
+finally:
+    context.detach(token)
+print(json.dumps({"outside": outside, "inside": inside, "keys_here": suppression._KEYS_HERE}))
+"""
+
+
+@pytest.mark.parametrize("probes_off", ["", "api-suppress-keys"])
+def test_an_excluded_requests_suppression_is_the_official_one(probes_off: str) -> None:
+    """What the server adapters set for a request to an excluded URL, and what the statement
+    and command cores read, is what the official instrumentations set and read, probe or not."""
+    out = json.loads(_run(_EXCLUDED, {"OTEL_PERF__PROBES_OFF": probes_off}))
+    assert out["keys_here"] is not bool(probes_off)
+    assert (out["outside"], out["inside"]) == ([False, True, True], [True, False, False])
 
 
 def test_a_bootstrapped_app_imports_none_of_them(tmp_path: Path) -> None:

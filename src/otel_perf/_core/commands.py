@@ -25,7 +25,8 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from otel_perf import _names as n
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
 from otel_perf._core.statements import db_place
-from otel_perf._core.work import current_work, suppressed
+from otel_perf._core.suppression import suppressed
+from otel_perf._core.work import current_work
 
 if TYPE_CHECKING:
     from otel_perf._core.runtime import Runtime

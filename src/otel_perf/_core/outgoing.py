@@ -31,7 +31,6 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.context import create_key
 from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 
 from otel_perf import _names as n
@@ -39,44 +38,13 @@ from otel_perf._analysis import ratelimit
 from otel_perf._analysis.redact import safe_url
 from otel_perf._core import guard
 from otel_perf._core.capture import HeaderCapture, Pairs
-from otel_perf._core.probes import forced_off
 from otel_perf._core.server import KNOWN_METHODS, MAX_PATH_ATTR
 from otel_perf._core.spans import SpanStarter
+from otel_perf._core.suppression import SUPPRESS_HTTP_KEY, is_http_instrumentation_enabled
 
 if TYPE_CHECKING:
     from otel_perf._core.runtime import Runtime
 
-#: The API's shared "HTTP instrumentation suppressed" key (what ``suppress_http_instrumentation``
-#: sets and every official HTTP instrumentation checks); a key of our own if the API moved it.
-SUPPRESS_HTTP_KEY: str = getattr(context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None) or create_key(
-    "suppress_http_instrumentation"
-)
-
-
-def _http_instrumentation_check() -> Callable[[], bool]:
-    """``opentelemetry.instrumentation.utils.is_http_instrumentation_enabled``, or the same test.
-
-    That module imports ``wrapt`` and the semantic-convention helpers (about 0.4 MB of RSS) for
-    three context lookups.  Probe ``api-suppress-keys``: the API module defines both suppression
-    keys (the utils module reads them from there too); else the official function.
-    """
-    everything: Any = getattr(context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
-    http: Any = getattr(context, "_SUPPRESS_HTTP_INSTRUMENTATION_KEY", None)
-    if not isinstance(everything, str) or not isinstance(http, str) or forced_off("api-suppress-keys"):
-        from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
-
-        return is_http_instrumentation_enabled
-    get_value = context.get_value
-    plain = "suppress_instrumentation"  # the key's old plain-string form, still honoured
-
-    def is_http_instrumentation_enabled_here() -> bool:
-        return not (get_value(everything) or get_value(plain) or get_value(http))
-
-    return is_http_instrumentation_enabled_here
-
-
-#: Whether HTTP instrumentation runs in the current context (no outer layer suppressed it).
-is_http_instrumentation_enabled = _http_instrumentation_check()
 _ERROR = Status(StatusCode.ERROR)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: what an HTTP version looks like on the wire -> ``network.protocol.version``

@@ -38,9 +38,9 @@ PROBES: dict[str, str] = {
     "fallback: their default requests session",
     "instrumentation-logging-handler-alone": "the official LoggingHandler's module run on its own, "
     "without its package's instrumentor (BaseInstrumentor's imports); fallback: the usual import",
-    "api-suppress-keys": "the suppression keys read from the API's context (what "
-    "is_http_instrumentation_enabled reads), without importing opentelemetry-instrumentation's utils "
-    "and wrapt; fallback: is_http_instrumentation_enabled",
+    "api-suppress-keys": "the suppression keys read from and set in the API's context (what "
+    "is_http_instrumentation_enabled and suppress_instrumentation use), without importing "
+    "opentelemetry-instrumentation's utils and wrapt; fallback: those official functions",
     "fastapi-telemetry-lookups": "FastAPI's per-request telemetry lookups skipped while its native "
     "telemetry is off; fallback: left as they are",
     "sqlalchemy-connect-bypass": "hooked engines connect straight to SQLAlchemy's method; "

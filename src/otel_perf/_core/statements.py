@@ -44,7 +44,8 @@ from otel_perf._analysis import insight
 from otel_perf._analysis.sql import Shape
 from otel_perf._core import guard
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
-from otel_perf._core.work import current_work, suppressed
+from otel_perf._core.suppression import suppressed
+from otel_perf._core.work import current_work
 
 if TYPE_CHECKING:
     from otel_perf._core.runtime import Runtime
@@ -361,7 +362,7 @@ class Statements:
         """A statement outside any span (start-up, scripts): a root span if the sampler keeps it.
 
         Its trace id (0: not sampled); -1, and nothing recorded, where instrumentation is
-        suppressed (a request to an excluded URL: :func:`~otel_perf._core.work.untraced`).
+        suppressed (a request to an excluded URL: :func:`~otel_perf._core.suppression.untraced`).
         """
         var = self._context_var
         if suppressed(var.get() if var is not None else _current_context()):

@@ -12,21 +12,11 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any, ClassVar
 
-from opentelemetry import context as api_context
-from opentelemetry.context import Context, create_key
 from opentelemetry.trace import Span, SpanContext, TraceFlags
 
 from otel_perf._core.spans import CONTEXT_IN_FIELD, CONTEXT_IS_TUPLE
 
 _SAMPLED = int(TraceFlags.SAMPLED)
-#: The API's "instrumentation suppressed" key (what ``suppress_instrumentation`` sets, what every
-#: official instrumentation and our outgoing calls check; the SDK's exporters run with it set);
-#: a key of our own if the API moved it.
-SUPPRESS_KEY: str = getattr(api_context, "_SUPPRESS_INSTRUMENTATION_KEY", None) or create_key(
-    "suppress_instrumentation"
-)
-#: the key's old plain-string form, still honoured by the official instrumentations
-_SUPPRESS_PLAIN = "suppress_instrumentation"
 
 
 class Work:
@@ -115,22 +105,3 @@ class Work:
 
 
 current_work: ContextVar[Work | None] = ContextVar("otel_perf_work", default=None)
-
-
-def untraced(ctx: Context) -> Context:
-    """``ctx`` for a request to an excluded URL: instrumentation suppressed in it.
-
-    The server adapters run such a request (its app call, and each chunk of a body it streams)
-    in this context and open no unit: a statement or Redis command it runs has no span to
-    join and is dropped where work outside any span would otherwise start a root span or
-    record a metric point (:func:`suppressed`); an outgoing call is sent untouched (no span,
-    no metric, no ``traceparent``), as it is by the official HTTP instrumentations.  Only
-    those rare no-parent paths read the key: a statement inside a measured request pays
-    nothing for it.
-    """
-    return api_context.set_value(SUPPRESS_KEY, True, ctx)
-
-
-def suppressed(ctx: Context) -> bool:
-    """Whether instrumentation is suppressed in ``ctx`` (an excluded request, an exporter's own work)."""
-    return bool(ctx.get(SUPPRESS_KEY) or ctx.get(_SUPPRESS_PLAIN))

@@ -6,7 +6,7 @@ for the insight counters, adds ``traceresponse`` (and optionally ``Server-Timing
 headers, and at the end hands the unit to :class:`~otel_perf._core.server.ServerCore`,
 which names the span by the route template, records the RED metrics and evaluates the
 findings.  Requests (and websockets) to excluded URLs pass through with no span and no
-unit, in a context where instrumentation is suppressed (:func:`~otel_perf._core.work.untraced`):
+unit, in a context where instrumentation is suppressed (:func:`~otel_perf._core.suppression.untraced`):
 their statements, commands and outgoing calls are not recorded either.  The stats endpoint is
 answered here before the app sees the request.  How the route template is found is the
 framework adapter's part (``route_of``).
@@ -42,7 +42,8 @@ from otel_perf._core.server import (
     tag_from_baggage,
     traceresponse,
 )
-from otel_perf._core.work import Work, current_work, untraced
+from otel_perf._core.suppression import untraced
+from otel_perf._core.work import Work, current_work
 from otel_perf._integrations import apps, asgi_browser
 
 Scope = MutableMapping[str, Any]
@@ -381,7 +382,7 @@ class PerfMiddleware:
         if outer is not None and outer.kind == "request":
             await self.app(scope, receive, send)
             return
-        token = context.attach(untraced(context.get_current()))
+        token = context.attach(untraced())
         try:
             await self.app(scope, receive, send)
         finally:

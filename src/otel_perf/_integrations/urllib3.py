@@ -18,9 +18,10 @@ from types import ModuleType
 from typing import Any
 
 from otel_perf._core import guard
-from otel_perf._core.outgoing import Call, OutgoingCalls, is_http_instrumentation_enabled
+from otel_perf._core.outgoing import Call, OutgoingCalls
 from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
+from otel_perf._core.suppression import is_http_instrumentation_enabled
 
 _patches = Patches("urllib3")
 _DEFAULT_PORTS = {"http": 80, "https": 443}

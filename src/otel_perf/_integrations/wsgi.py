@@ -8,7 +8,7 @@ to :class:`~otel_perf._core.server.ServerCore`, which names the span by the rout
 template, records the RED metrics and evaluates the findings.  The stats endpoint and the
 browser script are answered before the app sees the request; a request to an excluded URL
 is passed through with no span and no unit, in a context where instrumentation is suppressed
-(:func:`~otel_perf._core.work.untraced`) while the app runs and while each chunk of a body it
+(:func:`~otel_perf._core.suppression.untraced`) while the app runs and while each chunk of a body it
 streams is made, so its statements, commands and outgoing calls are not recorded either.
 
 When the unit ends: a body that is already complete when the app returns (a list, Django's
@@ -59,7 +59,8 @@ from otel_perf._core.server import (
     tag_from_baggage,
 )
 from otel_perf._core.spans import CONTEXT_IS_TUPLE
-from otel_perf._core.work import Work, current_work, untraced
+from otel_perf._core.suppression import untraced
+from otel_perf._core.work import Work, current_work
 from otel_perf._integrations import apps
 
 logger = logging.getLogger("otel_perf")
@@ -479,7 +480,7 @@ class WsgiServer:
         outer = current_work.get()
         if outer is not None and outer.kind == "request":
             return app(environ, start_response)
-        ctx = untraced(context.get_current())
+        ctx = untraced()
         token = context.attach(ctx)
         try:
             body = app(environ, start_response)
