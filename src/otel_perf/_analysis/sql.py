@@ -4,7 +4,7 @@ Every statement that leaves the process (span attribute, log record, finding, st
 endpoint, metric label) goes through :func:`normalize` first: string, numeric, hex and
 dollar-quoted literals become ``?``, bind placeholders of every DB-API paramstyle become
 ``?``, double-quoted values become ``?`` unless the database's double quotes are identifiers
-(PostgreSQL, SQLite, ...: :data:`QUOTED_IDENTIFIERS`), ``IN (...)`` lists and multi-row
+(PostgreSQL, Oracle, ...: :data:`QUOTED_IDENTIFIERS`), ``IN (...)`` lists and multi-row
 ``VALUES`` collapse to one element, comments go, whitespace folds.  The same query shape
 thus always normalizes to the same text, which is what N+1 detection groups by.
 

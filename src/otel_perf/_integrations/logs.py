@@ -295,16 +295,18 @@ def reinstate() -> None:
     and the SDK's: enabled again, or findings and export warnings would vanish.
     """
     root = logging.getLogger()
-    otlp = _state.get("otlp")
     stream = _state.get("stream")
-    if stream is not None and not [h for h in root.handlers if h is not otlp]:
+    if stream is not None and not [h for h in root.handlers if h is not _state.get("otlp")]:
         root.addHandler(stream)
+    _export_again()
+
+
+def _export_again() -> None:
+    """The OTLP handler back on the root; our loggers and the SDK's enabled again."""
+    root = logging.getLogger()
+    otlp = _state.get("otlp")
     if otlp is not None and otlp not in root.handlers:
         root.addHandler(otlp)
-    _enable_ours()
-
-
-def _enable_ours() -> None:
     for name, lg in list(logging.root.manager.loggerDict.items()):
         ours = name == "otel_perf" or name.startswith(("otel_perf.", "opentelemetry"))
         if ours and isinstance(lg, logging.Logger):
@@ -331,11 +333,8 @@ def _after_app_config(before: dict[str, tuple[bool, tuple[logging.Handler, ...]]
     span already is; uvicorn configures its own with ``dictConfig`` at every start), not a
     logger silenced with only ``NullHandler``s, not one the call left as it was.
     """
-    root = logging.getLogger()
+    _export_again()
     otlp = _state.get("otlp")
-    if otlp is not None and otlp not in root.handlers:
-        root.addHandler(otlp)
-    _enable_ours()
     if otlp is None:
         return
     for name, lg in list(logging.root.manager.loggerDict.items()):
