@@ -261,7 +261,7 @@ class _Excluded:
     sqlite3 adapter installed, and what an app does per request: a SQL statement, a Redis
     command (recorded as the Redis adapter does) and an outgoing call (as the HTTP clients do)."""
 
-    def __init__(self) -> None:
+    def __init__(self, patterns: str = "^/health") -> None:
         import sqlite3
 
         from opentelemetry.sdk.resources import Resource
@@ -280,7 +280,7 @@ class _Excluded:
         self.memory = InMemorySpanExporter()
         self.provider.add_span_processor(SimpleSpanProcessor(self.memory))
         registry = Registry()
-        config = load({"OTEL_PYTHON_EXCLUDED_URLS": "^/health", "OTEL_PERF_SLOW_QUERY_MS": "0"})
+        config = load({"OTEL_PYTHON_EXCLUDED_URLS": patterns, "OTEL_PERF_SLOW_QUERY_MS": "0"})
         tracer = self.provider.get_tracer("otel_perf")
         self.rt = Runtime(config, tracer, registry, build_instruments(registry), Resource({}))
         sqlite_adapter.install(self.rt, sqlite3)
@@ -433,6 +433,77 @@ def test_an_excluded_asgi_request_or_websocket_traces_and_measures_nothing_it_do
     children = [s for s in excluded.memory.get_finished_spans() if s.parent is not None]
     assert {s.parent.span_id for s in children} == {server.context.span_id}  # type: ignore[union-attr]
     assert excluded.counts()[("sqlite", "SELECT", "author", "")] == 2
+
+
+def test_excluded_url_patterns_match_the_path_or_the_full_url_as_the_official_ones_do() -> None:
+    """The official instrumentations match a pattern against the request's full URL: ASGI and
+    Django ``scheme://host/path`` (the Host header's host), Flask with the query string too.  A
+    pattern naming the host, or Flask's query, excludes; one anchored at the path still does."""
+    import asyncio
+
+    import flask
+    import flask.app
+
+    from otel_perf._integrations import flask as flask_adapter
+    from otel_perf._integrations.asgi import PerfMiddleware
+
+    setup = _Excluded(r"^/health,//internal\.example(:\d+)?/,[?&]probe=1")
+    try:
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        middleware = PerfMiddleware(app, setup.rt)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        def asgi(path: str, host: bytes | None, query: bytes = b"") -> None:
+            headers = [(b"host", host)] if host is not None else []
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                     "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
+                     "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+                     "server": ("internal.example", 8000)}  # fmt: skip
+            asyncio.run(middleware(scope, receive, send))
+
+        asgi("/orders", b"internal.example:8000")  # the Host header names the host: excluded
+        asgi("/orders", None)  # no Host header: the server's address, internal.example:8000
+        asgi("/health", b"shop.example")  # the path
+        asgi("/orders", b"shop.example", b"probe=1")  # ASGI's URL has no query: measured
+        asgi("/orders/health", b"shop.example")  # ^/health is anchored at the path: measured
+
+        wsgi_app = wsgi.PerfWSGIMiddleware(lambda environ, start_response: [b"ok"], setup.rt)
+        from wsgiref.util import setup_testing_defaults
+
+        for host, query in [("internal.example", ""), ("shop.example", "probe=1")]:
+            environ: dict[str, Any] = {"PATH_INFO": "/orders", "HTTP_HOST": host, "QUERY_STRING": query}
+            setup_testing_defaults(environ)
+            list(wsgi_app(environ, lambda status, headers, exc_info=None: None))  # Django's reading: no query
+
+        flask_adapter.install(setup.rt, flask.app)
+        try:
+            flask_app = flask.Flask("excluded_by_url")
+            flask_app.get("/orders")(lambda: "ok")
+            client = flask_app.test_client()
+            for url in ("/orders?probe=1", "/orders?page=2"):  # Flask's reading has the query
+                assert client.get(url, base_url="http://shop.example").status_code == 200
+        finally:
+            flask_adapter.uninstall()
+
+        measured = sorted(
+            (str(s.attributes.get("url.path")), str(s.attributes.get("url.query", "")))  # type: ignore[union-attr]
+            for s in setup.memory.get_finished_spans()
+            if s.kind == SpanKind.SERVER
+        )
+        assert measured == [
+            ("/orders", "page=2"), ("/orders", "probe=1"), ("/orders", "probe=1"), ("/orders/health", ""),
+        ]  # fmt: skip
+    finally:
+        setup.close()
 
 
 def test_an_excluded_flask_request_streaming_its_body_records_nothing(excluded: _Excluded) -> None:

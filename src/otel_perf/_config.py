@@ -550,8 +550,9 @@ SETTINGS: tuple[Setting, ...] = (
             f"OTEL_PYTHON_{framework}_EXCLUDED_URLS",
             "list",
             (),
-            f"Comma-separated URL path regexes of requests to a {label} app to leave untraced and "
-            "unmeasured (unset: OTEL_PYTHON_EXCLUDED_URLS applies).",
+            f"Comma-separated regexes of requests to a {label} app to leave untraced and "
+            "unmeasured, matched against the path and the full URL "
+            "(unset: OTEL_PYTHON_EXCLUDED_URLS applies).",
             standard=True,
         )
         for framework, label in (

@@ -5,7 +5,8 @@ app; the WSGI middleware for Django, Flask and any other WSGI app) does the same
 things per request, through this module:
 
 1. decide whether the request is ours to answer (the stats endpoint and health path,
-   :attr:`ServerCore.admin_paths`) or to leave alone (excluded URLs, :attr:`ServerCore.excluded`);
+   :attr:`ServerCore.admin_paths`) or to leave alone (excluded URLs, :attr:`ServerCore.excluded`,
+   :func:`excludes`);
 2. start the SERVER span from the incoming trace context (:meth:`ServerCore.start_attributes`)
    and open a :class:`Work` as the current context (each adapter inlines these few steps:
    they run for every request);
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -67,6 +69,18 @@ def tag_from_baggage(span: trace.Span, ctx: Context) -> None:
     for key, value in baggage.get_all(ctx).items():
         if key.startswith(BAGGAGE_SPAN_PREFIX) and isinstance(value, str):
             span.set_attribute(key[:100], value[:200])
+
+
+def excludes(pattern: re.Pattern[str], path: str, url: Callable[[Any], str], request: Any) -> bool:
+    """Whether an excluded-URL pattern leaves the request alone.
+
+    It does when a pattern matches the request's path or its full URL, ``url(request)``, built
+    only when the path did not match.  The official instrumentations match the full URL
+    (``http://host/healthz``: so a pattern may name the host); the README has always said
+    path, so a pattern anchored at the path (``^/healthz``) excludes too.  Only a request to
+    an app whose exclusion list is set pays this.
+    """
+    return pattern.search(path) is not None or pattern.search(url(request)) is not None
 
 
 def traceresponse(work: Work) -> bytes:
@@ -122,7 +136,7 @@ class ServerCore:
         self.admin_paths: tuple[str, ...] = self.stats.paths if self.stats is not None else ()
         #: the browser script (served at its path, Server-Timing on HTML), or None
         self.browser: Any = runtime.browser_script
-        #: requests whose path matches are passed straight through, unmeasured
+        #: requests whose path or URL matches are passed straight through, unmeasured (excludes())
         self.excluded = cfg.excluded_urls(framework)
         self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")

@@ -36,6 +36,7 @@ from otel_perf._core.server import (
     KNOWN_METHODS,
     MAX_PATH_ATTR,
     ServerCore,
+    excludes,
     header_value,
     mark_failed_request,
     server_timing,
@@ -113,6 +114,21 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "QUERY"})
 def _request_size(scope: Scope) -> int:
     value = header_value(scope.get("headers") or (), b"content-length")
     return int(value) if value.isdigit() else -1
+
+
+def request_url(scope: Scope) -> str:
+    """The request's URL as the official ASGI instrumentation matches excluded URLs against:
+    ``scheme://host/path``, the host from the ``Host`` header (else the server's address and a
+    port other than 80), no query string."""
+    host = ""
+    for key, value in scope.get("headers") or ():
+        if key == b"host":
+            host = value.decode("latin-1")
+            break
+    if not host:
+        server = scope.get("server") or ("0.0.0.0", 80)
+        host = str(server[0]) if server[1] in (80, None) else f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme') or 'http'}://{host}{scope.get('path', '')}"
 
 
 def _decoded(headers: Any) -> list[tuple[str, str]]:
@@ -254,7 +270,7 @@ class PerfMiddleware:
         if self.browser is not None and path == self.browser.path:
             await asgi_browser.serve_script(self.browser, scope, send)
             return
-        if self.excluded is not None and self.excluded.search(path):
+        if self.excluded is not None and excludes(self.excluded, path, request_url, scope):
             await self._untraced(scope, receive, send)
             return
         rt = self.rt
@@ -371,7 +387,8 @@ class PerfMiddleware:
             guard.internal_error("asgi.finish", exc)
 
     def _is_excluded(self, scope: Scope) -> bool:
-        return self.excluded is not None and bool(self.excluded.search(scope.get("path", "")))
+        excluded = self.excluded
+        return excluded is not None and excludes(excluded, scope.get("path", ""), request_url, scope)
 
     async def _untraced(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request or websocket to an excluded URL: no span, no unit, instrumentation suppressed.

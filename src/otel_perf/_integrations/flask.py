@@ -38,7 +38,7 @@ WHAT = (
 def install(runtime: Runtime, module: Any) -> None:
     name = module.__name__
     if name == "flask.app":
-        server = WsgiServer(runtime, framework="Flask", complete=_not_streamed)
+        server = WsgiServer(runtime, framework="Flask", complete=_not_streamed, query_in_url=True)
         _patches.wrap(module.Flask, "wsgi_app", lambda original: _wsgi_app(server, original))
         _patches.wrap(module.Flask, "process_response", _process_response)
         _patches.wrap(module.Flask, "__init__", lambda original: _made(runtime, original))

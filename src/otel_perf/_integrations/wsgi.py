@@ -37,12 +37,14 @@ registry: its ``install`` only arms that wrapping.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from time import perf_counter
 from typing import Any
+from wsgiref.util import request_uri
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
@@ -54,6 +56,7 @@ from otel_perf._core.runtime import Runtime
 from otel_perf._core.server import (
     KNOWN_METHODS,
     ServerCore,
+    excludes,
     mark_failed_request,
     server_timing,
     tag_from_baggage,
@@ -362,6 +365,7 @@ class WsgiServer:
         work_type: type[Work] = WsgiWork,
         framework: str = "WSGI",
         complete: Complete = complete_body,
+        query_in_url: bool = False,
     ) -> None:
         self.rt = runtime
         self.framework = framework
@@ -374,6 +378,12 @@ class WsgiServer:
         #: the stats and health paths' prefixes (() while both are off)
         self.admin_paths = core.admin_paths
         self.excluded = core.excluded
+        #: the request's URL as the framework's official instrumentation matches excluded URLs
+        #: against: ``scheme://host/script/path``, with the query string for Flask (its
+        #: ``request.url``), without for Django (``build_absolute_uri("?")``)
+        self.url_of: Callable[[Any], str] = (
+            request_uri if query_in_url else functools.partial(request_uri, include_query=False)
+        )
         self.spans = core.spans
         self.context_var = core.context_var
         self.browser = core.browser
@@ -395,7 +405,7 @@ class WsgiServer:
             answered = self._browser_script(environ, start_response)
             if answered is not None:
                 return answered
-        if self.excluded is not None and self.excluded.search(path):
+        if self.excluded is not None and excludes(self.excluded, path, self.url_of, environ):
             return self._untraced(app, environ, start_response)
         outer = current_work.get()
         if outer is not None and outer.kind == "request":  # inside a unit already (nested apps)
