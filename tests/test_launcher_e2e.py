@@ -159,7 +159,9 @@ def test_routes_of_included_routers_and_mounts_keep_every_prefix(
     service: Service, otlp_receiver: OTLPReceiver
 ) -> None:
     """FastAPI 0.165 includes routers lazily (scope["route"] is the inner route): the exported
-    route is still the full template, and two prefixes of one router stay two routes."""
+    route is still the full template, and two prefixes of one router stay two routes.  A request
+    to the mounted FastAPI app is measured once: one SERVER span, one duration point, one
+    ``traceresponse`` (the sub-app's own middleware joins the outer app's unit)."""
     paths = {
         "/api/v1/shop/items/3": "/api/v1/shop/items/{item_id}",
         "/api/v2/shop/items/4": "/api/v2/shop/items/{item_id}",
@@ -167,7 +169,9 @@ def test_routes_of_included_routers_and_mounts_keep_every_prefix(
         "/sub/nested/items/5": "/sub/nested/items/{item_id}",
     }
     for path in paths:
-        assert httpx.get(service.base + path).status_code == 200, path
+        response = httpx.get(service.base + path)
+        assert response.status_code == 200, path
+        assert len(response.headers.get_list("traceresponse")) == 1, path
     for path, route in paths.items():
         span = otlp_receiver.wait_for_spans(name=f"GET {route}", kind="SERVER")[0]
         assert span.attributes["http.route"] == route
@@ -180,6 +184,9 @@ def test_routes_of_included_routers_and_mounts_keep_every_prefix(
             >= 1,
             what=f"http.server.request.duration for {route}",
         )
+        count = otlp_receiver.histogram_count("http.server.request.duration", {"http.route": route})
+        assert count == 1, route
+        assert len(otlp_receiver.spans(name=f"GET {route}", kind="SERVER")) == 1, route
     shop_spans = [s for s in otlp_receiver.spans(kind="SERVER") if s.name.endswith("/shop/items/{item_id}")]
     assert {s.name for s in shop_spans} == {
         "GET /api/v1/shop/items/{item_id}",

@@ -19,6 +19,7 @@ This middleware keeps the same span shape and semantic conventions at a fraction
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter
@@ -258,7 +259,7 @@ class PerfMiddleware:
         if scope["type"] != "http":
             if scope["type"] != "websocket":  # lifespan: start-up and shutdown keep their telemetry
                 await self.app(scope, receive, send)
-            elif self._is_excluded(scope):
+            elif self._is_excluded(scope) or self._nested(scope):
                 await self._untraced(scope, receive, send)
             else:
                 await self._websocket(scope, receive, send)
@@ -272,6 +273,11 @@ class PerfMiddleware:
             return
         if self.excluded is not None and excludes(self.excluded, path, request_url, scope):
             await self._untraced(scope, receive, send)
+            return
+        outer = current_work.get()
+        if outer is not None and outer.scope is scope:  # an app mounted in an app we measure
+            self._join(outer)
+            await self.app(scope, receive, send)
             return
         rt = self.rt
         monitor = self.loop_monitor
@@ -389,6 +395,22 @@ class PerfMiddleware:
     def _is_excluded(self, scope: Scope) -> bool:
         excluded = self.excluded
         return excluded is not None and excludes(excluded, scope.get("path", ""), request_url, scope)
+
+    def _nested(self, scope: Scope) -> bool:
+        """Whether ``scope`` is a request an outer app measures already: an app mounted in it
+        (Starlette's ``Mount`` hands the sub-app the very scope the outer app got).  It is that
+        request's, measured once: one SERVER span, one point, one ``traceresponse``."""
+        outer = current_work.get()
+        if outer is None or outer.scope is not scope:
+            return False
+        self._join(outer)
+        return True
+
+    def _join(self, outer: Work) -> None:
+        """A request of this framework inside a unit a generic ASGI wrapper began: ours now."""
+        if self.work_type is not Work and type(outer) is Work:
+            with contextlib.suppress(TypeError):  # same slots: the outer unit reports as ours
+                outer.__class__ = self.work_type
 
     async def _untraced(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A request or websocket to an excluded URL: no span, no unit, instrumentation suppressed.
