@@ -535,3 +535,21 @@ def test_an_excluded_flask_request_streaming_its_body_records_nothing(excluded: 
     assert excluded.traceparents == [""]
     assert excluded.memory.get_finished_spans() == ()
     assert excluded.counts() == {}
+
+
+def test_an_outgoing_call_without_a_response_has_no_status_in_its_duration_point(excluded: _Excluded) -> None:
+    """Semconv: ``http.response.status_code`` only when a response came back.  A refused
+    connection's point has ``error.type`` and no status (not a "status 0" series), as its span."""
+    from otel_perf._metrics.bridge import _attributes
+
+    for status, error in ((0, ConnectionRefusedError("refused")), (503, None)):
+        call = excluded.calls.start("GET", "http://peer.invalid/", "peer.invalid", 80, "http", {}.__setitem__)
+        assert call is not None
+        excluded.calls.end(call, status, error=error)
+    duration = excluded.rt.inst.client_duration
+    points = [_attributes(duration.attribute_names, s.key) for s in duration.series()]
+    assert sorted((p.get("http.response.status_code", 0), p["error.type"]) for p in points) == [
+        (0, "ConnectionRefusedError"), (503, "503"),
+    ]  # fmt: skip
+    refused = next(p for p in points if p["error.type"] == "ConnectionRefusedError")
+    assert "http.response.status_code" not in refused

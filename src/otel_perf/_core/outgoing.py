@@ -215,7 +215,8 @@ class OutgoingCalls:
         error_type = type(error).__qualname__ if error is not None else str(status) if status >= 400 else ""
         span = call.span
         protocol = protocol_version(version)
-        key = (host, call.method, status, error_type, call.port or None, protocol)
+        # status 0: no response, so no http.response.status_code (None is left out of the point)
+        key = (host, call.method, status or None, error_type, call.port or None, protocol)
         recording = type(span) is not NonRecordingSpan and span.is_recording()
         if recording:
             ctx = span.get_span_context()
