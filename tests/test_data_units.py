@@ -197,6 +197,41 @@ def test_sqlalchemy_over_sqlite3_with_a_creator_counts_each_statement_once(
     assert len([s for s in collect.spans if s.name == "SELECT"]) == 3
 
 
+def test_pools_are_named_as_the_official_instrumentation_names_them_and_each_is_measured(
+    sqlite_installed: tuple[Runtime, _Collect], tmp_path: Path
+) -> None:
+    """``db.client.connection.pool.name``: the pool's ``logging_name``, else the official
+    ``driver://host:port/db``; two engines on one database (an async and a sync engine, two
+    binds) are two series, not one; a pool ``dispose()`` replaced is still measured."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from otel_perf._integrations import sqlalchemy as ours_sa
+
+    rt, _ = sqlite_installed
+    listener = ours_sa.SQLAlchemyListener(rt)
+    ours_sa.attach_listener(listener)
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    try:
+        first = sqlalchemy.create_engine(url, pool_size=3)
+        second = sqlalchemy.create_engine(url, pool_size=7)
+        named = sqlalchemy.create_engine(url, pool_logging_name="orders")
+        for engine in (first, second, named):
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+        first.dispose()  # a new pool, empty
+        held = first.connect()
+        try:
+            official = f"sqlite://:/{tmp_path / 'shop.db'}"
+            maxima = {key[0]: value for value, key in listener.pool_max()}
+            assert maxima == {official: 3 + 10, f"{official} #2": 7 + 10, "orders": 5 + 10}
+            points = {key: value for value, key in listener.pool_points()}
+            assert points[(official, "used")] == 1 and points[(official, "idle")] == 0
+            assert points[(f"{official} #2", "idle")] == 1
+        finally:
+            held.close()
+    finally:
+        ours_sa.detach_listener(listener)
+
+
 def test_statement_text_of_what_drivers_take() -> None:
     class Composed:
         def as_string(self) -> str:

@@ -73,9 +73,10 @@ class SQLAlchemyListener:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.statements = Statements(runtime)
-        self._engines: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+        #: each engine known, with its pool's name (unique in the process: see :meth:`know`);
+        #: its pool is read at each collection, so one ``dispose()`` replaced is still measured
+        self.engines: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._dialects: weakref.WeakKeyDictionary[Any, DbTarget] = weakref.WeakKeyDictionary()
-        self.pools: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         #: engines that connect straight to SQLAlchemy's method (see :meth:`bypass`)
         self._bypassed: weakref.WeakSet[Any] = weakref.WeakSet()
         #: threads inside QueuePool checkout right now (waiting when the pool is exhausted) are
@@ -93,9 +94,16 @@ class SQLAlchemyListener:
         cached = getattr(engine, _INFO, None)
         if cached is not None and cached is self:
             return
-        if engine not in self._engines:
-            self._engines[engine] = True
-            self.pools[engine.pool] = _pool_name(engine)
+        if engine not in self.engines:
+            # Two engines on one database (an async and a sync engine, two binds) would make
+            # one series of two pools: the second one's name gets " #2" (semconv: unique).
+            name = base = _pool_name(engine)
+            taken = set(self.engines.values())
+            number = 2
+            while name in taken:
+                name = f"{base} #{number}"
+                number += 1
+            self.engines[engine] = name
         with contextlib.suppress(AttributeError):  # no __dict__: the weak mapping serves
             setattr(engine, _INFO, self)
 
@@ -199,9 +207,23 @@ class SQLAlchemyListener:
         except Exception as exc:
             guard.internal_error("sqlalchemy.engine_connect", exc)
 
+    def pools(self) -> list[tuple[Any, str]]:
+        """(pool, name) of every engine known, each pool once (engines may share one)."""
+        out: list[tuple[Any, str]] = []
+        seen: set[int] = set()
+        for engine, name in list(self.engines.items()):
+            pool = getattr(engine, "pool", None)
+            if pool is not None and id(pool) not in seen:
+                seen.add(id(pool))
+                out.append((pool, name))
+        return out
+
+    def pool_name(self, pool: Any) -> str:
+        return next((name for known, name in self.pools() if known is pool), "")
+
     def pool_points(self) -> list[tuple[float, Key]]:
         out: list[tuple[float, Key]] = []
-        for pool, name in list(self.pools.items()):
+        for pool, name in self.pools():
             checkedout = getattr(pool, "checkedout", None)
             checkedin = getattr(pool, "checkedin", None)
             if checkedout is None or checkedin is None:
@@ -211,7 +233,7 @@ class SQLAlchemyListener:
         return out
 
     def pending_points(self) -> list[tuple[float, Key]]:
-        waiting = [(getattr(pool, _PENDING, None), name) for pool, name in list(self.pools.items())]
+        waiting = [(getattr(pool, _PENDING, None), name) for pool, name in self.pools()]
         return [(float(len(inside)), (name,)) for inside, name in waiting if inside is not None]
 
     def checkout(self, original: Any) -> Any:
@@ -229,7 +251,7 @@ class SQLAlchemyListener:
             try:
                 return original(pool)
             except PoolTimeout:  # the pool is exhausted
-                listener.timeouts.add(1, (listener.pools.get(pool, ""),))
+                listener.timeouts.add(1, (listener.pool_name(pool),))
                 raise
             finally:
                 inside.pop()
@@ -239,7 +261,7 @@ class SQLAlchemyListener:
 
     def pool_max(self) -> list[tuple[float, Key]]:
         out: list[tuple[float, Key]] = []
-        for pool, name in list(self.pools.items()):
+        for pool, name in self.pools():
             size = getattr(pool, "size", None)
             overflow = getattr(pool, "_max_overflow", None)
             if size is None or overflow is None or overflow < 0:
@@ -340,9 +362,13 @@ def _connect_as_outer_layer(connect: Any) -> Any:
 
 
 def _pool_name(engine: Any) -> str:
+    """``db.client.connection.pool.name`` as the official instrumentation names it: the pool's
+    ``logging_name`` (``create_engine(pool_logging_name=...)``), else ``driver://host:port/db``."""
+    logging_name = getattr(engine.pool, "logging_name", None)
+    if isinstance(logging_name, str) and logging_name:
+        return logging_name[:200]
     url = engine.url
-    where = f"{url.host}:{url.port}" if url.host else ""
-    return f"{engine.dialect.name}://{where}/{url.database or ''}"[:200]
+    return f"{url.drivername or ''}://{url.host or ''}:{url.port or ''}/{url.database or ''}"[:200]
 
 
 class _Counted:
