@@ -88,6 +88,11 @@ def test_hits_and_misses_are_exact_and_each_command_is_one_span(
     get = spans[2].attributes
     assert get["db.system.name"] == "redis" and get["db.operation.name"] == "GET"
     assert get["db.namespace"] == "3" and get["server.port"] == redis_server.port
+    # As the official instrumentation's: the command with each argument a "?", never a value
+    assert get["db.query.text"] == "GET ?" and get["db.redis.args_length"] == 2
+    assert get["network.transport"] == "tcp"
+    assert spans[4].attributes["db.query.text"] == "MGET ? ? ?"
+    assert spans[5].attributes["db.query.text"] == "HSET ? ? ?"
     assert spans[-1].attributes["db.operation.batch.size"] == 2
     otlp_receiver.wait_for(
         lambda: (

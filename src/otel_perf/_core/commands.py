@@ -33,8 +33,11 @@ if TYPE_CHECKING:
 
 _SAMPLED = int(TraceFlags.SAMPLED)
 _ERROR = Status(StatusCode.ERROR)
-#: Bound of a target's cached span attributes (one entry per command name and batch kind).
+#: Bound of a target's cached span attributes (one entry per command name, batch kind and
+#: argument count).
 CACHED_SHAPES = 512
+#: ``db.query.text`` of a command cut at this length, as the official instrumentation cuts it.
+MAX_QUERY_TEXT = 1000
 
 
 class CommandTarget:
@@ -42,7 +45,9 @@ class CommandTarget:
 
     __slots__ = ("attributes", "name", "place", "spans", "system")
 
-    def __init__(self, system: str, host: str = "", port: int | None = None, namespace: str = "") -> None:
+    def __init__(
+        self, system: str, host: str = "", port: int | None = None, namespace: str = "", transport: str = ""
+    ) -> None:
         self.system = system
         attrs: dict[str, Any] = {n.A_DB_SYSTEM: system}
         if namespace:
@@ -51,13 +56,15 @@ class CommandTarget:
             attrs[n.A_SERVER_ADDRESS] = host[:256]
             if port:
                 attrs["server.port"] = int(port)
+        if transport:  # "tcp" or "unix"
+            attrs["network.transport"] = transport
         self.attributes = attrs
         #: the end of its ``db.client.operation.duration`` key: namespace, address, port
         self.place = db_place(attrs)
         #: the cache name its reads are counted under: ``host:port/db``
         self.name = f"{host}:{port}/{namespace}" if host else (namespace or system)
-        #: (operation, batch) -> span attributes and name, built once
-        self.spans: dict[tuple[str, int], tuple[FrozenAttributes, str]] = {}
+        #: (operation, batch, arguments) -> span attributes and name, built once
+        self.spans: dict[tuple[str, int, int], tuple[FrozenAttributes, str]] = {}
 
 
 class Commands:
@@ -69,9 +76,20 @@ class Commands:
         self._context_var = runtime_context_var()
 
     def record(
-        self, target: CommandTarget, operation: str, seconds: float, error_type: str, batch: int = 0
+        self,
+        target: CommandTarget,
+        operation: str,
+        seconds: float,
+        error_type: str,
+        batch: int = 0,
+        arguments: int = 0,
     ) -> None:
-        """One command (or one pipeline of ``batch`` commands) that took ``seconds``."""
+        """One command (or one pipeline of ``batch`` commands) that took ``seconds``.
+
+        ``arguments``: how many words the command had, its name included (0: not known); its
+        span then says ``db.query.text`` with each argument a ``?`` (``SET ? ? ? ?``) and
+        ``db.redis.args_length``, as the official Redis instrumentation's do.
+        """
         rt = self.rt
         key = (target.system, operation, "", error_type, *target.place)
         var = self._context_var
@@ -87,7 +105,7 @@ class Commands:
             rt.inst.db_duration.record(seconds, key)
             return
         rt.inst.db_duration.record(seconds, key, pctx.trace_id, pctx.span_id)
-        shared, name = self._attributes(target, operation, batch)
+        shared, name = self._attributes(target, operation, batch, arguments)
         attrs = self._with_error(shared, error_type)
         status = _ERROR if error_type else None
         if not self.spans.finished(name, pctx, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
@@ -116,15 +134,24 @@ class Commands:
         out[n.A_ERROR_TYPE] = error_type
         return out
 
-    def _attributes(self, target: CommandTarget, operation: str, batch: int) -> tuple[FrozenAttributes, str]:
-        cached = target.spans.get((operation, batch))
+    def _attributes(
+        self, target: CommandTarget, operation: str, batch: int, arguments: int
+    ) -> tuple[FrozenAttributes, str]:
+        shape = (operation, batch, arguments)
+        cached = target.spans.get(shape)
         if cached is None:
             attrs = dict(target.attributes)
             attrs[n.A_DB_OPERATION] = operation
             if batch >= 2:
                 attrs["db.operation.batch.size"] = batch
+            if arguments:
+                text = operation + " ?" * (arguments - 1)
+                if len(text) > MAX_QUERY_TEXT:
+                    text = text[: MAX_QUERY_TEXT - 3] + "..."
+                attrs[n.A_DB_QUERY_TEXT] = text
+                attrs["db.redis.args_length"] = arguments
             cached = (FrozenAttributes(attrs), operation)
             if len(target.spans) >= CACHED_SHAPES:
                 target.spans.clear()
-            target.spans[(operation, batch)] = cached
+            target.spans[shape] = cached
         return cached

@@ -15,11 +15,14 @@ This row *replaces* the official ``redis`` instrumentation (``opentelemetry-inst
 which is then not loaded even when installed: both wrap ``execute_command``, and one span per
 command is the rule.  Ours records, in one wrapper, the stable database semantic conventions
 (``db.system.name``, ``db.operation.name``, ``db.namespace``, ``server.address``), the duration
-metric and the cache signal; the official one records spans only, with the older attribute
-names.  The two answer to the same name, so ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis``
-switches both off.  Redis commands are not SQL statements: they do not count in queries per
-request; a sampled request's span carries ``perf.redis.command_count`` and
-``perf.redis.duration``.
+metric and the cache signal; the official one records spans only.  A command's span keeps what
+the official one's says: ``db.query.text`` with each argument a ``?`` (``SET ? ? ? ?``, the
+command name as we normalise it), ``db.redis.args_length`` and ``network.transport``; a
+pipeline's span is one MULTI or PIPELINE span with ``db.operation.batch.size`` (the official
+one lists the pipeline's commands in ``db.query.text``).  The two answer to the same name, so
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis`` switches both off.  Redis commands are not SQL
+statements: they do not count in queries per request; a sampled request's span carries
+``perf.redis.command_count`` and ``perf.redis.duration``.
 Not covered: ``RedisCluster`` clients and commands of a pipeline in immediate mode (after
 ``WATCH``).
 """
@@ -328,7 +331,10 @@ def _target(client: Any) -> CommandTarget:
     settings = getattr(pool, "connection_kwargs", None) or {}
     host = str(settings.get("host") or settings.get("path") or "")
     port = settings.get("port") if "path" not in settings else None
-    target = CommandTarget(SYSTEM, host, port if isinstance(port, int) else None, str(settings.get("db", 0)))
+    transport = "unix" if "path" in settings else "tcp"
+    target = CommandTarget(
+        SYSTEM, host, port if isinstance(port, int) else None, str(settings.get("db", 0)), transport
+    )
     if pool is not None:
         with contextlib.suppress(Exception):  # a pool without __dict__: computed each time
             setattr(pool, _TARGET, target)
@@ -356,7 +362,7 @@ def _after(
     try:
         target = _target(client)
         name = operation(args[0]) if args else OTHER
-        commands.record(target, name, seconds, error)
+        commands.record(target, name, seconds, error, 0, len(args))
         if not error:
             _classify(caches, target, name, args, result)
     except Exception as exc:
