@@ -98,6 +98,10 @@ def test_every_client_joins_the_peer_trace_once_with_redacted_url(
         assert span.attributes["url.full"].endswith("/items/3?token=REDACTED&page=1"), client
         assert "S3KR1T" not in repr(span.attributes)
         assert "http.url" not in span.attributes
+        if client.startswith("requests"):  # as the official requests instrumentation's spans
+            assert span.attributes["user_agent.original"].startswith("python-requests/"), client
+            assert span.attributes["network.peer.address"] == "127.0.0.1", client
+            assert span.attributes["network.peer.port"] == span.attributes["server.port"], client
     otlp_receiver.wait_for(
         lambda: (
             otlp_receiver.histogram_count(

@@ -38,7 +38,7 @@ from otel_perf._analysis import ratelimit
 from otel_perf._analysis.redact import safe_url
 from otel_perf._core import guard
 from otel_perf._core.capture import HeaderCapture, Pairs
-from otel_perf._core.server import KNOWN_METHODS, MAX_PATH_ATTR
+from otel_perf._core.server import KNOWN_METHODS, MAX_PATH_ATTR, MAX_USER_AGENT
 from otel_perf._core.spans import SpanStarter
 from otel_perf._core.suppression import SUPPRESS_HTTP_KEY, is_http_instrumentation_enabled
 
@@ -80,6 +80,11 @@ class Call:
         self.recorded = recorded
         self.start = perf_counter()
 
+    def peer(self) -> tuple[str, int]:
+        """The URL's host and port as the connection's peer, where the library keeps no socket
+        to ask (requests, as the official requests instrumentation reports it)."""
+        return self.host, self.port
+
 
 class OutgoingCalls:
     """The outgoing-call recorder of one runtime for one client library (``library`` names
@@ -106,10 +111,12 @@ class OutgoingCalls:
         set_header: Callable[[str, str], None],
         headers: Callable[[], Pairs] | None = None,
         attach: bool = True,
+        header: Callable[[str], Any] | None = None,
     ) -> Call | None:
         """Begin a call: span, propagation headers (through ``set_header``), suppression.
 
-        ``headers()`` gives the request's headers, read only when header capture is on.
+        ``headers()`` gives the request's headers, read only when header capture is on;
+        ``header(name)`` one of them, for ``user_agent.original`` (read only for recorded spans).
         ``attach=False``: leave the current context alone (the span is not made current and
         nested HTTP instrumentation is not suppressed), for libraries whose start and end
         hooks may not run in one context (aiohttp's trace hooks) and that send through no
@@ -142,8 +149,8 @@ class OutgoingCalls:
                 None,
                 (known, method, url, host, port, scheme),
             )
-            if headers is not None and self.capture.request_names and span.is_recording():
-                span.set_attributes(self.capture.request(headers()))
+            if (header is not None or headers is not None) and span.is_recording():
+                self._request_attributes(span, header, headers)
             ctx = trace.set_span_in_context(span)
             propagate.inject(_Carrier(set_header), context=ctx)
             port = port or _DEFAULT_PORTS.get(scheme, 0)
@@ -154,6 +161,20 @@ class OutgoingCalls:
         except Exception as exc:
             guard.internal_error("outgoing.start", exc)
             return None
+
+    def _request_attributes(
+        self, span: Any, header: Callable[[str], Any] | None, headers: Callable[[], Pairs] | None
+    ) -> None:
+        attrs: dict[str, Any] = {}
+        agent = header("User-Agent") if header is not None else None
+        if isinstance(agent, bytes):
+            agent = agent.decode("latin-1")
+        if isinstance(agent, str) and agent:
+            attrs["user_agent.original"] = agent[:MAX_USER_AGENT]
+        if headers is not None and self.capture.request_names:
+            attrs.update(self.capture.request(headers()))
+        if attrs:
+            span.set_attributes(attrs)
 
     def _start_attributes(
         self, method: str, original: str, url: str, host: str, port: int | None, scheme: str

@@ -40,6 +40,7 @@ def _begin(calls: OutgoingCalls, request: Any) -> Call | None:
             parts.scheme,
             headers.__setitem__,
             headers.items,
+            header=headers.get,
         )
     except Exception as exc:  # an unexpected request object: send it untouched
         guard.internal_error("requests.start", exc)
@@ -66,7 +67,8 @@ def _send(calls: OutgoingCalls, send: Any) -> Any:
             calls.end(call, 0, None, None, exc)
             raise
         headers = response.headers
-        calls.end(call, response.status_code, _version(response), headers.get, None, headers.items)
+        status, version = response.status_code, _version(response)
+        calls.end(call, status, version, headers.get, None, headers.items, call.peer)
         return response
 
     return wrapped_send
