@@ -236,12 +236,14 @@ time.sleep(1.2)  # two metric exports
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("settings", ["defaults", "set"])
+@pytest.mark.parametrize("settings", ["defaults", "set", "sdk-handler-switch"])
 def test_the_log_and_process_metric_variables_reach_the_receiver(
     settings: str, otlp_receiver: Any, tmp_path: Path
 ) -> None:
     """OTEL_PYTHON_LOG_CODE_ATTRIBUTES, OTEL_PYTHON_LOG_HANDLER_LEVEL and
-    OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS, as the official instrumentations read them."""
+    OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS, as the official instrumentations read them; with
+    the SDK's switch for its own handler on (what stock users set to get logs), the code
+    attributes that handler adds."""
     script = tmp_path / "checkout.py"
     script.write_text(_LOGS_AND_METRICS)
     env = otlp_receiver.exporter_env()
@@ -252,6 +254,8 @@ def test_the_log_and_process_metric_variables_reach_the_receiver(
             "OTEL_PYTHON_LOG_HANDLER_LEVEL": "warning",
             "OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS": "process.memory.*,cpython.*",
         }
+    elif settings == "sdk-handler-switch":
+        env["OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED"] = "true"
     _launch(script, env)
     warning = otlp_receiver.wait_for(
         lambda: otlp_receiver.logs("paid-warning-line"), what="the warning record"
@@ -262,17 +266,14 @@ def test_the_log_and_process_metric_variables_reach_the_receiver(
     )
     info = otlp_receiver.logs("paid-info-line")
     code = {k: v for k, v in warning[0].attributes.items() if k.startswith("code.")}
+    where = {"code.file.path": str(script), "code.function.name": "pay", "code.line.number": 7}
     if settings == "set":
         assert info == []
-        assert code == {
-            "code.file.path": str(script),
-            "code.function.name": "pay",
-            "code.line.number": 7,
-        }
+        assert code == where
         assert names == {"process.cpu.time", "process.cpu.utilization", "process.open_file_descriptor.count",
                          "process.thread.count"}  # fmt: skip
     else:
-        assert len(info) == 1 and code == {}
+        assert len(info) == 1 and code == ({} if settings == "defaults" else where)
         assert names == {"process.cpu.time", "process.cpu.utilization", "process.open_file_descriptor.count",
                          "process.thread.count", "process.memory.usage", "process.memory.virtual",
                          "cpython.gc.collections"}  # fmt: skip

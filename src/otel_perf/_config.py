@@ -567,7 +567,16 @@ SETTINGS: tuple[Setting, ...] = (
         "bool",
         False,
         "Add `code.file.path`, `code.function.name` and `code.line.number` to every log record "
-        "exported over OTLP.",
+        "exported over OTLP (unset: on when OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED is true).",
+        standard=True,
+    ),
+    _s(
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED",
+        "bool",
+        False,
+        "The SDK's (deprecated) switch for its own log handler, which adds the code attributes to "
+        "every record: when true, so do ours unless OTEL_PYTHON_LOG_CODE_ATTRIBUTES says otherwise. "
+        "Logs are exported over OTLP either way (OTEL_LOGS_EXPORTER).",
         standard=True,
     ),
     _s(

@@ -921,9 +921,19 @@ def _build_logs(config: Config, pipeline: Pipeline, health: Health, names: list[
     pipeline.logger_provider = provider
     level = logging.getLevelName(config.text("OTEL_PYTHON_LOG_HANDLER_LEVEL").upper())
     options: dict[str, Any] = {"level": level if isinstance(level, int) else logging.NOTSET}
-    if config.flag("OTEL_PYTHON_LOG_CODE_ATTRIBUTES"):
+    if log_code_attributes(config):
         options["log_code_attributes"] = True
     pipeline.log_handler = handler_class(logger_provider=provider, **options)
+
+
+def log_code_attributes(config: Config) -> bool:
+    """Whether exported log records carry ``code.file.path``, ``code.function.name`` and
+    ``code.line.number``: as ``OTEL_PYTHON_LOG_CODE_ATTRIBUTES`` says, and while it is unset, as
+    stock ``opentelemetry-instrument`` does: the SDK's own handler, which
+    ``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true`` switches on, always adds them."""
+    if config.sources.get("OTEL_PYTHON_LOG_CODE_ATTRIBUTES", "default") != "default":
+        return config.flag("OTEL_PYTHON_LOG_CODE_ATTRIBUTES")
+    return config.flag("OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED")
 
 
 #: the official handler's module, and the name it is loaded under when loaded alone
