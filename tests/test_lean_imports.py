@@ -267,13 +267,17 @@ def test_the_log_and_process_metric_variables_reach_the_receiver(
     info = otlp_receiver.logs("paid-info-line")
     code = {k: v for k, v in warning[0].attributes.items() if k.startswith("code.")}
     where = {"code.file.path": str(script), "code.function.name": "pay", "code.line.number": 7}
+    # every process metric of the official instrumentor's default configuration
+    left = {"process.context_switches", "process.cpu.time", "process.cpu.utilization",
+            "process.open_file_descriptor.count", "process.thread.count", "process.disk.io",
+            *(f"process.runtime.cpython.{m}" for m in ("memory", "cpu_time", "gc_count", "thread_count",
+                                                        "cpu.utilization", "context_switches"))}  # fmt: skip
     if settings == "set":
         assert info == []
         assert code == where
-        assert names == {"process.cpu.time", "process.cpu.utilization", "process.open_file_descriptor.count",
-                         "process.thread.count"}  # fmt: skip
+        assert names == left
     else:
         assert len(info) == 1 and code == ({} if settings == "defaults" else where)
-        assert names == {"process.cpu.time", "process.cpu.utilization", "process.open_file_descriptor.count",
-                         "process.thread.count", "process.memory.usage", "process.memory.virtual",
-                         "cpython.gc.collections"}  # fmt: skip
+        memory_and_gc = {"process.memory.usage", "process.memory.virtual", "cpython.gc.collections",
+                         "cpython.gc.collected_objects", "cpython.gc.uncollectable_objects"}  # fmt: skip
+        assert names == left | memory_and_gc

@@ -1,6 +1,6 @@
 """Our process metrics against the official system-metrics instrumentation, side by side.
 
-``otel_perf._integrations.system_metrics`` reads the seven process metrics itself instead of
+``otel_perf._integrations.system_metrics`` reads the process metrics itself instead of
 importing the official instrumentor (1.8 MB of RSS); this runs both into their own meter
 providers in this process and compares scope, names, units, descriptions, types, attributes
 and values.
@@ -19,7 +19,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Sum
 
 from otel_perf._integrations import system_metrics
-from otel_perf._integrations.system_metrics import CONFIG, ProcessMetrics, wanted
+from otel_perf._integrations.system_metrics import CONFIG, ProcessMetrics, exported_name, wanted
+
+#: every process metric the official instrumentor exports by default, by exported name
+NAMES = {exported_name(key) for key in CONFIG}
 
 pytestmark = pytest.mark.matrix  # the comparison on the oldest and the newest contrib too
 
@@ -62,7 +65,8 @@ def test_the_same_points_as_the_official_instrumentor() -> None:
         official_scope.scope.version,
         official_scope.scope.schema_url,
     )
-    assert sorted(ours) == sorted(official) == sorted(CONFIG)
+    assert sorted(ours) == sorted(official) == sorted(NAMES)
+    assert "process.runtime.cpython.cpu_time" in NAMES  # the deprecated names stock dashboards read
     for name, theirs in official.items():
         mine = ours[name]
         assert (mine.unit, mine.description, type(mine.data)) == (
@@ -100,6 +104,30 @@ def test_the_same_points_as_the_official_instrumentor() -> None:
         assert theirs_gc <= value(ours, "cpython.gc.collections", **attrs) <= theirs_gc + 5
     assert 0.0 < value(ours, "process.cpu.utilization") <= 1.0
     assert 0.0 < value(official, "process.cpu.utilization") <= 1.0
+    # the runtime twin is the same reading, not divided by the CPUs (the official one calls
+    # cpu_percent() again, a moment later: a share of almost no time)
+    share = value(ours, "process.runtime.cpython.cpu.utilization")
+    assert share == pytest.approx(value(ours, "process.cpu.utilization") * (os.cpu_count() or 1), rel=0.01)
+    for kind in ("voluntary", "involuntary"):
+        theirs_cs = value(official, "process.context_switches", type=kind)
+        assert theirs_cs <= value(ours, "process.context_switches", type=kind) <= theirs_cs + 1000
+        assert value(ours, "process.runtime.cpython.context_switches", type=kind) >= theirs_cs
+    for direction in ("read", "write"):
+        theirs_io = value(official, "process.disk.io", direction=direction)
+        assert theirs_io <= value(ours, "process.disk.io", direction=direction) <= theirs_io + (1 << 20)
+    for generation in range(3):
+        attrs = {"cpython.gc.generation": generation, "generation": str(generation)}
+        theirs_collected = value(official, "cpython.gc.collected_objects", **attrs)
+        assert theirs_collected <= value(ours, "cpython.gc.collected_objects", **attrs)
+        assert value(ours, "cpython.gc.uncollectable_objects", **attrs) == value(
+            official, "cpython.gc.uncollectable_objects", **attrs
+        )
+    threads = "process.runtime.cpython.thread_count"
+    assert value(ours, threads) == value(official, threads)
+    assert abs(
+        value(ours, "process.runtime.cpython.memory", type="rss")
+        - value(official, "process.runtime.cpython.memory", type="rss")
+    ) < 16 << 20
 
 
 def test_installing_imports_no_instrumentor() -> None:
@@ -123,7 +151,16 @@ def test_installing_imports_no_instrumentor() -> None:
     [
         ("", set()),
         ("process.memory.*", {"process.memory.usage", "process.memory.virtual"}),
-        (" cpython.* , process.cpu.utilization", {"cpython.gc.collections", "process.cpu.utilization"}),
+        (
+            " cpython.* , process.cpu.utilization",
+            {
+                "cpython.gc.collections",
+                "cpython.gc.collected_objects",
+                "cpython.gc.uncollectable_objects",
+                "process.cpu.utilization",
+            },
+        ),
+        ("process.runtime.*", {k for k in CONFIG if k.startswith("process.runtime.")}),
         ("*", set(CONFIG)),
     ],
 )
@@ -137,7 +174,7 @@ def test_excluded_metrics_variable(excluded: str, left_out: set[str]) -> None:
         if data
         else set()
     )
-    assert names == set(CONFIG) - left_out
+    assert names == {exported_name(key) for key in set(CONFIG) - left_out}
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -188,3 +225,25 @@ def test_uninstall_stops_observing_and_install_resumes() -> None:
         assert len(_points_of(reader)) >= len(CONFIG)
     finally:
         system_metrics._state.pop("metrics", None)
+
+
+def test_host_metrics_are_the_official_instrumentors_on_request() -> None:
+    """OTEL_PERF_HOST_METRICS=true: the host-wide ``system.*`` metrics stock exports, through the
+    official instrumentor (its exclusion patterns honoured), beside our process metrics."""
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    from otel_perf._config import load
+    from otel_perf._integrations.system_metrics import HOST_CONFIG, install_host_metrics
+
+    assert load({})["OTEL_PERF_HOST_METRICS"] is False
+    reader = InMemoryMetricReader()
+    try:
+        installed = install_host_metrics("system.network.*", MeterProvider(metric_readers=[reader]))
+        _, metrics = _collect(reader)
+    finally:
+        SystemMetricsInstrumentor().uninstrument()
+    host = {k for k in HOST_CONFIG if not k.startswith("system.network.")}
+    assert set(installed) == host
+    assert {"system.cpu.time", "system.memory.usage", "system.thread_count"} <= set(metrics) <= host
+    used = _points(metrics["system.memory.usage"])[frozenset({("state", "used")})]
+    assert used > 0

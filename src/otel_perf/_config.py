@@ -134,7 +134,21 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "Put the normalized SQL (literals replaced by `?`) on DB spans as `db.query.text`.",
     ),
-    _s("OTEL_PERF_SYSTEM_METRICS", "bool", True, "Export process CPU, memory, threads and GC metrics."),
+    _s(
+        "OTEL_PERF_SYSTEM_METRICS",
+        "bool",
+        True,
+        "Export the process metrics (CPU, memory, threads, open files, context switches, disk I/O, GC).",
+    ),
+    _s(
+        "OTEL_PERF_HOST_METRICS",
+        "bool",
+        False,
+        "Also export the host-wide `system.*` metrics (CPU, memory, swap, disk, network, threads) "
+        "that stock `opentelemetry-instrument` exports, through the official system-metrics "
+        "instrumentation. Off: every worker would report the same host; a collector's hostmetrics "
+        "receiver is the place for them.",
+    ),
     _s(
         "OTEL_PERF_GC_FREEZE",
         "bool",
