@@ -259,7 +259,7 @@ class PerfMiddleware:
         if scope["type"] != "http":
             if scope["type"] != "websocket":  # lifespan: start-up and shutdown keep their telemetry
                 await self.app(scope, receive, send)
-            elif self._is_excluded(scope) or self._nested(scope):
+            elif self._is_excluded(scope) or ("router" in scope and self._nested(scope)):
                 await self._untraced(scope, receive, send)
             else:
                 await self._websocket(scope, receive, send)
@@ -274,9 +274,7 @@ class PerfMiddleware:
         if self.excluded is not None and excludes(self.excluded, path, request_url, scope):
             await self._untraced(scope, receive, send)
             return
-        outer = current_work.get()
-        if outer is not None and outer.scope is scope:  # an app mounted in an app we measure
-            self._join(outer)
+        if "router" in scope and self._nested(scope):  # an app mounted in an app we measure
             await self.app(scope, receive, send)
             return
         rt = self.rt
@@ -398,8 +396,10 @@ class PerfMiddleware:
 
     def _nested(self, scope: Scope) -> bool:
         """Whether ``scope`` is a request an outer app measures already: an app mounted in it
-        (Starlette's ``Mount`` hands the sub-app the very scope the outer app got).  It is that
-        request's, measured once: one SERVER span, one point, one ``traceresponse``."""
+        (Starlette's ``Mount`` hands the sub-app the very scope the outer app got, which its
+        router has marked with ``"router"``: the outermost app's request is not, so it pays one
+        key lookup).  It is that request's, measured once: one SERVER span, one point, one
+        ``traceresponse``."""
         outer = current_work.get()
         if outer is None or outer.scope is not scope:
             return False
