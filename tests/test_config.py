@@ -175,3 +175,35 @@ def test_launcher_finds_commands_of_its_own_environment_without_activation() -> 
         check=False,
     )
     assert missing.returncode == 127 and "command not found: 'no-such-command-xyz'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "instance"),
+    [
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attrs,service.instance.id=pod-7,team=core"},
+         "from-attrs", "pod-7"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=attrs", "OTEL_SERVICE_NAME": "named"}, "named", None),
+        ({}, "pytest-entry", None),
+    ],
+)  # fmt: skip
+def test_the_users_resource_attributes_win_over_our_defaults(
+    env: dict[str, str], name: str, instance: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_RESOURCE_ATTRIBUTES names the service and its instance as under stock; ours (the
+    command's name, a random instance id) fill in only what the user left unsaid."""
+    import sys
+
+    from otel_perf._setup.providers import build_resource
+
+    for var in ("OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/pytest-entry"])
+    attributes = build_resource(load(env)).attributes
+    assert attributes["service.name"] == name
+    if instance is not None:
+        assert attributes["service.instance.id"] == instance and attributes["team"] == "core"
+    else:
+        assert len(str(attributes["service.instance.id"])) == 36  # ours: a UUID
+    assert attributes["telemetry.distro.name"] == "otel-perf-instrument"

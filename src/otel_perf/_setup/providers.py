@@ -476,6 +476,8 @@ def _settle_sdk_environment(config: Config) -> None:
 
 
 def build_resource(config: Config) -> Resource:
+    from opentelemetry.sdk.resources import OTELResourceDetector
+
     from otel_perf import __version__
 
     attrs: dict[str, Any] = {
@@ -483,11 +485,18 @@ def build_resource(config: Config) -> Resource:
         "telemetry.distro.name": "otel-perf-instrument",
         "telemetry.distro.version": __version__,
         "process.pid": os.getpid(),
+        "service.name": os.path.basename(sys.argv[0] or "python") or "python",
     }
-    if not config.text("OTEL_SERVICE_NAME"):
-        attrs["service.name"] = os.path.basename(sys.argv[0] or "python") or "python"
-    # Resource.create lets OTEL_SERVICE_NAME win; a malformed OTEL_RESOURCE_ATTRIBUTES is
-    # ignored by the SDK with its own warning.
+    # What the user set wins: Resource.create puts the attributes it is given over those of
+    # OTEL_RESOURCE_ATTRIBUTES (then OTEL_SERVICE_NAME over all), so ours are only defaults
+    # for what OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES leave unsaid (service.name,
+    # service.instance.id...). A malformed OTEL_RESOURCE_ATTRIBUTES is reported by the SDK.
+    try:
+        user = OTELResourceDetector().detect().attributes
+    except Exception:  # the SDK reports it again below
+        user = {}
+    for key in user:
+        attrs.pop(key, None)
     return Resource.create(attrs)
 
 
