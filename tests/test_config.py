@@ -207,3 +207,32 @@ def test_the_users_resource_attributes_win_over_our_defaults(
     else:
         assert len(str(attributes["service.instance.id"])) == 36  # ours: a UUID
     assert attributes["telemetry.distro.name"] == "otel-perf-instrument"
+
+
+def test_endpoints_the_exporters_take_are_accepted() -> None:
+    """OTLP/gRPC takes ``host:port`` (as stock does), a scheme is case-insensitive, and a
+    rejected endpoint falls back to the port of the protocol in use."""
+    grpc = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    config = load({**grpc, "OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"})
+    assert config.problems == [] and config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "127.0.0.1:4317"
+    assert config.sources["OTEL_EXPORTER_OTLP_ENDPOINT"] == "env"
+    config = load({"OTEL_EXPORTER_OTLP_ENDPOINT": "HTTP://127.0.0.1:4318"})
+    assert config.problems == [] and config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "HTTP://127.0.0.1:4318"
+    config = load({**grpc, "OTEL_EXPORTER_OTLP_ENDPOINT": "not an endpoint"})
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4317"
+    assert "using 'http://localhost:4317'" in config.problems[0].message()
+    config = load({"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"})  # OTLP/HTTP needs a URL
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4318" and config.problems
+
+
+@pytest.mark.parametrize(("value", "used", "warned"), [("true", True, False), ("TRUE", True, False),
+                                                      ("false", False, False), ("1", False, True),
+                                                      ("yes", False, True)])  # fmt: skip
+def test_standard_booleans_are_true_only_when_true(value: str, used: bool, warned: bool) -> None:
+    """The specification: "true" (any case) is true and anything else false, so
+    OTEL_SDK_DISABLED=1 disables nothing, as under stock (with a warning here); our own
+    switches also take 1/yes/on."""
+    config = load({"OTEL_SDK_DISABLED": value, "OTEL_PERF_SERVER_TIMING": "yes"})
+    assert config["OTEL_SDK_DISABLED"] is used
+    assert bool(config.problems) is warned
+    assert config["OTEL_PERF_SERVER_TIMING"] is True

@@ -643,6 +643,30 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
+#: ``host:port`` (or ``[v6]:port``), the form the gRPC exporter also takes for its endpoint
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}/?$")
+#: where the gRPC exporter sends by default (the SDK's own default for OTLP/gRPC)
+GRPC_DEFAULT_ENDPOINT = "http://localhost:4317"
+
+
+def _grpc_endpoint(values: dict[str, Any], problems: list[Problem], environ: Mapping[str, str]) -> None:
+    """Under ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc`` the endpoint may be ``host:port`` (the gRPC
+    exporter takes it, as under stock), and a rejected one falls back to the gRPC port."""
+    if values.get("OTEL_EXPORTER_OTLP_PROTOCOL") != "grpc":
+        return
+    env = "OTEL_EXPORTER_OTLP_ENDPOINT"
+    problem = next((p for p in problems if p.env == env), None)
+    if problem is None:
+        return
+    raw = environ.get(env, "").strip()
+    problems.remove(problem)
+    if _HOST_PORT.match(raw):
+        values[env] = raw
+        return
+    values[env] = GRPC_DEFAULT_ENDPOINT
+    problems.append(Problem(env, problem.given, GRPC_DEFAULT_ENDPOINT, "expected a URL or host:port"))
+
+
 class ConfigError(ValueError):
     """A malformed setting under ``OTEL_PERF_STRICT=true``."""
 
@@ -778,6 +802,10 @@ def _parse(setting: Setting, raw: str) -> tuple[Any, str | None]:
     kind = setting.kind
     if kind == "bool":
         low = text.lower()
+        if setting.standard:  # the specification: "true" is true, anything else is false
+            if low in ("true", "false"):
+                return low == "true", None
+            return False, "expected true or false (OpenTelemetry reads anything else as false)"
         if low in _TRUE:
             return True, None
         if low in _FALSE:
@@ -816,7 +844,7 @@ def _parse(setting: Setting, raw: str) -> tuple[Any, str | None]:
             return text, None
         return setting.default, f"no {_what(setting)} of that name is installed; known: {_known(setting)}"
     if kind == "url":
-        if not (text.startswith("http://") or text.startswith("https://")) or any(c.isspace() for c in text):
+        if not text.lower().startswith(("http://", "https://")) or any(c.isspace() for c in text):
             return setting.default, "expected an http:// or https:// URL"
         return text, None
     if not text.isprintable():
@@ -885,10 +913,15 @@ def load(env: Mapping[str, str] | None = None, settings: Iterable[Setting] = SET
             problems.append(Problem(setting.env, "***" if setting.secret else raw, value, reason))
             sources[setting.env] = "default"
     _cross_checks(values, problems, environ)
+    wrong = {p.env for p in problems}
+    for env, source in sources.items():  # a value a cross-check accepted (gRPC's host:port)
+        if source == "default" and env not in wrong and environ.get(env, "").strip():
+            sources[env] = "flag" if env in from_flags else "env"
     return Config(values, sources, problems)
 
 
 def _cross_checks(values: dict[str, Any], problems: list[Problem], environ: Mapping[str, str]) -> None:
+    _grpc_endpoint(values, problems, environ)
     path = values["OTEL_PERF_STATS_PATH"]
     if path and (not path.startswith("/") or len(path) < 2 or "?" in path):
         problems.append(Problem("OTEL_PERF_STATS_PATH", path, "", "expected a path like /_perf"))
