@@ -57,6 +57,10 @@ def test_normalize(sql: str, expected: str) -> None:
         ("DELETE FROM sessions WHERE id = ?", "DELETE", "sessions"),
         ("WITH x AS (SELECT 1) SELECT * FROM items", "SELECT", "items"),
         ("BEGIN", "BEGIN", ""),
+        ("BEGIN;", "BEGIN", ""),  # asyncpg's transactions
+        ("COMMIT;", "COMMIT", ""),
+        ("ROLLBACK;", "ROLLBACK", ""),
+        ("SELECT 1;", "SELECT", ""),
     ],
 )
 def test_classify(sql: str, operation: str, table: str) -> None:

@@ -147,7 +147,7 @@ def _strip_quotes(name: str) -> str:
 def classify(normalized: str) -> tuple[str, str]:
     """(operation, collection) of a normalized statement; empty strings when unknown."""
     head = normalized.lstrip("( ")
-    verb = head.split(" ", 1)[0].upper() if head else ""
+    verb = head.split(" ", 1)[0].rstrip(";").upper() if head else ""  # "BEGIN;" (asyncpg) is BEGIN
     if verb == "WITH":
         match = _MAIN_VERB.search(normalized)
         verb = match.group(1).upper() if match else "WITH"
