@@ -376,3 +376,42 @@ def test_header_sanitize_list_keeps_the_users_entries_and_adds_ours() -> None:
     ):
         assert name in fields
     assert sanitize_fields({SANITIZE_ENV: sanitize_fields({})}) == sanitize_fields({})  # idempotent
+
+
+def test_exported_log_records_leave_out_celery_task_payloads_and_our_formatter_fields() -> None:
+    """Celery's "received"/"succeeded" records carry the task's args, kwargs and return value
+    in ``extra={"data": ...}``: not exported.  The trace_id/span_id/service_name our record
+    factory adds for formatters duplicate the record's context and resource: not exported."""
+    import logging
+
+    from opentelemetry.sdk._logs import LoggerProvider, export
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    from otel_perf._metrics.instruments import Registry
+    from otel_perf._setup.providers import Health, _drop_counting_logs, official_log_handler
+
+    exporter = getattr(export, "InMemoryLogRecordExporter", None) or export.InMemoryLogExporter  # SDK < 1.45
+    exporter = exporter()
+    provider = LoggerProvider()
+    scrubber = LogScrubber(())
+    provider.add_log_record_processor(
+        _drop_counting_logs(SimpleLogRecordProcessor(exporter), Health(Registry(), 60.0), 100, scrubber)
+    )
+    handler = official_log_handler()(logger_provider=provider)
+    payload = {"id": "t-1", "name": "tasks.charge", "args": "('4111 1111 1111 1111',)", "kwargs": "{}"}
+    ours = {"trace_id": "ab" * 16, "span_id": "cd" * 8, "service_name": "shop"}
+    app = {"data": {"order": 7}, **ours}
+    for name, extra in (("celery.worker.strategy", {"data": payload}), ("shop.orders", app)):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
+        try:
+            logger.warning("Task received", extra=extra)
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = True
+    records = [getattr(d, "log_record", d) for d in exporter.get_finished_logs()]
+    celery, shop = (dict(r.attributes or {}) for r in records)
+    assert "data" not in celery and "4111" not in repr(celery)
+    assert shop.get("data") == {"order": 7}  # an app's own extra is kept
+    assert not {"trace_id", "span_id", "service_name"} & set(shop)

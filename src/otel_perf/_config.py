@@ -914,9 +914,9 @@ def load(env: Mapping[str, str] | None = None, settings: Iterable[Setting] = SET
             sources[setting.env] = "default"
     _cross_checks(values, problems, environ)
     wrong = {p.env for p in problems}
-    for env, source in sources.items():  # a value a cross-check accepted (gRPC's host:port)
-        if source == "default" and env not in wrong and environ.get(env, "").strip():
-            sources[env] = "flag" if env in from_flags else "env"
+    for name, source in sources.items():  # a value a cross-check accepted (gRPC's host:port)
+        if source == "default" and name not in wrong and environ.get(name, "").strip():
+            sources[name] = "flag" if name in from_flags else "env"
     return Config(values, sources, problems)
 
 

@@ -67,6 +67,10 @@ class LogScrubber:
             value = self._query.sub(r"\1=REDACTED", value)
         return value
 
+    #: what our record factory puts on every record for formatters (``%(trace_id)s``): the
+    #: exported record has its trace context and resource already
+    _FORMATTER_FIELDS = ("trace_id", "span_id", "service_name")
+
     def record(self, log_record: Any) -> None:
         record = getattr(log_record, "log_record", log_record)
         body = getattr(record, "body", None)
@@ -78,6 +82,13 @@ class LogScrubber:
                 value = attributes.get(key)
                 if isinstance(value, str):
                     attributes[key] = self.text(value)
+            for key in self._FORMATTER_FIELDS:
+                if key in attributes:
+                    del attributes[key]
+            if "data" in attributes and _scope_name(log_record).startswith("celery"):
+                # Celery's "received"/"succeeded" records carry the task's args, kwargs and
+                # return value in ``extra={"data": ...}``: payloads, never exported
+                del attributes["data"]
 
     def exception(self, exc: BaseException) -> dict[str, str]:
         """The ``exception`` event attributes of ``exc`` (semconv), its text scrubbed as above."""
@@ -90,6 +101,13 @@ class LogScrubber:
             "exception.stacktrace": self.text(stack),
             "exception.escaped": "False",
         }
+
+
+def _scope_name(log_record: Any) -> str:
+    """The logger's name: the instrumentation scope the log handler emitted the record under."""
+    scope = getattr(log_record, "instrumentation_scope", None)
+    name = getattr(scope, "name", "")
+    return name if isinstance(name, str) else ""
 
 
 def safe_url(url: str, names: frozenset[str], limit: int) -> str:
