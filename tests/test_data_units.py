@@ -538,3 +538,34 @@ def test_a_django_cache_over_redis_counts_each_read_once(
     finally:
         redis_adapter.uninstall()
     assert Caches(rt).totals() == {("django", "shared"): (4.0, 3.0)}
+
+
+def test_a_slow_statement_outside_any_span_logs_its_finding_in_its_root_spans_trace(
+    sqlite_installed: tuple[Runtime, _Collect],
+) -> None:
+    """A script's slow statement (no request, no job): its finding's log record is emitted in
+    the root span's context, so the exported record names that trace, as its text does."""
+    import logging
+
+    from opentelemetry import trace
+
+    rt, collect = sqlite_installed
+    rt.slow_query_s = 0.0  # every statement is slow
+    seen: list[tuple[str, int, int]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            ctx = trace.get_current_span().get_span_context()
+            seen.append((record.getMessage(), ctx.trace_id, ctx.span_id))
+
+    handler = Capture()
+    logger = logging.getLogger("otel_perf")
+    logger.addHandler(handler)
+    try:
+        sqlite3.connect(":memory:").execute("SELECT 42")
+    finally:
+        logger.removeHandler(handler)
+    [span] = [s for s in collect.spans if s.name == "SELECT"]
+    [(message, trace_id, span_id)] = [entry for entry in seen if entry[0].startswith("slow query")]
+    assert (trace_id, span_id) == (span.context.trace_id, span.context.span_id)
+    assert f"trace_id={trace_id:032x}" in message

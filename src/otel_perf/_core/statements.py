@@ -35,6 +35,7 @@ from contextvars import ContextVar
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context, trace
 from opentelemetry.context import get_current as _current_context
 from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
@@ -45,7 +46,7 @@ from otel_perf._analysis.sql import Shape
 from otel_perf._core import guard
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
 from otel_perf._core.suppression import suppressed
-from otel_perf._core.work import current_work
+from otel_perf._core.work import Work, current_work
 
 if TYPE_CHECKING:
     from otel_perf._core.runtime import Runtime
@@ -326,11 +327,10 @@ class Statements:
         var = self._context_var
         parent: Span | None = (var.get() if var is not None else _current_context()).get(_SPAN_KEY)  # type: ignore[assignment]
         slow = seconds >= rt.slow_query_s
-        if parent is None:
-            trace_id = self._root(target, shape, key, seconds, error_type, slow, batch)
-            if trace_id < 0:  # an excluded request's: not traced, not measured, no finding
-                return
-        elif work is not None and parent is work.span:
+        if parent is None:  # the root span's path reports its slow finding itself
+            self._root(target, shape, key, seconds, error_type, slow, batch, work)
+            return
+        if work is not None and parent is work.span:
             # The request's own span: the Work read its ids at the start (span_id: sampled).
             trace_id = work.trace_id
             if work.span_id and parent.is_recording():
@@ -358,28 +358,37 @@ class Statements:
         error_type: str,
         slow: bool,
         batch: int,
-    ) -> int:
+        work: Work | None,
+    ) -> None:
         """A statement outside any span (start-up, scripts): a root span if the sampler keeps it.
 
-        Its trace id (0: not sampled); -1, and nothing recorded, where instrumentation is
-        suppressed (a request to an excluded URL: :func:`~otel_perf._core.suppression.untraced`).
+        Nothing is recorded where instrumentation is suppressed (a request to an excluded URL:
+        :func:`~otel_perf._core.suppression.untraced`).  A slow one's finding is logged in the
+        root span's context, so its exported record names the trace, as its text does.
         """
         var = self._context_var
         if suppressed(var.get() if var is not None else _current_context()):
-            return -1
+            return
         attrs, name = self._attributes(target, shape, error_type, slow, batch)
         end_ns = time.time_ns()
         span = self.spans.start(name, None, SpanKind.CLIENT, None, end_ns - int(seconds * 1e9))
         ctx = span.get_span_context()
         if not span.is_recording():
             self.rt.inst.db_duration.record(seconds, key)
-            return 0
+            if slow:
+                insight.slow_query(self.rt, work, shape, seconds, "")
+            return
         self.spans.set_attributes(span, attrs)
         if error_type:
             span.set_status(_ERROR)
         span.end(end_time=end_ns)
         self.rt.inst.db_duration.record(seconds, key, ctx.trace_id, ctx.span_id)
-        return ctx.trace_id
+        if slow:
+            token = context.attach(trace.set_span_in_context(span))
+            try:
+                insight.slow_query(self.rt, work, shape, seconds, f"{ctx.trace_id:032x}")
+            finally:
+                context.detach(token)
 
     def _span(
         self,

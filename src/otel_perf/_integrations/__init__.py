@@ -71,7 +71,8 @@ REGISTRY: tuple[Integration, ...] = (
         "system_metrics",
         "system_metrics",
         (),
-        provides="process CPU, memory, threads, open files, GC",
+        provides="process CPU, memory, threads, open files, context switches, disk I/O, GC "
+        "(host-wide `system.*` with `OTEL_PERF_HOST_METRICS=true`)",
         replaces=("system_metrics",),
         label="the process (CPU, memory, threads, GC)",
     ),
