@@ -144,7 +144,7 @@ def orders_broken() -> str:
     with engine.connect() as conn:
         conn.execute(text("SELECT count(*) FROM customers"))
         try:
-            conn.execute(text("SELECT id FROM no_such_table"))
+            conn.execute(text("SELECT id FROM no_such_table WHERE code = 'hunter2-literal'"))
         except DBAPIError as exc:
             return type(exc.orig).__qualname__
     return "no error"

@@ -59,6 +59,8 @@ CACHED_STATEMENTS = 1024
 #: Bound of the shared targets of driver adapters (one per database server and name).
 MAX_TARGETS = 256
 _ERROR = Status(StatusCode.ERROR)
+#: the exception of the failed statement being recorded (set by Statements.failed only)
+_FAILURE: ContextVar[BaseException | None] = ContextVar("otel_perf_statement_failure", default=None)
 #: ``db.system.name`` (stable semconv) for driver / dialect names that differ from it.
 _SYSTEMS = {
     "mssql": "microsoft.sql_server",
@@ -286,12 +288,33 @@ class Statements:
         return result
 
     def failed(self, target: DbTarget, statement: str, t0: float, exc: BaseException, batch: int) -> None:
-        """Record a statement the database refused (or that was interrupted); never raises."""
+        """Record a statement the database refused (or that was interrupted); never raises.
+
+        Its span (when sampled) gets the ``exception`` event and a status description, as the
+        official instrumentations' do, the text scrubbed as exported logs are (no statement
+        literal, no key value): the exception reaches the span code through :data:`_FAILURE`,
+        so the path every statement takes carries no argument for it.
+        """
         try:
             error_type = type(exc).__qualname__ or "Error"
-            self.record(target, statement, perf_counter() - t0, error_type, batch)
+            token = _FAILURE.set(exc)
+            try:
+                self.record(target, statement, perf_counter() - t0, error_type, batch)
+            finally:
+                _FAILURE.reset(token)
         except Exception as error:
             guard.internal_error("statements.failed", error)
+
+    def _fail(self, span: Span) -> None:
+        """A failed statement's span: ERROR with a description, and its ``exception`` event."""
+        exc = _FAILURE.get()
+        if exc is None:
+            span.set_status(_ERROR)
+            return
+        event = self.rt.scrubber.exception(exc)
+        description = f"{event['exception.type']}: {event['exception.message']}"
+        span.set_status(Status(StatusCode.ERROR, description[:1024]))
+        span.add_event("exception", event)
 
     def record(self, target: DbTarget, statement: str, seconds: float, error_type: str, batch: int) -> None:
         """One statement that ran for ``seconds``; ``batch`` is the executemany size (0: single)."""
@@ -380,7 +403,7 @@ class Statements:
             return
         self.spans.set_attributes(span, attrs)
         if error_type:
-            span.set_status(_ERROR)
+            self._fail(span)
         span.end(end_time=end_ns)
         self.rt.inst.db_duration.record(seconds, key, ctx.trace_id, ctx.span_id)
         if slow:
@@ -403,13 +426,12 @@ class Statements:
         end_ns = time.time_ns()
         start_ns = end_ns - int(seconds * 1e9)
         attrs, name = self._attributes(target, shape, error_type, slow, batch)
-        status = _ERROR if error_type else None
         # Timed already and childless: hand the processors the ended span directly.
-        if self.spans.finished(name, parent, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
+        if not error_type and self.spans.finished(name, parent, SpanKind.CLIENT, attrs, start_ns, end_ns):
             return
         span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
-        if status is not None:
-            span.set_status(status)
+        if error_type:
+            self._fail(span)
         span.end(end_time=end_ns)
 
     def _attributes(
