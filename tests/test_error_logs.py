@@ -66,7 +66,13 @@ def test_unhandled_exception_record_is_exported_with_the_request_trace(
 
 def _script_under_the_launcher(code: str, receiver: OTLPReceiver) -> subprocess.CompletedProcess[str]:
     """``python -c code`` under the launcher, exporting to ``receiver``; it must exit 0."""
-    env = clean_environ({**receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1"})
+    return _script_under_the_launcher_with(code, receiver, {})
+
+
+def _script_under_the_launcher_with(
+    code: str, receiver: OTLPReceiver, extra: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    env = clean_environ({**receiver.exporter_env(), "OTEL_PERF__RAISE_ERRORS": "1", **extra})
     result = subprocess.run(
         [launcher(), sys.executable, "-c", code],
         env=env, capture_output=True, text=True, timeout=60, check=False,
@@ -125,3 +131,34 @@ def test_after_the_apps_logging_config_our_lines_do_not_come_back_beside_its_own
     assert result.stdout.count("order 42 placed") == 1
     assert "order 42 placed" not in result.stderr
     assert len(otlp_receiver.wait_for_logs("order 42 placed")) == 1  # exported from the root
+
+
+@pytest.mark.parametrize("log_format", ["json", "off"])
+def test_a_scripts_basicconfig_writes_where_and_how_it_says_and_records_are_still_exported(
+    log_format: str, otlp_receiver: OTLPReceiver
+) -> None:
+    """``logging.basicConfig(level=DEBUG, stream=sys.stdout, format=...)`` in a script or cron
+    job: its lines on stdout in its format, DEBUG included, each record exported once (with
+    our handlers on the root it was a no-op: no stdout, no DEBUG).  ``basicConfig(level=...)``
+    alone keeps our lines and takes the level."""
+    shaped = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG, stream=sys.stdout,\n"
+        "                    format='MYFMT %(levelname)s|%(message)s')\n"
+        "logging.getLogger('cron').debug('a debug line')\n"
+        "logging.getLogger('cron').warning('a warning line')\n"
+    )
+    result = _script_under_the_launcher_with(shaped, otlp_receiver, {"OTEL_PERF_LOG_FORMAT": log_format})
+    assert "MYFMT DEBUG|a debug line" in result.stdout and "MYFMT WARNING|a warning line" in result.stdout
+    assert "a warning line" not in result.stderr  # not written twice
+    assert len(otlp_receiver.wait_for_logs("a debug line")) == 1
+    assert len(otlp_receiver.wait_for_logs("a warning line")) == 1
+    if log_format == "json":
+        level_only = (
+            "import logging\n"
+            "logging.basicConfig(level=logging.DEBUG)\n"
+            "logging.getLogger('cron').debug('level only')\n"
+        )
+        result = _script_under_the_launcher_with(level_only, otlp_receiver, {"OTEL_PERF_LOG_FORMAT": "json"})
+        [line] = [json.loads(x) for x in result.stderr.splitlines() if "level only" in x]
+        assert line["level"] == "DEBUG"  # our JSON line, at the level the app asked for

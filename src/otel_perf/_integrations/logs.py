@@ -6,11 +6,13 @@ so any formatter can use ``%(trace_id)s``.  ``OTEL_PERF_LOG_FORMAT=json`` (the d
 what log pipelines such as Loki, Elasticsearch and Cloud Logging ingest) installs a root
 handler writing one JSON object per line; ``text`` a plain line with the ids; ``off``
 leaves logging configuration alone.  The handler goes on the root logger at startup,
-before the app runs; an app that later calls ``logging.basicConfig()`` keeps it (basicConfig
-is then a no-op), one that calls ``logging.config.dictConfig``/``fileConfig`` replaces it (their
-handlers write the lines; records still carry the ids), and after such a call the OTLP handler
-goes back on the root and on the loggers it made stop at themselves, and our loggers are enabled
-again (:func:`_after_app_config`).
+before the app runs.  An app that later calls ``logging.basicConfig(level=...)`` keeps it and
+gets its level; one whose ``basicConfig`` says where or how to write (``stream``, ``filename``,
+``handlers``, ``format``, ``force``...) gets what it asked for, as without us
+(:func:`_basic_config`); one that calls ``logging.config.dictConfig``/``fileConfig`` replaces it
+(their handlers write the lines; records still carry the ids).  After such a call the OTLP
+handler goes back on the root and on the loggers it made stop at themselves, and our loggers are
+enabled again (:func:`_after_app_config`).
 An unconfigured root logger (level WARNING) is lowered to INFO so the app's INFO records
 reach the pipeline.  With ``OTEL_LOGS_EXPORTER=otlp`` records are also sent over OTLP.
 """
@@ -367,6 +369,52 @@ def _after_configuring(original: Any) -> Any:
     return configure
 
 
+#: ``basicConfig`` arguments that say where or how records are written (beyond the level)
+_SHAPING = (
+    "stream", "filename", "filemode", "handlers", "format", "datefmt", "style", "force", "encoding", "errors",
+)  # fmt: skip
+
+
+def _basic_config(original: Any) -> Any:
+    """``logging.basicConfig`` as without us, though our handlers are on the root already.
+
+    Without this it would be a no-op (the root has handlers: ours), so a script's
+    ``basicConfig(level=logging.DEBUG, stream=sys.stdout, format=...)`` lost its DEBUG records
+    and its stdout lines.  Only ``level``: the root gets it and our lines stay (JSON or text, as
+    ``OTEL_PERF_LOG_FORMAT`` says).  Anything that shapes the output, or no line handler of
+    ours (``OTEL_PERF_LOG_FORMAT=off``): ours come off, the app's call runs as it would without
+    us, and the OTLP handler goes back on (the stderr one only if the root was left with none),
+    as stock ``opentelemetry-instrument`` does for its handler.  A root the app gave handlers
+    already is left to the call (a no-op unless ``force``).
+    """
+
+    def basicConfig(**kwargs: Any) -> Any:
+        try:
+            root = logging.getLogger()
+            stream, otlp = _state.get("stream"), _state.get("otlp")
+            ours = [h for h in root.handlers if h is stream or h is otlp]
+            theirs = len(root.handlers) > len(ours)
+            if (theirs and not kwargs.get("force")) or not ours:
+                return original(**kwargs)
+            if stream in ours and not any(k in kwargs for k in _SHAPING):
+                if "level" in kwargs:
+                    root.setLevel(kwargs["level"])
+                return None
+            for handler in ours:
+                root.removeHandler(handler)
+        except Exception as exc:
+            guard.internal_error("logging.basicConfig", exc)
+            return original(**kwargs)
+        try:
+            return original(**kwargs)
+        finally:
+            if stream is not None and not root.handlers:
+                root.addHandler(stream)
+            _export_again()
+
+    return basicConfig
+
+
 def _hook_logging_config(module: Any) -> None:
     for name in ("dictConfig", "fileConfig"):
         if callable(getattr(module, name, None)):
@@ -385,6 +433,7 @@ def install(runtime: Any, _module: Any = None) -> None:
         pipeline.log_handler if pipeline is not None else None,
     )
     when_imported("logging.config", _hook_logging_config)
+    _patches.wrap(logging, "basicConfig", _basic_config)
 
 
 def uninstall() -> None:
