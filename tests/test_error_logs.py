@@ -162,3 +162,32 @@ def test_a_scripts_basicconfig_writes_where_and_how_it_says_and_records_are_stil
         result = _script_under_the_launcher_with(level_only, otlp_receiver, {"OTEL_PERF_LOG_FORMAT": "json"})
         [line] = [json.loads(x) for x in result.stderr.splitlines() if "level only" in x]
         assert line["level"] == "DEBUG"  # our JSON line, at the level the app asked for
+
+
+def test_the_official_logging_variables_shape_lines_and_export(otlp_receiver: OTLPReceiver) -> None:
+    """OTEL_PYTHON_LOG_CORRELATION=true with OTEL_PYTHON_LOG_FORMAT and OTEL_PYTHON_LOG_LEVEL:
+    lines in that format at that level, as the official logging instrumentation writes them;
+    OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION=false: no record exported over OTLP."""
+    code = (
+        "import logging\n"
+        "from opentelemetry import trace\n"
+        "with trace.get_tracer('t').start_as_current_span('job'):\n"
+        "    logging.getLogger('cron').debug('a debug line')\n"
+        "logging.getLogger('cron').info('an info line')\n"
+    )
+    shaped = {
+        "OTEL_PYTHON_LOG_CORRELATION": "true",
+        "OTEL_PYTHON_LOG_FORMAT": "CUSTOM %(levelname)s trace=%(otelTraceID)s %(message)s",
+        "OTEL_PYTHON_LOG_LEVEL": "debug",
+    }
+    result = _script_under_the_launcher_with(code, otlp_receiver, shaped)
+    [debug] = [line for line in result.stderr.splitlines() if "a debug line" in line]
+    assert debug.startswith("CUSTOM DEBUG trace=") and len(debug.split("trace=")[1].split()[0]) == 32
+    assert "CUSTOM INFO trace=0 an info line" in result.stderr
+    assert len(otlp_receiver.wait_for_logs("a debug line")) == 1
+    off = {"OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION": "false", "OTEL_SERVICE_NAME": "no-log-export"}
+    result = _script_under_the_launcher_with(code.replace("line", "quiet line"), otlp_receiver, off)
+    assert "an info quiet line" in result.stderr  # the lines stay
+    quiet = "no-log-export"
+    otlp_receiver.wait_for_spans(name="job", where=lambda s: s.resource.get("service.name") == quiet)
+    assert not otlp_receiver.logs("an info quiet line")

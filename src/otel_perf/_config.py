@@ -594,6 +594,39 @@ SETTINGS: tuple[Setting, ...] = (
         standard=True,
     ),
     _s(
+        "OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION",
+        "bool",
+        True,
+        "`false`: no log record is exported over OTLP (the official logging instrumentation's "
+        "switch for its handler); the lines and the trace ids on records stay.",
+        standard=True,
+    ),
+    _s(
+        "OTEL_PYTHON_LOG_CORRELATION",
+        "bool",
+        False,
+        "Also set the official logging instrumentation's `otelTraceID`, `otelSpanID`, "
+        "`otelServiceName` and `otelTraceSampled` on every record; while OTEL_PERF_LOG_FORMAT is "
+        "unset, lines are written in OTEL_PYTHON_LOG_FORMAT at OTEL_PYTHON_LOG_LEVEL, as there.",
+        standard=True,
+    ),
+    _s(
+        "OTEL_PYTHON_LOG_FORMAT",
+        "str",
+        "",
+        "The line format under OTEL_PYTHON_LOG_CORRELATION=true (unset: the official "
+        "instrumentation's, with `trace_id=%(otelTraceID)s span_id=%(otelSpanID)s`).",
+        standard=True,
+    ),
+    _s(
+        "OTEL_PYTHON_LOG_LEVEL",
+        "enum",
+        "info",
+        "The root logger's level under OTEL_PYTHON_LOG_CORRELATION=true.",
+        choices=("debug", "info", "warning", "error"),
+        standard=True,
+    ),
+    _s(
         "OTEL_PYTHON_LOG_HANDLER_LEVEL",
         "enum",
         "notset",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -198,11 +197,18 @@ class TextFormatter(logging.Formatter):
         )
 
 
-def install_handlers(fmt: str, service_name: str, otlp_handler: logging.Handler | None) -> None:
-    """Apply ``OTEL_PERF_LOG_FORMAT`` and add the OTLP handler, idempotently."""
+def install_handlers(
+    fmt: str, service_name: str, otlp_handler: logging.Handler | None, line_format: str = ""
+) -> None:
+    """Apply ``OTEL_PERF_LOG_FORMAT`` (``line_format``: a ``%``-style line instead of ours) and
+    add the OTLP handler, idempotently."""
     root = logging.getLogger()
     if fmt in ("json", "text"):
-        formatter: logging.Formatter = JsonFormatter(service_name) if fmt == "json" else TextFormatter()
+        formatter: logging.Formatter = (
+            logging.Formatter(line_format)
+            if line_format
+            else JsonFormatter(service_name) if fmt == "json" else TextFormatter()
+        )
         ours = [h for h in root.handlers if getattr(h, _MARK, False)]
         if not ours:
             handler = logging.StreamHandler(sys.stderr)
@@ -421,17 +427,35 @@ def _hook_logging_config(module: Any) -> None:
             _patches.wrap(module, name, _after_configuring)
 
 
+#: the official logging instrumentation's line format under OTEL_PYTHON_LOG_CORRELATION=true
+CORRELATION_FORMAT = (
+    "%(asctime)s %(levelname)s [%(name)s] [%(filename)s:%(lineno)d] [trace_id=%(otelTraceID)s "
+    "span_id=%(otelSpanID)s resource.service.name=%(otelServiceName)s trace_sampled=%(otelTraceSampled)s] "
+    "- %(message)s"
+)
+
+
 def install(runtime: Any, _module: Any = None) -> None:
-    """The logging row: ids on every record, our stream handler, the OTLP handler."""
+    """The logging row: ids on every record, our stream handler, the OTLP handler.
+
+    The official logging instrumentation's variables apply as there: under
+    ``OTEL_PYTHON_LOG_CORRELATION=true`` (and no ``OTEL_PERF_LOG_FORMAT`` of the user's) lines
+    are written in ``OTEL_PYTHON_LOG_FORMAT`` with the root at ``OTEL_PYTHON_LOG_LEVEL``, and
+    ``OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION=false`` exports no record over OTLP.
+    """
+    config = runtime.config
     service_name = str(runtime.resource.attributes.get("service.name", ""))
-    correlation = os.environ.get("OTEL_PYTHON_LOG_CORRELATION", "").strip().lower() == "true"
+    correlation = config.flag("OTEL_PYTHON_LOG_CORRELATION")
     install_record_factory(service_name, correlation)
     pipeline = runtime.pipeline
-    install_handlers(
-        runtime.config.text("OTEL_PERF_LOG_FORMAT"),
-        service_name,
-        pipeline.log_handler if pipeline is not None else None,
-    )
+    fmt = config.text("OTEL_PERF_LOG_FORMAT")
+    line_format = ""
+    if correlation and config.sources.get("OTEL_PERF_LOG_FORMAT", "default") == "default":
+        fmt, line_format = "text", config.text("OTEL_PYTHON_LOG_FORMAT") or CORRELATION_FORMAT
+    export = pipeline is not None and config.flag("OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION")
+    install_handlers(fmt, service_name, pipeline.log_handler if export else None, line_format)
+    if line_format:
+        logging.getLogger().setLevel(config.text("OTEL_PYTHON_LOG_LEVEL").upper())
     when_imported("logging.config", _hook_logging_config)
     _patches.wrap(logging, "basicConfig", _basic_config)
 
