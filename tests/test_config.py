@@ -236,3 +236,17 @@ def test_standard_booleans_are_true_only_when_true(value: str, used: bool, warne
     assert config["OTEL_SDK_DISABLED"] is used
     assert bool(config.problems) is warned
     assert config["OTEL_PERF_SERVER_TIMING"] is True
+
+
+def test_metric_interval_and_timeout_are_numbers_as_the_sdk_reads_them() -> None:
+    """The SDK reads OTEL_METRIC_EXPORT_INTERVAL and _TIMEOUT with float(): 500.0 and 5000.5 are
+    valid there, and so are they here; a short interval is the user's to choose."""
+    from otel_perf._config import sdk_problems
+
+    for value, used in (("500.0", 500.0), ("50", 50.0), ("2500", 2500.0)):
+        config = load({"OTEL_METRIC_EXPORT_INTERVAL": value})
+        assert config.problems == [] and config["OTEL_METRIC_EXPORT_INTERVAL"] == used
+    assert sdk_problems({"OTEL_METRIC_EXPORT_TIMEOUT": "5000.5"}) == []
+    [negative] = sdk_problems({"OTEL_METRIC_EXPORT_TIMEOUT": "-1"})
+    assert negative.env == "OTEL_METRIC_EXPORT_TIMEOUT"
+    assert load({"OTEL_METRIC_EXPORT_INTERVAL": "soon"}).problems

@@ -513,10 +513,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _s(
         "OTEL_METRIC_EXPORT_INTERVAL",
-        "int",
+        "float",
         60000,
-        "Milliseconds between metric exports.",
-        minimum=100,
+        "Milliseconds between metric exports (a number, as the SDK reads it).",
+        minimum=1,
         maximum=86_400_000,
         standard=True,
     ),
@@ -1093,8 +1093,9 @@ _SDK_POSITIVE_INTS = (
     "OTEL_BSP_EXPORT_TIMEOUT",
     "OTEL_BLRP_SCHEDULE_DELAY",
     "OTEL_BLRP_EXPORT_TIMEOUT",
-    "OTEL_METRIC_EXPORT_TIMEOUT",
 )
+#: milliseconds the SDK reads with float() (so "5000.5" is valid there)
+_SDK_POSITIVE_FLOATS = ("OTEL_METRIC_EXPORT_TIMEOUT",)
 _SDK_NON_NEGATIVE_INTS = (
     "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
     "OTEL_ATTRIBUTE_COUNT_LIMIT",
@@ -1122,7 +1123,8 @@ def sdk_problems(env: Mapping[str, str] | None = None) -> list[Problem]:
     def bad(name: str, raw: str, reason: str) -> None:
         problems.append(Problem(name, raw, SDK_DEFAULT, reason))
 
-    for name in (*_SDK_POSITIVE_INTS, *_SDK_NON_NEGATIVE_INTS, *_SDK_TIMEOUTS, *_SDK_CHOICES):
+    numbers = (*_SDK_POSITIVE_INTS, *_SDK_POSITIVE_FLOATS, *_SDK_NON_NEGATIVE_INTS, *_SDK_TIMEOUTS)
+    for name in (*numbers, *_SDK_CHOICES):
         raw = environ.get(name, "")
         text = raw.strip()
         if not text:
@@ -1132,6 +1134,13 @@ def sdk_problems(env: Mapping[str, str] | None = None) -> list[Problem]:
         elif name in _SDK_CHOICES:
             if text.lower() not in _SDK_CHOICES[name]:
                 bad(name, raw, "expected one of " + ", ".join(_SDK_CHOICES[name]))
+        elif name in _SDK_POSITIVE_FLOATS:
+            try:
+                millis = float(text)
+            except ValueError:
+                millis = math.nan
+            if not (math.isfinite(millis) and 0 < millis <= MAX_MS):
+                bad(name, raw, f"expected a number of milliseconds above 0 and at most {int(MAX_MS)}")
         elif name in _SDK_TIMEOUTS:
             try:
                 seconds = float(text)
