@@ -45,13 +45,13 @@ def test_valid_values_are_parsed_and_sourced() -> None:
 @pytest.mark.parametrize(
     ("env", "value", "reason"),
     [
+        ("OTEL_TRACES_SAMPLER_ARG", "2", "above the maximum"),
         ("OTEL_PERF_SLOW_QUERY_MS", "fast", "expected a number"),
         ("OTEL_PERF_SLOW_QUERY_MS", "-5", "below the minimum"),
         ("OTEL_PERF_N_PLUS_ONE_THRESHOLD", "1.5", "expected an integer"),
         ("OTEL_PERF_REPORT", "maybe", "expected true or false"),
         ("OTEL_PERF_LOG_FORMAT", "xml", "expected one of json, text, off"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "expected an http"),
-        ("OTEL_TRACES_SAMPLER_ARG", "2", "above the maximum"),
         ("OTEL_PERF_SLOW_REQUEST_MS", "nan", "finite"),
         ("OTEL_PERF_STATS_PATH", "perf", "expected a path"),
     ],
@@ -250,3 +250,11 @@ def test_metric_interval_and_timeout_are_numbers_as_the_sdk_reads_them() -> None
     [negative] = sdk_problems({"OTEL_METRIC_EXPORT_TIMEOUT": "-1"})
     assert negative.env == "OTEL_METRIC_EXPORT_TIMEOUT"
     assert load({"OTEL_METRIC_EXPORT_INTERVAL": "soon"}).problems
+
+
+def test_the_sampler_argument_is_checked_only_for_the_samplers_that_read_it() -> None:
+    """A ratio sampler's argument is a number from 0 to 1; a static sampler the user chose ignores
+    it (as the SDK does), so a leftover argument is no problem."""
+    [problem] = load({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"}).problems
+    assert problem.env == "OTEL_TRACES_SAMPLER_ARG" and "above the maximum" in problem.message()
+    assert load({"OTEL_TRACES_SAMPLER": "always_off", "OTEL_TRACES_SAMPLER_ARG": "x"}).problems == []

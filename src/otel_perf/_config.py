@@ -977,9 +977,11 @@ def _cross_checks(values: dict[str, Any], problems: list[Problem], environ: Mapp
             "the stats endpoint stays off (make one with `openssl rand -hex 16`)",
         ))  # fmt: skip
         values["OTEL_PERF_STATS_TOKEN"] = ""
-    if values["OTEL_TRACES_SAMPLER"] not in (*RATIO_SAMPLERS, *STATIC_SAMPLERS):
+    chosen = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if values["OTEL_TRACES_SAMPLER"] not in (*RATIO_SAMPLERS, *STATIC_SAMPLERS) or chosen in STATIC_SAMPLERS:
         # An entry-point sampler reads the argument as it likes (jaeger_remote's is
-        # "endpoint=...,pollingIntervalMs=...").
+        # "endpoint=...,pollingIntervalMs=..."); a static one the user chose ignores it, as
+        # the SDK does (left unset, a bad argument is reported: the sampler was forgotten?).
         problems[:] = [p for p in problems if p.env != "OTEL_TRACES_SAMPLER_ARG"]
     _check_batches(values, problems)
     _check_resource_attributes(values, problems)
