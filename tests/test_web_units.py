@@ -553,3 +553,50 @@ def test_an_outgoing_call_without_a_response_has_no_status_in_its_duration_point
     ]  # fmt: skip
     refused = next(p for p in points if p["error.type"] == "ConnectionRefusedError")
     assert "http.response.status_code" not in refused
+
+
+@pytest.mark.parametrize("capture_all", [False, True])
+def test_an_unknown_method_is_kept_as_sent_when_every_method_is_captured(capture_all: bool) -> None:
+    """OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS=true: a method outside the standard
+    set names the span and is ``http.request.method``, as the official instrumentations do;
+    otherwise it is ``_OTHER`` with the method in ``http.request.method_original``."""
+    import asyncio
+
+    from otel_perf._core import server as server_core
+    from otel_perf._integrations.asgi import PerfMiddleware
+
+    setup = _Excluded("^/never")
+    if capture_all:
+        from otel_perf._config import load
+
+        setup.rt.config = load({"OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS": "true"})
+    try:
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        middleware = PerfMiddleware(app, setup.rt)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PURGE",
+                 "scheme": "http", "path": "/cache", "raw_path": b"/cache", "query_string": b"",
+                 "root_path": "", "headers": [], "client": ("127.0.0.1", 1),
+                 "server": ("127.0.0.1", 2)}  # fmt: skip
+        asyncio.run(middleware(scope, receive, send))
+        [span] = [s for s in setup.memory.get_finished_spans() if s.kind == SpanKind.SERVER]
+        attributes = dict(span.attributes or {})
+        if capture_all:
+            assert span.name == "PURGE" and attributes["http.request.method"] == "PURGE"
+            assert "http.request.method_original" not in attributes
+        else:
+            assert span.name == "HTTP" and attributes["http.request.method"] == "_OTHER"
+            assert attributes["http.request.method_original"] == "PURGE"
+    finally:
+        server_core.capture_all_methods(False)
+        setup.close()

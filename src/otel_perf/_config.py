@@ -594,6 +594,14 @@ SETTINGS: tuple[Setting, ...] = (
         standard=True,
     ),
     _s(
+        "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS",
+        "bool",
+        False,
+        "Record an HTTP method outside the standard set as sent (span name, `http.request.method`, "
+        "metrics), as the official instrumentations do, instead of `_OTHER`.",
+        standard=True,
+    ),
+    _s(
         "OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION",
         "bool",
         True,

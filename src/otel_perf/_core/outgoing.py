@@ -38,7 +38,13 @@ from otel_perf._analysis import ratelimit
 from otel_perf._analysis.redact import safe_url
 from otel_perf._core import guard
 from otel_perf._core.capture import HeaderCapture, Pairs
-from otel_perf._core.server import KNOWN_METHODS, MAX_PATH_ATTR, MAX_USER_AGENT
+from otel_perf._core.server import (
+    KNOWN_METHODS,
+    MAX_PATH_ATTR,
+    MAX_USER_AGENT,
+    capture_all_methods,
+    unknown_method,
+)
 from otel_perf._core.spans import SpanStarter
 from otel_perf._core.suppression import SUPPRESS_HTTP_KEY, is_http_instrumentation_enabled
 
@@ -96,6 +102,7 @@ class OutgoingCalls:
         self.redact = frozenset(x.lower() for x in runtime.config.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.capture = HeaderCapture("CLIENT")
         self.excluded = runtime.config.excluded_urls(library)
+        capture_all_methods(runtime.config.flag("OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"))
 
     def safe_url(self, url: str) -> str:
         """``url`` as it may be exported: no user or password, sensitive parameters redacted."""
@@ -140,7 +147,7 @@ class OutgoingCalls:
                 return Call(trace.INVALID_SPAN, host, 0, "", token, recorded=False)
             known = method.upper()
             if known not in KNOWN_METHODS:
-                known = "_OTHER"
+                known = unknown_method(known)
             span = self.spans.start(
                 "HTTP" if known == "_OTHER" else known,
                 None,

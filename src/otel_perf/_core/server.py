@@ -47,6 +47,23 @@ if TYPE_CHECKING:
 KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"}
 )
+#: ``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS=true`` (read when a server or client
+#: core is built): a method outside the known set is kept as sent, as the official
+#: instrumentations keep it, instead of ``_OTHER``
+_CAPTURE_ALL_METHODS = [False]
+
+
+def capture_all_methods(on: bool) -> None:
+    _CAPTURE_ALL_METHODS[0] = on
+
+
+def unknown_method(method: str) -> str:
+    """What a method outside :data:`KNOWN_METHODS` is recorded as (the known ones never get here)."""
+    if _CAPTURE_ALL_METHODS[0] and method and len(method) <= 64 and method.isprintable():
+        return method.upper()
+    return "_OTHER"
+
+
 #: Attribute values cut at this length (paths, queries, routes).
 MAX_PATH_ATTR = 2048
 #: Distinct connections (scheme, protocol, Host, user agent, both sockets) whose attributes
@@ -138,6 +155,7 @@ class ServerCore:
         self.browser: Any = runtime.browser_script
         #: requests whose path or URL matches are passed straight through, unmeasured (excludes())
         self.excluded = cfg.excluded_urls(framework)
+        capture_all_methods(cfg.flag("OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"))
         self.redact = frozenset(x.lower() for x in cfg.items("OTEL_PERF_REDACT_QUERY_PARAMS"))
         self.subspans = cfg.flag("OTEL_PERF_ASGI_SUBSPANS")
         #: OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* (nothing is read while unset)

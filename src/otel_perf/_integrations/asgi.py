@@ -43,6 +43,7 @@ from otel_perf._core.server import (
     server_timing,
     tag_from_baggage,
     traceresponse,
+    unknown_method,
 )
 from otel_perf._core.suppression import untraced
 from otel_perf._core.work import Work, current_work
@@ -287,7 +288,7 @@ class PerfMiddleware:
                 self._monitor_generation = _fork_generation[0]
             method = scope.get("method", "GET")
             if method not in KNOWN_METHODS:
-                method = "_OTHER"
+                method = unknown_method(method)
             scheme = scope.get("scheme") or "http"
             parent = None
             headers = scope.get("headers") or ()

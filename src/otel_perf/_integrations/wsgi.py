@@ -60,6 +60,7 @@ from otel_perf._core.server import (
     mark_failed_request,
     server_timing,
     tag_from_baggage,
+    unknown_method,
 )
 from otel_perf._core.spans import CONTEXT_IS_TUPLE
 from otel_perf._core.suppression import untraced
@@ -415,7 +416,7 @@ class WsgiServer:
         try:
             method = environ.get("REQUEST_METHOD") or "GET"
             if method not in KNOWN_METHODS:
-                method = "_OTHER"
+                method = unknown_method(method)
             scheme = environ.get("wsgi.url_scheme") or "http"
             parent = None
             if "HTTP_TRACEPARENT" in environ or "HTTP_BAGGAGE" in environ:
