@@ -335,11 +335,18 @@ class ServerCore:
 
 
 def server_stopped(runtime: Runtime) -> None:
-    """The server has stopped serving: report, and export what was recorded (bounded)."""
+    """The server has stopped serving: report, and export what was recorded (bounded).
+
+    The loop monitor stops first: the flush runs on the event loop's thread (uvicorn is still
+    inside its serve coroutine), and an unreachable collector holding it for the timeout was
+    reported as the app blocking the loop.
+    """
     pipeline = runtime.pipeline
     if pipeline is None:
         return
     try:
+        if runtime.loop_monitor is not None:
+            runtime.loop_monitor.stop()
         pipeline.report_once()
         pipeline.flush(runtime.config.number("OTEL_PERF_SHUTDOWN_TIMEOUT"))
     except Exception as exc:
