@@ -569,3 +569,18 @@ def test_a_slow_statement_outside_any_span_logs_its_finding_in_its_root_spans_tr
     [(message, trace_id, span_id)] = [entry for entry in seen if entry[0].startswith("slow query")]
     assert (trace_id, span_id) == (span.context.trace_id, span.context.span_id)
     assert f"trace_id={trace_id:032x}" in message
+
+
+def test_a_retried_job_run_is_a_retry_not_a_failure(runtime: tuple[Runtime, _Collect]) -> None:
+    """Celery's self.retry() ends a run with error.type "Retry": the task runs again.  A task that
+    succeeds on its third try is 3 runs, 2 retries, 0 failures, and its worker stays healthy."""
+    rt = runtime[0]
+    for error_type in ("Retry", "Retry", ""):
+        rt.inst.job_duration.record(0.1, ("celery", "tasks.flaky", error_type))
+    rt.inst.job_duration.record(0.1, ("celery", "tasks.broken", "ValueError"))
+    stats = summary(rt)
+    jobs = {job["name"]: job for job in stats["jobs"]}
+    flaky, broken = jobs["tasks.flaky"], jobs["tasks.broken"]
+    assert (flaky["count"], flaky["errors"], flaky["retries"], flaky["error_rate"]) == (3, 0, 2, 0.0)
+    assert (broken["count"], broken["errors"], broken["retries"]) == (1, 1, 0)
+    assert "0.0% (2 retried)" in render(stats)

@@ -693,12 +693,13 @@ def _caches_and_jobs(b: Board, sel: str) -> None:
     )
     b.timeseries(
         "Job runs and failures",
-        "Runs per second by job; dashed: the failed ones (error.type set).",
+        "Runs per second by job; dashed: the failed ones (error.type set; retried runs, "
+        "error.type Retry, are not failures).",
         "ops",
         [
             _target(f"sum by ({job}) (rate(perf_job_duration_seconds_count{{{sel}}}{RATE}))", job_legend),
             _target(
-                f'sum by ({job}) (rate(perf_job_duration_seconds_count{{{sel}, error_type!=""}}{RATE}))',
+                f'sum by ({job}) (rate(perf_job_duration_seconds_count{{{sel}, error_type!~"|Retry"}}{RATE}))',
                 "failed {{perf_job_system}} {{perf_job_name}}",
             ),
         ],

@@ -313,13 +313,24 @@ def summary(
 
 #: A cache is judged against its hit-ratio floor only after this many reads in the window.
 MIN_CACHE_READS = 20
+#: ``error.type`` of a job run that asked to be retried
+RETRY = "Retry"
+
+
+def _job_outcome(key: tuple[Any, ...]) -> tuple[Any, Any, str]:
+    """(system, name, "" | "failed" | "retry") of a job duration series."""
+    if len(key) <= 2:
+        return "", "", ""
+    return key[0], key[1], "retry" if key[2] == RETRY else "failed" if key[2] else ""
 
 
 def jobs_section(view: _View, minutes: float) -> list[dict[str, Any]]:
     """Per job (system, name): runs, failures, duration percentiles, queue wait, queries per run."""
     bounds = view.bounds(n.JOB_DURATION)
     runs = view.group(n.JOB_DURATION, lambda k: (k[0], k[1]) if len(k) > 2 else ("", ""))
-    failed = view.group(n.JOB_DURATION, lambda k: (k[0], k[1], bool(k[2])) if len(k) > 2 else ("", "", False))
+    # A retried run (error.type "Retry": Celery's self.retry()) is neither a success nor a
+    # failure: the task runs again; counted apart, so routine retries do not fail the worker.
+    outcome = view.group(n.JOB_DURATION, _job_outcome)
     waits = view.group(n.JOB_QUEUE_WAIT, lambda k: (k[0], k[1]) if len(k) > 1 else ("", ""))
     queries = view.group(n.JOB_QUERIES, lambda k: (k[0], k[1]) if len(k) > 1 else ("", ""))
     n1 = view.counter(n.N_PLUS_ONE)
@@ -327,7 +338,8 @@ def jobs_section(view: _View, minutes: float) -> list[dict[str, Any]]:
     for (system, name), m in sorted(runs.items(), key=lambda kv: (-kv[1].count, str(kv[0]))):
         if m.count <= 0:
             continue
-        err = failed.get((system, name, True))
+        err = outcome.get((system, name, "failed"))
+        retried = outcome.get((system, name, "retry"))
         errors = err.count if err else 0
         entry: dict[str, Any] = {
             "system": system,
@@ -336,6 +348,7 @@ def jobs_section(view: _View, minutes: float) -> list[dict[str, Any]]:
             "runs_per_minute": round(m.count / minutes, 2),
             "errors": errors,
             "error_rate": round(errors / m.count, 4),
+            "retries": retried.count if retried else 0,
             "mean_ms": round(m.sum / m.count * 1000.0, 3),
             "p50_ms": m.quantile_ms(bounds, 0.50),
             "p95_ms": m.quantile_ms(bounds, 0.95),

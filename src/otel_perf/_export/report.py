@@ -131,7 +131,7 @@ def _jobs_lines(stats: dict[str, Any]) -> list[str]:
         [
             f"{j['system']} {j['name']}",
             str(j["count"]),
-            f"{j['error_rate']:.1%}",
+            f"{j['error_rate']:.1%}" + (f" ({j['retries']} retried)" if j.get("retries") else ""),
             f"{j['p50_ms']:.1f}",
             f"{j['p95_ms']:.1f}",
             f"{j['p99_ms']:.1f}",
