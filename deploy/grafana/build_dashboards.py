@@ -699,7 +699,8 @@ def _caches_and_jobs(b: Board, sel: str) -> None:
         [
             _target(f"sum by ({job}) (rate(perf_job_duration_seconds_count{{{sel}}}{RATE}))", job_legend),
             _target(
-                f'sum by ({job}) (rate(perf_job_duration_seconds_count{{{sel}, error_type!~"|Retry"}}{RATE}))',
+                f"sum by ({job}) (rate(perf_job_duration_seconds_count"
+                f'{{{sel}, error_type!~"|Retry"}}{RATE}))',
                 "failed {{perf_job_system}} {{perf_job_name}}",
             ),
         ],
