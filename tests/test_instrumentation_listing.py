@@ -119,6 +119,17 @@ def test_url_attributes_of_other_instrumentations_are_redacted() -> None:
     assert redacted_url_attributes({"url.full": "https://api.example.com/?page=1"}, NAMES, 2048) is None
 
 
+def test_statements_of_other_instrumentations_lose_their_literals() -> None:
+    """The official psycopg2, mysqlclient and DB-API instrumentations export the statement as
+    sent, literals included: ours are normalized, and theirs are too before they leave."""
+    pg = {"db.system.name": "postgresql", "db.query.text": "SELECT * FROM \"p2\" WHERE a = 'literal-secret'"}
+    assert redacted_url_attributes(pg, NAMES, 2048) == {"db.query.text": 'SELECT * FROM "p2" WHERE a = ?'}
+    old = {"db.system": "mysql", "db.statement": "UPDATE users SET token = \"s3cret\" WHERE id = 7"}
+    expected = "UPDATE users SET token = ? WHERE id = ?"
+    assert redacted_url_attributes(old, NAMES, 2048) == {"db.statement": expected}
+    assert redacted_url_attributes({"db.query.text": "GET ?", "db.system.name": "redis"}, NAMES, 2048) is None
+
+
 def _span(scope: str, attributes: dict[str, object]) -> ReadableSpan:
     context = SpanContext(0xABC, 0xDEF, is_remote=False)
     return ReadableSpan(

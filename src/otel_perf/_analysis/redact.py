@@ -16,6 +16,11 @@ _SEPARATORS = re.compile(r"([&;])")
 URL_ATTRIBUTES = ("url.full", "http.url")
 QUERY_ATTRIBUTES = ("url.query",)
 TARGET_ATTRIBUTES = ("http.target",)
+#: statement text an instrumentation not ours may export with its literals (the official
+#: psycopg2, mysqlclient, DB-API instrumentations: ``WHERE email = 'a@b.c'``)
+STATEMENT_ATTRIBUTES = ("db.query.text", "db.statement")
+#: where the system a statement ran on is (decides whether double quotes are identifiers)
+SYSTEM_ATTRIBUTES = ("db.system.name", "db.system")
 
 
 def redact_query(query: str, names: frozenset[str]) -> str:
@@ -135,7 +140,8 @@ def redacted_url_attributes(
 
     For spans of other instrumentations (official ones loaded beside ours, the app's own):
     ``url.full``/``http.url`` lose credentials and sensitive parameters, ``url.query`` and
-    ``http.target`` sensitive parameters.
+    ``http.target`` sensitive parameters, and a statement (``db.query.text``,
+    ``db.statement``) its literals, as ours are normalized.
     """
     changed: dict[str, Any] | None = None
     for key in URL_ATTRIBUTES:
@@ -156,6 +162,14 @@ def redacted_url_attributes(
         value = attributes.get(key)
         if isinstance(value, str) and value:
             new = redact_target(value, names)
+            if new != value:
+                changed = changed or {}
+                changed[key] = new
+    for key in STATEMENT_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            system = next((s for s in map(attributes.get, SYSTEM_ATTRIBUTES) if isinstance(s, str)), "")
+            new = normalize(value, system)
             if new != value:
                 changed = changed or {}
                 changed[key] = new

@@ -167,13 +167,15 @@ OUR_SCOPE = "otel_perf"
 
 
 class UrlRedactor:
-    """Redacts the URL attributes of spans not made by us, as they end.
+    """Redacts the URL attributes (and statement literals) of spans not made by us, as they end.
 
     Ours never carry credentials or a sensitive query parameter (the cores redact them as
     they set them).  An official instrumentation loaded beside ours, or the app's own
     spans, may: ``url.full``, ``url.query``, ``http.url`` and ``http.target`` (the last two
     are back with ``OTEL_SEMCONV_STABILITY_OPT_IN=http/dup``) lose credentials and the
-    values of ``OTEL_PERF_REDACT_QUERY_PARAMS``, whatever exporter follows.  Armed by the
+    values of ``OTEL_PERF_REDACT_QUERY_PARAMS``, and ``db.query.text``/``db.statement`` their
+    literals (:func:`~otel_perf._analysis.redact.redacted_url_attributes`), whatever exporter
+    follows.  Armed by the
     first tracer of another scope (:class:`ScopeWatchingTracerProvider`): until then a span
     pays one attribute check.
     """
