@@ -153,3 +153,46 @@ def test_one_span_per_command_with_the_official_redis_instrumentation_installed(
     )
     spans = [s for s in otlp_receiver.spans(trace_id=trace_id) if s.kind == "CLIENT"]
     assert [s.name for s in spans] == COMMANDS
+
+
+def test_watch_and_the_reads_before_multi_are_commands_of_their_own(redis_server: RedisServer) -> None:
+    """A pipeline in immediate mode (``WATCH``, then reads before ``MULTI``): each command is
+    recorded as outside a pipeline (span, duration point, cache read), the transaction once."""
+    import redis as redis_lib
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_perf._config import load
+    from otel_perf._core.runtime import Runtime, build_instruments
+    from otel_perf._integrations import redis as redis_adapter
+    from otel_perf._metrics.instruments import Registry
+
+    provider = TracerProvider(shutdown_on_exit=False)
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    registry = Registry()
+    tracer = provider.get_tracer("otel_perf")
+    rt = Runtime(load({}), tracer, registry, build_instruments(registry), Resource({}))
+    import redis.client
+
+    redis_adapter.install(rt, redis.client)
+    try:
+        client = redis_lib.Redis(host="127.0.0.1", port=redis_server.port, db=9)
+        client.set("watched:counter", 1)
+        with provider.get_tracer("test").start_as_current_span("job"), client.pipeline() as pipe:
+            pipe.watch("watched:counter")
+            current = int(pipe.get("watched:counter") or 0)
+            pipe.multi()
+            pipe.set("watched:counter", current + 1)
+            pipe.execute()
+        client.close()
+    finally:
+        redis_adapter.uninstall()
+    names = [s.name for s in memory.get_finished_spans() if s.name != "job"]
+    assert names == ["WATCH", "GET", "MULTI"], names
+    [watch] = [s for s in memory.get_finished_spans() if s.name == "WATCH"]
+    assert (watch.attributes or {})["db.query.text"] == "WATCH ?"
+    operations = {s.key[1]: s.count for s in rt.inst.db_duration.series()}
+    assert operations == {"SET": 1, "WATCH": 1, "GET": 1, "MULTI": 1}  # the SET before: a point, no span

@@ -23,8 +23,8 @@ one lists the pipeline's commands in ``db.query.text``).  The two answer to the 
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis`` switches both off.  Redis commands are not SQL
 statements: they do not count in queries per request; a sampled request's span carries
 ``perf.redis.command_count`` and ``perf.redis.duration``.
-Not covered: ``RedisCluster`` clients and commands of a pipeline in immediate mode (after
-``WATCH``).
+A pipeline's commands in immediate mode (``WATCH`` and the reads between it and ``MULTI``) are
+each a command of their own, as outside a pipeline.  Not covered: ``RedisCluster`` clients.
 """
 
 from __future__ import annotations
@@ -478,6 +478,8 @@ def install(runtime: Runtime, module: ModuleType | None) -> None:
     )
     _patches.wrap(module.Redis, "execute_command", lambda f: command(commands, caches, f))
     _patches.wrap(module.Pipeline, "execute", lambda f: pipeline(commands, caches, f))
+    if hasattr(module.Pipeline, "immediate_execute_command"):  # WATCH and the reads after it
+        _patches.wrap(module.Pipeline, "immediate_execute_command", lambda f: command(commands, caches, f))
 
 
 def uninstall() -> None:
