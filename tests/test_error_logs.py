@@ -191,3 +191,27 @@ def test_the_official_logging_variables_shape_lines_and_export(otlp_receiver: OT
     quiet = "no-log-export"
     otlp_receiver.wait_for_spans(name="job", where=lambda s: s.resource.get("service.name") == quiet)
     assert not otlp_receiver.logs("an info quiet line")
+
+
+@pytest.mark.parametrize("disabled", ["", "psycopg2"])
+def test_a_database_client_nothing_instruments_is_named_once_when_used(
+    disabled: str, otlp_receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    """psycopg2 (no adapter of ours) without its official instrumentation would record nothing,
+    silently: one warning names it and what to install, unless the user switched it off."""
+    import os
+
+    (tmp_path / "psycopg2").mkdir()
+    (tmp_path / "psycopg2" / "__init__.py").write_text("paramstyle = 'pyformat'\n")  # a stand-in
+    code = "import psycopg2\nimport psycopg2\nprint('imported', psycopg2.paramstyle)\n"
+    extra = {"PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)}
+    if disabled:
+        extra["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = disabled
+    result = _script_under_the_launcher_with(code, otlp_receiver, extra)
+    assert "imported pyformat" in result.stdout
+    said = "psycopg2 is in use and nothing instruments it"
+    warnings = [line for line in result.stderr.splitlines() if said in line]
+    if disabled:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and "opentelemetry-instrumentation-psycopg2" in warnings[0]

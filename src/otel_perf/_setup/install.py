@@ -161,6 +161,7 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
         integrations.run_hooks("opentelemetry_pre_instrument")
         integrations.load_official(disabled, integrations.replaced_names(disabled))
         integrations.run_hooks("opentelemetry_post_instrument")
+        integrations.warn_uncovered(disabled)
     _end_startup_logging(startup_handler)
     providers.rate_limit_sdk_logs(config.number("OTEL_PERF_WARN_INTERVAL"))  # loggers made since
 

@@ -294,6 +294,43 @@ def load_official(disabled: set[str], replaced: set[str]) -> None:
         note(status)
 
 
+#: Database clients no adapter of ours instruments, with the official instrumentation that does
+#: (its entry point name and package): used while that one is not active, their statements
+#: would go unrecorded without a word.
+UNCOVERED_CLIENTS: dict[str, tuple[str, str, str]] = {
+    # module imported: (what the user knows it as, official entry point, its package)
+    "psycopg2": ("psycopg2", "psycopg2", "opentelemetry-instrumentation-psycopg2"),
+    "MySQLdb": ("mysqlclient", "mysqlclient", "opentelemetry-instrumentation-mysqlclient"),
+    "pymssql": ("pymssql", "pymssql", "opentelemetry-instrumentation-pymssql"),
+    "pymongo": ("pymongo", "pymongo", "opentelemetry-instrumentation-pymongo"),
+    "cassandra": ("cassandra-driver", "cassandra", "opentelemetry-instrumentation-cassandra"),
+}
+
+
+def warn_uncovered(disabled: set[str]) -> None:
+    """Arm a warning, on first import, for each client of :data:`UNCOVERED_CLIENTS` whose official
+    instrumentation is not active here (and that the user did not switch off on purpose)."""
+    from otel_perf._core.imports import when_imported
+
+    active = {s.name for s in STATUS.values() if s.state == "active"}
+    for module, (label, entry, package) in UNCOVERED_CLIENTS.items():
+        if entry in active or normal_name(entry) in disabled or WILDCARD in disabled:
+            continue
+
+        def warn(_module: Any, label: str = label, package: str = package, entry: str = entry) -> None:
+            logger.warning(
+                "otel-perf: %s is in use and nothing instruments it: its statements get no spans, "
+                "no db.client.operation.duration and no slow-query or N+1 findings. Install %s "
+                "(its SQL is normalized before export), or switch this warning off with "
+                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=%s.",
+                label,
+                package,
+                normal_name(entry),
+            )
+
+        when_imported(module, warn)
+
+
 def run_hooks(group: str) -> None:
     """The ``opentelemetry_pre_instrument`` / ``_post_instrument`` hooks, as the official loader runs them."""
     for entry_point in metadata.entry_points(group=group):
