@@ -94,6 +94,7 @@ def test_hits_and_misses_are_exact_and_each_command_is_one_span(
     assert spans[4].attributes["db.query.text"] == "MGET ? ? ?"
     assert spans[5].attributes["db.query.text"] == "HSET ? ? ?"
     assert spans[-1].attributes["db.operation.batch.size"] == 2
+    assert spans[-1].attributes["db.query.text"] == "GET ?\nDEL ?"  # the pipeline's commands
     otlp_receiver.wait_for(
         lambda: (
             otlp_receiver.histogram_count(

@@ -16,6 +16,7 @@ by the adapter and go to :mod:`otel_perf._core.caches`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import get_current as _current_context
@@ -83,12 +84,14 @@ class Commands:
         error_type: str,
         batch: int = 0,
         arguments: int = 0,
+        text: Callable[[], str] | None = None,
     ) -> None:
         """One command (or one pipeline of ``batch`` commands) that took ``seconds``.
 
         ``arguments``: how many words the command had, its name included (0: not known); its
         span then says ``db.query.text`` with each argument a ``?`` (``SET ? ? ? ?``) and
-        ``db.redis.args_length``, as the official Redis instrumentation's do.
+        ``db.redis.args_length``, as the official Redis instrumentation's do.  ``text()``: a
+        pipeline's ``db.query.text`` (its commands, one per line), read only for a recorded span.
         """
         rt = self.rt
         key = (target.system, operation, "", error_type, *target.place)
@@ -107,6 +110,12 @@ class Commands:
         rt.inst.db_duration.record(seconds, key, pctx.trace_id, pctx.span_id)
         shared, name = self._attributes(target, operation, batch, arguments)
         attrs = self._with_error(shared, error_type)
+        if text is not None:
+            attrs = dict(attrs)
+            query = text()
+            if len(query) > MAX_QUERY_TEXT:
+                query = query[: MAX_QUERY_TEXT - 3] + "..."
+            attrs[n.A_DB_QUERY_TEXT] = query
         status = _ERROR if error_type else None
         if not self.spans.finished(name, pctx, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
             span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)

@@ -18,11 +18,11 @@ command is the rule.  Ours records, in one wrapper, the stable database semantic
 metric and the cache signal; the official one records spans only.  A command's span keeps what
 the official one's says: ``db.query.text`` with each argument a ``?`` (``SET ? ? ? ?``, the
 command name as we normalise it), ``db.redis.args_length`` and ``network.transport``; a
-pipeline's span is one MULTI or PIPELINE span with ``db.operation.batch.size`` (the official
-one lists the pipeline's commands in ``db.query.text``).  The two answer to the same name, so
-``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis`` switches both off.  Redis commands are not SQL
-statements: they do not count in queries per request; a sampled request's span carries
-``perf.redis.command_count`` and ``perf.redis.duration``.
+pipeline is one MULTI or PIPELINE span with ``db.operation.batch.size`` and its commands in
+``db.query.text``, one per line (the official one names its span by them).  The two answer to
+the same name, so ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=redis`` switches both off.  Redis
+commands are not SQL statements: they do not count in queries per request; a sampled request's
+span carries ``perf.redis.command_count`` and ``perf.redis.duration``.
 A pipeline's commands in immediate mode (``WATCH`` and the reads between it and ``MULTI``) are
 each a command of their own, as outside a pipeline.  Not covered: ``RedisCluster`` clients.
 """
@@ -383,7 +383,8 @@ def _after_pipeline(
         transaction = bool(
             getattr(pipeline, "transaction", False) or getattr(pipeline, "explicit_transaction", False)
         )
-        commands.record(target, "MULTI" if transaction else "PIPELINE", seconds, error, len(stack))
+        kind = "MULTI" if transaction else "PIPELINE"
+        commands.record(target, kind, seconds, error, len(stack), 0, lambda: _pipeline_text(stack))
         if error or not isinstance(results, list) or len(results) != len(stack):
             return
         for queued, result in zip(stack, results, strict=True):
@@ -394,6 +395,17 @@ def _after_pipeline(
                 _classify(caches, target, operation(args[0]), tuple(args), result)
     except Exception as exc:
         guard.internal_error("redis.pipeline", exc)
+
+
+def _pipeline_text(stack: list[Any]) -> str:
+    """A pipeline's ``db.query.text``: its commands, each argument a ``?``, one per line (as the
+    official Redis instrumentation writes it; never a key or value)."""
+    lines = []
+    for queued in stack[:100]:
+        args = queued[0] if isinstance(queued, tuple) else getattr(queued, "args", ())
+        if args:
+            lines.append(operation(args[0]) + " ?" * (len(args) - 1))
+    return "\n".join(lines)
 
 
 def _sync_command(commands: Commands, caches: Caches, original: Callable[..., Any]) -> Callable[..., Any]:
