@@ -600,3 +600,44 @@ def test_an_unknown_method_is_kept_as_sent_when_every_method_is_captured(capture
     finally:
         server_core.capture_all_methods(False)
         setup.close()
+
+
+def test_a_request_no_url_can_be_built_for_is_served_and_judged_by_its_path() -> None:
+    """Exclusion set, and an environ or scope the full URL cannot be built from (no host, no
+    scheme, a path outside Latin-1, a one-element server): the request is served, measured or
+    excluded by its path alone, as before the full-URL matching."""
+    import asyncio
+
+    from otel_perf._integrations.asgi import PerfMiddleware
+
+    setup = _Excluded(r"^/health,//internal\\.example")
+    try:
+        wsgi_app = wsgi.PerfWSGIMiddleware(lambda environ, start_response: [b"ok"], setup.rt)
+        for environ in (
+            {"PATH_INFO": "/orders", "REQUEST_METHOD": "GET", "wsgi.url_scheme": "http"},  # no host
+            {"PATH_INFO": "/orders", "REQUEST_METHOD": "GET", "HTTP_HOST": "h"},  # no scheme
+            {"PATH_INFO": "/caf\\u20ac", "REQUEST_METHOD": "GET", "HTTP_HOST": "h", "wsgi.url_scheme": "x"},
+            {"PATH_INFO": "/health", "REQUEST_METHOD": "GET"},
+        ):
+            assert list(wsgi_app(environ, lambda status, headers, exc_info=None: None)) == [b"ok"]
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        sent: list[Any] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/orders", "headers": [], "server": ("h",)}
+        asyncio.run(PerfMiddleware(app, setup.rt)(scope, receive, send))
+        assert sent[-1]["body"] == b"ok"
+        spans = [s for s in setup.memory.get_finished_spans() if s.kind == SpanKind.SERVER]
+        served = sorted(str((s.attributes or {}).get("url.path")) for s in spans)
+        assert served == ["/caf\\u20ac", "/orders", "/orders", "/orders"]  # /health excluded by its path
+    finally:
+        setup.close()

@@ -97,7 +97,13 @@ def excludes(pattern: re.Pattern[str], path: str, url: Callable[[Any], str], req
     path, so a pattern anchored at the path (``^/healthz``) excludes too.  Only a request to
     an app whose exclusion list is set pays this.
     """
-    return pattern.search(path) is not None or pattern.search(url(request)) is not None
+    if pattern.search(path) is not None:
+        return True
+    try:
+        full = url(request)
+    except Exception:  # an environ or scope no URL can be built from (no host...): the path decides
+        return False
+    return pattern.search(full) is not None
 
 
 def traceresponse(work: Work) -> bytes:
@@ -382,7 +388,8 @@ def _server_attributes(host: str, server: tuple[str, int] | None) -> dict[str, A
     """``server.address`` and ``server.port`` from a Host header, else from the listening socket."""
     address, port = _host_and_port(host)
     if not address and server:
-        address, port = str(server[0]), int(server[1] or 0)
+        address = str(server[0])
+        port = server[1] if len(server) > 1 and isinstance(server[1], int) else 0  # (path, None): a socket
     attrs: dict[str, Any] = {}
     if address:
         attrs[n.A_SERVER_ADDRESS] = address[:256]
