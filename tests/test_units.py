@@ -228,3 +228,59 @@ def test_redact_query_handles_encoding_case_and_separators() -> None:
     assert redact_query("TOKEN=abc;x=1", names) == "TOKEN=REDACTED;x=1"
     assert redact_query("q=token", names) == "q=token"
     assert redact_query("", names) == ""
+
+
+def test_basicconfig_behaves_as_without_us_in_every_case() -> None:
+    """With our line and OTLP handlers on the root: ``level=`` alone sets the level (a bad one
+    raises, as without us); a bad argument or a failing file raises once, ours put back; a
+    stream gets the app's handler and the OTLP one, not ours."""
+    import io
+    import logging
+
+    import pytest
+
+    from otel_perf._integrations import logs
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), dict(logs._state))
+    calls: list[dict[str, object]] = []
+
+    def original(**kwargs: object) -> None:
+        calls.append(kwargs)
+        logging.basicConfig(**kwargs)  # type: ignore[arg-type]
+
+    basic = logs._basic_config(original)
+    otlp = logging.NullHandler()
+    try:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        logs._state.pop("stream", None)
+        logs._state.pop("otlp", None)
+        logs.install_handlers("json", "svc", otlp)
+        ours = list(root.handlers)
+        assert len(ours) == 2
+
+        basic(level=logging.DEBUG)
+        assert root.level == logging.DEBUG and root.handlers == ours and calls == []
+        with pytest.raises(ValueError):
+            basic(level="info")  # logging knows "INFO", not "info"
+        with pytest.raises(ValueError):
+            basic(lvl=10)
+        assert root.handlers == ours
+        with pytest.raises(FileNotFoundError):
+            basic(filename="/nonexistent-dir/x.log")
+        assert root.handlers == ours and len(calls) == 2  # each call of the app's run once
+        out = io.StringIO()
+        basic(stream=out, format="APP %(message)s", level=logging.INFO)
+        assert [type(h) for h in root.handlers].count(logging.StreamHandler) == 1
+        assert logs._state["stream"] not in root.handlers and logs._state["otlp"] in root.handlers
+        logging.getLogger("cron").info("hello")
+        assert out.getvalue() == "APP hello\n"
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[1]:
+            root.addHandler(handler)
+        root.setLevel(saved[0])
+        logs._state.clear()
+        logs._state.update(saved[2])

@@ -387,11 +387,12 @@ def _basic_config(original: Any) -> Any:
     Without this it would be a no-op (the root has handlers: ours), so a script's
     ``basicConfig(level=logging.DEBUG, stream=sys.stdout, format=...)`` lost its DEBUG records
     and its stdout lines.  Only ``level``: the root gets it and our lines stay (JSON or text, as
-    ``OTEL_PERF_LOG_FORMAT`` says).  Anything that shapes the output, or no line handler of
-    ours (``OTEL_PERF_LOG_FORMAT=off``): ours come off, the app's call runs as it would without
-    us, and the OTLP handler goes back on (the stderr one only if the root was left with none),
-    as stock ``opentelemetry-instrument`` does for its handler.  A root the app gave handlers
-    already is left to the call (a no-op unless ``force``).
+    ``OTEL_PERF_LOG_FORMAT`` says).  Any other argument, or no line handler of ours
+    (``OTEL_PERF_LOG_FORMAT=off``): ours come off, the app's call runs as it would without us
+    (its errors, a bad level or an unknown argument, raised to it, ours put back), and the OTLP
+    handler goes back on, as stock ``opentelemetry-instrument`` does for its handler.  A root
+    the app gave handlers already is left to the call (a no-op unless ``force``).  Only our own
+    steps are guarded: the app's call is never run twice.
     """
 
     def basicConfig(**kwargs: Any) -> Any:
@@ -400,23 +401,34 @@ def _basic_config(original: Any) -> Any:
             stream, otlp = _state.get("stream"), _state.get("otlp")
             ours = [h for h in root.handlers if h is stream or h is otlp]
             theirs = len(root.handlers) > len(ours)
-            if (theirs and not kwargs.get("force")) or not ours:
-                return original(**kwargs)
-            if stream in ours and not any(k in kwargs for k in _SHAPING):
-                if "level" in kwargs:
-                    root.setLevel(kwargs["level"])
-                return None
-            for handler in ours:
-                root.removeHandler(handler)
+            force = bool(kwargs.get("force"))
+            level_only = not force and set(kwargs) <= {"level", "force"}
         except Exception as exc:
             guard.internal_error("logging.basicConfig", exc)
             return original(**kwargs)
+        if (theirs and not force) or not ours:
+            return original(**kwargs)  # as without us: a no-op on a configured root
+        if level_only and stream in ours:
+            if kwargs.get("level") is not None:
+                root.setLevel(kwargs["level"])  # a bad level raises, as it would without us
+            return None
+        for handler in ours:
+            root.removeHandler(handler)
         try:
-            return original(**kwargs)
-        finally:
-            if stream is not None and not root.handlers:
-                root.addHandler(stream)
+            result = original(**kwargs)
+        except BaseException:
+            # The app's call failed (stdlib may have added a handler before raising): the
+            # root as it was, with our handlers, so its lines are not written twice.
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+            for handler in ours:
+                root.addHandler(handler)
+            raise
+        try:
             _export_again()
+        except Exception as exc:
+            guard.internal_error("logging.basicConfig", exc)
+        return result
 
     return basicConfig
 
