@@ -415,3 +415,25 @@ def test_exported_log_records_leave_out_celery_task_payloads_and_our_formatter_f
     assert "data" not in celery and "4111" not in repr(celery)
     assert shop.get("data") == {"order": 7}  # an app's own extra is kept
     assert not {"trace_id", "span_id", "service_name"} & set(shop)
+
+
+@given(secret=SECRET)
+def test_a_refused_statements_exception_event_leaves_out_the_values_in_the_error(secret: str) -> None:
+    """Drivers put the offending value in the error: MySQL's duplicate entry, PostgreSQL's
+    invalid input; the event keeps the words and the stack trace's lines, not the value."""
+    from otel_perf._analysis.redact import database_error
+
+    class IntegrityError(Exception):
+        pass
+
+    try:
+        try:
+            raise IntegrityError(1062, f"Duplicate entry '{secret}' for key 'users.email'")
+        except IntegrityError as inner:
+            raise ValueError(f'invalid input syntax for type uuid: "{secret}"') from inner
+    except ValueError as exc:
+        event = database_error(LogScrubber(()), exc)
+    assert secret not in repr(event)
+    assert event["exception.message"] == "invalid input syntax for type uuid: ?"
+    assert '(1062, "Duplicate entry ? for key ?")' in event["exception.stacktrace"]
+    assert "test_a_refused_statements_exception_event" in event["exception.stacktrace"]

@@ -108,6 +108,40 @@ class LogScrubber:
         }
 
 
+#: quoted strings in a database's error message: where drivers put the offending value
+#: (MySQL ``Duplicate entry 'a@b.c' for key ...``, PostgreSQL ``... for type uuid: "..."``)
+_SINGLE_QUOTED = re.compile(r"'(?:[^'\\]|\\.|'')*'")
+_DOUBLE_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _quoted_values(text: str) -> str:
+    """``text`` with its quoted strings as ``?``: single-quoted ones first, then double-quoted
+    ones, except a double-quoted wrapper of values already taken out (PyMySQL's
+    ``(1062, "Duplicate entry ? for key ?")`` keeps its words)."""
+    text = _SINGLE_QUOTED.sub("?", text)
+    return _DOUBLE_QUOTED.sub(lambda m: m.group() if "?" in m.group() else "?", text)
+
+
+def database_error(scrubber: LogScrubber, exc: BaseException) -> dict[str, str]:
+    """The ``exception`` event of a statement the database refused: as :meth:`LogScrubber.exception`,
+    and every quoted string of the error messages (the exception's and those it was raised from)
+    a ``?``, in the message and where the stack trace repeats them; the trace's own lines (file
+    names, code) are kept."""
+    event = scrubber.exception(exc)
+    stack = event["exception.stacktrace"]
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 8:
+        seen.add(id(current))
+        raw = scrubber.text(str(current))
+        if raw:
+            stack = stack.replace(raw, _quoted_values(raw))
+        current = current.__cause__ or current.__context__
+    event["exception.message"] = _quoted_values(event["exception.message"])
+    event["exception.stacktrace"] = stack
+    return event
+
+
 def _scope_name(log_record: Any) -> str:
     """The logger's name: the instrumentation scope the log handler emitted the record under."""
     scope = getattr(log_record, "instrumentation_scope", None)

@@ -42,6 +42,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
 from otel_perf._analysis import insight
+from otel_perf._analysis.redact import database_error
 from otel_perf._analysis.sql import Shape
 from otel_perf._core import guard
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
@@ -311,7 +312,12 @@ class Statements:
         if exc is None:
             span.set_status(_ERROR)
             return
-        event = self.rt.scrubber.exception(exc)
+        try:
+            event = database_error(self.rt.scrubber, exc)
+        except Exception as error:  # an exception whose str() fails: the status alone
+            guard.internal_error("statements.exception", error)
+            span.set_status(_ERROR)
+            return
         description = f"{event['exception.type']}: {event['exception.message']}"
         span.set_status(Status(StatusCode.ERROR, description[:1024]))
         span.add_event("exception", event)
