@@ -217,7 +217,11 @@ def test_pools_are_named_as_the_official_instrumentation_names_them_and_each_is_
         for engine in (first, second, named):
             with engine.connect() as conn:
                 conn.execute(sqlalchemy.text("SELECT 1"))
+        options = first.execution_options(isolation_level="AUTOCOMMIT")  # the same pool as first
+        with options.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
         first.dispose()  # a new pool, empty
+        del options
         held = first.connect()
         try:
             official = f"sqlite://:/{tmp_path / 'shop.db'}"

@@ -76,6 +76,9 @@ class SQLAlchemyListener:
         #: each engine known, with its pool's name (unique in the process: see :meth:`know`);
         #: its pool is read at each collection, so one ``dispose()`` replaced is still measured
         self.engines: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        #: pool -> its name: engines sharing a pool (``engine.execution_options()`` returns one
+        #: on the engine's pool) share its name
+        self._pool_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._dialects: weakref.WeakKeyDictionary[Any, DbTarget] = weakref.WeakKeyDictionary()
         #: engines that connect straight to SQLAlchemy's method (see :meth:`bypass`)
         self._bypassed: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -95,15 +98,7 @@ class SQLAlchemyListener:
         if cached is not None and cached is self:
             return
         if engine not in self.engines:
-            # Two engines on one database (an async and a sync engine, two binds) would make
-            # one series of two pools: the second one's name gets " #2" (semconv: unique).
-            name = base = _pool_name(engine)
-            taken = set(self.engines.values())
-            number = 2
-            while name in taken:
-                name = f"{base} #{number}"
-                number += 1
-            self.engines[engine] = name
+            self.engines[engine] = self._name_of(engine)
         with contextlib.suppress(AttributeError):  # no __dict__: the weak mapping serves
             setattr(engine, _INFO, self)
 
@@ -207,19 +202,40 @@ class SQLAlchemyListener:
         except Exception as exc:
             guard.internal_error("sqlalchemy.engine_connect", exc)
 
+    def _name_of(self, engine: Any) -> str:
+        """The name of ``engine``'s pool: the one it has if another engine shares the pool,
+        else a new one, unique among the pools: two engines on one database (an async and a
+        sync engine, two binds) would make one series of two pools, so the second gets " #2"."""
+        pool = engine.pool
+        name = self._pool_names.get(pool)
+        if name is None:
+            name = base = _pool_name(engine)
+            taken = {*self._pool_names.values(), *self.engines.values()}
+            number = 2
+            while name in taken:
+                name = f"{base} #{number}"
+                number += 1
+            self._pool_names[pool] = name
+        return name
+
     def pools(self) -> list[tuple[Any, str]]:
-        """(pool, name) of every engine known, each pool once (engines may share one)."""
+        """(pool, name) of every engine known, each pool once (engines may share one); a pool
+        ``dispose()`` put in place keeps its engine's name."""
         out: list[tuple[Any, str]] = []
         seen: set[int] = set()
         for engine, name in list(self.engines.items()):
             pool = getattr(engine, "pool", None)
-            if pool is not None and id(pool) not in seen:
-                seen.add(id(pool))
-                out.append((pool, name))
+            if pool is None or id(pool) in seen:
+                continue
+            seen.add(id(pool))
+            known = self._pool_names.get(pool)
+            if known is None:  # the engine's new pool (dispose): its name carries over
+                self._pool_names[pool] = known = name
+            out.append((pool, known))
         return out
 
     def pool_name(self, pool: Any) -> str:
-        return next((name for known, name in self.pools() if known is pool), "")
+        return self._pool_names.get(pool, "")
 
     def pool_points(self) -> list[tuple[float, Key]]:
         out: list[tuple[float, Key]] = []
