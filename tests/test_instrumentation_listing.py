@@ -128,6 +128,8 @@ def test_statements_of_other_instrumentations_lose_their_literals() -> None:
     expected = "UPDATE users SET token = ? WHERE id = ?"
     assert redacted_url_attributes(old, NAMES, 2048) == {"db.statement": expected}
     assert redacted_url_attributes({"db.query.text": "GET ?", "db.system.name": "redis"}, NAMES, 2048) is None
+    search = {"db.system": "elasticsearch", "db.statement": '{"query": {"term": {"email": "?"}}}'}
+    assert redacted_url_attributes(search, NAMES, 2048) is None  # no SQL: left as its instrumentation made it
 
 
 def _span(scope: str, attributes: dict[str, object]) -> ReadableSpan:

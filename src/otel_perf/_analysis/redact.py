@@ -203,8 +203,32 @@ def redacted_url_attributes(
         value = attributes.get(key)
         if isinstance(value, str) and value:
             system = next((s for s in map(attributes.get, SYSTEM_ATTRIBUTES) if isinstance(s, str)), "")
-            new = normalize(value, system)
+            if system in NOT_SQL:
+                continue
+            new = _normalized(value, system)
             if new != value:
                 changed = changed or {}
                 changed[key] = new
     return changed
+
+
+#: systems whose statements are no SQL (JSON queries, commands): our normalizer would mangle
+#: them; their instrumentations sanitize their own (Redis, Elasticsearch) or send none by default
+NOT_SQL = frozenset({
+    "mongodb", "elasticsearch", "opensearch", "redis", "memcached", "couchbase", "couchdb",
+    "dynamodb", "aws.dynamodb", "cosmosdb", "azure.cosmosdb", "neo4j",
+})  # fmt: skip
+#: (statement, system) -> normalized, for other instrumentations' spans (bounded: cleared when full)
+_NORMALIZED: dict[tuple[str, str], str] = {}
+MAX_NORMALIZED = 1024
+
+
+def _normalized(statement: str, system: str) -> str:
+    key = (statement, system)
+    found = _NORMALIZED.get(key)
+    if found is None:
+        found = normalize(statement, system)
+        if len(_NORMALIZED) >= MAX_NORMALIZED:
+            _NORMALIZED.clear()
+        _NORMALIZED[key] = found
+    return found
