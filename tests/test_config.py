@@ -258,3 +258,13 @@ def test_the_sampler_argument_is_checked_only_for_the_samplers_that_read_it() ->
     [problem] = load({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"}).problems
     assert problem.env == "OTEL_TRACES_SAMPLER_ARG" and "above the maximum" in problem.message()
     assert load({"OTEL_TRACES_SAMPLER": "always_off", "OTEL_TRACES_SAMPLER_ARG": "x"}).problems == []
+
+
+def test_a_log_format_logging_refuses_is_reported_and_the_default_used() -> None:
+    """OTEL_PYTHON_LOG_FORMAT='{message}' (not %-style) would have failed the logging row: no
+    lines, no export; it is one warning and the official instrumentation's format instead."""
+    config = load({"OTEL_PYTHON_LOG_FORMAT": "{message}", "OTEL_PYTHON_LOG_CORRELATION": "true"})
+    [problem] = config.problems
+    assert problem.env == "OTEL_PYTHON_LOG_FORMAT" and "not a logging format" in problem.message()
+    assert config["OTEL_PYTHON_LOG_FORMAT"] == ""
+    assert load({"OTEL_PYTHON_LOG_FORMAT": "%(request_id)s %(message)s"}).problems == []  # a filter's field

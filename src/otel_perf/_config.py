@@ -992,9 +992,27 @@ def _cross_checks(values: dict[str, Any], problems: list[Problem], environ: Mapp
         # the SDK does (left unset, a bad argument is reported: the sampler was forgotten?).
         problems[:] = [p for p in problems if p.env != "OTEL_TRACES_SAMPLER_ARG"]
     _check_batches(values, problems)
+    _check_log_format(values, problems)
     _check_resource_attributes(values, problems)
     _check_excluded_urls(values, problems)
     _check_browser(values, problems)
+
+
+def _check_log_format(values: dict[str, Any], problems: list[Problem]) -> None:
+    """``OTEL_PYTHON_LOG_FORMAT`` must be a format ``logging`` takes (``%``-style): one it refuses
+    would leave the app without log lines.  A field no record has is the user's to supply (a
+    filter of theirs may set it), as under stock."""
+    fmt = values.get("OTEL_PYTHON_LOG_FORMAT") or ""
+    if not fmt:
+        return
+    import logging
+
+    try:
+        logging.Formatter(fmt)
+    except (ValueError, TypeError) as exc:
+        reason = f"not a logging format: {exc}"[:200]
+        problems.append(Problem("OTEL_PYTHON_LOG_FORMAT", fmt, "", reason))
+        values["OTEL_PYTHON_LOG_FORMAT"] = ""
 
 
 def _check_browser(values: dict[str, Any], problems: list[Problem]) -> None:
