@@ -268,3 +268,18 @@ def test_a_log_format_logging_refuses_is_reported_and_the_default_used() -> None
     assert problem.env == "OTEL_PYTHON_LOG_FORMAT" and "not a logging format" in problem.message()
     assert config["OTEL_PYTHON_LOG_FORMAT"] == ""
     assert load({"OTEL_PYTHON_LOG_FORMAT": "%(request_id)s %(message)s"}).problems == []  # a filter's field
+
+
+def test_the_config_command_probes_a_grpc_host_port_endpoint_where_it_points() -> None:
+    """``otel-perf config`` checks the collector the exporters will use: a gRPC ``host:port``
+    endpoint is that host and port, not localhost."""
+    import socket
+
+    from otel_perf._cli.cmd_config import check_endpoint
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        ok, said = check_endpoint(f"127.0.0.1:{port}", "grpc")
+    assert ok and f"127.0.0.1:{port}" in said

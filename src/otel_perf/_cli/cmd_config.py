@@ -35,6 +35,8 @@ def check_endpoint(
     ``signal_url``: ``endpoint`` is a per-signal URL (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``),
     used as is; otherwise ``/v1/traces`` is appended, as the exporters do.
     """
+    if "://" not in endpoint:  # gRPC's host:port
+        endpoint = "http://" + endpoint
     parts = urlsplit(endpoint)
     host = parts.hostname or "localhost"
     port = parts.port or (4317 if protocol == "grpc" else (443 if parts.scheme == "https" else 4318))
