@@ -89,3 +89,24 @@ def test_the_default_follows_the_python_version() -> None:
     assert _monitor(by_context=False).by_context is False
     fresh = event_loop.LoopMonitor(SimpleNamespace(config=_Config()))  # type: ignore[arg-type]
     assert fresh.by_context is hasattr(asyncio.Task, "get_context")
+
+
+def test_a_quiet_monitor_reports_no_block_then_reports_again() -> None:
+    """While our own flush holds the loop (the server stopped), no block is reported; the
+    monitor is not stopped: a server started again in the process is watched as before."""
+    from otel_perf._core.runtime import build_instruments
+    from otel_perf._metrics.instruments import Registry
+
+    registry = Registry()
+    findings = SimpleNamespace(loop_blocks=[])
+    limiter = SimpleNamespace(allow=lambda key: True)
+    inst = build_instruments(registry)
+    rt = SimpleNamespace(config=_Config(), findings=findings, warn_limiter=limiter, inst=inst)
+    monitor = event_loop.LoopMonitor(rt)  # type: ignore[arg-type]
+    monitor.quiet(60.0)
+    monitor._report(2.9)
+    assert findings.loop_blocks == []
+    monitor.quiet(0.0)
+    monitor._report(2.9)
+    assert [b.lag_ms for b in findings.loop_blocks] == [2900.0]
+    assert not monitor._stop.is_set()

@@ -343,18 +343,20 @@ class ServerCore:
 def server_stopped(runtime: Runtime) -> None:
     """The server has stopped serving: report, and export what was recorded (bounded).
 
-    The loop monitor stops first: the flush runs on the event loop's thread (uvicorn is still
-    inside its serve coroutine), and an unreachable collector holding it for the timeout was
-    reported as the app blocking the loop.
+    The loop monitor reports nothing while the flush runs: it runs on the event loop's thread
+    (uvicorn is still inside its serve coroutine), and an unreachable collector holding it for
+    the timeout was reported as the app blocking the loop.  The monitor keeps going, for a
+    server started again in this process.
     """
     pipeline = runtime.pipeline
     if pipeline is None:
         return
     try:
+        timeout = runtime.config.number("OTEL_PERF_SHUTDOWN_TIMEOUT")
         if runtime.loop_monitor is not None:
-            runtime.loop_monitor.stop()
+            runtime.loop_monitor.quiet(timeout + 1.0)
         pipeline.report_once()
-        pipeline.flush(runtime.config.number("OTEL_PERF_SHUTDOWN_TIMEOUT"))
+        pipeline.flush(timeout)
     except Exception as exc:
         guard.internal_error("server.stopped", exc)
 

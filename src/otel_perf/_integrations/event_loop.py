@@ -56,6 +56,9 @@ class LoopMonitor:
         self._blocker: Work | None = None
         self._stop = threading.Event()
         self._pid = 0
+        #: no block is reported before this (time.monotonic()): our own bounded flush holds
+        #: the loop's thread when a server stops (:meth:`quiet`)
+        self._quiet_until = 0.0
 
     # --- called by the middleware (event-loop thread) -------------------------------
     def ensure_started(self) -> None:
@@ -91,8 +94,14 @@ class LoopMonitor:
         if loop is not None and not loop.is_closed():
             loop.call_later(TICK, self._tick, now)
 
+    def quiet(self, seconds: float) -> None:
+        """Report no blocked loop for ``seconds`` (the loop keeps being measured)."""
+        self._quiet_until = time.monotonic() + seconds
+
     def _report(self, lag: float) -> None:
         work, self._blocker = self._blocker, None
+        if time.monotonic() < self._quiet_until:
+            return
         route = work.where() if work is not None else ""
         method = work.method if work is not None else ""
         trace_id = work.trace_id_hex if work is not None else ""
