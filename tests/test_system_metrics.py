@@ -247,3 +247,25 @@ def test_host_metrics_are_the_official_instrumentors_on_request() -> None:
     assert {"system.cpu.time", "system.memory.usage", "system.thread_count"} <= set(metrics) <= host
     used = _points(metrics["system.memory.usage"])[frozenset({("state", "used")})]
     assert used > 0
+
+
+def test_the_host_metrics_switch_installs_the_official_instrumentor() -> None:
+    """install() with OTEL_PERF_HOST_METRICS=true instruments the official system-metrics
+    instrumentor for the host-wide metrics; without it, the instrumentor is not loaded."""
+    from types import SimpleNamespace
+
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    from otel_perf._config import load
+    from otel_perf._integrations.system_metrics import HOST_CONFIG
+
+    for on in (False, True):
+        env = {"OTEL_PERF_HOST_METRICS": "true"} if on else {}
+        system_metrics._state.clear()
+        try:
+            system_metrics.install(SimpleNamespace(config=load(env)))
+            assert SystemMetricsInstrumentor().is_instrumented_by_opentelemetry is on
+            assert set(system_metrics._state.get("host", ())) == (set(HOST_CONFIG) if on else set())
+        finally:
+            SystemMetricsInstrumentor().uninstrument()
+            system_metrics._state.clear()

@@ -954,10 +954,9 @@ def load(env: Mapping[str, str] | None = None, settings: Iterable[Setting] = SET
             problems.append(Problem(setting.env, "***" if setting.secret else raw, value, reason))
             sources[setting.env] = "default"
     _cross_checks(values, problems, environ)
-    wrong = {p.env for p in problems}
-    for name, source in sources.items():  # a value a cross-check accepted (gRPC's host:port)
-        if source == "default" and name not in wrong and environ.get(name, "").strip():
-            sources[name] = "flag" if name in from_flags else "env"
+    endpoint = "OTEL_EXPORTER_OTLP_ENDPOINT"  # gRPC's host:port, accepted by a cross-check
+    if sources[endpoint] == "default" and values[endpoint] == environ.get(endpoint, "").strip():
+        sources[endpoint] = "flag" if endpoint in from_flags else "env"
     return Config(values, sources, problems)
 
 

@@ -337,8 +337,6 @@ def install(runtime: Any, _module: Any = None) -> None:
         metrics.active = True
         return
     excluded = ",".join(runtime.config.items(EXCLUDED_ENV)) if runtime is not None else ""
-    if runtime is not None and runtime.config.flag("OTEL_PERF_HOST_METRICS"):
-        install_host_metrics(excluded)
     metrics = ProcessMetrics(wanted(excluded))
     try:
         metrics.process()  # here, not in the metric reader's thread at its first export
@@ -346,6 +344,8 @@ def install(runtime: Any, _module: Any = None) -> None:
         raise DidNotEnable(f"psutil cannot read this process ({exc})") from exc
     metrics.register()
     _state["metrics"] = metrics
+    if runtime is not None and runtime.config.flag("OTEL_PERF_HOST_METRICS"):
+        _state["host"] = install_host_metrics(excluded)
 
 
 def uninstall() -> None:
