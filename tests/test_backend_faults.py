@@ -149,8 +149,9 @@ def test_black_holed_collector_bounded_queues_and_bounded_shutdown(
     svc.proc.wait_exit(30)
     elapsed = time.monotonic() - start
     # Without the bound, flushing waits out the exporter's 10 s timeout for every pending batch.
-    assert elapsed < 1.5 + 4.0, f"exit took {elapsed:.1f}s"
-    assert "did not finish within OTEL_PERF_SHUTDOWN_TIMEOUT=1.5s" in svc.proc.stderr()
+    assert elapsed < 1.5 + 1.0 + 2.5, f"exit took {elapsed:.1f}s"
+    # Said once: the server's flush ran out of time, so the exit waits at most a second more
+    assert svc.proc.stderr().count("did not finish within OTEL_PERF_SHUTDOWN_TIMEOUT=1.5s") == 1
     # The bounded flush holds the event loop's thread: not reported as the app blocking the loop
     assert "event loop blocked" not in svc.proc.stderr()
 

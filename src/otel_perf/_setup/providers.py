@@ -692,6 +692,9 @@ class Pipeline:
     #: reloader): they serve no request, so they print no report
     supervisor: bool = False
     _done: bool = False
+    #: a flush ran out of its time (the backend does not answer): the exit's shutdown does not
+    #: wait the whole timeout again behind it
+    _stuck: bool = False
     _reported: bool = False
 
     def report_once(self) -> None:
@@ -722,13 +725,21 @@ class Pipeline:
                 except Exception:
                     logger.debug("provider flush failed", exc_info=True)
 
-        self._bounded(run, timeout, "otel-perf-flush")
+        if not self._bounded(run, timeout, "otel-perf-flush"):
+            self._stuck = True
 
     def shutdown(self, timeout: float) -> None:
-        """Flush and stop everything within ``timeout`` seconds, whatever the backend does."""
+        """Flush and stop everything within ``timeout`` seconds, whatever the backend does.
+
+        After a flush that ran out of time (a server's, as it stopped) the backend is known not
+        to answer: the exit waits at most a second more, and says nothing again.
+        """
         if self._done:
             return
         self._done = True
+        warn = True
+        if self._stuck:
+            timeout, warn = min(timeout, 1.0), False
 
         def run() -> None:
             for hook in self.shutdown_hooks:
@@ -745,18 +756,22 @@ class Pipeline:
                 except Exception:
                     logger.debug("provider shutdown failed", exc_info=True)
 
-        self._bounded(run, timeout, "otel-perf-shutdown")
+        self._bounded(run, timeout, "otel-perf-shutdown", warn)
 
     @staticmethod
-    def _bounded(run: Callable[[], None], timeout: float, name: str) -> None:
+    def _bounded(run: Callable[[], None], timeout: float, name: str, warn: bool = True) -> bool:
+        """Run ``run`` for at most ``timeout`` seconds; whether it finished."""
         worker = threading.Thread(target=run, name=name, daemon=True)
         worker.start()
         worker.join(timeout)
-        if worker.is_alive():
+        if not worker.is_alive():
+            return True
+        if warn:
             logger.warning(
                 "otel-perf: telemetry flush did not finish within OTEL_PERF_SHUTDOWN_TIMEOUT=%.1fs; "
                 "exiting anyway (unsent telemetry is dropped).", timeout,
             )
+        return False
 
 
 def build(config: Config, registry: Registry, health: Health) -> Pipeline:
