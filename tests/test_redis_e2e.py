@@ -158,7 +158,8 @@ def test_one_span_per_command_with_the_official_redis_instrumentation_installed(
 
 def test_watch_and_the_reads_before_multi_are_commands_of_their_own(redis_server: RedisServer) -> None:
     """A pipeline in immediate mode (``WATCH``, then reads before ``MULTI``): each command is
-    recorded as outside a pipeline (span, duration point, cache read), the transaction once."""
+    recorded as outside a pipeline (span, duration point, cache read), the transaction once.
+    A command the server refuses has the exception event and status description."""
     import redis as redis_lib
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -188,12 +189,18 @@ def test_watch_and_the_reads_before_multi_are_commands_of_their_own(redis_server
             pipe.multi()
             pipe.set("watched:counter", current + 1)
             pipe.execute()
+        job = provider.get_tracer("test").start_as_current_span("job")
+        with job, pytest.raises(redis_lib.ResponseError):
+            client.hget("watched:counter", "field")  # WRONGTYPE: a string, not a hash
         client.close()
     finally:
         redis_adapter.uninstall()
     names = [s.name for s in memory.get_finished_spans() if s.name != "job"]
-    assert names == ["WATCH", "GET", "MULTI"], names
+    assert names == ["WATCH", "GET", "MULTI", "HGET"], names
+    [failed] = [s for s in memory.get_finished_spans() if s.name == "HGET"]  # as the official span says
+    assert str(failed.status.description).startswith("ResponseError: WRONGTYPE")
+    assert [e.name for e in failed.events] == ["exception"]
     [watch] = [s for s in memory.get_finished_spans() if s.name == "WATCH"]
     assert (watch.attributes or {})["db.query.text"] == "WATCH ?"
     operations = {s.key[1]: s.count for s in rt.inst.db_duration.series()}
-    assert operations == {"SET": 1, "WATCH": 1, "GET": 1, "MULTI": 1}  # the SET before: a point, no span
+    assert operations == {"SET": 1, "WATCH": 1, "GET": 1, "MULTI": 1, "HGET": 1}  # the SET before: no span

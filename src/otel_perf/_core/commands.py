@@ -24,6 +24,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
+from otel_perf._analysis.redact import database_error
+from otel_perf._core import guard
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
 from otel_perf._core.statements import db_place
 from otel_perf._core.suppression import suppressed
@@ -85,6 +87,7 @@ class Commands:
         batch: int = 0,
         arguments: int = 0,
         text: Callable[[], str] | None = None,
+        failure: BaseException | None = None,
     ) -> None:
         """One command (or one pipeline of ``batch`` commands) that took ``seconds``.
 
@@ -92,6 +95,8 @@ class Commands:
         span then says ``db.query.text`` with each argument a ``?`` (``SET ? ? ? ?``) and
         ``db.redis.args_length``, as the official Redis instrumentation's do.  ``text()``: a
         pipeline's ``db.query.text`` (its commands, one per line), read only for a recorded span.
+        ``failure``: the error the server answered; a recorded span gets its ``exception`` event
+        and status description, as the official instrumentation's does (quoted strings as ``?``).
         """
         rt = self.rt
         key = (target.system, operation, "", error_type, *target.place)
@@ -117,7 +122,11 @@ class Commands:
                 query = query[: MAX_QUERY_TEXT - 3] + "..."
             attrs[n.A_DB_QUERY_TEXT] = query
         status = _ERROR if error_type else None
-        if not self.spans.finished(name, pctx, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
+        if failure is not None:
+            span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
+            self._fail(span, failure)
+            span.end(end_time=end_ns)
+        elif not self.spans.finished(name, pctx, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
             span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
             if status is not None:
                 span.set_status(status)
@@ -125,6 +134,17 @@ class Commands:
         work = current_work.get()
         if work is not None and work.span.is_recording():
             self._add_to_unit(work.span, seconds)
+
+    def _fail(self, span: Span, failure: BaseException) -> None:
+        try:
+            event = database_error(self.rt.scrubber, failure)
+        except Exception as error:  # an exception whose text cannot be read: the status alone
+            guard.internal_error("commands.exception", error)
+            span.set_status(_ERROR)
+            return
+        description = f"{event['exception.type']}: {event['exception.message']}"
+        span.set_status(Status(StatusCode.ERROR, description[:1024]))
+        span.add_event("exception", event)
 
     @staticmethod
     def _add_to_unit(span: Any, seconds: float) -> None:

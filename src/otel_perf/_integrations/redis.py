@@ -358,11 +358,12 @@ def _after(
     seconds: float,
     result: Any,
     error: str,
+    failure: BaseException | None = None,
 ) -> None:
     try:
         target = _target(client)
         name = operation(args[0]) if args else OTHER
-        commands.record(target, name, seconds, error, 0, len(args))
+        commands.record(target, name, seconds, error, 0, len(args), None, failure)
         if not error:
             _classify(caches, target, name, args, result)
     except Exception as exc:
@@ -377,6 +378,7 @@ def _after_pipeline(
     seconds: float,
     results: Any,
     error: str,
+    failure: BaseException | None = None,
 ) -> None:
     try:
         target = _target(pipeline)
@@ -384,7 +386,7 @@ def _after_pipeline(
             getattr(pipeline, "transaction", False) or getattr(pipeline, "explicit_transaction", False)
         )
         kind = "MULTI" if transaction else "PIPELINE"
-        commands.record(target, kind, seconds, error, len(stack), 0, lambda: _pipeline_text(stack))
+        commands.record(target, kind, seconds, error, len(stack), 0, lambda: _pipeline_text(stack), failure)
         if error or not isinstance(results, list) or len(results) != len(stack):
             return
         for queued, result in zip(stack, results, strict=True):
@@ -414,7 +416,7 @@ def _sync_command(commands: Commands, caches: Caches, original: Callable[..., An
         try:
             result = original(self, *args, **options)
         except BaseException as exc:
-            _after(commands, caches, self, args, perf_counter() - t0, None, type(exc).__qualname__)
+            _after(commands, caches, self, args, perf_counter() - t0, None, type(exc).__qualname__, exc)
             raise
         _after(commands, caches, self, args, perf_counter() - t0, result, "")
         return result
@@ -428,7 +430,7 @@ def _async_command(commands: Commands, caches: Caches, original: Callable[..., A
         try:
             result = await original(self, *args, **options)
         except BaseException as exc:
-            _after(commands, caches, self, args, perf_counter() - t0, None, type(exc).__qualname__)
+            _after(commands, caches, self, args, perf_counter() - t0, None, type(exc).__qualname__, exc)
             raise
         _after(commands, caches, self, args, perf_counter() - t0, result, "")
         return result
@@ -445,7 +447,8 @@ def _sync_pipeline(commands: Commands, caches: Caches, original: Callable[..., A
         try:
             results = original(self, *args, **kwargs)
         except BaseException as exc:
-            _after_pipeline(commands, caches, self, stack, perf_counter() - t0, None, type(exc).__qualname__)
+            seconds = perf_counter() - t0
+            _after_pipeline(commands, caches, self, stack, seconds, None, type(exc).__qualname__, exc)
             raise
         _after_pipeline(commands, caches, self, stack, perf_counter() - t0, results, "")
         return results
@@ -462,7 +465,8 @@ def _async_pipeline(commands: Commands, caches: Caches, original: Callable[..., 
         try:
             results = await original(self, *args, **kwargs)
         except BaseException as exc:
-            _after_pipeline(commands, caches, self, stack, perf_counter() - t0, None, type(exc).__qualname__)
+            seconds = perf_counter() - t0
+            _after_pipeline(commands, caches, self, stack, seconds, None, type(exc).__qualname__, exc)
             raise
         _after_pipeline(commands, caches, self, stack, perf_counter() - t0, results, "")
         return results
