@@ -435,11 +435,31 @@ def test_an_excluded_asgi_request_or_websocket_traces_and_measures_nothing_it_do
     assert excluded.counts()[("sqlite", "SELECT", "author", "")] == 2
 
 
+async def _ok_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _serve_asgi(middleware: Any, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """One request through an ASGI ``middleware``; the messages it sent."""
+    import asyncio
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(middleware(scope, receive, send))
+    return sent
+
+
 def test_excluded_url_patterns_match_the_path_or_the_full_url_as_the_official_ones_do() -> None:
     """The official instrumentations match a pattern against the request's full URL: ASGI and
     Django ``scheme://host/path`` (the Host header's host), Flask with the query string too.  A
     pattern naming the host, or Flask's query, excludes; one anchored at the path still does."""
-    import asyncio
 
     import flask
     import flask.app
@@ -449,18 +469,7 @@ def test_excluded_url_patterns_match_the_path_or_the_full_url_as_the_official_on
 
     setup = _Excluded(r"^/health,//internal\.example(:\d+)?/,[?&]probe=1")
     try:
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
-
-        middleware = PerfMiddleware(app, setup.rt)
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
+        middleware = PerfMiddleware(_ok_app, setup.rt)
 
         def asgi(path: str, host: bytes | None, query: bytes = b"") -> None:
             headers = [(b"host", host)] if host is not None else []
@@ -468,7 +477,7 @@ def test_excluded_url_patterns_match_the_path_or_the_full_url_as_the_official_on
                      "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
                      "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
                      "server": ("internal.example", 8000)}  # fmt: skip
-            asyncio.run(middleware(scope, receive, send))
+            _serve_asgi(middleware, scope)
 
         asgi("/orders", b"internal.example:8000")  # the Host header names the host: excluded
         asgi("/orders", None)  # no Host header: the server's address, internal.example:8000
@@ -560,7 +569,6 @@ def test_an_unknown_method_is_kept_as_sent_when_every_method_is_captured(capture
     """OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS=true: a method outside the standard
     set names the span and is ``http.request.method``, as the official instrumentations do;
     otherwise it is ``_OTHER`` with the method in ``http.request.method_original``."""
-    import asyncio
 
     from otel_perf._core import server as server_core
     from otel_perf._integrations.asgi import PerfMiddleware
@@ -571,24 +579,11 @@ def test_an_unknown_method_is_kept_as_sent_when_every_method_is_captured(capture
 
         setup.rt.config = load({"OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS": "true"})
     try:
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
-
-        middleware = PerfMiddleware(app, setup.rt)
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PURGE",
                  "scheme": "http", "path": "/cache", "raw_path": b"/cache", "query_string": b"",
                  "root_path": "", "headers": [], "client": ("127.0.0.1", 1),
                  "server": ("127.0.0.1", 2)}  # fmt: skip
-        asyncio.run(middleware(scope, receive, send))
+        _serve_asgi(PerfMiddleware(_ok_app, setup.rt), scope)
         [span] = [s for s in setup.memory.get_finished_spans() if s.kind == SpanKind.SERVER]
         attributes = dict(span.attributes or {})
         if capture_all:
@@ -606,7 +601,6 @@ def test_a_request_no_url_can_be_built_for_is_served_and_judged_by_its_path() ->
     """Exclusion set, and an environ or scope the full URL cannot be built from (no host, no
     scheme, a path outside Latin-1, a one-element server): the request is served, measured or
     excluded by its path alone, as before the full-URL matching."""
-    import asyncio
 
     from otel_perf._integrations.asgi import PerfMiddleware
 
@@ -621,20 +615,8 @@ def test_a_request_no_url_can_be_built_for_is_served_and_judged_by_its_path() ->
         ):
             assert list(wsgi_app(environ, lambda status, headers, exc_info=None: None)) == [b"ok"]
 
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        sent: list[Any] = []
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
         scope = {"type": "http", "method": "GET", "path": "/orders", "headers": [], "server": ("h",)}
-        asyncio.run(PerfMiddleware(app, setup.rt)(scope, receive, send))
+        sent = _serve_asgi(PerfMiddleware(_ok_app, setup.rt), scope)
         assert sent[-1]["body"] == b"ok"
         spans = [s for s in setup.memory.get_finished_spans() if s.kind == SpanKind.SERVER]
         served = sorted(str((s.attributes or {}).get("url.path")) for s in spans)

@@ -24,10 +24,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
-from otel_perf._analysis.redact import database_error
-from otel_perf._core import guard
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
-from otel_perf._core.statements import db_place
+from otel_perf._core.statements import db_place, refused
 from otel_perf._core.suppression import suppressed
 from otel_perf._core.work import current_work
 
@@ -124,7 +122,7 @@ class Commands:
         status = _ERROR if error_type else None
         if failure is not None:
             span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
-            self._fail(span, failure)
+            refused(span, self.rt.scrubber, failure)
             span.end(end_time=end_ns)
         elif not self.spans.finished(name, pctx, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
             span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
@@ -134,17 +132,6 @@ class Commands:
         work = current_work.get()
         if work is not None and work.span.is_recording():
             self._add_to_unit(work.span, seconds)
-
-    def _fail(self, span: Span, failure: BaseException) -> None:
-        try:
-            event = database_error(self.rt.scrubber, failure)
-        except Exception as error:  # an exception whose text cannot be read: the status alone
-            guard.internal_error("commands.exception", error)
-            span.set_status(_ERROR)
-            return
-        description = f"{event['exception.type']}: {event['exception.message']}"
-        span.set_status(Status(StatusCode.ERROR, description[:1024]))
-        span.add_event("exception", event)
 
     @staticmethod
     def _add_to_unit(span: Any, seconds: float) -> None:

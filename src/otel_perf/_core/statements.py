@@ -42,7 +42,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
 from otel_perf._analysis import insight
-from otel_perf._analysis.redact import database_error
+from otel_perf._analysis.redact import LogScrubber, database_error
 from otel_perf._analysis.sql import Shape
 from otel_perf._core import guard
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
@@ -216,6 +216,25 @@ class DbTarget:
         self.spans: dict[str, tuple[FrozenAttributes, str]] = {}
 
 
+def refused(span: Span, scrubber: LogScrubber, failure: BaseException | None) -> None:
+    """What a database refused, on its span: ERROR with ``Type: message`` as the description and
+    the ``exception`` event, as the official instrumentations set them, the text scrubbed
+    (:func:`~otel_perf._analysis.redact.database_error`); the status alone without ``failure``
+    or when its text cannot be read."""
+    if failure is None:
+        span.set_status(_ERROR)
+        return
+    try:
+        event = database_error(scrubber, failure)
+    except Exception as error:  # an exception whose str() fails
+        guard.internal_error("statements.exception", error)
+        span.set_status(_ERROR)
+        return
+    description = f"{event['exception.type']}: {event['exception.message']}"
+    span.set_status(Status(StatusCode.ERROR, description[:1024]))
+    span.add_event("exception", event)
+
+
 class Statements:
     """The statement recorder of one runtime, shared by every DB adapter."""
 
@@ -308,19 +327,7 @@ class Statements:
 
     def _fail(self, span: Span) -> None:
         """A failed statement's span: ERROR with a description, and its ``exception`` event."""
-        exc = _FAILURE.get()
-        if exc is None:
-            span.set_status(_ERROR)
-            return
-        try:
-            event = database_error(self.rt.scrubber, exc)
-        except Exception as error:  # an exception whose str() fails: the status alone
-            guard.internal_error("statements.exception", error)
-            span.set_status(_ERROR)
-            return
-        description = f"{event['exception.type']}: {event['exception.message']}"
-        span.set_status(Status(StatusCode.ERROR, description[:1024]))
-        span.add_event("exception", event)
+        refused(span, self.rt.scrubber, _FAILURE.get())
 
     def record(self, target: DbTarget, statement: str, seconds: float, error_type: str, batch: int) -> None:
         """One statement that ran for ``seconds``; ``batch`` is the executemany size (0: single)."""
