@@ -41,6 +41,16 @@ CACHED_SHAPES = 512
 MAX_QUERY_TEXT = 1000
 
 
+def command_text(operation: str, arguments: int) -> str:
+    """A command's ``db.query.text``: its name and a ``?`` for each argument (``SET ? ? ? ?``),
+    as the official Redis instrumentation writes it; never a key or value."""
+    return operation + " ?" * (arguments - 1)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_QUERY_TEXT else text[: MAX_QUERY_TEXT - 3] + "..."
+
+
 class CommandTarget:
     """One key-value server and database a client talks to (what every command's span says)."""
 
@@ -114,19 +124,15 @@ class Commands:
         shared, name = self._attributes(target, operation, batch, arguments)
         attrs = self._with_error(shared, error_type)
         if text is not None:
-            attrs = dict(attrs)
-            query = text()
-            if len(query) > MAX_QUERY_TEXT:
-                query = query[: MAX_QUERY_TEXT - 3] + "..."
-            attrs[n.A_DB_QUERY_TEXT] = query
+            attrs = {**attrs, n.A_DB_QUERY_TEXT: _cut(text())}
         status = _ERROR if error_type else None
-        if failure is not None:
+        if failure is not None or not self.spans.finished(
+            name, pctx, SpanKind.CLIENT, attrs, start_ns, end_ns, status
+        ):
             span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
-            refused(span, self.rt.scrubber, failure)
-            span.end(end_time=end_ns)
-        elif not self.spans.finished(name, pctx, SpanKind.CLIENT, attrs, start_ns, end_ns, status):
-            span = self.spans.start(name, None, SpanKind.CLIENT, lambda: attrs, start_ns)
-            if status is not None:
+            if failure is not None:
+                refused(span, self.rt.scrubber, failure)
+            elif status is not None:
                 span.set_status(status)
             span.end(end_time=end_ns)
         work = current_work.get()
@@ -161,10 +167,7 @@ class Commands:
             if batch >= 2:
                 attrs["db.operation.batch.size"] = batch
             if arguments:
-                text = operation + " ?" * (arguments - 1)
-                if len(text) > MAX_QUERY_TEXT:
-                    text = text[: MAX_QUERY_TEXT - 3] + "..."
-                attrs[n.A_DB_QUERY_TEXT] = text
+                attrs[n.A_DB_QUERY_TEXT] = _cut(command_text(operation, arguments))
                 attrs["db.redis.args_length"] = arguments
             cached = (FrozenAttributes(attrs), operation)
             if len(target.spans) >= CACHED_SHAPES:

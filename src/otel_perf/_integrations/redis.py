@@ -37,7 +37,7 @@ from typing import Any
 
 from otel_perf._core import guard
 from otel_perf._core.caches import Caches, is_bookkeeping
-from otel_perf._core.commands import Commands, CommandTarget
+from otel_perf._core.commands import Commands, CommandTarget, command_text
 from otel_perf._core.patching import Patches
 from otel_perf._core.runtime import Runtime
 
@@ -406,7 +406,7 @@ def _pipeline_text(stack: list[Any]) -> str:
     for queued in stack[:100]:
         args = queued[0] if isinstance(queued, tuple) else getattr(queued, "args", ())
         if args:
-            lines.append(operation(args[0]) + " ?" * (len(args) - 1))
+            lines.append(command_text(operation(args[0]), len(args)))
     return "\n".join(lines)
 
 
