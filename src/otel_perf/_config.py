@@ -594,6 +594,17 @@ SETTINGS: tuple[Setting, ...] = (
         standard=True,
     ),
     _s(
+        "OTEL_SEMCONV_STABILITY_OPT_IN",
+        "list",
+        ("http", "database"),
+        "Which semantic conventions spans and metrics follow. The stable HTTP and database ones "
+        "always; `http/dup` and `database/dup` add the old ones beside them (`http.method`, "
+        "`http.status_code`, `db.statement`..., and the `http.server.duration` and "
+        "`http.client.duration` metrics in milliseconds), as the official instrumentations do while "
+        "a team moves its dashboards.",
+        standard=True,
+    ),
+    _s(
         "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS",
         "bool",
         False,

@@ -24,6 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_perf import _names as n
+from otel_perf._core import semconv_dup
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
 from otel_perf._core.statements import db_place, refused
 from otel_perf._core.suppression import suppressed
@@ -125,6 +126,8 @@ class Commands:
         attrs = self._with_error(shared, error_type)
         if text is not None:
             attrs = {**attrs, n.A_DB_QUERY_TEXT: _cut(text())}
+            if rt.old_db:
+                attrs["db.statement"] = attrs[n.A_DB_QUERY_TEXT]
         status = _ERROR if error_type else None
         if failure is not None or not self.spans.finished(
             name, pctx, SpanKind.CLIENT, attrs, start_ns, end_ns, status
@@ -169,6 +172,8 @@ class Commands:
             if arguments:
                 attrs[n.A_DB_QUERY_TEXT] = _cut(command_text(operation, arguments))
                 attrs["db.redis.args_length"] = arguments
+            if self.rt.old_db:  # database/dup: the old names too
+                attrs = semconv_dup.with_old_db(attrs)
             cached = (FrozenAttributes(attrs), operation)
             if len(target.spans) >= CACHED_SHAPES:
                 target.spans.clear()

@@ -36,7 +36,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 from otel_perf import _names as n
 from otel_perf._analysis import ratelimit
 from otel_perf._analysis.redact import safe_url
-from otel_perf._core import guard
+from otel_perf._core import guard, semconv_dup
 from otel_perf._core.capture import HeaderCapture, Pairs
 from otel_perf._core.server import (
     KNOWN_METHODS,
@@ -72,10 +72,17 @@ def protocol_version(raw: object) -> str:
 class Call:
     """One call in flight: what :meth:`OutgoingCalls.end` needs."""
 
-    __slots__ = ("host", "method", "port", "recorded", "span", "start", "token")
+    __slots__ = ("host", "method", "port", "recorded", "scheme", "span", "start", "token")
 
     def __init__(
-        self, span: trace.Span, host: str, port: int, method: str, token: Any, recorded: bool = True
+        self,
+        span: trace.Span,
+        host: str,
+        port: int,
+        method: str,
+        token: Any,
+        recorded: bool = True,
+        scheme: str = "",
     ) -> None:
         self.span = span
         self.host = host
@@ -84,6 +91,8 @@ class Call:
         self.token = token
         #: False for an excluded URL: nothing is recorded, layers below are only kept quiet
         self.recorded = recorded
+        #: the URL's scheme (the old metric's ``http.scheme``)
+        self.scheme = scheme
         self.start = perf_counter()
 
     def peer(self) -> tuple[str, int]:
@@ -103,6 +112,13 @@ class OutgoingCalls:
         self.capture = HeaderCapture("CLIENT")
         self.excluded = runtime.config.excluded_urls(library)
         capture_all_methods(runtime.config.flag("OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"))
+        #: the old HTTP metrics while OTEL_SEMCONV_STABILITY_OPT_IN has http/dup (else None): then
+        #: spans carry the old attributes too and calls are recorded in http.client.duration as well
+        self.old: semconv_dup.OldHttpMetrics | None = runtime.old_http
+        if self.old is not None:
+            self._start_attributes = self._start_attributes_dup  # type: ignore[method-assign]
+            self._record_stable = self._record
+            self._record = self._record_dup  # type: ignore[method-assign]
 
     def safe_url(self, url: str) -> str:
         """``url`` as it may be exported: no user or password, sensitive parameters redacted."""
@@ -162,9 +178,9 @@ class OutgoingCalls:
             propagate.inject(_Carrier(set_header), context=ctx)
             port = port or _DEFAULT_PORTS.get(scheme, 0)
             if not attach:
-                return Call(span, host, port, known, None)
+                return Call(span, host, port, known, None, True, scheme)
             token = context.attach(context.set_value(SUPPRESS_HTTP_KEY, True, ctx))
-            return Call(span, host, port, known, token)
+            return Call(span, host, port, known, token, True, scheme)
         except Exception as exc:
             guard.internal_error("outgoing.start", exc)
             return None
@@ -196,6 +212,53 @@ class OutgoingCalls:
         if port:
             attrs["server.port"] = port
         return attrs
+
+    def _start_attributes_dup(
+        self, method: str, original: str, url: str, host: str, port: int | None, scheme: str
+    ) -> dict[str, Any]:
+        """:meth:`_start_attributes` and the old ones (http/dup), as the official httpx instrumentation
+        sets them."""
+        attrs = OutgoingCalls._start_attributes(self, method, original, url, host, port, scheme)
+        attrs["http.method"] = method
+        attrs["http.url"] = attrs["url.full"]
+        if host:
+            attrs["http.host"] = host
+        if "server.port" in attrs:
+            attrs["net.peer.port"] = attrs["server.port"]
+        return attrs
+
+    def _record_dup(
+        self,
+        call: Call,
+        seconds: float,
+        status: int,
+        version: object,
+        header: Callable[[str], str | None] | None,
+        error: BaseException | None,
+        headers: Callable[[], Pairs] | None,
+        peer: Callable[[], Any] | None,
+    ) -> None:
+        """:meth:`_record`, with ``http.status_code`` and ``http.flavor`` on the span and the call in
+        ``http.client.duration`` too (milliseconds, rounded, under the old attributes)."""
+        span = call.span
+        protocol = protocol_version(version)
+        if type(span) is not NonRecordingSpan and span.is_recording():
+            old_attrs: dict[str, Any] = {}
+            if status:
+                old_attrs["http.status_code"] = status
+            if protocol:
+                old_attrs["http.flavor"] = protocol
+            if old_attrs:
+                span.set_attributes(old_attrs)
+        self._record_stable(call, seconds, status, version, header, error, headers, peer)
+        old = self.old
+        assert old is not None
+        key = (status or None, call.host, call.method, protocol, call.scheme, call.port or None, call.host)
+        ctx = span.get_span_context()
+        sampled = ctx.trace_flags.sampled
+        old.client_duration.record(
+            max(round(seconds * 1000), 0), key, ctx.trace_id if sampled else 0, ctx.span_id if sampled else 0
+        )
 
     def end(
         self,

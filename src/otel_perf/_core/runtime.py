@@ -95,6 +95,10 @@ class Runtime:
     stats_endpoint: Any = None
     #: The browser script server adapters serve (None: OTEL_PERF_BROWSER_ENDPOINT unset).
     browser_script: Any = None
+    #: The old HTTP metrics, while OTEL_SEMCONV_STABILITY_OPT_IN has http/dup (None: not).
+    old_http: Any = None
+    #: Whether OTEL_SEMCONV_STABILITY_OPT_IN has database/dup: spans carry the old db.* names too.
+    old_db: bool = False
     #: The asyncio event-loop monitor server adapters register requests with (None: off).
     loop_monitor: Any = None
     #: The SDK pipeline (providers, log handler, shutdown hooks), set by the bootstrap.

@@ -35,7 +35,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import redact_query
-from otel_perf._core import guard, request_extras
+from otel_perf._core import guard, request_extras, semconv_dup
 from otel_perf._core.capture import HeaderCapture, Pairs
 from otel_perf._core.spans import CONTEXT_IS_TUPLE, SpanStarter, ValidAttributes, runtime_context_var
 from otel_perf._core.work import Work
@@ -176,6 +176,14 @@ class ServerCore:
         self._connections: dict[tuple[Any, ...], dict[str, Any]] = {}
         if self.extras is not None:
             self.finish = self._finish_with_extras  # type: ignore[method-assign]
+        #: the old HTTP metrics while OTEL_SEMCONV_STABILITY_OPT_IN has http/dup (else None):
+        #: then the span starts and ends with the old attributes too, and each request is
+        #: recorded in the old metrics as well
+        self.old: semconv_dup.OldHttpMetrics | None = runtime.old_http
+        if self.old is not None:
+            self._finish_stable = self.finish
+            self.start_attributes = self._start_attributes_dup  # type: ignore[method-assign]
+            self.finish = self._finish_dup  # type: ignore[method-assign]
 
     def start_attributes(
         self,
@@ -215,6 +223,37 @@ class ServerCore:
             captured = dict(attrs)  # the shared start attributes stay unchanged
             captured.update(self.capture.request(headers()))
             return captured
+        return attrs
+
+    def _start_attributes_dup(
+        self,
+        method: str,
+        original_method: str,
+        path: str,
+        query: str,
+        scheme: str,
+        version: str,
+        host: str | bytes = "",
+        server: tuple[str, int] | None = None,
+        client: tuple[str, int] | None = None,
+        user_agent: str | bytes = "",
+        headers: Callable[[], Pairs] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`start_attributes` and the old ones (http/dup)."""
+        attrs = ServerCore.start_attributes(
+            self, method, original_method, path, query, scheme, version, host, server, client, user_agent,
+            headers,
+        )  # fmt: skip
+        host_text = host.decode("latin-1") if isinstance(host, bytes) else host
+        agent = user_agent.decode("latin-1") if isinstance(user_agent, bytes) else user_agent
+        path = attrs.get("url.path", "")
+        query = attrs.get("url.query", "")  # redacted
+        authority = host_text or semconv_dup.listening(server)[0]
+        url = f"{scheme}://{authority}{path}{'?' if query else ''}{query}" if authority else ""
+        old = semconv_dup.server_span_attributes(
+            method, path, query, scheme, version, host_text[:256], server, client, agent[:MAX_USER_AGENT], url
+        )
+        attrs.update(old)
         return attrs
 
     def _connection_attributes(
@@ -312,6 +351,43 @@ class ServerCore:
             insight.request_findings(rt, work, route, method, status, seconds)
         if recording:  # ending a span that does not record does nothing
             self.spans.end(span)
+
+    def _finish_dup(
+        self,
+        work: Work,
+        route: str,
+        status: int,
+        error_type: str,
+        seconds: float,
+        scheme: str = "http",
+        version: str = "",
+        response_size: int = -1,
+        request_size: int = -1,
+        exc: BaseException | None = None,
+        response_headers: Callable[[], Pairs] | None = None,
+    ) -> None:
+        """:meth:`finish` (or its version with the extras), with ``http.status_code`` on the span and
+        the request recorded in the old metrics too (http/dup), as the official ASGI instrumentation
+        records it: milliseconds rounded, under the old attributes and the route as ``http.target``."""
+        span = work.span
+        if status and type(span) is not NonRecordingSpan and span.is_recording():
+            span.set_attribute("http.status_code", int(status))
+        self._finish_stable(
+            work, route, status, error_type, seconds, scheme, version, response_size, request_size, exc,
+            response_headers,
+        )  # fmt: skip
+        old = self.old
+        assert old is not None
+        socket_host, server_name, port = semconv_dup.server_request_parts(work.scope)
+        key = (
+            work.method, socket_host, scheme, status or None, version, server_name, port or None, work.name,
+        )  # fmt: skip
+        trace_id = work.trace_id if work.span_id else 0
+        old.server_duration.record(max(round(seconds * 1000), 0), key, trace_id, work.span_id)
+        if response_size >= 0:
+            old.server_response_size.record(response_size, key)
+        if request_size >= 0:
+            old.server_request_size.record(request_size, key)
 
     def _finish_with_extras(
         self,

@@ -44,7 +44,7 @@ from otel_perf import _names as n
 from otel_perf._analysis import insight
 from otel_perf._analysis.redact import LogScrubber, database_error
 from otel_perf._analysis.sql import Shape
-from otel_perf._core import guard
+from otel_perf._core import guard, semconv_dup
 from otel_perf._core.spans import FrozenAttributes, SpanStarter, runtime_context_var
 from otel_perf._core.suppression import suppressed
 from otel_perf._core.work import Work, current_work
@@ -477,6 +477,8 @@ class Statements:
             attrs[n.A_PERF_SLOW] = True
         if error_type:
             attrs[n.A_ERROR_TYPE] = error_type
+        if self.rt.old_db:  # database/dup: the old names too
+            attrs = semconv_dup.with_old_db(attrs)
         return FrozenAttributes(attrs), f"{shape.operation} {shape.collection}".strip() or target.system
 
 

@@ -472,6 +472,7 @@ class PerfMiddleware:
     def _websocket_attributes(self, scope: Scope) -> dict[str, Any]:
         attrs = self._start_attributes(scope, "GET")
         del attrs[n.A_METHOD]  # a connection, not a request
+        attrs.pop("http.method", None)  # its old name (http/dup)
         return attrs
 
     def _start_attributes(self, scope: Scope, method: str) -> dict[str, Any]:

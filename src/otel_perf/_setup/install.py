@@ -19,7 +19,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_perf import _names as n
 from otel_perf._config import Config, ConfigError, load
-from otel_perf._core import guard, runtime
+from otel_perf._core import guard, runtime, semconv_dup
 from otel_perf._core.runtime import Runtime, build_instruments
 from otel_perf._metrics.instruments import Registry
 from otel_perf._setup import fork, integrations, providers
@@ -136,6 +136,9 @@ def bootstrap(env: dict[str, str] | None = None, load_official: bool = True) -> 
     tracer = trace.get_tracer("otel_perf", __version__)
     rt = Runtime(config, tracer, registry, inst, pipeline.resource, budgets=budgets)
     rt.health = health
+    http_dup, rt.old_db = semconv_dup.modes(config)
+    if http_dup:
+        rt.old_http = semconv_dup.OldHttpMetrics(registry)
     registry.counter(
         n.HTTP_SERVER_ACTIVE,
         "{request}",

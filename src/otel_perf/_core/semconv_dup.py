@@ -1,0 +1,161 @@
+"""The old HTTP and database conventions beside the stable ones, for users mid-migration.
+
+``OTEL_SEMCONV_STABILITY_OPT_IN=http/dup`` and ``database/dup`` are the migration modes of the
+official instrumentations: each span carries the old attribute names (``http.method``,
+``http.status_code``, ``db.statement``...) beside the stable ones, and the old metrics
+(``http.server.duration`` and ``http.client.duration`` in milliseconds, ``http.server.response.size``,
+``http.server.request.size``) are recorded beside the stable ones, so dashboards and alerts on the
+old names keep working while they are moved.  The cores (server, outgoing call, statement,
+command) ask :func:`modes` once when they are built and, only in a dup mode, take the versions of
+their methods that add these; the default pays nothing.
+
+The old attributes and their values follow the official ASGI, httpx and DB-API
+instrumentations (``opentelemetry.instrumentation._semconv``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from otel_perf import _names as n
+from otel_perf._metrics.instruments import SIZE_BOUNDS
+
+if TYPE_CHECKING:
+    from otel_perf._config import Config
+    from otel_perf._metrics.instruments import Registry
+
+HTTP_DUP = "http/dup"
+DATABASE_DUP = "database/dup"
+
+#: the old duration histograms' bounds in milliseconds: the SDK's default bounds, as for sizes
+DURATION_BOUNDS_MS = SIZE_BOUNDS
+
+#: the old server metrics' attributes (``_server_duration_attrs_old``, and ``http.target``: the route)
+SERVER_KEY = (
+    "http.method", "http.host", "http.scheme", "http.status_code", "http.flavor", "http.server_name",
+    "net.host.port", "http.target",
+)  # fmt: skip
+#: the old client metric's attributes (``_client_duration_attrs_old``)
+CLIENT_KEY = (
+    "http.status_code",
+    "http.host",
+    "http.method",
+    "http.flavor",
+    "http.scheme",
+    "net.peer.port",
+    "net.peer.name",
+)
+
+#: stable database attribute -> its old name, on statement and command spans
+_DB_OLD = {
+    n.A_DB_SYSTEM: "db.system",
+    n.A_DB_NAMESPACE: "db.name",
+    n.A_DB_QUERY_TEXT: "db.statement",
+    n.A_DB_OPERATION: "db.operation",
+}
+
+
+def modes(config: Config) -> tuple[bool, bool]:
+    """(http/dup, database/dup) as ``OTEL_SEMCONV_STABILITY_OPT_IN`` sets them."""
+    tokens = {token.strip().lower() for token in config.items("OTEL_SEMCONV_STABILITY_OPT_IN")}
+    return HTTP_DUP in tokens, DATABASE_DUP in tokens
+
+
+def with_old_db(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """``attributes`` and, for each stable database attribute among them, its old name too."""
+    out = dict(attributes)
+    for key, old in _DB_OLD.items():
+        if key in attributes:
+            out[old] = attributes[key]
+    return out
+
+
+class OldHttpMetrics:
+    """The old HTTP metrics (made at start-up, in the http/dup mode only)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.server_duration = registry.histogram(
+            "http.server.duration", "ms", "Duration of HTTP server requests (old conventions).",
+            SERVER_KEY, DURATION_BOUNDS_MS,
+        )  # fmt: skip
+        self.server_response_size = registry.histogram(
+            "http.server.response.size", "By", "Size of HTTP server responses (old conventions).",
+            SERVER_KEY, SIZE_BOUNDS,
+        )  # fmt: skip
+        self.server_request_size = registry.histogram(
+            "http.server.request.size", "By", "Size of HTTP server requests (old conventions).",
+            SERVER_KEY, SIZE_BOUNDS,
+        )  # fmt: skip
+        self.client_duration = registry.histogram(
+            "http.client.duration", "ms", "Duration of outgoing HTTP requests (old conventions).",
+            CLIENT_KEY, DURATION_BOUNDS_MS,
+        )  # fmt: skip
+
+
+def server_span_attributes(
+    method: str,
+    path: str,
+    query: str,
+    scheme: str,
+    version: str,
+    host: str,
+    server: Any,
+    client: Any,
+    user_agent: str,
+    url: str,
+) -> dict[str, Any]:
+    """A SERVER span's old attributes known at start, as the official ASGI instrumentation sets them:
+    ``http.host`` the listening socket, ``http.server_name`` the ``Host`` header."""
+    attrs: dict[str, Any] = {"http.method": method, "http.scheme": scheme, "http.target": path}
+    socket_host, port = listening(server)
+    if socket_host:
+        attrs["http.host"] = socket_host
+    if port:
+        attrs["net.host.port"] = port
+    if version:
+        attrs["http.flavor"] = version
+    if url:
+        attrs["http.url"] = url
+    if host:
+        attrs["http.server_name"] = host
+    if user_agent:
+        attrs["http.user_agent"] = user_agent
+    if client:
+        attrs["net.peer.ip"] = str(client[0])[:256]
+        if len(client) > 1 and client[1]:
+            attrs["net.peer.port"] = int(client[1])
+    if query:
+        attrs["http.target"] = f"{path}?{query}"
+    return attrs
+
+
+def listening(server: Any) -> tuple[str, int]:
+    """The listening socket as ``http.host`` names it (``addr:port``, no port when 80) and its port."""
+    if not server:
+        return "", 0
+    address = str(server[0])
+    port = server[1] if len(server) > 1 and isinstance(server[1], int) else 0
+    return (address if port in (0, 80) else f"{address}:{port}"), port
+
+
+def server_request_parts(request: Any) -> tuple[str, str, int]:
+    """``http.host``, ``http.server_name`` and ``net.host.port`` of a request for the old server
+    metrics: from an ASGI scope (the listening socket, the Host header) or a WSGI environ
+    (``HTTP_HOST``, ``SERVER_NAME``, ``SERVER_PORT``)."""
+    if isinstance(request, Mapping) and "type" in request:  # ASGI
+        socket_host, port = listening(request.get("server"))
+        name = ""
+        for key, value in request.get("headers") or ():
+            if key == b"host":
+                name = value.decode("latin-1")
+                break
+        return socket_host, name, port
+    if isinstance(request, Mapping):  # WSGI
+        raw_port = str(request.get("SERVER_PORT") or "")
+        return (
+            str(request.get("HTTP_HOST") or ""),
+            str(request.get("SERVER_NAME") or ""),
+            int(raw_port) if raw_port.isdigit() else 0,
+        )
+    return "", "", 0
