@@ -31,10 +31,11 @@ DATABASE_DUP = "database/dup"
 #: the old duration histograms' bounds in milliseconds: the SDK's default bounds, as for sizes
 DURATION_BOUNDS_MS = SIZE_BOUNDS
 
-#: the old server metrics' attributes (``_server_duration_attrs_old``, and ``http.target``: the route)
+#: the old server metrics' attributes (``_server_duration_attrs_old``, and ``http.target``: the route;
+#: ``net.host.name`` only the WSGI instrumentation sets)
 SERVER_KEY = (
     "http.method", "http.host", "http.scheme", "http.status_code", "http.flavor", "http.server_name",
-    "net.host.port", "http.target",
+    "net.host.port", "http.target", "net.host.name",
 )  # fmt: skip
 #: the old client metric's attributes (``_client_duration_attrs_old``)
 CLIENT_KEY = (
@@ -103,30 +104,38 @@ def server_span_attributes(
     server: Any,
     client: Any,
     user_agent: str,
-    url: str,
+    wsgi: bool,
 ) -> dict[str, Any]:
-    """A SERVER span's old attributes known at start, as the official ASGI instrumentation sets them:
-    ``http.host`` the listening socket, ``http.server_name`` the ``Host`` header."""
-    attrs: dict[str, Any] = {"http.method": method, "http.scheme": scheme, "http.target": path}
+    """A SERVER span's old attributes known at start, as the official ASGI instrumentation sets them
+    (``http.host`` the listening socket, ``http.server_name`` the ``Host`` header, ``http.url``), or
+    with ``wsgi`` the official WSGI one (``http.host`` and ``net.host.name`` the ``Host`` header,
+    ``http.server_name`` the ``SERVER_NAME``).  ``query`` is the redacted one."""
+    target = f"{path}?{query}" if query else path
+    attrs: dict[str, Any] = {"http.method": method, "http.scheme": scheme, "http.target": target}
     socket_host, port = listening(server)
-    if socket_host:
-        attrs["http.host"] = socket_host
+    if wsgi:
+        if server and server[0]:
+            attrs["http.server_name"] = str(server[0])
+        if host:
+            attrs["http.host"] = attrs["net.host.name"] = host
+    else:
+        if socket_host:
+            attrs["http.host"] = socket_host
+        if host:
+            attrs["http.server_name"] = host
+        authority = host or socket_host
+        if authority:
+            attrs["http.url"] = f"{scheme}://{authority}{target}"
     if port:
         attrs["net.host.port"] = port
     if version:
         attrs["http.flavor"] = version
-    if url:
-        attrs["http.url"] = url
-    if host:
-        attrs["http.server_name"] = host
     if user_agent:
         attrs["http.user_agent"] = user_agent
     if client:
         attrs["net.peer.ip"] = str(client[0])[:256]
         if len(client) > 1 and client[1]:
             attrs["net.peer.port"] = int(client[1])
-    if query:
-        attrs["http.target"] = f"{path}?{query}"
     return attrs
 
 
@@ -139,10 +148,11 @@ def listening(server: Any) -> tuple[str, int]:
     return (address if port in (0, 80) else f"{address}:{port}"), port
 
 
-def server_request_parts(request: Any) -> tuple[str, str, int]:
-    """``http.host``, ``http.server_name`` and ``net.host.port`` of a request for the old server
-    metrics: from an ASGI scope (the listening socket, the Host header) or a WSGI environ
-    (``HTTP_HOST``, ``SERVER_NAME``, ``SERVER_PORT``)."""
+def server_request_parts(request: Any) -> tuple[str, str, int, str]:
+    """``http.host``, ``http.server_name``, ``net.host.port`` and ``net.host.name`` of a request for
+    the old server metrics, as the span has them: from an ASGI scope (the listening socket, the Host
+    header, no ``net.host.name``) or a WSGI environ (``HTTP_HOST``, ``SERVER_NAME``, ``SERVER_PORT``,
+    ``HTTP_HOST``)."""
     if isinstance(request, Mapping) and "type" in request:  # ASGI
         socket_host, port = listening(request.get("server"))
         name = ""
@@ -150,12 +160,9 @@ def server_request_parts(request: Any) -> tuple[str, str, int]:
             if key == b"host":
                 name = value.decode("latin-1")
                 break
-        return socket_host, name, port
+        return socket_host, name, port, ""
     if isinstance(request, Mapping):  # WSGI
         raw_port = str(request.get("SERVER_PORT") or "")
-        return (
-            str(request.get("HTTP_HOST") or ""),
-            str(request.get("SERVER_NAME") or ""),
-            int(raw_port) if raw_port.isdigit() else 0,
-        )
-    return "", "", 0
+        host = str(request.get("HTTP_HOST") or "")
+        return host, str(request.get("SERVER_NAME") or ""), int(raw_port) if raw_port.isdigit() else 0, host
+    return "", "", 0, ""

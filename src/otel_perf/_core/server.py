@@ -146,10 +146,12 @@ def failed_request(record: logging.LogRecord) -> SpanContext | None:
 class ServerCore:
     """What every server adapter of one runtime shares: settings resolved once, the span starter."""
 
-    def __init__(self, runtime: Runtime, framework: str = "") -> None:
+    def __init__(self, runtime: Runtime, framework: str = "", wsgi: bool = False) -> None:
         """``framework``: the official instrumentations' name for it (``FASTAPI``, ``DJANGO``...),
-        so ``OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS`` applies as it does there."""
+        so ``OTEL_PYTHON_<FRAMEWORK>_EXCLUDED_URLS`` applies as it does there.  ``wsgi``: its
+        requests come as WSGI environs (the old conventions name their parts differently)."""
         self.rt = runtime
+        self.wsgi = wsgi
         cfg = runtime.config
         #: the stats endpoint and health path (answered before the app sees the request), or None
         self.stats: Any = runtime.stats_endpoint
@@ -246,13 +248,10 @@ class ServerCore:
         )  # fmt: skip
         host_text = host.decode("latin-1") if isinstance(host, bytes) else host
         agent = user_agent.decode("latin-1") if isinstance(user_agent, bytes) else user_agent
-        path = attrs.get("url.path", "")
-        query = attrs.get("url.query", "")  # redacted
-        authority = host_text or semconv_dup.listening(server)[0]
-        url = f"{scheme}://{authority}{path}{'?' if query else ''}{query}" if authority else ""
         old = semconv_dup.server_span_attributes(
-            method, path, query, scheme, version, host_text[:256], server, client, agent[:MAX_USER_AGENT], url
-        )
+            method, attrs.get("url.path", ""), attrs.get("url.query", ""), scheme, version, host_text[:256],
+            server, client, agent[:MAX_USER_AGENT], self.wsgi,
+        )  # fmt: skip
         attrs.update(old)
         return attrs
 
@@ -378,9 +377,10 @@ class ServerCore:
         )  # fmt: skip
         old = self.old
         assert old is not None
-        socket_host, server_name, port = semconv_dup.server_request_parts(work.scope)
+        host, server_name, port, host_name = semconv_dup.server_request_parts(work.scope)
         key = (
-            work.method, socket_host, scheme, status or None, version, server_name, port or None, work.name,
+            work.method, host, scheme, status or None, version, server_name, port or None, work.name,
+            host_name,
         )  # fmt: skip
         trace_id = work.trace_id if work.span_id else 0
         old.server_duration.record(max(round(seconds * 1000), 0), key, trace_id, work.span_id)

@@ -372,7 +372,7 @@ class WsgiServer:
         self.framework = framework
         self.complete = complete
         # OTEL_PYTHON_DJANGO_EXCLUDED_URLS / _FLASK_ as the official instrumentations read them
-        self.core = core = ServerCore(runtime, framework.upper())
+        self.core = core = ServerCore(runtime, framework.upper(), wsgi=True)
         self.route_of = route_of
         self.work_type = work_type
         self.stats_path = core.stats_path
