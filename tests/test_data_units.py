@@ -91,6 +91,10 @@ def test_sqlite3_connections_record_every_statement_once(sqlite_installed: tuple
     # system, operation, table, error type, then db.namespace, server.address, server.port
     assert series[("sqlite", "INSERT", "t", "", ":memory:", "", None)] == 1  # executemany: one statement
     assert series[("sqlite", "SELECT", "missing", "OperationalError", ":memory:", "", None)] == 1
+    # db.client.response.returned_rows: the cursor's rowcount where sqlite3 knows it (3 rows
+    # inserted), none where it reports -1 (a SELECT, DDL, a script) or the statement failed
+    rows = {s.key: (s.count, s.sum) for s in rt.inst.returned_rows.series()}
+    assert rows == {("sqlite", "INSERT", "t", "", ":memory:", "", None): (1, 3)}
     assert cursor.execute("SELECT count(*) FROM t").fetchone() == (3,)
 
 

@@ -4,7 +4,8 @@ The app (tests/apps/data_app.py) runs under the launcher against a file SQLite d
 tests' PostgreSQL and a MariaDB.  Per driver: the request's query count is exact, an N+1 loop is found (with
 the sampler off too: counts and findings cover every request), a slow statement is a finding,
 and each statement is exactly one CLIENT span even with the official driver instrumentations
-installed beside us; a statement through SQLAlchemy over a driver is recorded once.
+installed beside us; a statement through SQLAlchemy over a driver is recorded once; the rows a
+DB-API cursor reports are ``db.client.response.returned_rows``.
 """
 
 from __future__ import annotations
@@ -146,6 +147,14 @@ def test_raw_driver_statements_count_feed_the_metric_and_find_n_plus_one(
         what="7 SELECT points",
     )
     assert otlp_receiver.histogram_count("db.client.operation.duration", wanted) == 7
+    # db.client.response.returned_rows, from the DB-API cursor's rowcount as the official DB-API
+    # instrumentation records it: the list's 6 rows, then 1 per item; sqlite3 reports no rowcount
+    # for a SELECT (-1) and asyncpg has no cursor, so neither has a point
+    rows = otlp_receiver.histogram_count("db.client.response.returned_rows", wanted)
+    if path in ("/sqlite/loop", "/asyncpg/loop"):
+        assert rows == 0
+    else:
+        assert rows == 7 and otlp_receiver.histogram_sum("db.client.response.returned_rows", wanted) == 12
     finding = stats(svc)["findings"]["n_plus_one"][0]
     assert finding["route"] == path and finding["trace_id"] == trace_id
 

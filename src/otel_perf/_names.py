@@ -24,6 +24,7 @@ RATELIMIT_RESET: Final = "perf.http.client.ratelimit.reset"  # perf_http_client_
 HTTP_CLIENT_THROTTLED: Final = "perf.http.client.throttled"  # perf_http_client_throttled_total
 # --- Database (stable semconv) ----------------------------------------------------------
 DB_DURATION: Final = "db.client.operation.duration"  # db_client_operation_duration_seconds
+DB_RETURNED_ROWS: Final = "db.client.response.returned_rows"  # db_client_response_returned_rows
 DB_CONN_COUNT: Final = "db.client.connection.count"  # db_client_connection_count
 DB_CONN_MAX: Final = "db.client.connection.max"  # db_client_connection_max
 DB_CONN_PENDING: Final = "db.client.connection.pending_requests"  # db_client_connection_pending_requests

@@ -49,6 +49,7 @@ class Instruments:
     request_size: Histogram
     client_duration: Histogram
     db_duration: Histogram
+    returned_rows: Histogram
     queries_per_request: Histogram
     slow_requests: Counter
     slow_queries: Counter
@@ -152,6 +153,10 @@ def build_instruments(
     """Every fast instrument; budget thresholds (request latency, queries per request, DB latency)
     become bucket bounds, so "over budget or not" is exact."""
     route = (n.A_ROUTE, n.A_METHOD)
+    db_attributes = (
+        n.A_DB_SYSTEM, n.A_DB_OPERATION, n.A_DB_COLLECTION, n.A_ERROR_TYPE, n.A_DB_NAMESPACE,
+        n.A_SERVER_ADDRESS, n.A_SERVER_PORT,
+    )  # fmt: skip
     server_bounds = sorted(set(DURATION_BOUNDS) | set(budget_bounds))
     return Instruments(
         server_duration=registry.histogram(
@@ -192,16 +197,15 @@ def build_instruments(
             n.DB_DURATION,
             "s",
             "Duration of database client operations.",
-            (
-                n.A_DB_SYSTEM,
-                n.A_DB_OPERATION,
-                n.A_DB_COLLECTION,
-                n.A_ERROR_TYPE,
-                n.A_DB_NAMESPACE,
-                n.A_SERVER_ADDRESS,
-                n.A_SERVER_PORT,
-            ),
+            db_attributes,
             sorted(set(DURATION_BOUNDS) | set(db_bounds)),
+        ),
+        returned_rows=registry.histogram(
+            n.DB_RETURNED_ROWS,
+            "{row}",
+            "Rows a DB-API cursor reported for a statement (rowcount, where the driver knows it).",
+            db_attributes,
+            SIZE_BOUNDS,
         ),
         queries_per_request=registry.histogram(
             n.QUERIES_PER_REQUEST,

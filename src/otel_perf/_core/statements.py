@@ -277,7 +277,9 @@ class Statements:
             raise
         seconds = perf_counter() - t0
         try:
-            self.record(target, statement_text(statement), seconds, "", batch)
+            key = self.record(target, statement_text(statement), seconds, "", batch)
+            if key is not None:
+                self._returned_rows(call, key)
         except Exception as exc:
             guard.internal_error("statements.run", exc)
         return result
@@ -302,10 +304,21 @@ class Statements:
             raise
         seconds = perf_counter() - t0
         try:
-            self.record(target, statement_text(statement), seconds, "", batch)
+            key = self.record(target, statement_text(statement), seconds, "", batch)
+            if key is not None:
+                self._returned_rows(call, key)
         except Exception as exc:
             guard.internal_error("statements.run_async", exc)
         return result
+
+    def _returned_rows(self, call: Callable[..., Any], key: Key) -> None:
+        """``db.client.response.returned_rows`` of a statement a DB-API cursor ran (``call`` is its
+        bound ``execute``): its ``rowcount`` when the driver knows it (not -1), under the duration's
+        key, as the official DB-API instrumentation records it.  Drivers without a cursor (asyncpg)
+        have none."""
+        rows = getattr(getattr(call, "__self__", None), "rowcount", None)
+        if type(rows) is int and rows >= 0:
+            self.rt.inst.returned_rows.record(rows, key)
 
     def failed(self, target: DbTarget, statement: str, t0: float, exc: BaseException, batch: int) -> None:
         """Record a statement the database refused (or that was interrupted); never raises.
@@ -329,8 +342,13 @@ class Statements:
         """A failed statement's span: ERROR with a description, and its ``exception`` event."""
         refused(span, self.rt.scrubber, _FAILURE.get())
 
-    def record(self, target: DbTarget, statement: str, seconds: float, error_type: str, batch: int) -> None:
-        """One statement that ran for ``seconds``; ``batch`` is the executemany size (0: single)."""
+    def record(
+        self, target: DbTarget, statement: str, seconds: float, error_type: str, batch: int
+    ) -> Key | None:
+        """One statement that ran for ``seconds``; ``batch`` is the executemany size (0: single).
+
+        The key it was recorded under in ``db.client.operation.duration``; None when it was not
+        recorded (instrumentation suppressed here)."""
         rt = self.rt
         statements = target.statements
         entry = statements.get(statement)
@@ -364,8 +382,7 @@ class Statements:
         parent: Span | None = (var.get() if var is not None else _current_context()).get(_SPAN_KEY)  # type: ignore[assignment]
         slow = seconds >= rt.slow_query_s
         if parent is None:  # the root span's path reports its slow finding itself
-            self._root(target, shape, key, seconds, error_type, slow, batch, work)
-            return
+            return key if self._root(target, shape, key, seconds, error_type, slow, batch, work) else None
         if work is not None and parent is work.span:
             # The request's own span: the Work read its ids at the start (span_id: sampled).
             trace_id = work.trace_id
@@ -384,6 +401,7 @@ class Statements:
                 rt.inst.db_duration.record(seconds, key)
         if slow:
             insight.slow_query(rt, work, shape, seconds, f"{trace_id:032x}" if trace_id else "")
+        return key
 
     def _root(
         self,
@@ -395,7 +413,7 @@ class Statements:
         slow: bool,
         batch: int,
         work: Work | None,
-    ) -> None:
+    ) -> bool:
         """A statement outside any span (start-up, scripts): a root span if the sampler keeps it.
 
         Nothing is recorded where instrumentation is suppressed (a request to an excluded URL:
@@ -404,7 +422,7 @@ class Statements:
         """
         var = self._context_var
         if suppressed(var.get() if var is not None else _current_context()):
-            return
+            return False
         attrs, name = self._attributes(target, shape, error_type, slow, batch)
         end_ns = time.time_ns()
         span = self.spans.start(name, None, SpanKind.CLIENT, None, end_ns - int(seconds * 1e9))
@@ -413,7 +431,7 @@ class Statements:
             self.rt.inst.db_duration.record(seconds, key)
             if slow:
                 insight.slow_query(self.rt, work, shape, seconds, "")
-            return
+            return True
         self.spans.set_attributes(span, attrs)
         if error_type:
             self._fail(span)
@@ -425,6 +443,7 @@ class Statements:
                 insight.slow_query(self.rt, work, shape, seconds, f"{ctx.trace_id:032x}")
             finally:
                 context.detach(token)
+        return True
 
     def _span(
         self,

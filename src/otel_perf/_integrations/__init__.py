@@ -172,7 +172,8 @@ REGISTRY: tuple[Integration, ...] = (
         "sqlite3",
         ("sqlite3",),
         provides="raw sqlite3 statements: a span and a db.client.operation.duration point per "
-        "statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's counted once)",
+        "statement, db.client.response.returned_rows where the cursor counts them, queries per unit "
+        "of work, slow-query and N+1 findings (SQLAlchemy's counted once)",
         replaces=("sqlite3",),
         label="`sqlite3` (standard library)",
     ),
@@ -183,8 +184,8 @@ REGISTRY: tuple[Integration, ...] = (
         library="psycopg",
         min_version="3.1",
         provides="raw psycopg 3 statements (sync and async): a span and a db.client.operation.duration "
-        "point per statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's "
-        "counted once)",
+        "point per statement, db.client.response.returned_rows, queries per unit of work, slow-query "
+        "and N+1 findings (SQLAlchemy's counted once)",
         replaces=("psycopg",),
         extra="psycopg",
         label="psycopg",
@@ -209,7 +210,8 @@ REGISTRY: tuple[Integration, ...] = (
         library="PyMySQL",
         min_version="1.0",
         provides="raw PyMySQL statements: a span and a db.client.operation.duration point per "
-        "statement, queries per unit of work, slow-query and N+1 findings (SQLAlchemy's counted once)",
+        "statement, db.client.response.returned_rows, queries per unit of work, slow-query and N+1 "
+        "findings (SQLAlchemy's counted once)",
         replaces=("pymysql",),
         extra="pymysql",
         label="PyMySQL",
