@@ -98,6 +98,33 @@ def test_sqlite3_connections_record_every_statement_once(sqlite_installed: tuple
     assert cursor.execute("SELECT count(*) FROM t").fetchone() == (3,)
 
 
+def test_returned_rows_leave_out_scripts_and_counts_no_database_returns(
+    sqlite_installed: tuple[Runtime, _Collect],
+) -> None:
+    """A script's cursor keeps its previous statement's rowcount (sqlite3), and PyMySQL's unbuffered
+    cursors report 2**64-1 for "unknown": neither is a row count."""
+    from otel_perf._core.statements import DbTarget, Statements
+
+    rt, _ = sqlite_installed
+    connection = sqlite3.connect(":memory:")
+    cursor = connection.cursor()
+    cursor.execute("CREATE TABLE t (id INTEGER)")
+    cursor.executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+    cursor.executescript("CREATE TABLE u (id INTEGER); CREATE TABLE v (id INTEGER);")
+    assert cursor.rowcount == 2, "sqlite3 keeps the executemany's count through the script"
+
+    class Unbuffered:
+        rowcount = 2**64 - 1
+
+        def execute(self, statement: str) -> None:
+            pass
+
+    select = "SELECT id FROM t"
+    Statements(rt).run(DbTarget("mysql", "shop"), select, 0, Unbuffered().execute, select)
+    rows = {s.key[:2]: (s.count, s.sum) for s in rt.inst.returned_rows.series()}
+    assert rows == {("sqlite", "INSERT"): (1, 2)}
+
+
 def test_statement_and_command_duration_points_say_which_database(runtime: tuple[Runtime, _Collect]) -> None:
     """db.client.operation.duration carries db.namespace, server.address and server.port where
     known (semantic conventions: conditionally required / recommended), as the spans do."""

@@ -66,6 +66,11 @@ def dup() -> Iterator[_Setup]:
     setup.provider.shutdown()
 
 
+async def _empty_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def _app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 201, "headers": []})
     await send({"type": "http.response.body", "body": b"created"})
@@ -105,8 +110,8 @@ def test_a_server_request_carries_the_old_attributes_and_is_in_the_old_metrics(d
         "http.host": "127.0.0.1:8000",  # the listening socket, as the official ASGI instrumentation
         "http.server_name": "shop.example:8443",  # the Host header
         "net.host.port": 8000,
-        "http.target": "/items?page=2&token=REDACTED",  # redacted as url.query is
-        "http.url": "http://shop.example:8443/items?page=2&token=REDACTED",
+        "http.target": "/items",  # the path, as the official ASGI instrumentation
+        "http.url": "http://shop.example:8443/items?page=2&token=REDACTED",  # redacted as url.query is
         "http.user_agent": "probe/1.0",
         "net.peer.ip": "10.0.0.7",
         "net.peer.port": 50123,
@@ -121,6 +126,8 @@ def test_a_server_request_carries_the_old_attributes_and_is_in_the_old_metrics(d
     [(_, size, _)] = dup.points("http.server.response.size")
     [(_, request_size, _)] = dup.points("http.server.request.size")
     assert (size, request_size) == (7, 12)
+    _asgi_request(PerfMiddleware(_empty_app, dup.rt))
+    assert [c for _, _, c in dup.points("http.server.response.size")] == [1], "an empty body: no point"
     assert dup.points("http.server.request.duration")[0][2] == 1, "the stable metric is recorded as before"
 
 
@@ -146,9 +153,10 @@ def test_the_old_server_metrics_carry_the_route_and_wsgi_host_names(dup: _Setup)
     assert (key["http.host"], key["http.server_name"], key["net.host.port"], key["net.host.name"]) == (
         "shop.example", "web-1", 8080, "shop.example",
     )  # fmt: skip  (the WSGI instrumentation's names: Host header, SERVER_NAME)
+    assert dup.points("http.server.response.size") == [], "the official WSGI one records no old sizes"
     [span] = dup.spans(SpanKind.SERVER)
     attrs = dict(span.attributes or {})
-    assert attrs["http.target"] == "/orders/7?a=1" and "http.url" not in attrs
+    assert attrs["http.target"] == "/orders/7?a=1" and "http.url" not in attrs  # gunicorn's RAW_URI
     assert (attrs["http.host"], attrs["net.host.name"], attrs["http.server_name"]) == (
         "shop.example", "shop.example", "web-1",
     )  # fmt: skip
@@ -161,17 +169,23 @@ def test_an_outgoing_call_carries_the_old_attributes_and_is_in_http_client_durat
                        headers.__setitem__)  # fmt: skip
     assert call is not None
     calls.end(call, 404, version="HTTP/1.1")
-    [span] = dup.spans(SpanKind.CLIENT)
+    named = calls.start("GET", "http://api.example:8080/v1", "api.example", 8080, "http", headers.__setitem__)
+    assert named is not None
+    calls.end(named, 200, version="HTTP/1.1")
+    [span, span_named] = dup.spans(SpanKind.CLIENT)
+    assert dict(span_named.attributes or {})["net.peer.port"] == 8080, "a port the URL names"
     attrs = dict(span.attributes or {})
     assert (attrs["http.method"], attrs["http.status_code"], attrs["http.flavor"]) == ("GET", 404, "1.1")
     assert attrs["http.url"] == attrs["url.full"] and "pw" not in attrs["http.url"], "redacted as url.full"
-    assert (attrs["http.host"], attrs["net.peer.port"]) == ("api.example", 443)
-    [(key, total, count)] = dup.points("http.client.duration")
-    assert count == 1 and total == round(total)
-    assert key == {
-        "http.status_code": 404, "http.host": "api.example", "http.method": "GET", "http.flavor": "1.1",
-        "http.scheme": "https", "net.peer.port": 443, "net.peer.name": "api.example",
-    }  # fmt: skip
+    assert attrs["http.host"] == "api.example" and "net.peer.port" not in attrs, "no port in the URL: none"
+    points = sorted(dup.points("http.client.duration"), key=lambda p: p[0]["http.status_code"])
+    assert [(count, total == round(total)) for _, total, count in points] == [(1, True), (1, True)]
+    assert [key for key, _, _ in points] == [
+        {"http.status_code": 200, "http.host": "api.example", "http.method": "GET", "http.flavor": "1.1",
+         "http.scheme": "http", "net.peer.port": 8080, "net.peer.name": "api.example"},
+        {"http.status_code": 404, "http.host": "api.example", "http.method": "GET", "http.flavor": "1.1",
+         "http.scheme": "https", "net.peer.name": "api.example"},
+    ]  # fmt: skip
 
 
 def test_statements_and_commands_carry_the_old_database_names(dup: _Setup) -> None:
@@ -190,7 +204,11 @@ def test_statements_and_commands_carry_the_old_database_names(dup: _Setup) -> No
     sql, command = by_system["sqlite"], by_system["redis"]
     assert (sql["db.system"], sql["db.operation"]) == ("sqlite", "SELECT")
     assert sql["db.statement"] == sql["db.query.text"]
-    assert (command["db.system"], command["db.statement"], command["db.name"]) == ("redis", "GET ?", "0")
+    assert (command["db.system"], command["db.statement"], command["db.redis.database_index"]) == (
+        "redis", "GET ?", 0,
+    )  # fmt: skip  (the official Redis instrumentation's: the number, no db.name)
+    assert (command["net.peer.name"], command["net.peer.port"]) == ("127.0.0.1", 6379)
+    assert "db.name" not in command
 
 
 def test_the_default_adds_nothing_and_takes_the_plain_paths() -> None:

@@ -127,7 +127,7 @@ class Commands:
         if text is not None:
             attrs = {**attrs, n.A_DB_QUERY_TEXT: _cut(text())}
             if rt.old_db:
-                attrs["db.statement"] = attrs[n.A_DB_QUERY_TEXT]
+                attrs = semconv_dup.with_old_db(attrs)
         status = _ERROR if error_type else None
         if failure is not None or not self.spans.finished(
             name, pctx, SpanKind.CLIENT, attrs, start_ns, end_ns, status

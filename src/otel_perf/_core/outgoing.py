@@ -223,8 +223,8 @@ class OutgoingCalls:
         attrs["http.url"] = attrs["url.full"]
         if host:
             attrs["http.host"] = host
-        if "server.port" in attrs:
-            attrs["net.peer.port"] = attrs["server.port"]
+        if port and port != _DEFAULT_PORTS.get(scheme):  # the old one: a port the URL names
+            attrs["net.peer.port"] = port
         return attrs
 
     def _record_dup(
@@ -253,7 +253,8 @@ class OutgoingCalls:
         self._record_stable(call, seconds, status, version, header, error, headers, peer)
         old = self.old
         assert old is not None
-        key = (status or None, call.host, call.method, protocol, call.scheme, call.port or None, call.host)
+        named_port = call.port if call.port != _DEFAULT_PORTS.get(call.scheme) else None  # as on the span
+        key = (status or None, call.host, call.method, protocol, call.scheme, named_port or None, call.host)
         ctx = span.get_span_context()
         sampled = ctx.trace_flags.sampled
         old.client_duration.record(

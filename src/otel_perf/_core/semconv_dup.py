@@ -54,7 +54,11 @@ _DB_OLD = {
     n.A_DB_NAMESPACE: "db.name",
     n.A_DB_QUERY_TEXT: "db.statement",
     n.A_DB_OPERATION: "db.operation",
+    n.A_SERVER_ADDRESS: "net.peer.name",
+    n.A_SERVER_PORT: "net.peer.port",
 }
+#: ``network.transport`` -> the old ``net.transport`` (Redis)
+_TRANSPORT_OLD = {"tcp": "ip_tcp", "udp": "ip_udp", "unix": "unix", "pipe": "pipe"}
 
 
 def modes(config: Config) -> tuple[bool, bool]:
@@ -64,11 +68,20 @@ def modes(config: Config) -> tuple[bool, bool]:
 
 
 def with_old_db(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """``attributes`` and, for each stable database attribute among them, its old name too."""
+    """``attributes`` and, for each stable database attribute among them, its old name too, as the
+    official DB-API and Redis instrumentations set them (Redis: the database number as
+    ``db.redis.database_index``, not ``db.name``; ``net.transport``)."""
     out = dict(attributes)
     for key, old in _DB_OLD.items():
         if key in attributes:
             out[old] = attributes[key]
+    if attributes.get(n.A_DB_SYSTEM) == "redis" and "db.name" in out:
+        index = str(out.pop("db.name"))
+        if index.isdigit():
+            out["db.redis.database_index"] = int(index)
+    transport = _TRANSPORT_OLD.get(str(attributes.get("network.transport", "")))
+    if transport:
+        out["net.transport"] = transport
     return out
 
 
@@ -107,25 +120,29 @@ def server_span_attributes(
     wsgi: bool,
 ) -> dict[str, Any]:
     """A SERVER span's old attributes known at start, as the official ASGI instrumentation sets them
-    (``http.host`` the listening socket, ``http.server_name`` the ``Host`` header, ``http.url``), or
-    with ``wsgi`` the official WSGI one (``http.host`` and ``net.host.name`` the ``Host`` header,
-    ``http.server_name`` the ``SERVER_NAME``).  ``query`` is the redacted one."""
-    target = f"{path}?{query}" if query else path
-    attrs: dict[str, Any] = {"http.method": method, "http.scheme": scheme, "http.target": target}
+    (``http.target`` the path, ``http.url`` with the query, ``http.host`` the listening socket,
+    ``http.server_name`` the ``Host`` header), or with ``wsgi`` the official WSGI one under a server
+    that passes the raw request line (gunicorn's ``RAW_URI``): ``http.target`` the path and query,
+    ``http.host`` and ``net.host.name`` the ``Host`` header, ``http.server_name`` the ``SERVER_NAME``.
+    ``query`` is the redacted one (``url.query``'s)."""
+    with_query = f"{path}?{query}" if query else path
+    attrs: dict[str, Any] = {"http.method": method, "http.scheme": scheme}
     socket_host, port = listening(server)
     if wsgi:
+        attrs["http.target"] = with_query
         if server and server[0]:
             attrs["http.server_name"] = str(server[0])
         if host:
             attrs["http.host"] = attrs["net.host.name"] = host
     else:
+        attrs["http.target"] = path
         if socket_host:
             attrs["http.host"] = socket_host
         if host:
             attrs["http.server_name"] = host
         authority = host or socket_host
         if authority:
-            attrs["http.url"] = f"{scheme}://{authority}{target}"
+            attrs["http.url"] = f"{scheme}://{authority}{with_query}"
     if port:
         attrs["net.host.port"] = port
     if version:
@@ -154,13 +171,10 @@ def server_request_parts(request: Any) -> tuple[str, str, int, str]:
     header, no ``net.host.name``) or a WSGI environ (``HTTP_HOST``, ``SERVER_NAME``, ``SERVER_PORT``,
     ``HTTP_HOST``)."""
     if isinstance(request, Mapping) and "type" in request:  # ASGI
+        from otel_perf._core.server import header_value  # (the server core imports this module)
+
         socket_host, port = listening(request.get("server"))
-        name = ""
-        for key, value in request.get("headers") or ():
-            if key == b"host":
-                name = value.decode("latin-1")
-                break
-        return socket_host, name, port, ""
+        return socket_host, header_value(request.get("headers") or (), b"host").decode("latin-1"), port, ""
     if isinstance(request, Mapping):  # WSGI
         raw_port = str(request.get("SERVER_PORT") or "")
         host = str(request.get("HTTP_HOST") or "")

@@ -367,7 +367,9 @@ class ServerCore:
     ) -> None:
         """:meth:`finish` (or its version with the extras), with ``http.status_code`` on the span and
         the request recorded in the old metrics too (http/dup), as the official ASGI instrumentation
-        records it: milliseconds rounded, under the old attributes and the route as ``http.target``."""
+        records it: milliseconds rounded, under the old attributes and the route as ``http.target``;
+        the sizes of a response that had a body and of a request that declared one (the official
+        WSGI instrumentation records no old size metric, so a WSGI app's are left out too)."""
         span = work.span
         if status and type(span) is not NonRecordingSpan and span.is_recording():
             span.set_attribute("http.status_code", int(status))
@@ -384,10 +386,12 @@ class ServerCore:
         )  # fmt: skip
         trace_id = work.trace_id if work.span_id else 0
         old.server_duration.record(max(round(seconds * 1000), 0), key, trace_id, work.span_id)
-        if response_size >= 0:
-            old.server_response_size.record(response_size, key)
-        if request_size >= 0:
-            old.server_request_size.record(request_size, key)
+        if self.wsgi:
+            return
+        if response_size > 0:
+            old.server_response_size.record(response_size, key, trace_id, work.span_id)
+        if request_size > 0:
+            old.server_request_size.record(request_size, key, trace_id, work.span_id)
 
     def _finish_with_extras(
         self,

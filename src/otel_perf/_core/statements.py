@@ -184,6 +184,10 @@ def db_system(name: str) -> str:
     return _SYSTEMS.get(name, name)
 
 
+#: A cursor ``rowcount`` at or over this is a driver's "unknown" (2**64-1 from PyMySQL's unbuffered
+#: cursors), not a row count.
+_MAX_ROWCOUNT = 2**63
+
 class DbTarget:
     """One database a statement runs against (an engine, a driver connection's server).
 
@@ -315,9 +319,12 @@ class Statements:
         """``db.client.response.returned_rows`` of a statement a DB-API cursor ran (``call`` is its
         bound ``execute``): its ``rowcount`` when the driver knows it (not -1), under the duration's
         key, as the official DB-API instrumentation records it.  Drivers without a cursor (asyncpg)
-        have none."""
+        have none; nor has a script (sqlite3's ``executescript`` leaves the previous statement's
+        count), nor a count no database returns (PyMySQL's unbuffered cursors report 2**64-1)."""
+        if getattr(call, "__name__", "") == "executescript":
+            return
         rows = getattr(getattr(call, "__self__", None), "rowcount", None)
-        if type(rows) is int and rows >= 0:
+        if type(rows) is int and 0 <= rows < _MAX_ROWCOUNT:
             self.rt.inst.returned_rows.record(rows, key)
 
     def failed(self, target: DbTarget, statement: str, t0: float, exc: BaseException, batch: int) -> None:
