@@ -118,6 +118,18 @@ def test_every_client_joins_the_peer_trace_once_with_redacted_url(
     )
     outgoing = {o["host"]: o for o in _stats(front)["outgoing"]}
     assert outgoing["127.0.0.1"]["count"] == len(clients), outgoing
+    # The body sizes, from urllib3 alone, as the official instrumentations record them (requests,
+    # aiohttp and httpx record none; requests over urllib3 is requests' call): the GET's empty
+    # body, and the peer's Content-Length
+    wanted = {"server.address": "127.0.0.1", "http.response.status_code": 200}
+    otlp_receiver.wait_for(
+        lambda: otlp_receiver.histogram_count("http.client.response.body.size", wanted) >= 1,
+        what="urllib3's response size",
+    )
+    assert otlp_receiver.histogram_count("http.client.response.body.size", wanted) == 1
+    assert otlp_receiver.histogram_sum("http.client.response.body.size", wanted) > 0
+    assert otlp_receiver.histogram_count("http.client.request.body.size", wanted) == 1
+    assert otlp_receiver.histogram_sum("http.client.request.body.size", wanted) == 0
 
 
 @pytest.mark.parametrize("client", ["requests", "urllib3", "aiohttp", "aiohttp-raise"])

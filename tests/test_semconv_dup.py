@@ -171,9 +171,12 @@ def test_an_outgoing_call_carries_the_old_attributes_and_is_in_http_client_durat
     calls.end(call, 404, version="HTTP/1.1")
     named = calls.start("GET", "http://api.example:8080/v1", "api.example", 8080, "http", headers.__setitem__)
     assert named is not None
-    calls.end(named, 200, version="HTTP/1.1")
+    calls.end(named, 200, version="HTTP/1.1", sizes=(5, 20))  # urllib3's: the body, Content-Length
     [span, span_named] = dup.spans(SpanKind.CLIENT)
     assert dict(span_named.attributes or {})["net.peer.port"] == 8080, "a port the URL names"
+    assert [(total, count) for _, total, count in dup.points("http.client.request.size")] == [(5, 1)]
+    assert [(total, count) for _, total, count in dup.points("http.client.response.size")] == [(20, 1)]
+    assert dup.points("http.client.request.body.size")[0][1:] == (5, 1), "the stable one too"
     attrs = dict(span.attributes or {})
     assert (attrs["http.method"], attrs["http.status_code"], attrs["http.flavor"]) == ("GET", 404, "1.1")
     assert attrs["http.url"] == attrs["url.full"] and "pw" not in attrs["http.url"], "redacted as url.full"

@@ -18,6 +18,8 @@ HTTP_SERVER_RESPONSE_SIZE: Final = "http.server.response.body.size"  # http_serv
 HTTP_SERVER_REQUEST_SIZE: Final = "http.server.request.body.size"  # http_server_request_body_size_bytes
 # --- HTTP client ------------------------------------------------------------------------
 HTTP_CLIENT_DURATION: Final = "http.client.request.duration"  # http_client_request_duration_seconds
+HTTP_CLIENT_REQUEST_SIZE: Final = "http.client.request.body.size"  # http_client_request_body_size_bytes
+HTTP_CLIENT_RESPONSE_SIZE: Final = "http.client.response.body.size"  # http_client_response_body_size_bytes
 RATELIMIT_REMAINING: Final = "perf.http.client.ratelimit.remaining"  # perf_http_client_ratelimit_remaining
 RATELIMIT_LIMIT: Final = "perf.http.client.ratelimit.limit"  # perf_http_client_ratelimit_limit
 RATELIMIT_RESET: Final = "perf.http.client.ratelimit.reset"  # perf_http_client_ratelimit_reset_seconds

@@ -237,9 +237,11 @@ class OutgoingCalls:
         error: BaseException | None,
         headers: Callable[[], Pairs] | None,
         peer: Callable[[], Any] | None,
+        sizes: tuple[int | None, int] | None = None,
     ) -> None:
         """:meth:`_record`, with ``http.status_code`` and ``http.flavor`` on the span and the call in
-        ``http.client.duration`` too (milliseconds, rounded, under the old attributes)."""
+        ``http.client.duration`` too (milliseconds, rounded, under the old attributes), and its
+        sizes in ``http.client.request.size`` / ``http.client.response.size``."""
         span = call.span
         protocol = protocol_version(version)
         if type(span) is not NonRecordingSpan and span.is_recording():
@@ -250,7 +252,7 @@ class OutgoingCalls:
                 old_attrs["http.flavor"] = protocol
             if old_attrs:
                 span.set_attributes(old_attrs)
-        self._record_stable(call, seconds, status, version, header, error, headers, peer)
+        self._record_stable(call, seconds, status, version, header, error, headers, peer, sizes)
         old = self.old
         assert old is not None
         named_port = call.port if call.port != _DEFAULT_PORTS.get(call.scheme) else None  # as on the span
@@ -260,6 +262,10 @@ class OutgoingCalls:
         old.client_duration.record(
             max(round(seconds * 1000), 0), key, ctx.trace_id if sampled else 0, ctx.span_id if sampled else 0
         )
+        if sizes is not None:
+            if sizes[0] is not None:
+                old.client_request_size.record(sizes[0], key)
+            old.client_response_size.record(sizes[1], key)
 
     def end(
         self,
@@ -270,10 +276,14 @@ class OutgoingCalls:
         error: BaseException | None = None,
         headers: Callable[[], Pairs] | None = None,
         peer: Callable[[], Any] | None = None,
+        sizes: tuple[int | None, int] | None = None,
     ) -> None:
         """Finish a call: ``status`` 0 when there is no response (``error`` says why). Never raises.
 
         ``peer()`` gives the connected socket's (address, port), read only for recorded spans.
+        ``sizes``: the request body's size (None: unknown) and the response's ``Content-Length``
+        (0 when it has none), for a client that knows them (urllib3, as the official urllib3
+        instrumentation records them).
 
         ``header(name)`` reads one response header (rate limits); ``headers()`` all of them,
         only when response header capture is on.
@@ -287,7 +297,7 @@ class OutgoingCalls:
         if not call.recorded:
             return
         try:
-            self._record(call, seconds, status, version, header, error, headers, peer)
+            self._record(call, seconds, status, version, header, error, headers, peer, sizes)
         except Exception as exc:
             guard.internal_error("outgoing.end", exc)
 
@@ -301,6 +311,7 @@ class OutgoingCalls:
         error: BaseException | None,
         headers: Callable[[], Pairs] | None,
         peer: Callable[[], Any] | None,
+        sizes: tuple[int | None, int] | None = None,
     ) -> None:
         inst = self.rt.inst
         host = call.host
@@ -334,6 +345,11 @@ class OutgoingCalls:
             span.end()
         else:
             inst.client_duration.record(seconds, key)
+        if sizes is not None:
+            request_size, response_size = sizes
+            if request_size is not None:
+                inst.client_request_size.record(request_size, key)
+            inst.client_response_size.record(response_size, key)
         if status == 429:
             inst.throttled.add(1, (host,))
         if header is not None and status:

@@ -48,6 +48,8 @@ class Instruments:
     response_size: Histogram
     request_size: Histogram
     client_duration: Histogram
+    client_request_size: Histogram
+    client_response_size: Histogram
     db_duration: Histogram
     returned_rows: Histogram
     queries_per_request: Histogram
@@ -153,6 +155,9 @@ def build_instruments(
     """Every fast instrument; budget thresholds (request latency, queries per request, DB latency)
     become bucket bounds, so "over budget or not" is exact."""
     route = (n.A_ROUTE, n.A_METHOD)
+    client_attributes = (
+        n.A_SERVER_ADDRESS, n.A_METHOD, n.A_STATUS, n.A_ERROR_TYPE, n.A_SERVER_PORT, n.A_PROTOCOL_VERSION,
+    )  # fmt: skip
     db_attributes = (
         n.A_DB_SYSTEM, n.A_DB_OPERATION, n.A_DB_COLLECTION, n.A_ERROR_TYPE, n.A_DB_NAMESPACE,
         n.A_SERVER_ADDRESS, n.A_SERVER_PORT,
@@ -181,17 +186,21 @@ def build_instruments(
             SIZE_BOUNDS,
         ),
         client_duration=registry.histogram(
-            n.HTTP_CLIENT_DURATION,
-            "s",
-            "Duration of outgoing HTTP requests.",
-            (
-                n.A_SERVER_ADDRESS,
-                n.A_METHOD,
-                n.A_STATUS,
-                n.A_ERROR_TYPE,
-                n.A_SERVER_PORT,
-                n.A_PROTOCOL_VERSION,
-            ),
+            n.HTTP_CLIENT_DURATION, "s", "Duration of outgoing HTTP requests.", client_attributes
+        ),
+        client_request_size=registry.histogram(
+            n.HTTP_CLIENT_REQUEST_SIZE,
+            "By",
+            "Size of outgoing HTTP request bodies (clients that know it: urllib3).",
+            client_attributes,
+            SIZE_BOUNDS,
+        ),
+        client_response_size=registry.histogram(
+            n.HTTP_CLIENT_RESPONSE_SIZE,
+            "By",
+            "Size of HTTP response bodies received, from their Content-Length (urllib3).",
+            client_attributes,
+            SIZE_BOUNDS,
         ),
         db_duration=registry.histogram(
             n.DB_DURATION,

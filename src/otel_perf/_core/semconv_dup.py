@@ -105,6 +105,14 @@ class OldHttpMetrics:
             "http.client.duration", "ms", "Duration of outgoing HTTP requests (old conventions).",
             CLIENT_KEY, DURATION_BOUNDS_MS,
         )  # fmt: skip
+        self.client_request_size = registry.histogram(
+            "http.client.request.size", "By", "Size of outgoing HTTP requests (old conventions).",
+            CLIENT_KEY, SIZE_BOUNDS,
+        )  # fmt: skip
+        self.client_response_size = registry.histogram(
+            "http.client.response.size", "By", "Size of HTTP responses received (old conventions).",
+            CLIENT_KEY, SIZE_BOUNDS,
+        )  # fmt: skip
 
 
 def server_span_attributes(

@@ -271,8 +271,8 @@ REGISTRY: tuple[Integration, ...] = (
         ("urllib3",),
         library="urllib3",
         min_version="1.26.5",
-        provides="CLIENT spans with traceparent, http.client.request.duration, rate-limit "
-        "headroom and 429s per host",
+        provides="CLIENT spans with traceparent, http.client.request.duration, request and response "
+        "body sizes, rate-limit headroom and 429s per host",
         replaces=("urllib3",),
         extra="urllib3",
         label="urllib3",

@@ -14,6 +14,8 @@ would have sent.
 
 from __future__ import annotations
 
+import io
+from collections.abc import Sized
 from types import ModuleType
 from typing import Any
 
@@ -88,10 +90,31 @@ def _urlopen(calls: OutgoingCalls, urlopen: Any) -> Any:
             response_headers.get,
             None,
             response_headers.items,
+            None,
+            _sizes(args[0] if args else kwargs.get("body"), response_headers),
         )
         return response
 
     return wrapped_urlopen
+
+
+def _sizes(body: Any, headers: Any) -> tuple[int | None, int] | None:
+    """The request body's size (0 without one, None when it cannot be told: a generator, a file)
+    and the response's ``Content-Length`` (0 when it has none), as the official urllib3
+    instrumentation reads them."""
+    try:
+        if body is None:
+            request_size: int | None = 0
+        elif isinstance(body, Sized):
+            request_size = len(body)
+        elif isinstance(body, io.BytesIO):
+            request_size = body.getbuffer().nbytes
+        else:
+            request_size = None
+        length = str(headers.get("Content-Length") or "0").strip()
+        return request_size, int(length) if length.isdigit() else 0
+    except Exception:  # an odd body or headers object: no sizes
+        return None
 
 
 def uninstall() -> None:
