@@ -23,7 +23,7 @@ from otel_perf._metrics.instruments import SIZE_BOUNDS
 
 if TYPE_CHECKING:
     from otel_perf._config import Config
-    from otel_perf._metrics.instruments import Registry
+    from otel_perf._metrics.instruments import Histogram, Registry
 
 HTTP_DUP = "http/dup"
 DATABASE_DUP = "database/dup"
@@ -89,30 +89,17 @@ class OldHttpMetrics:
     """The old HTTP metrics (made at start-up, in the http/dup mode only)."""
 
     def __init__(self, registry: Registry) -> None:
-        self.server_duration = registry.histogram(
-            "http.server.duration", "ms", "Duration of HTTP server requests (old conventions).",
-            SERVER_KEY, DURATION_BOUNDS_MS,
-        )  # fmt: skip
-        self.server_response_size = registry.histogram(
-            "http.server.response.size", "By", "Size of HTTP server responses (old conventions).",
-            SERVER_KEY, SIZE_BOUNDS,
-        )  # fmt: skip
-        self.server_request_size = registry.histogram(
-            "http.server.request.size", "By", "Size of HTTP server requests (old conventions).",
-            SERVER_KEY, SIZE_BOUNDS,
-        )  # fmt: skip
-        self.client_duration = registry.histogram(
-            "http.client.duration", "ms", "Duration of outgoing HTTP requests (old conventions).",
-            CLIENT_KEY, DURATION_BOUNDS_MS,
-        )  # fmt: skip
-        self.client_request_size = registry.histogram(
-            "http.client.request.size", "By", "Size of outgoing HTTP requests (old conventions).",
-            CLIENT_KEY, SIZE_BOUNDS,
-        )  # fmt: skip
-        self.client_response_size = registry.histogram(
-            "http.client.response.size", "By", "Size of HTTP responses received (old conventions).",
-            CLIENT_KEY, SIZE_BOUNDS,
-        )  # fmt: skip
+        def old(name: str, unit: str, what: str) -> Histogram:
+            key = SERVER_KEY if name.startswith("http.server.") else CLIENT_KEY
+            bounds = DURATION_BOUNDS_MS if unit == "ms" else SIZE_BOUNDS
+            return registry.histogram(name, unit, f"{what} (old conventions).", key, bounds)
+
+        self.server_duration = old("http.server.duration", "ms", "Duration of HTTP server requests")
+        self.server_response_size = old("http.server.response.size", "By", "Size of HTTP responses")
+        self.server_request_size = old("http.server.request.size", "By", "Size of HTTP requests")
+        self.client_duration = old("http.client.duration", "ms", "Duration of outgoing HTTP requests")
+        self.client_request_size = old("http.client.request.size", "By", "Size of HTTP requests sent")
+        self.client_response_size = old("http.client.response.size", "By", "Size of HTTP responses received")
 
 
 def server_span_attributes(
