@@ -223,8 +223,9 @@ class OutgoingCalls:
         attrs["http.url"] = attrs["url.full"]
         if host:
             attrs["http.host"] = host
-        if port and port != _DEFAULT_PORTS.get(scheme):  # the old one: a port the URL names
-            attrs["net.peer.port"] = port
+        named = _named_port(port, scheme)
+        if named:
+            attrs["net.peer.port"] = named
         return attrs
 
     def _record_dup(
@@ -255,8 +256,8 @@ class OutgoingCalls:
         self._record_stable(call, seconds, status, version, header, error, headers, peer, sizes)
         old = self.old
         assert old is not None
-        named_port = call.port if call.port != _DEFAULT_PORTS.get(call.scheme) else None  # as on the span
-        key = (status or None, call.host, call.method, protocol, call.scheme, named_port or None, call.host)
+        port = _named_port(call.port, call.scheme)
+        key = (status or None, call.host, call.method, protocol, call.scheme, port, call.host)
         ctx = span.get_span_context()
         sampled = ctx.trace_flags.sampled
         old.client_duration.record(
@@ -362,6 +363,11 @@ class OutgoingCalls:
                     inst.ratelimit_limit.set(limits.limit, by_host)
                 if limits.reset_seconds is not None:
                     inst.ratelimit_reset.set(limits.reset_seconds, by_host)
+
+
+def _named_port(port: int | None, scheme: str) -> int | None:
+    """The old ``net.peer.port``: a port the URL names, not its scheme's default (None)."""
+    return port if port and port != _DEFAULT_PORTS.get(scheme) else None
 
 
 class _Carrier(MutableMapping[str, str]):

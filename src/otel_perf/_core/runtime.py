@@ -36,6 +36,7 @@ from otel_perf._metrics.instruments import (
 
 if TYPE_CHECKING:
     from otel_perf._analysis.budgets import Budgets
+    from otel_perf._core.semconv_dup import OldHttpMetrics
 
 logger = logging.getLogger("otel_perf")
 
@@ -99,7 +100,7 @@ class Runtime:
     #: The browser script server adapters serve (None: OTEL_PERF_BROWSER_ENDPOINT unset).
     browser_script: Any = None
     #: The old HTTP metrics, while OTEL_SEMCONV_STABILITY_OPT_IN has http/dup (None: not).
-    old_http: Any = None
+    old_http: OldHttpMetrics | None = None
     #: Whether OTEL_SEMCONV_STABILITY_OPT_IN has database/dup: spans carry the old db.* names too.
     old_db: bool = False
     #: The asyncio event-loop monitor server adapters register requests with (None: off).

@@ -9,8 +9,8 @@ old names keep working while they are moved.  The cores (server, outgoing call, 
 command) ask :func:`modes` once when they are built and, only in a dup mode, take the versions of
 their methods that add these; the default pays nothing.
 
-The old attributes and their values follow the official ASGI, httpx and DB-API
-instrumentations (``opentelemetry.instrumentation._semconv``).
+The old attributes and their values follow the official ASGI, WSGI, httpx, DB-API and Redis
+instrumentations in these modes (read from their source; nothing of theirs is imported).
 """
 
 from __future__ import annotations

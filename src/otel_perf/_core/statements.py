@@ -188,6 +188,7 @@ def db_system(name: str) -> str:
 #: cursors), not a row count.
 _MAX_ROWCOUNT = 2**63
 
+
 class DbTarget:
     """One database a statement runs against (an engine, a driver connection's server).
 
@@ -318,11 +319,9 @@ class Statements:
     def _returned_rows(self, call: Callable[..., Any], key: Key) -> None:
         """``db.client.response.returned_rows`` of a statement a DB-API cursor ran (``call`` is its
         bound ``execute``): its ``rowcount`` when the driver knows it (not -1), under the duration's
-        key, as the official DB-API instrumentation records it.  Drivers without a cursor (asyncpg)
-        have none; nor has a script (sqlite3's ``executescript`` leaves the previous statement's
-        count), nor a count no database returns (PyMySQL's unbuffered cursors report 2**64-1)."""
-        if getattr(call, "__name__", "") == "executescript":
-            return
+        key, as the official DB-API instrumentation records it.  A call bound to no cursor has none
+        (asyncpg's, a script the sqlite3 adapter runs unbound), nor has a count no database returns
+        (PyMySQL's unbuffered cursors report 2**64-1)."""
         rows = getattr(getattr(call, "__self__", None), "rowcount", None)
         if type(rows) is int and 0 <= rows < _MAX_ROWCOUNT:
             self.rt.inst.returned_rows.record(rows, key)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import sqlite3 as _sqlite3
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from otel_perf._core import guard
 from otel_perf._core.patching import Patches
@@ -53,6 +53,7 @@ def _recording_cursor(base: type, statements: Statements) -> type:
     if found is not None:
         return found
     run = statements.run
+    script = cast(Any, base).executescript  # unbound: see executescript below
 
     class RecordingCursor(base):  # type: ignore[misc]
         __slots__ = ()
@@ -76,7 +77,10 @@ def _recording_cursor(base: type, statements: Statements) -> type:
             target = _target_of(self.connection)
             if target is None:
                 return super().executescript(sql_script)
-            return run(target, sql_script, 0, super().executescript, sql_script)
+            # Unbound (``base.executescript(self, ...)``): the core reads a statement's returned rows
+            # from the cursor its bound execute belongs to, and a script's rowcount is the previous
+            # statement's, not rows the script returned.
+            return run(target, sql_script, 0, script, self, sql_script)
 
     RecordingCursor.__name__ = RecordingCursor.__qualname__ = base.__name__
     RecordingCursor.__module__ = base.__module__
