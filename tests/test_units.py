@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -12,7 +13,13 @@ import pytest
 import otel_perf
 from otel_perf._analysis import ratelimit
 from otel_perf._analysis.stats import percentile
-from otel_perf._metrics.instruments import DURATION_BOUNDS, OVERFLOW_KEY, Histogram, RequestRecorder
+from otel_perf._metrics.instruments import (
+    DURATION_BOUNDS,
+    OVERFLOW_KEY,
+    PENDING_MAX,
+    Histogram,
+    RequestRecorder,
+)
 
 
 def test_public_api_is_exactly_this() -> None:
@@ -167,6 +174,105 @@ def test_request_recorder_refuses_histograms_that_recorded() -> None:
     sizes.record(1, ("/a", "GET", 200))
     with pytest.raises(RuntimeError, match="before they record"):
         RequestRecorder(duration, sizes, counts)
+
+
+def test_request_recorder_counts_its_queue_every_pending_max_requests_and_when_read() -> None:
+    grouped = _request_histograms()
+    recorder = RequestRecorder(*grouped)
+    key = ("/a", "GET", 200)
+    for _ in range(PENDING_MAX - 1):
+        recorder.record(0.05, 12, 1, key, key[:2], 0, 0)
+    assert grouped[0]._cells == {}  # queued, not counted yet
+    recorder.record(0.3, -1, 4, key, key[:2], 0xA1, 0xB1)  # the queue is full: counted
+    assert recorder._pending == [] and recorder._sampled == []
+    (cell,) = grouped[0]._cells.values()
+    assert sum(cell[3:]) == PENDING_MAX and cell[1:3] == [0.05, 0.3]
+    recorder.record(2.0, 7, 0, key, key[:2], 0, 0)
+    (duration,) = grouped[0].series()  # reading counts what is queued
+    assert duration.count == PENDING_MAX + 1 and duration.max == 2.0
+    assert [e[2:] for e in duration.exemplars.values()] == [(0xA1, 0xB1)]
+    (sizes,) = grouped[1].series()
+    assert (sizes.count, sizes.sum, sizes.min, sizes.max) == (
+        PENDING_MAX,
+        12 * (PENDING_MAX - 1) + 7,
+        0 + 7,
+        12,
+    )
+    (queries,) = grouped[2].series()
+    assert queries.key == key[:2] and queries.sum == PENDING_MAX - 1 + 4 and queries.min == 0
+
+
+def test_request_recorder_queue_is_dropped_by_clear_and_counted_before_configure() -> None:
+    grouped = _request_histograms()
+    recorder = RequestRecorder(*grouped)
+    key = ("/a", "GET", 200)
+    recorder.record(0.05, 12, 1, key, key[:2], 0xA1, 0xB1)
+    for h in grouped:  # a forked worker's reset: nothing of the parent's is counted
+        h.clear()
+    assert grouped[0].series() == [] and grouped[1].series() == [] and grouped[2].series() == []
+    recorder.record(0.05, 12, 1, key, key[:2], 0, 0)
+    grouped[0].configure(exponential=(160, 20))  # one by one from here: what was queued is counted
+    assert recorder._pending == []
+    recorder.record(0.07, 12, 1, key, key[:2], 0, 0)
+    (duration,) = grouped[0].series()
+    assert duration.count == 2 and duration.exp is not None and duration.exp.count == 1
+    queued = _request_histograms()
+    RequestRecorder(*queued).record(0.05, 12, 1, key, key[:2], 0, 0)
+    assert queued[1]._cells == {}
+    with pytest.raises(RuntimeError, match="before the first measurement"):
+        queued[1].rebound((1, 2))  # a measurement is queued: the bounds are taken
+
+
+@pytest.mark.parametrize("max_series", [1000, 2])
+@pytest.mark.parametrize("n", [5, PENDING_MAX, 3 * PENDING_MAX + 7])
+def test_queued_histogram_counts_what_counting_at_once_would(max_series: int, n: int) -> None:
+    rng = random.Random(n)
+    queued = Histogram("d", "s", "", ("k",), (0.1, 0.5), max_series)
+    at_once = Histogram("d", "s", "", ("k",), (0.1, 0.5), max_series)
+    at_once.configure(exponential=(160, 20))  # counted at each record (_record_full)
+    for i in range(n):
+        key = (rng.choice("abc"),) if i > 2 else ("a",)  # one key at first: the fast fold
+        value = rng.choice([0.05, 0.1, 0.3, 0.5, 2.0])
+        sampled = (i + 1, i + 2) if i % 4 == 0 else (0, 0)
+        queued.record(value, key, *sampled)
+        at_once.record(value, key, *sampled)
+    assert len(queued._pending) == n % PENDING_MAX
+    # the sums added in another order: equal to the last few bits
+    got = [(*s[:2], round(s[2], 9), *s[3:7]) for s in _state(queued)]  # type: ignore[call-overload]
+    assert got == [(*s[:2], round(s[2], 9), *s[3:7]) for s in _state(at_once)]  # type: ignore[call-overload]
+    assert queued.overflowed == at_once.overflowed
+    assert queued._pending == [] and sum(s[1] for s in got) == n
+
+
+def test_request_recorder_loses_nothing_to_concurrent_reads() -> None:
+    grouped = _request_histograms()
+    recorder = RequestRecorder(*grouped)
+    per_thread, threads = 3000, 4
+    stop = threading.Event()
+
+    def write(n: int) -> None:
+        key = (f"/r{n}", "GET", 200)
+        for i in range(per_thread):
+            recorder.record(0.01 * (i % 7), i % 50, i % 3, key, key[:2], i % 5, 1)
+
+    def read() -> None:
+        while not stop.is_set():
+            grouped[0].series()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(threads)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    reader.join()
+    for h in grouped:
+        series = h.series()
+        assert len(series) == threads
+        assert all(s.count == per_thread for s in series)
+    assert all(len(s.exemplars) > 0 for s in grouped[0].series())
 
 
 def _headers(d: dict[str, str]):  # type: ignore[no-untyped-def]

@@ -22,13 +22,17 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
+from collections import Counter as _Tally
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from otel_perf._metrics.exponential import ExpBuckets, ExpSnapshot
 
 Key = tuple[object, ...]
+_T = TypeVar("_T")
 OVERFLOW_KEY: Key = ("__overflow__",)
 #: An instrument whose last attribute name is this takes, as the last element of each key, a
 #: tuple of (name, value) pairs: attributes the user names (``measure(..., dimensions=...)``).
@@ -57,6 +61,29 @@ SIZE_BOUNDS: tuple[float, ...] = (
 )  # fmt: skip
 #: Queries per request.
 COUNT_BOUNDS: tuple[float, ...] = (0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+#: Measurements a histogram (or requests a :class:`RequestRecorder`) queues before it counts
+#: them: about 30 KB of tuples at most.
+PENDING_MAX = 256
+#: A queued request: its key, its route key, seconds, response body size (-1: unknown), statements.
+_Pending = tuple[Key, Key, float, int, int]
+#: A queued measurement's exemplar: key, value, time_ns, trace_id, span_id.
+_Sampled = tuple[Key, float, int, int, int]
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
+_PAIR = itemgetter(0, 1)
+_SECONDS = itemgetter(2)
+_SIZE = itemgetter(3)
+_QUERIES = itemgetter(4)
+_KNOWN = (-1).__lt__  # a size of 0 or more
+
+
+def _take(queue: list[_T]) -> list[_T]:
+    """Everything in ``queue``, now removed from it.  A slice and a deletion, each one C call:
+    an append from another thread lands before or after them, so nothing is counted twice or lost."""
+    items = queue[: len(queue)]
+    del queue[: len(items)]
+    return items
 
 
 @dataclass(frozen=True)
@@ -113,17 +140,63 @@ class Histogram:
         self._win: dict[Key, list[float]] = {}
         #: the :class:`RequestRecorder` this histogram is part of (told when configure() changes it)
         self._group: RequestRecorder | None = None
+        #: what :meth:`record` queued: (key, value), and the exemplars apart
+        self._pending: list[tuple[Key, float]] = []
+        self._sampled: list[_Sampled] = []
 
     def record(self, value: float, key: Key, trace_id: int = 0, span_id: int = 0) -> None:
-        """Add one measurement; ``trace_id``/``span_id`` (non-zero) keep it as the bucket's exemplar."""
-        index = bisect_left(self.bounds, value)
+        """Add one measurement; ``trace_id``/``span_id`` (non-zero) keep it as the bucket's exemplar.
+
+        Queued (the exemplar apart), and counted in bulk by :meth:`fold`: every
+        :data:`PENDING_MAX` measurements and before the histogram is read.  Counted at once in
+        Python, a record cost about 1.5 µs; queued, a third of that (bench/README.md, "Run 15").
+        Keys get a series of their own under ``max_series`` in the order they came, as if each
+        measurement had been counted at once.
+        """
+        pending = self._pending
+        pending.append((key, value))
+        if trace_id:
+            self._sampled.append((key, value, time.time_ns(), trace_id, span_id))
+        if len(pending) >= PENDING_MAX:
+            self.fold()
+
+    def fold(self) -> None:
+        """Count what is queued (this histogram's, and its :class:`RequestRecorder`'s)."""
         with self._lock:
-            key = self._add(value, key, index)
-            if trace_id:
-                ex = self._exemplars.get(key)
-                if ex is None:
-                    ex = self._exemplars[key] = {}
-                ex[index] = (value, time.time_ns(), trace_id, span_id)
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
+        """:meth:`fold`; the caller holds the lock."""
+        if self._group is not None:
+            self._group._fold_locked()
+        items = _take(self._pending)
+        if items:
+            keys = list(map(_FIRST, items))
+            if len(dict.fromkeys(keys)) == 1:  # one key (a load test, a single statement): no grouping
+                self._add_many(keys[0], list(map(_SECOND, items)))
+            else:
+                groups: dict[Key, list[float]] = {}
+                for key, value in items:
+                    values = groups.get(key)
+                    if values is None:
+                        groups[key] = [value]
+                    else:
+                        values.append(value)
+                for key, values in groups.items():
+                    self._add_many(key, values)
+        sampled = _take(self._sampled)
+        if sampled:
+            self._keep_exemplars(sampled)
+
+    def _keep_exemplars(self, sampled: list[_Sampled]) -> None:
+        """Each queued measurement's exemplar, the last in its bucket kept (after its count)."""
+        cells, bounds, exemplars = self._cells, self.bounds, self._exemplars
+        for key, value, time_ns, trace_id, span_id in sampled:
+            kept = key if key in cells else OVERFLOW_KEY
+            ex = exemplars.get(kept)
+            if ex is None:
+                ex = exemplars[kept] = {}
+            ex[bisect_left(bounds, value)] = (value, time_ns, trace_id, span_id)
 
     def _add(self, value: float, key: Key, index: int) -> Key:
         """Count ``value`` in bucket ``index`` of ``key``'s cell; the key it was kept under (the
@@ -139,6 +212,27 @@ class Histogram:
             cell[2] = value
         cell[3 + index] += 1
         return key
+
+    def _add_many(self, key: Key, values: list[float]) -> None:
+        """:meth:`_add` for each of ``values`` (not empty), in bulk.  The caller holds the lock."""
+        cell = self._cells.get(key)
+        if cell is None:
+            cell, kept = self._new_cell(key)
+            if kept is not key:  # the overflow series: _new_cell counted one of them
+                self.overflowed += len(values) - 1
+        cell[0] += sum(values)
+        low, high = min(values), max(values)
+        if low < cell[1]:  # noqa: PLR1730
+            cell[1] = low
+        if high > cell[2]:  # noqa: PLR1730
+            cell[2] = high
+        bounds = self.bounds
+        first = bisect_left(bounds, low)
+        if first == bisect_left(bounds, high):  # all in one bucket (a constant size or count)
+            cell[3 + first] += len(values)
+            return
+        for index, count in _Tally(map(bisect_left, repeat(bounds), values)).items():
+            cell[3 + index] += count
 
     def _record_full(self, value: float, key: Key, trace_id: int = 0, span_id: int = 0) -> None:
         """``record`` plus what :meth:`configure` asked for (only instruments so configured use it)."""
@@ -182,6 +276,7 @@ class Histogram:
         """
         slot = -1
         with self._lock:
+            self._fold_locked()  # what was queued, with the settings it was recorded under
             if exponential is not None and self.exponential is None:
                 self.exponential = exponential
             if add_window:
@@ -203,7 +298,7 @@ class Histogram:
     def rebound(self, bounds: Sequence[float]) -> None:
         """New explicit bucket bounds (a View's), before anything was recorded."""
         with self._lock:
-            if self._cells:
+            if self._cells or self._pending or (self._group is not None and self._group._pending):
                 raise RuntimeError(f"{self.name}: bounds can change only before the first measurement")
             self.bounds = tuple(sorted(set(bounds)))
             self._width = len(self.bounds) + 1
@@ -223,6 +318,7 @@ class Histogram:
         """Every series now; ``window`` (a slot from :meth:`configure`) also takes and resets its min/max."""
         inf = float("inf")
         with self._lock:
+            self._fold_locked()
             items: list[Any] = []
             exp, win = self._exp, self._win
             for k, c in self._cells.items():
@@ -252,6 +348,11 @@ class Histogram:
 
     def clear(self) -> None:
         with self._lock:
+            self._pending.clear()
+            self._sampled.clear()
+            if self._group is not None:  # what it queued goes too (each member is cleared)
+                self._group._pending.clear()
+                self._group._sampled.clear()
             self._cells.clear()
             self._exemplars.clear()
             self._exp.clear()
@@ -259,19 +360,20 @@ class Histogram:
 
 
 class RequestRecorder:
-    """What every HTTP request adds to three histograms, under one acquisition of one lock.
+    """What every HTTP request adds to three histograms: queued, and counted in bulk.
 
-    Duration (with its exemplar), response body size and statements per request: recorded
-    one by one, they take three lock acquisitions and three ``record`` calls (0.3-0.5 µs more,
-    timed alone).  The three histograms share the duration's lock from here on (each still
-    takes it alone to be read, reset or configured).  While any of them records more than the
+    Duration (with its exemplar), response body size and statements per request.  Counted one
+    request at a time in Python, even together under one lock, they were about a third of what
+    an unsampled request added (bench/README.md, "Run 15"); queued, a tenth of that.  The three
+    histograms share the duration's lock from here on (each still takes it alone to be read,
+    reset or configured).  While any of them records more than the
     default (exponential buckets, delta windows, an exemplar filter: :meth:`Histogram.configure`),
     :meth:`record` is each one's own ``record``; read ``record`` on every call, not once.
     The request body size is left out: it is recorded only for requests that declare one.
     """
 
     def __init__(self, duration: Histogram, response_size: Histogram, queries: Histogram) -> None:
-        if duration._cells or response_size._cells or queries._cells:
+        if any(h._cells or h._pending for h in (duration, response_size, queries)):
             raise RuntimeError("RequestRecorder: the histograms must be grouped before they record")
         if any(h._group is not None for h in (duration, response_size, queries)):
             raise RuntimeError("RequestRecorder: a histogram can be in one group only")
@@ -279,6 +381,9 @@ class RequestRecorder:
         self._lock = response_size._lock = queries._lock = duration._lock
         for member in (duration, response_size, queries):
             member._group = self
+        self._pending: list[_Pending] = []
+        #: each queued request that keeps an exemplar
+        self._sampled: list[_Sampled] = []
         self.refresh()
 
     def renew_lock(self) -> None:
@@ -305,48 +410,54 @@ class RequestRecorder:
         span_id: int,
     ) -> None:
         """One request: ``seconds`` and ``size`` (-1: unknown, not recorded) under ``key``, ``query_count``
-        under ``route_key``; ``trace_id``/``span_id`` (non-zero) keep the duration as an exemplar."""
-        # Histogram._add, written out for each of the three: three calls fewer per request
-        # (about 1,700 of this method's instructions under callgrind; bench/README.md, "Run 8").
-        duration = self.duration
-        i_duration = bisect_left(duration.bounds, seconds)
+        under ``route_key``; ``trace_id``/``span_id`` (non-zero) keep the duration as an exemplar.
+
+        The request is only queued (with its exemplar apart); :meth:`fold` counts the queue into
+        the histograms in bulk, every :data:`PENDING_MAX` requests and before any of them is read
+        (``series``), mostly in C, in the order the requests came (which keys get a series of their
+        own under ``max_series`` is as if each had been counted at once).
+        """
+        pending = self._pending
+        pending.append((key, route_key, seconds, size, query_count))
+        if trace_id:
+            self._sampled.append((key, seconds, time.time_ns(), trace_id, span_id))
+        if len(pending) >= PENDING_MAX:
+            self.fold()
+
+    def fold(self) -> None:
+        """Count the queued requests into the three histograms."""
         with self._lock:
-            cell = duration._cells.get(key)
-            kept = key
-            if cell is None:
-                cell, kept = duration._new_cell(key)
-            cell[0] += seconds
-            if seconds < cell[1]:  # noqa: PLR1730
-                cell[1] = seconds
-            if seconds > cell[2]:  # noqa: PLR1730
-                cell[2] = seconds
-            cell[3 + i_duration] += 1
-            if trace_id:
-                ex = duration._exemplars.get(kept)
-                if ex is None:
-                    ex = duration._exemplars[kept] = {}
-                ex[i_duration] = (seconds, time.time_ns(), trace_id, span_id)
-            if size >= 0:
-                sizes = self.response_size
-                cell = sizes._cells.get(key)
-                if cell is None:
-                    cell = sizes._new_cell(key)[0]
-                cell[0] += size
-                if size < cell[1]:  # noqa: PLR1730
-                    cell[1] = size
-                if size > cell[2]:  # noqa: PLR1730
-                    cell[2] = size
-                cell[3 + bisect_left(sizes.bounds, size)] += 1
-            counts = self.queries
-            cell = counts._cells.get(route_key)
-            if cell is None:
-                cell = counts._new_cell(route_key)[0]
-            cell[0] += query_count
-            if query_count < cell[1]:  # noqa: PLR1730
-                cell[1] = query_count
-            if query_count > cell[2]:  # noqa: PLR1730
-                cell[2] = query_count
-            cell[3 + bisect_left(counts.bounds, query_count)] += 1
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
+        """:meth:`fold`; the caller holds the lock."""
+        # A request's exemplar is queued after the request: it may wait for the next fold.
+        items = _take(self._pending)
+        if items:
+            self._count(items)
+        sampled = _take(self._sampled)
+        if sampled:
+            self.duration._keep_exemplars(sampled)
+
+    def _count(self, items: list[_Pending]) -> None:
+        """Count queued requests into the histograms, grouped by key in the order they came."""
+        pairs = list(map(_PAIR, items))
+        groups: dict[tuple[Key, Key], list[_Pending]] = {}
+        if len(dict.fromkeys(pairs)) == 1:  # one route at a time (a load test): no grouping
+            groups[pairs[0]] = items
+        else:
+            for pair, item in zip(pairs, items, strict=True):
+                group = groups.get(pair)
+                if group is None:
+                    groups[pair] = [item]
+                else:
+                    group.append(item)
+        for (key, route_key), group in groups.items():
+            self.duration._add_many(key, list(map(_SECONDS, group)))
+            sizes = list(filter(_KNOWN, map(_SIZE, group)))
+            if sizes:
+                self.response_size._add_many(key, sizes)
+            self.queries._add_many(route_key, list(map(_QUERIES, group)))
 
     def _one_by_one(
         self,
