@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -13,6 +14,7 @@ import pytest
 import otel_perf
 from otel_perf._analysis import ratelimit
 from otel_perf._analysis.stats import percentile
+from otel_perf._metrics import instruments
 from otel_perf._metrics.instruments import (
     DURATION_BOUNDS,
     OVERFLOW_KEY,
@@ -244,35 +246,112 @@ def test_queued_histogram_counts_what_counting_at_once_would(max_series: int, n:
     assert queued._pending == [] and sum(s[1] for s in got) == n
 
 
-def test_request_recorder_loses_nothing_to_concurrent_reads() -> None:
+@pytest.mark.parametrize("recorder_too", [False, True])
+def test_queues_lose_nothing_to_concurrent_reads(recorder_too: bool) -> None:
     grouped = _request_histograms()
     recorder = RequestRecorder(*grouped)
+    statements = Histogram("s", "s", "", ("k",), (0.1, 0.5))
     per_thread, threads = 3000, 4
     stop = threading.Event()
 
     def write(n: int) -> None:
         key = (f"/r{n}", "GET", 200)
         for i in range(per_thread):
-            recorder.record(0.01 * (i % 7), i % 50, i % 3, key, key[:2], i % 5, 1)
+            if recorder_too:
+                recorder.record(0.01 * (i % 7), i % 50, i % 3, key, key[:2], i % 5, 1)
+            statements.record(i % 3, key[:1], i % 5, 1)
 
     def read() -> None:
         while not stop.is_set():
             grouped[0].series()
+            statements.series()
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    writers = [threading.Thread(target=write, args=(n,)) for n in range(threads)]
-    for t in writers:
-        t.start()
-    for t in writers:
-        t.join()
-    stop.set()
-    reader.join()
-    for h in grouped:
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between any two bytecodes, often
+    try:
+        reader = threading.Thread(target=read)
+        reader.start()
+        writers = [threading.Thread(target=write, args=(n,)) for n in range(threads)]
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join()
+        stop.set()
+        reader.join()
+    finally:
+        sys.setswitchinterval(interval)
+    # every measurement counted once: counts, integer sums and buckets exact for every key
+    per_key_queries = sum(i % 3 for i in range(per_thread))
+    checked = [statements, *grouped] if recorder_too else [statements]
+    for h in checked:
         series = h.series()
-        assert len(series) == threads
-        assert all(s.count == per_thread for s in series)
-    assert all(len(s.exemplars) > 0 for s in grouped[0].series())
+        assert len(series) == threads and all(s.count == per_thread for s in series), h.name
+        assert all(s.key != OVERFLOW_KEY for s in series), h.name
+    for h in checked[:2]:  # the histograms with exemplars: each series has its own
+        assert all(s.exemplars for s in h.series()), h.name
+    assert all(s.sum == per_key_queries for s in statements.series())
+    if recorder_too:
+        assert all(s.sum == sum(i % 50 for i in range(per_thread)) for s in grouped[1].series())
+        assert all(s.sum == per_key_queries for s in grouped[2].series())
+        assert all(s.bucket_counts == (2000, 1000, 0) for s in grouped[2].series())  # bounds (1, 5)
+
+
+def test_an_exemplar_queued_during_a_fold_stays_with_its_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Histogram("d", "s", "", ("k",), (0.1, 0.5))
+    h.record(0.05, ("old",))
+    takes = []
+    real_take = instruments._take
+
+    def take_with_a_record_between(queue: list[Any]) -> list[Any]:
+        items = real_take(queue)
+        takes.append(len(items))
+        if len(takes) == 1:  # another thread records between the fold's two takes
+            h._pending.append((("new",), 0.3))
+            h._sampled.append((("new",), 0.3, 1, 170, 187))
+        return items
+
+    monkeypatch.setattr(instruments, "_take", take_with_a_record_between)
+    h.series()
+    monkeypatch.setattr(instruments, "_take", real_take)
+    series = {s.key: s for s in h.series()}
+    assert set(series) == {("old",), ("new",)}  # no overflow series: nothing overflowed
+    assert [e[2:] for e in series[("new",)].exemplars.values()] == [(170, 187)]
+
+
+def test_request_recorder_gives_size_series_in_the_order_sizes_came() -> None:
+    grouped = _request_histograms(max_series=1)
+    recorder = RequestRecorder(*grouped)
+    for path, size in (("/a", -1), ("/b", 5), ("/a", 7)):  # /a's first request has no known size
+        recorder.record(0.05, size, 0, (path, "GET", 200), (path, "GET"), 0, 0)
+    sizes = {s.key: s.sum for s in grouped[1].series()}
+    assert sizes == {("/b", "GET", 200): 5, OVERFLOW_KEY: 7}  # as counting at once: /b first
+    assert {s.key for s in grouped[0].series()} == {("/a", "GET", 200), OVERFLOW_KEY}
+
+
+def test_a_measurement_that_cannot_be_counted_costs_only_itself(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("OTEL_PERF__RAISE_ERRORS", raising=False)
+    h = Histogram("bad", "s", "", ("k",), (0.1, 0.5))
+    grouped = _request_histograms()
+    recorder = RequestRecorder(*grouped)
+    for i in range(299):
+        h.record(0.05, ("a",) if i != 10 else (["unhashable"],))  # type: ignore[arg-type]
+        h.record(0.3, ("b",))
+        key = ("/a", "GET", 200) if i != 20 else (["unhashable"],)
+        recorder.record(0.05, 3, 1, key, key[:2], 0, 0)  # type: ignore[arg-type]
+    h.record(float("nan"), ("c",))  # a NaN first in its group: counted as counting at once would
+    h.record(0.3, ("c",))
+    h.record("0.2", ("d",))  # type: ignore[arg-type]  # not a number: the rest of its group counts
+    h.record(0.2, ("d",))
+    with caplog.at_level("WARNING", logger="otel_perf"):
+        counted = {s.key: s for s in h.series()}
+        assert {s.key: s.count for s in grouped[0].series()} == {("/a", "GET", 200): 298}
+    assert counted[("a",)].count == 298 and counted[("b",)].count == 299
+    assert counted[("c",)].bucket_counts == (1, 1, 0) and counted[("c",)].min == 0.3
+    assert (counted[("d",)].count, counted[("d",)].sum) == (1, 0.2)
+    reported = [r.args[0] for r in caplog.records if "internal error in metric" in r.getMessage()]  # type: ignore[index]
+    assert sorted(reported) == ["b", "bad", "d", "q"]  # once per instrument
 
 
 def _headers(d: dict[str, str]):  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ cardinality limit does), and counts the overflowed recordings.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from bisect import bisect_left
@@ -26,11 +27,13 @@ from collections import Counter as _Tally
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from math import isnan
 from operator import itemgetter
 from typing import Any, TypeVar
 
 from otel_perf._metrics.exponential import ExpBuckets, ExpSnapshot
 
+logger = logging.getLogger("otel_perf")
 Key = tuple[object, ...]
 _T = TypeVar("_T")
 OVERFLOW_KEY: Key = ("__overflow__",)
@@ -76,6 +79,7 @@ _SECONDS = itemgetter(2)
 _SIZE = itemgetter(3)
 _QUERIES = itemgetter(4)
 _KNOWN = (-1).__lt__  # a size of 0 or more
+_INF = float("inf")
 
 
 def _take(queue: list[_T]) -> list[_T]:
@@ -84,6 +88,21 @@ def _take(queue: list[_T]) -> list[_T]:
     items = queue[: len(queue)]
     del queue[: len(items)]
     return items
+
+
+def _grouped(items: list[_T], key_of: Callable[[_T], Any]) -> dict[Any, list[_T]]:
+    """``items`` by ``key_of`` each, the keys in the order they first came."""
+    keys = list(map(key_of, items))
+    if len(dict.fromkeys(keys)) == 1:  # one key (a load test, a single statement): no loop
+        return {keys[0]: items}
+    groups: dict[Any, list[_T]] = {}
+    for key, item in zip(keys, items, strict=True):
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [item]
+        else:
+            group.append(item)
+    return groups
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,7 @@ class Histogram:
         self._win: dict[Key, list[float]] = {}
         #: the :class:`RequestRecorder` this histogram is part of (told when configure() changes it)
         self._group: RequestRecorder | None = None
+        self._reported = False
         #: what :meth:`record` queued: (key, value), and the exemplars apart
         self._pending: list[tuple[Key, float]] = []
         self._sampled: list[_Sampled] = []
@@ -169,30 +189,51 @@ class Histogram:
         """:meth:`fold`; the caller holds the lock."""
         if self._group is not None:
             self._group._fold_locked()
+        # The exemplars first: each is queued after its measurement, so every exemplar taken
+        # here has its measurement in the batch taken next (or counted already).
+        sampled = _take(self._sampled)
         items = _take(self._pending)
         if items:
-            keys = list(map(_FIRST, items))
-            if len(dict.fromkeys(keys)) == 1:  # one key (a load test, a single statement): no grouping
-                self._add_many(keys[0], list(map(_SECOND, items)))
+            try:
+                groups = _grouped(items, _FIRST)
+            except TypeError:  # an unhashable key: each measurement alone, that one left out
+                self._count_each(items)
             else:
-                groups: dict[Key, list[float]] = {}
-                for key, value in items:
-                    values = groups.get(key)
-                    if values is None:
-                        groups[key] = [value]
-                    else:
-                        values.append(value)
-                for key, values in groups.items():
-                    self._add_many(key, values)
-        sampled = _take(self._sampled)
+                for key, group in groups.items():
+                    self._add_or_each(key, list(map(_SECOND, group)))
         if sampled:
             self._keep_exemplars(sampled)
+
+    def _add_or_each(self, key: Key, values: list[float]) -> None:
+        """:meth:`_add_many`, or each value alone if that raises (it raises before it counts any)."""
+        try:
+            self._add_many(key, values)
+        except Exception:
+            self._count_each(zip(repeat(key), values))
+
+    def _count_each(self, items: Iterable[tuple[Key, float]]) -> None:
+        """Count ``items`` one at a time; one that cannot be counted is reported and left out
+        (counted at once, only its own ``record`` failed: the rest of the queue is still counted)."""
+        for key, value in items:
+            try:
+                self._add(value, key, bisect_left(self.bounds, value))
+            except Exception as exc:
+                if not self._reported:  # once per instrument: a fault in the code that records
+                    self._reported = True
+                    logger.warning(
+                        "otel-perf: internal error in metric %s: the measurement (value %r, key %r) "
+                        "could not be counted and was left out; the rest were counted. Please report this "
+                        "with the traceback.",
+                        self.name, value, key, exc_info=exc,
+                    )  # fmt: skip
 
     def _keep_exemplars(self, sampled: list[_Sampled]) -> None:
         """Each queued measurement's exemplar, the last in its bucket kept (after its count)."""
         cells, bounds, exemplars = self._cells, self.bounds, self._exemplars
         for key, value, time_ns, trace_id, span_id in sampled:
             kept = key if key in cells else OVERFLOW_KEY
+            if kept not in cells:  # its measurement was cleared (a forked worker's reset)
+                continue
             ex = exemplars.get(kept)
             if ex is None:
                 ex = exemplars[kept] = {}
@@ -214,21 +255,30 @@ class Histogram:
         return key
 
     def _add_many(self, key: Key, values: list[float]) -> None:
-        """:meth:`_add` for each of ``values`` (not empty), in bulk.  The caller holds the lock."""
+        """:meth:`_add` for each of ``values`` (not empty), in bulk.  The caller holds the lock.
+
+        What can raise (a value that is not a number, a key that cannot be hashed) raises before
+        anything is counted."""
+        total = sum(values)
+        low, high = min(values), max(values)
+        one_bucket = True
+        if isnan(low) or isnan(high):  # a NaN first (callers leave them out): as _add would
+            numbers = [v for v in values if not isnan(v)]
+            low, high = min(numbers, default=_INF), max(numbers, default=-_INF)
+            one_bucket = False
         cell = self._cells.get(key)
         if cell is None:
             cell, kept = self._new_cell(key)
             if kept is not key:  # the overflow series: _new_cell counted one of them
                 self.overflowed += len(values) - 1
-        cell[0] += sum(values)
-        low, high = min(values), max(values)
+        cell[0] += total
         if low < cell[1]:  # noqa: PLR1730
             cell[1] = low
         if high > cell[2]:  # noqa: PLR1730
             cell[2] = high
         bounds = self.bounds
         first = bisect_left(bounds, low)
-        if first == bisect_left(bounds, high):  # all in one bucket (a constant size or count)
+        if one_bucket and first == bisect_left(bounds, high):  # a constant size or count
             cell[3 + first] += len(values)
             return
         for index, count in _Tally(map(bisect_left, repeat(bounds), values)).items():
@@ -431,33 +481,46 @@ class RequestRecorder:
 
     def _fold_locked(self) -> None:
         """:meth:`fold`; the caller holds the lock."""
-        # A request's exemplar is queued after the request: it may wait for the next fold.
+        sampled = _take(self._sampled)  # first: see Histogram._fold_locked
         items = _take(self._pending)
         if items:
-            self._count(items)
-        sampled = _take(self._sampled)
+            try:
+                groups = _grouped(items, _PAIR)
+            except TypeError:  # an unhashable key: each request alone, that one left out
+                self._count_each(items)
+            else:
+                self._count(items, groups)
         if sampled:
             self.duration._keep_exemplars(sampled)
 
-    def _count(self, items: list[_Pending]) -> None:
+    def _count(self, items: list[_Pending], groups: dict[Any, list[_Pending]]) -> None:
         """Count queued requests into the histograms, grouped by key in the order they came."""
-        pairs = list(map(_PAIR, items))
-        groups: dict[tuple[Key, Key], list[_Pending]] = {}
-        if len(dict.fromkeys(pairs)) == 1:  # one route at a time (a load test): no grouping
-            groups[pairs[0]] = items
-        else:
-            for pair, item in zip(pairs, items, strict=True):
-                group = groups.get(pair)
-                if group is None:
-                    groups[pair] = [item]
-                else:
-                    group.append(item)
+        sized: list[tuple[Key, list[float]]] = []
         for (key, route_key), group in groups.items():
-            self.duration._add_many(key, list(map(_SECONDS, group)))
+            self.duration._add_or_each(key, list(map(_SECONDS, group)))
             sizes = list(filter(_KNOWN, map(_SIZE, group)))
             if sizes:
-                self.response_size._add_many(key, sizes)
-            self.queries._add_many(route_key, list(map(_QUERIES, group)))
+                sized.append((key, sizes))
+            self.queries._add_or_each(route_key, list(map(_QUERIES, group)))
+        response_size = self.response_size
+        if len(response_size._cells) + len(sized) > response_size.max_series:
+            # Which keys get a series of their own depends on the order: a key's first known
+            # size, not its first request (which may have had none), as if counted at once.
+            first: dict[Key, int] = {}
+            for i, item in enumerate(items):
+                if _KNOWN(item[3]):
+                    first.setdefault(item[0], i)
+            sized.sort(key=lambda pair: first[pair[0]])
+        for key, sizes in sized:
+            response_size._add_or_each(key, sizes)
+
+    def _count_each(self, items: Iterable[_Pending]) -> None:
+        """Count requests one at a time (a batch whose keys could not be grouped)."""
+        for key, route_key, seconds, size, query_count in items:
+            self.duration._count_each(((key, seconds),))
+            if _KNOWN(size):
+                self.response_size._count_each(((key, size),))
+            self.queries._count_each(((route_key, query_count),))
 
     def _one_by_one(
         self,
