@@ -169,7 +169,7 @@ class Histogram:
 
         Queued (the exemplar apart), and counted in bulk by :meth:`fold`: every
         :data:`PENDING_MAX` measurements and before the histogram is read.  Counted at once in
-        Python, a record cost about 1.5 µs; queued, a third of that (bench/README.md, "Run 15").
+        Python, a record cost about 1.2 µs; queued, 0.3-0.4 (timed alone; bench/README.md, "Run 15").
         Keys get a series of their own under ``max_series`` in the order they came, as if each
         measurement had been counted at once.
         """
@@ -414,7 +414,7 @@ class RequestRecorder:
 
     Duration (with its exemplar), response body size and statements per request.  Counted one
     request at a time in Python, even together under one lock, they were about a third of what
-    an unsampled request added (bench/README.md, "Run 15"); queued, a tenth of that.  The three
+    an unsampled request added (175 bytecodes; bench/README.md, "Run 15"); queued, 25.  The three
     histograms share the duration's lock from here on (each still takes it alone to be read,
     reset or configured).  While any of them records more than the
     default (exponential buckets, delta windows, an exemplar filter: :meth:`Histogram.configure`),
